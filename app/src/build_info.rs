@@ -1,0 +1,114 @@
+//! What this binary was built from: the stamp `cargo xtask` computed, passed
+//! in by `build.rs` as `BUILD_*` compile-time variables.
+
+use serde::Serialize;
+
+/// The stamp as `cargo xtask version --json` prints it: same fields, same order.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub describe: &'static str,
+    pub commit: &'static str,
+    pub commit_short: &'static str,
+    pub branch: &'static str,
+    pub dirty: bool,
+    pub commit_time: &'static str,
+    pub source_date_epoch: u64,
+    pub target: &'static str,
+    pub profile: &'static str,
+    pub rustc: &'static str,
+}
+
+pub const BUILD_INFO: BuildInfo = BuildInfo {
+    version: env!("CARGO_PKG_VERSION"),
+    describe: env!("BUILD_DESCRIBE"),
+    commit: env!("BUILD_COMMIT"),
+    commit_short: env!("BUILD_COMMIT_SHORT"),
+    branch: env!("BUILD_BRANCH"),
+    dirty: const_str_is_true(env!("BUILD_DIRTY")),
+    commit_time: env!("BUILD_COMMIT_TIME"),
+    source_date_epoch: const_parse_u64(env!("BUILD_SOURCE_DATE_EPOCH")),
+    target: env!("BUILD_TARGET"),
+    profile: env!("BUILD_PROFILE"),
+    rustc: env!("BUILD_RUSTC"),
+};
+
+impl BuildInfo {
+    /// `app 0.1.0 (1a2b3c4 2026-11-25 x86_64-unknown-linux-musl)`
+    pub fn version_line(&self, binary: &str) -> String {
+        // RFC 3339 starts with the date; "unknown" stays "unknown".
+        let commit_date = self
+            .commit_time
+            .get(..10)
+            .filter(|_| self.commit_time != "unknown");
+        format!(
+            "{binary} {} ({} {} {})",
+            self.version,
+            self.commit_short,
+            commit_date.unwrap_or("unknown"),
+            self.target
+        )
+    }
+}
+
+const fn const_str_is_true(value: &str) -> bool {
+    matches!(value.as_bytes(), b"true")
+}
+
+/// Parses a decimal number at compile time; anything else is a build error.
+const fn const_parse_u64(value: &str) -> u64 {
+    let bytes = value.as_bytes();
+    assert!(!bytes.is_empty(), "BUILD_SOURCE_DATE_EPOCH is empty");
+    let mut number: u64 = 0;
+    let mut index = 0;
+    while index < bytes.len() {
+        let digit = bytes[index];
+        assert!(
+            digit.is_ascii_digit(),
+            "BUILD_SOURCE_DATE_EPOCH is not a number"
+        );
+        number = number * 10 + (digit - b'0') as u64;
+        index += 1;
+    }
+    number
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_line_shows_commit_date_and_target() {
+        let info = BuildInfo {
+            commit_short: "1a2b3c4",
+            commit_time: "2026-11-25T01:17:00+01:00",
+            target: "aarch64-unknown-linux-musl",
+            ..BUILD_INFO
+        };
+        assert_eq!(
+            info.version_line("app"),
+            format!(
+                "app {} (1a2b3c4 2026-11-25 aarch64-unknown-linux-musl)",
+                info.version
+            )
+        );
+        let unknown = BuildInfo {
+            commit_short: "unknown",
+            commit_time: "unknown",
+            target: "x",
+            ..BUILD_INFO
+        };
+        assert_eq!(
+            unknown.version_line("app"),
+            format!("app {} (unknown unknown x)", unknown.version)
+        );
+    }
+
+    #[test]
+    fn numbers_and_flags_parse_at_compile_time() {
+        assert_eq!(const_parse_u64("0"), 0);
+        assert_eq!(const_parse_u64("1764033420"), 1_764_033_420);
+        assert!(const_str_is_true("true"));
+        assert!(!const_str_is_true("false"));
+    }
+}

@@ -1,0 +1,90 @@
+//! `cargo xtask ci`: the exact sequence CI runs, in order, stopping at the
+//! first failure, with a summary of each step and its duration at the end.
+//! The GitHub workflow and `.ci/run` call this task and nothing else.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::build::Build;
+use crate::exec::Ctx;
+use crate::lint;
+use crate::test::Test;
+
+#[derive(clap::Args, Debug)]
+pub struct Ci {}
+
+type StepFn = fn(&Ctx) -> Result<()>;
+
+/// The steps, cheapest and most likely to fail first.
+const STEPS: &[(&str, StepFn)] = &[
+    ("fmt", lint::fmt),
+    ("clippy", lint::clippy),
+    ("build", |ctx| {
+        Build {
+            release: true,
+            cargo_args: Vec::new(),
+        }
+        .run(ctx)
+    }),
+    ("test", |ctx| Test::default().run(ctx)),
+];
+
+enum Outcome {
+    Passed(Duration),
+    Failed(Duration),
+    NotRun,
+}
+
+impl Ci {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let mut outcomes: Vec<(&str, Outcome)> = STEPS
+            .iter()
+            .map(|(name, _)| (*name, Outcome::NotRun))
+            .collect();
+        let mut failure = None;
+        for (index, (name, step)) in STEPS.iter().enumerate() {
+            eprintln!("==> ci step {}/{}: {name}", index + 1, STEPS.len());
+            let started = Instant::now();
+            let result = step(ctx);
+            let elapsed = started.elapsed();
+            match result {
+                Ok(()) => outcomes[index].1 = Outcome::Passed(elapsed),
+                Err(err) => {
+                    outcomes[index].1 = Outcome::Failed(elapsed);
+                    failure = Some((name, err));
+                    break;
+                }
+            }
+        }
+        print_summary(&outcomes);
+        if let Some((name, err)) = failure {
+            bail!("ci step `{name}` failed: {err:#}");
+        }
+        Ok(())
+    }
+}
+
+fn print_summary(outcomes: &[(&str, Outcome)]) {
+    let total: Duration = outcomes
+        .iter()
+        .map(|(_, outcome)| match outcome {
+            Outcome::Passed(elapsed) | Outcome::Failed(elapsed) => *elapsed,
+            Outcome::NotRun => Duration::ZERO,
+        })
+        .sum();
+    eprintln!("==> ci summary");
+    for (name, outcome) in outcomes {
+        let line = match outcome {
+            Outcome::Passed(elapsed) => {
+                format!("ok       {name:<8} {:>7.1}s", elapsed.as_secs_f64())
+            }
+            Outcome::Failed(elapsed) => {
+                format!("FAILED   {name:<8} {:>7.1}s", elapsed.as_secs_f64())
+            }
+            Outcome::NotRun => format!("not run  {name}"),
+        };
+        eprintln!("    {line}");
+    }
+    eprintln!("    total             {:>7.1}s", total.as_secs_f64());
+}

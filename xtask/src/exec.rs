@@ -1,0 +1,152 @@
+//! The context every task runs in: the shell, the project, `--dry-run`, and
+//! the one way state-changing commands are run (echoed first, as a line that
+//! can be copied into a terminal).
+
+use std::cell::OnceCell;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use xshell::{Cmd, Shell};
+
+use crate::project::Project;
+use crate::stamp::Stamp;
+
+pub struct Ctx {
+    pub sh: Shell,
+    pub dry_run: bool,
+    pub project: Project,
+    /// The cargo that runs this xtask (`$CARGO`), so that a pinned toolchain
+    /// builds everything.
+    cargo: PathBuf,
+    stamp: OnceCell<Stamp>,
+}
+
+impl Ctx {
+    /// Reads the workspace metadata (the only `cargo metadata` call of an
+    /// invocation) and moves into the workspace root.
+    pub fn new(dry_run: bool) -> Result<Ctx> {
+        let sh = Shell::new().context("set up the command shell")?;
+        let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+        let project = Project::load(&cargo)?;
+        sh.change_dir(&project.root);
+        Ok(Ctx {
+            sh,
+            dry_run,
+            project,
+            cargo,
+            stamp: OnceCell::new(),
+        })
+    }
+
+    /// `cargo` as a command, ready for arguments.
+    pub fn cargo(&self) -> Cmd<'_> {
+        self.sh.cmd(&self.cargo)
+    }
+
+    pub fn cargo_path(&self) -> &Path {
+        &self.cargo
+    }
+
+    /// The version stamp, computed on first use and then shared by every step
+    /// of this invocation, so git runs once.
+    pub fn stamp(&self) -> Result<&Stamp> {
+        if let Some(stamp) = self.stamp.get() {
+            return Ok(stamp);
+        }
+        let stamp = Stamp::compute(self).context("compute the version stamp")?;
+        Ok(self.stamp.get_or_init(|| stamp))
+    }
+
+    /// The command with the version stamp in its environment, for every
+    /// cargo call that compiles the app.
+    pub fn stamped<'a>(&self, cmd: Cmd<'a>) -> Result<Cmd<'a>> {
+        Ok(cmd.envs(self.stamp()?.env_vars()))
+    }
+
+    /// Echoes a state-changing command, then runs it unless this is a dry run.
+    pub fn run(&self, cmd: Cmd<'_>) -> Result<()> {
+        let mut command = Command::from(cmd);
+        eprintln!("$ {}", self.display(&command, true));
+        if self.dry_run {
+            return Ok(());
+        }
+        let status = command
+            .status()
+            .with_context(|| format!("start `{}`", self.display(&command, false)))?;
+        if !status.success() {
+            bail!("`{}` failed ({status})", self.display(&command, false));
+        }
+        Ok(())
+    }
+
+    /// A command as a shell line: the environment it sets (when asked), the
+    /// program, and its arguments, quoted where the shell would need it.
+    pub fn display(&self, command: &Command, with_env: bool) -> String {
+        let mut words = Vec::new();
+        if let Some(dir) = command
+            .get_current_dir()
+            .filter(|dir| *dir != self.project.root)
+        {
+            words.push(format!("cd {} &&", shell_quote(dir.as_os_str())));
+        }
+        if with_env {
+            let mut removed = false;
+            for (key, value) in command.get_envs() {
+                let key = key.to_string_lossy();
+                match value {
+                    Some(value) => words.push(format!("{key}={}", shell_quote(value))),
+                    None => {
+                        removed = true;
+                        words.push(format!("-u {key}"));
+                    }
+                }
+            }
+            if removed {
+                words.insert(0, "env".to_owned());
+            }
+        }
+        let program = command.get_program();
+        if Path::new(program) == self.cargo {
+            words.push("cargo".to_owned());
+        } else {
+            words.push(shell_quote(program));
+        }
+        words.extend(command.get_args().map(shell_quote));
+        words.join(" ")
+    }
+}
+
+/// Quotes a word for a POSIX shell, leaving plain words as they are.
+pub fn shell_quote(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=@%+,^".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.into_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_only_where_the_shell_needs_it() {
+        let check =
+            |word: &str, expected: &str| assert_eq!(shell_quote(OsStr::new(word)), expected);
+        check("--release", "--release");
+        check("aarch64-unknown-linux-musl", "aarch64-unknown-linux-musl");
+        check("-Dwarnings", "-Dwarnings");
+        check("", "''");
+        check("two words", "'two words'");
+        check("it's", r"'it'\''s'");
+        check("$HOME", "'$HOME'");
+        check(
+            "rustc 1.95.0 (59807616e 2026-04-14)",
+            "'rustc 1.95.0 (59807616e 2026-04-14)'",
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! The command line: clap definitions for every task, the grouped task list
+//! that `cargo xtask`, `cargo xtask help` and `--help` print, and usage errors
+//! folded into one line.
+//!
+//! Parsing is kept apart from what the flags resolve into: a task turns its
+//! flags into settings (targets, profiles, paths) in its own module.
+
+use std::ffi::OsString;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Tasks in the order and groups `--help` lists them. A unit test checks that
+/// every task appears here exactly once.
+const TASK_GROUPS: &[(&str, &[&str])] = &[
+    ("Develop", &["build", "test", "lint", "ci"]),
+    ("Release", &["version"]),
+    ("Maintain", &["doctor", "clean", "help"]),
+];
+
+const AFTER_HELP: &str = "\
+Every command that changes something is printed before it runs, as a line you can copy.
+`cargo xtask help <task>` shows the flags of one task. Exit codes: 0 success, 1 a task failed, 2 bad command line.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, test and release this workspace: each task is Rust code in xtask/.",
+    disable_help_subcommand = true,
+    disable_version_flag = true
+)]
+pub struct Xtask {
+    /// Print every command a task would run, without running any of them
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    #[command(subcommand)]
+    task: Option<TaskOrHelp>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TaskOrHelp {
+    #[command(flatten)]
+    Task(Task),
+    /// Print this list of tasks, or the flags of one task
+    Help {
+        /// The task to explain
+        task: Option<String>,
+    },
+}
+
+/// A parsed command line that has a task to run.
+#[derive(Debug)]
+pub struct Flags {
+    pub dry_run: bool,
+    pub task: Task,
+}
+
+/// Every task `cargo xtask` runs.
+#[derive(Subcommand, Debug)]
+pub enum Task {
+    /// Compile the shipped crates, stamped with the commit they come from
+    Build(crate::build::Build),
+    /// Run the test suite (cargo-nextest when installed, else cargo test)
+    Test(crate::test::Test),
+    /// Check formatting and lints (cargo fmt --check, clippy -D warnings)
+    Lint(crate::lint::Lint),
+    /// Run exactly what CI runs, in order, stopping at the first failure
+    Ci(crate::ci::Ci),
+    /// Print the version stamp (commit, branch, build time) builds embed
+    Version(crate::version::Version),
+    /// Show what each task needs, what is missing, and how to install it
+    Doctor(crate::doctor::Doctor),
+    /// Remove build outputs and everything the release tasks wrote
+    Clean(crate::clean::Clean),
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Flags),
+    /// Print this text (help) and exit successfully.
+    Exit(String),
+}
+
+/// Parses the command line; a usage error comes back as one line of text
+/// without the `error: ` prefix.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
+    let mut command = command();
+    command.build();
+    let matches = match command.try_get_matches_from_mut(args) {
+        Ok(matches) => matches,
+        Err(err) => return clap_outcome(&err),
+    };
+    let xtask = Xtask::from_arg_matches(&matches).map_err(|err| usage_error(&err))?;
+    match xtask.task {
+        Some(TaskOrHelp::Task(task)) => Ok(Parsed::Run(Flags {
+            dry_run: xtask.dry_run,
+            task,
+        })),
+        None | Some(TaskOrHelp::Help { task: None }) => {
+            Ok(Parsed::Exit(command.render_help().to_string()))
+        }
+        Some(TaskOrHelp::Help { task: Some(name) }) => match command.find_subcommand_mut(&name) {
+            Some(sub) => Ok(Parsed::Exit(sub.render_help().to_string())),
+            None => Err(format!(
+                "unknown task '{name}'; run `cargo xtask help` for the list of tasks"
+            )),
+        },
+    }
+}
+
+/// The clap command with the task list rendered in groups instead of clap's
+/// flat "Commands:" section.
+pub fn command() -> clap::Command {
+    let mut command = Xtask::command();
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    let mut task_list = String::new();
+    for (group, tasks) in TASK_GROUPS {
+        task_list.push_str(&format!("{group}:\n"));
+        for name in *tasks {
+            let about = command
+                .find_subcommand(name)
+                .and_then(|sub| sub.get_about())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            task_list.push_str(&format!("  {name:<10} {about}\n"));
+        }
+        task_list.push('\n');
+    }
+    for name in names {
+        command = command.mut_subcommand(name, |sub| sub.hide(true));
+    }
+    command
+        .override_usage("cargo xtask [--dry-run] <TASK> [TASK OPTIONS]")
+        .before_help(task_list.trim_end().to_owned())
+        .after_help(AFTER_HELP)
+        .help_template("{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}Options:\n{options}{after-help}")
+}
+
+fn clap_outcome(err: &clap::Error) -> Result<Parsed, String> {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            Ok(Parsed::Exit(err.render().to_string()))
+        }
+        _ => Err(usage_error(err)),
+    }
+}
+
+/// Folds clap's multi-line error (message, tips, usage) into one line.
+fn usage_error(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let mut lines = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty());
+    let headline = lines.next().unwrap_or("invalid command line");
+    let headline = headline.strip_prefix("error: ").unwrap_or(headline);
+    let tips: Vec<&str> = lines
+        .filter_map(|line| line.strip_prefix("tip: "))
+        .collect();
+    let mut message = headline.replace("subcommand", "task");
+    if !tips.is_empty() {
+        message.push_str(&format!(
+            " ({})",
+            tips.join("; ").replace("subcommand", "task")
+        ));
+    }
+    message.push_str("; run `cargo xtask --help` for usage");
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(line: &str) -> Parsed {
+        parse(line.split_whitespace().map(OsString::from)).expect("command line parses")
+    }
+
+    #[test]
+    fn every_task_is_listed_in_exactly_one_group() {
+        let mut listed: Vec<&str> = TASK_GROUPS
+            .iter()
+            .flat_map(|(_, tasks)| tasks.iter().copied())
+            .collect();
+        listed.sort_unstable();
+        let mut defined: Vec<String> = Xtask::command()
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_owned())
+            .collect();
+        defined.sort_unstable();
+        assert_eq!(listed, defined);
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_forms_print_the_same_task_list() {
+        let texts: Vec<String> = ["xtask", "xtask help", "xtask --help", "xtask -h"]
+            .into_iter()
+            .map(|line| match parse_ok(line) {
+                Parsed::Exit(text) => text,
+                Parsed::Run(flags) => panic!("`{line}` ran {flags:?} instead of printing help"),
+            })
+            .collect();
+        assert!(
+            texts.windows(2).all(|pair| pair[0] == pair[1]),
+            "{texts:#?}"
+        );
+        assert!(
+            texts[0].contains("Develop:") && texts[0].contains("  doctor "),
+            "{}",
+            texts[0]
+        );
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let check = |line: &str, expected: &str| {
+            let message = parse(line.split_whitespace().map(OsString::from))
+                .expect_err("command line is rejected");
+            assert!(!message.contains('\n'), "{message}");
+            assert!(message.contains(expected), "`{line}` gave `{message}`");
+        };
+        check(
+            "xtask bulid",
+            "unrecognized task 'bulid' (a similar task exists: 'build')",
+        );
+        check("xtask build --relase", "unexpected argument '--relase'");
+        check("xtask help nope", "unknown task 'nope'");
+    }
+
+    #[test]
+    fn dry_run_is_accepted_before_and_after_the_task() {
+        for line in ["xtask --dry-run clean", "xtask clean --dry-run"] {
+            match parse_ok(line) {
+                Parsed::Run(flags) => assert!(flags.dry_run, "{line}"),
+                Parsed::Exit(_) => panic!("{line} printed help"),
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! `cargo xtask`: every build, test and release step of this workspace, in Rust.
+//!
+//! This file only parses the flags, prints errors and dispatches to the task
+//! modules; each task lives in its own module with a `run` method.
+
+mod build;
+mod ci;
+mod clean;
+mod doctor;
+mod exec;
+mod flags;
+mod lint;
+mod project;
+mod stamp;
+mod test;
+mod tools;
+mod version;
+
+use std::process::ExitCode;
+
+use exec::Ctx;
+use flags::Task;
+
+/// Exit code for a task that failed (a command, a check, a missing tool).
+const EXIT_FAILURE: u8 = 1;
+/// Exit code for a command line that could not be parsed.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let flags = match flags::parse(std::env::args_os()) {
+        Ok(flags::Parsed::Run(flags)) => flags,
+        Ok(flags::Parsed::Exit(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match run(flags) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&format!("{err:#}")));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run(flags: flags::Flags) -> anyhow::Result<()> {
+    let ctx = Ctx::new(flags.dry_run)?;
+    match flags.task {
+        Task::Build(task) => task.run(&ctx),
+        Task::Test(task) => task.run(&ctx),
+        Task::Lint(task) => task.run(&ctx),
+        Task::Ci(task) => task.run(&ctx),
+        Task::Version(task) => task.run(&ctx),
+        Task::Doctor(task) => task.run(&ctx),
+        Task::Clean(task) => task.run(&ctx),
+    }
+}
+
+/// Errors are printed as one line: the context chain joined by `: `, with the
+/// line breaks of quoted tool output folded into spaces.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,162 @@
+//! The project: where the workspace is, where outputs go, and the settings in
+//! `[workspace.metadata.xtask]` of the root `Cargo.toml`, read once per
+//! invocation through `cargo metadata`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// `[workspace.metadata.xtask]`: what changes from one service to another.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// The package that is built, stamped and shipped.
+    pub package: String,
+    /// The binary that package produces.
+    pub binary: String,
+    /// Image name used when no `--tag` is given.
+    pub image: String,
+    /// The release matrix: what `--target all` means.
+    pub targets: Vec<String>,
+    /// The port the service listens on by default.
+    pub port: u16,
+}
+
+#[derive(Debug)]
+pub struct Project {
+    pub root: PathBuf,
+    /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
+    pub target_dir: PathBuf,
+    pub settings: Settings,
+    /// The version of the shipped package, from its `Cargo.toml`.
+    pub version: String,
+}
+
+impl Project {
+    pub fn load(cargo: &Path) -> Result<Project> {
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .cargo_path(cargo)
+            .no_deps()
+            .exec()
+            .map_err(|err| anyhow::anyhow!(metadata_error(&err)))
+            .context(
+                "read the workspace with `cargo metadata` (run cargo xtask inside the workspace)",
+            )?;
+        let settings = parse_settings(&metadata.workspace_metadata)?;
+        let Some(package) = metadata
+            .workspace_packages()
+            .into_iter()
+            .find(|p| *p.name == settings.package)
+        else {
+            bail!(
+                "[workspace.metadata.xtask] names package `{}`, which is not a workspace member: set `package` to one of {}",
+                settings.package,
+                metadata
+                    .workspace_packages()
+                    .iter()
+                    .map(|p| format!("`{}`", p.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        let version = package.version.to_string();
+        Ok(Project {
+            root: metadata.workspace_root.into_std_path_buf(),
+            target_dir: metadata.target_directory.into_std_path_buf(),
+            version,
+            settings,
+        })
+    }
+
+    /// The one output folder of the release tasks. It sits in the target
+    /// directory, so `CARGO_TARGET_DIR` moves it and `cargo clean` removes it.
+    pub fn dist_dir(&self) -> PathBuf {
+        self.target_dir.join("dist")
+    }
+}
+
+/// Parses `[workspace.metadata.xtask]` out of the workspace metadata.
+pub fn parse_settings(workspace_metadata: &serde_json::Value) -> Result<Settings> {
+    let Some(table) = workspace_metadata.get("xtask") else {
+        bail!(
+            "the root Cargo.toml has no [workspace.metadata.xtask] table: add one (see README.md, \"Project settings\")"
+        );
+    };
+    serde_json::from_value(table.clone())
+        .context("read [workspace.metadata.xtask] in the root Cargo.toml")
+}
+
+/// The first line cargo printed, without its own `error: ` prefix.
+fn metadata_error(err: &cargo_metadata::Error) -> String {
+    match err {
+        cargo_metadata::Error::CargoMetadata { stderr } => {
+            let line = stderr
+                .lines()
+                .map(str::trim)
+                .find(|line| !line.is_empty())
+                .unwrap_or("failed");
+            format!(
+                "cargo metadata: {}",
+                line.strip_prefix("error: ").unwrap_or(line)
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(metadata: serde_json::Value, expected: Result<Settings, &str>) {
+        let actual = parse_settings(&metadata).map_err(|err| format!("{err:#}"));
+        match (actual, expected) {
+            (Ok(actual), Ok(expected)) => assert_eq!(actual, expected),
+            (Err(actual), Err(expected)) => {
+                assert!(
+                    actual.contains(expected),
+                    "error `{actual}` does not mention `{expected}`"
+                )
+            }
+            (actual, expected) => panic!("got {actual:?}, expected {expected:?}"),
+        }
+    }
+
+    fn sample() -> serde_json::Value {
+        json!({"xtask": {
+            "package": "app", "binary": "app", "image": "ghcr.io/example/app",
+            "targets": ["x86_64-unknown-linux-musl"], "port": 8080
+        }})
+    }
+
+    #[test]
+    fn settings_are_read_from_workspace_metadata() {
+        check(
+            sample(),
+            Ok(Settings {
+                package: "app".into(),
+                binary: "app".into(),
+                image: "ghcr.io/example/app".into(),
+                targets: vec!["x86_64-unknown-linux-musl".into()],
+                port: 8080,
+            }),
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_the_problem() {
+        check(json!({}), Err("has no [workspace.metadata.xtask] table"));
+        check(json!(null), Err("has no [workspace.metadata.xtask] table"));
+        let mut unknown_key = sample();
+        unknown_key["xtask"]["prot"] = json!(80);
+        check(unknown_key, Err("unknown field `prot`"));
+        let mut missing = sample();
+        missing["xtask"].as_object_mut().unwrap().remove("binary");
+        check(missing, Err("missing field `binary`"));
+        let mut bad_port = sample();
+        bad_port["xtask"]["port"] = json!(70000);
+        check(bad_port, Err("invalid value: integer `70000`"));
+    }
+}

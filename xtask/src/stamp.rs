@@ -1,0 +1,257 @@
+//! The version stamp: which commit, branch and toolchain a build comes from.
+//!
+//! It is computed once per invocation (git and rustc run here, never in a
+//! build script) and handed to cargo as `STAMP_*` environment variables,
+//! which `app/build.rs` declares with `rerun-if-env-changed`. A new commit
+//! therefore recompiles the app crate only, and an unchanged tree nothing.
+//! The time recorded is the commit time (or `SOURCE_DATE_EPOCH`), never the
+//! wall clock, so two builds of one commit are identical.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use xshell::{Shell, cmd};
+
+use crate::exec::Ctx;
+use crate::tools::{self, Tool};
+
+/// What a stamp field says when the source is not a git checkout.
+pub const UNKNOWN: &str = "unknown";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// The shipped package's version, from its Cargo.toml.
+    pub version: String,
+    /// `git describe --tags --always`, with `-dirty` when the tree is dirty.
+    pub describe: String,
+    pub commit: String,
+    pub commit_short: String,
+    /// The branch, or the tag (else `HEAD`) when HEAD is detached.
+    pub branch: String,
+    /// Whether `git status --porcelain` lists anything.
+    pub dirty: bool,
+    /// The committer date, RFC 3339, in the committer's offset.
+    pub commit_time: String,
+    /// `SOURCE_DATE_EPOCH` when set, else the commit time in seconds.
+    pub source_date_epoch: u64,
+    /// `rustc -V`.
+    pub rustc: String,
+    /// The host's target triple (`rustc -vV`).
+    pub host: String,
+}
+
+/// The stamp as `version --json` prints it and the app's `--version --json`
+/// reproduces: field names and order are part of the contract.
+#[derive(Serialize)]
+pub struct StampJson<'a> {
+    pub version: &'a str,
+    pub describe: &'a str,
+    pub commit: &'a str,
+    pub commit_short: &'a str,
+    pub branch: &'a str,
+    pub dirty: bool,
+    pub commit_time: &'a str,
+    pub source_date_epoch: u64,
+    pub target: &'a str,
+    pub profile: &'a str,
+    pub rustc: &'a str,
+}
+
+/// Facts read from git; absent when the source is not a git checkout.
+struct GitFacts {
+    describe: String,
+    commit: String,
+    commit_short: String,
+    branch: String,
+    dirty: bool,
+    commit_time: String,
+    commit_epoch: u64,
+}
+
+impl Stamp {
+    pub fn compute(ctx: &Ctx) -> Result<Stamp> {
+        let sh = &ctx.sh;
+        let rustc_program = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let rustc_verbose = cmd!(sh, "{rustc_program} -vV")
+            .quiet()
+            .read()
+            .context("ask rustc for its version")?;
+        let (rustc, host) = parse_rustc_version(&rustc_verbose)?;
+        let epoch_override = source_date_epoch_from_env()?;
+        let git = read_git(sh, &ctx.project.root)?;
+        let stamp = match git {
+            Some(git) => Stamp {
+                version: ctx.project.version.clone(),
+                describe: if git.dirty {
+                    format!("{}-dirty", git.describe)
+                } else {
+                    git.describe
+                },
+                commit: git.commit,
+                commit_short: git.commit_short,
+                branch: git.branch,
+                dirty: git.dirty,
+                commit_time: git.commit_time,
+                source_date_epoch: epoch_override.unwrap_or(git.commit_epoch),
+                rustc,
+                host,
+            },
+            None => Stamp {
+                version: ctx.project.version.clone(),
+                describe: UNKNOWN.into(),
+                commit: UNKNOWN.into(),
+                commit_short: UNKNOWN.into(),
+                branch: UNKNOWN.into(),
+                dirty: false,
+                commit_time: UNKNOWN.into(),
+                source_date_epoch: epoch_override.unwrap_or(0),
+                rustc,
+                host,
+            },
+        };
+        Ok(stamp)
+    }
+
+    pub fn json<'a>(&'a self, target: &'a str, profile: &'a str) -> StampJson<'a> {
+        StampJson {
+            version: &self.version,
+            describe: &self.describe,
+            commit: &self.commit,
+            commit_short: &self.commit_short,
+            branch: &self.branch,
+            dirty: self.dirty,
+            commit_time: &self.commit_time,
+            source_date_epoch: self.source_date_epoch,
+            target,
+            profile,
+            rustc: &self.rustc,
+        }
+    }
+
+    /// The variables `app/build.rs` reads. Target and profile are not among
+    /// them: the build script knows those from cargo itself.
+    pub fn env_vars(&self) -> [(&'static str, String); 8] {
+        [
+            ("STAMP_DESCRIBE", self.describe.clone()),
+            ("STAMP_COMMIT", self.commit.clone()),
+            ("STAMP_COMMIT_SHORT", self.commit_short.clone()),
+            ("STAMP_BRANCH", self.branch.clone()),
+            ("STAMP_DIRTY", self.dirty.to_string()),
+            ("STAMP_COMMIT_TIME", self.commit_time.clone()),
+            (
+                "STAMP_SOURCE_DATE_EPOCH",
+                self.source_date_epoch.to_string(),
+            ),
+            ("STAMP_RUSTC", self.rustc.clone()),
+        ]
+    }
+}
+
+fn read_git(sh: &Shell, root: &Path) -> Result<Option<GitFacts>> {
+    // A source tarball has no repository: the stamp says "unknown" rather
+    // than failing, and git need not even be installed.
+    if !root.ancestors().any(|dir| dir.join(".git").exists()) {
+        return Ok(None);
+    }
+    let git = tools::require(Tool::Git)?;
+    let head = cmd!(sh, "{git} rev-parse --verify --quiet HEAD")
+        .quiet()
+        .ignore_status()
+        .read()?;
+    if head.is_empty() {
+        // `git init` without a commit yet: nothing to stamp.
+        return Ok(None);
+    }
+    let log = cmd!(
+        sh,
+        "{git} log -1 --no-show-signature --format=%H%n%h%n%cI%n%ct HEAD"
+    )
+    .quiet()
+    .read()
+    .context("read the commit with git log")?;
+    let [commit, commit_short, commit_time, commit_epoch] = log.lines().collect::<Vec<_>>()[..]
+    else {
+        bail!("unexpected `git log` output: {log:?}");
+    };
+    // In a shallow clone without tags this falls back to the short hash.
+    let describe = cmd!(sh, "{git} describe --tags --always HEAD")
+        .quiet()
+        .read()
+        .context("describe the commit with git describe")?;
+    let branch = cmd!(sh, "{git} symbolic-ref --quiet --short HEAD")
+        .quiet()
+        .ignore_status()
+        .read()?;
+    let branch = if !branch.is_empty() {
+        branch
+    } else {
+        let tag = cmd!(sh, "{git} describe --tags --exact-match HEAD")
+            .quiet()
+            .ignore_status()
+            .ignore_stderr()
+            .read()?;
+        if tag.is_empty() {
+            "HEAD".to_owned()
+        } else {
+            tag
+        }
+    };
+    let status = cmd!(sh, "{git} status --porcelain")
+        .quiet()
+        .read()
+        .context("check for changes with git status")?;
+    Ok(Some(GitFacts {
+        describe,
+        commit: commit.to_owned(),
+        commit_short: commit_short.to_owned(),
+        branch,
+        dirty: !status.is_empty(),
+        commit_time: commit_time.to_owned(),
+        commit_epoch: commit_epoch
+            .parse()
+            .with_context(|| format!("commit time `{commit_epoch}` is not a number"))?,
+    }))
+}
+
+fn source_date_epoch_from_env() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) if !value.trim().is_empty() => value.trim().parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970: unset it, or set it to e.g. `git log -1 --format=%ct`"
+            )
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Reads `rustc 1.95.0 (...)` and the host triple out of `rustc -vV`.
+fn parse_rustc_version(verbose: &str) -> Result<(String, String)> {
+    let release = verbose
+        .lines()
+        .next()
+        .filter(|line| line.starts_with("rustc "));
+    let host = verbose.lines().find_map(|line| line.strip_prefix("host: "));
+    match (release, host) {
+        (Some(release), Some(host)) => Ok((release.trim().to_owned(), host.trim().to_owned())),
+        _ => bail!("unexpected `rustc -vV` output: {verbose:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustc_version_and_host_are_parsed() {
+        let verbose = "rustc 1.95.0 (59807616e 2026-04-14)\nbinary: rustc\ncommit-hash: 59807616e\nhost: x86_64-unknown-linux-gnu\nrelease: 1.95.0\nLLVM version: 20.1.8\n";
+        assert_eq!(
+            parse_rustc_version(verbose).unwrap(),
+            (
+                "rustc 1.95.0 (59807616e 2026-04-14)".to_owned(),
+                "x86_64-unknown-linux-gnu".to_owned()
+            )
+        );
+        assert!(parse_rustc_version("something else").is_err());
+    }
+}
