@@ -1,0 +1,129 @@
+//! Helpers shared by the integration tests: running the real xtask binary,
+//! temporary copies of this workspace, git repositories with fixed dates, and
+//! external tools that are a skip locally but a failure under `CI=true`.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use tempfile::TempDir;
+
+/// The root of the real workspace these tests belong to.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+}
+
+/// The xtask binary under test, run in `dir` with a git configuration that
+/// ignores the user's own settings.
+pub fn xtask(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command.current_dir(dir).env("CARGO", env!("CARGO"));
+    isolate_git(&mut command);
+    command
+}
+
+pub fn isolate_git(command: &mut Command) {
+    command
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+}
+
+/// Runs a command to completion and returns what it printed.
+pub fn output(command: &mut Command) -> Output {
+    command.output().unwrap_or_else(|err| panic!("start {command:?}: {err}"))
+}
+
+/// Runs a command that must succeed and returns its standard output.
+pub fn stdout_of(command: &mut Command) -> String {
+    let output = output(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("output is UTF-8")
+}
+
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Copies the workspace's sources (not `target/`, not `.git/`) into a new
+/// temporary directory, as a source tarball would hold them.
+pub fn copy_workspace() -> TempDir {
+    let copy = tempfile::Builder::new().prefix("xtask-test-").tempdir().expect("create a temporary directory");
+    copy_tree(&workspace_root(), copy.path());
+    copy
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "target" || name == ".git" {
+            continue;
+        }
+        let file_type = entry.file_type().unwrap();
+        if file_type.is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else if file_type.is_file() {
+            fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// The committer date every test commit carries, and the same in seconds.
+pub const COMMIT_TIME: &str = "2024-02-03T04:05:06+01:00";
+pub const COMMIT_EPOCH: u64 = 1_706_929_506;
+
+/// `git` in `dir` with a fixed identity and fixed dates.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let mut command = Command::new("git");
+    command
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_AUTHOR_DATE", COMMIT_TIME)
+        .env("GIT_COMMITTER_DATE", COMMIT_TIME);
+    isolate_git(&mut command);
+    stdout_of(&mut command).trim().to_owned()
+}
+
+/// A copy of the workspace made into a repository with one commit on `main`.
+pub fn repository() -> TempDir {
+    let repo = copy_workspace();
+    git(repo.path(), &["init", "--quiet", "--initial-branch=main"]);
+    git(repo.path(), &["add", "--all"]);
+    git(repo.path(), &["commit", "--quiet", "--message", "first"]);
+    repo
+}
+
+/// The path of an external tool a test needs. Outside CI a missing tool is a
+/// printed skip (`None`); under `CI=true` it fails the test, since `.ci/run`
+/// installs every tool.
+pub fn tool_or_skip(name: &str, install: &str) -> Option<PathBuf> {
+    if let Ok(path) = which(name) {
+        return Some(path);
+    }
+    if std::env::var("CI").is_ok_and(|value| value == "true") {
+        panic!("{name} is required under CI=true: install it with `{install}`");
+    }
+    eprintln!("skipped: {name} is not installed (install it with `{install}`)");
+    None
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file()).ok_or(())
+}
