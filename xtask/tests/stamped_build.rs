@@ -22,7 +22,12 @@ struct Artifact {
 fn build_release(repo: &Path, target_dir: &Path) -> Vec<Artifact> {
     let stdout = stdout_of(
         xtask(repo)
-            .args(["build", "--release", "--", "--message-format=json-render-diagnostics"])
+            .args([
+                "build",
+                "--release",
+                "--",
+                "--message-format=json-render-diagnostics",
+            ])
             .env("CARGO_TARGET_DIR", target_dir),
     );
     stdout
@@ -43,7 +48,10 @@ fn is_app_binary(artifact: &Artifact) -> bool {
 }
 
 fn app_stamp(binary: &Path) -> Value {
-    serde_json::from_str(&stdout_of(std::process::Command::new(binary).args(["--version", "--json"]))).unwrap()
+    serde_json::from_str(&stdout_of(
+        std::process::Command::new(binary).args(["--version", "--json"]),
+    ))
+    .unwrap()
 }
 
 fn xtask_stamp(repo: &Path) -> Value {
@@ -59,24 +67,56 @@ fn slow_stamped_release_build_is_exact_and_rebuilds_only_the_app() {
     let binary = target_dir.join("release/app");
 
     let first = build_release(repo.path(), &target_dir);
-    assert!(first.iter().any(is_app_binary), "no app binary in {first:#?}");
-    assert_eq!(app_stamp(&binary), xtask_stamp(repo.path()), "the binary's stamp differs from `xtask version --json`");
+    assert!(
+        first.iter().any(is_app_binary),
+        "no app binary in {first:#?}"
+    );
+    assert_eq!(
+        app_stamp(&binary),
+        xtask_stamp(repo.path()),
+        "the binary's stamp differs from `xtask version --json`"
+    );
     let version_line = stdout_of(std::process::Command::new(&binary).arg("--version"));
-    let (_, short) = (git(repo.path(), &["rev-parse", "HEAD"]), git(repo.path(), &["rev-parse", "--short", "HEAD"]));
-    assert!(version_line.starts_with(&format!("app 0.1.0 ({short} 2024-02-03 ")), "{version_line}");
+    let (_, short) = (
+        git(repo.path(), &["rev-parse", "HEAD"]),
+        git(repo.path(), &["rev-parse", "--short", "HEAD"]),
+    );
+    assert!(
+        version_line.starts_with(&format!("app 0.1.0 ({short} 2024-02-03 ")),
+        "{version_line}"
+    );
 
     let second = build_release(repo.path(), &target_dir);
     let rebuilt: Vec<&Artifact> = second.iter().filter(|artifact| !artifact.fresh).collect();
-    assert!(rebuilt.is_empty(), "a build with nothing changed recompiled {rebuilt:#?}");
+    assert!(
+        rebuilt.is_empty(),
+        "a build with nothing changed recompiled {rebuilt:#?}"
+    );
 
-    git(repo.path(), &["commit", "--quiet", "--allow-empty", "--message", "new commit"]);
+    git(
+        repo.path(),
+        &[
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "--message",
+            "new commit",
+        ],
+    );
     let third = build_release(repo.path(), &target_dir);
     let rebuilt: Vec<&Artifact> = third.iter().filter(|artifact| !artifact.fresh).collect();
     assert!(
-        rebuilt.len() == 1 && is_app_binary(rebuilt[0]) && rebuilt[0].package_id.contains(&format!("{}/app", repo.path().display())),
+        rebuilt.len() == 1
+            && is_app_binary(rebuilt[0])
+            && rebuilt[0]
+                .package_id
+                .contains(&format!("{}/app", repo.path().display())),
         "a new commit must recompile the app binary and nothing else, got {rebuilt:#?}"
     );
     let new_stamp = app_stamp(&binary);
-    assert_eq!(new_stamp["commit"], git(repo.path(), &["rev-parse", "HEAD"]));
+    assert_eq!(
+        new_stamp["commit"],
+        git(repo.path(), &["rev-parse", "HEAD"])
+    );
     assert_eq!(new_stamp, xtask_stamp(repo.path()));
 }

@@ -12,7 +12,10 @@ pub use tempfile::TempDir;
 
 /// The root of the real workspace these tests belong to.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
 }
 
 /// The xtask binary under test, run in `dir` with a git configuration that
@@ -35,7 +38,9 @@ pub fn isolate_git(command: &mut Command) {
 
 /// Runs a command to completion and returns what it printed.
 pub fn output(command: &mut Command) -> Output {
-    command.output().unwrap_or_else(|err| panic!("start {command:?}: {err}"))
+    command
+        .output()
+        .unwrap_or_else(|err| panic!("start {command:?}: {err}"))
 }
 
 /// Runs a command that must succeed and returns its standard output.
@@ -58,7 +63,10 @@ pub fn stderr_text(output: &Output) -> String {
 /// Copies the workspace's sources (not `target/`, not `.git/`) into a new
 /// temporary directory, as a source tarball would hold them.
 pub fn copy_workspace() -> TempDir {
-    let copy = tempfile::Builder::new().prefix("xtask-test-").tempdir().expect("create a temporary directory");
+    let copy = tempfile::Builder::new()
+        .prefix("xtask-test-")
+        .tempdir()
+        .expect("create a temporary directory");
     copy_tree(&workspace_root(), copy.path());
     copy
 }
@@ -113,7 +121,7 @@ pub fn repository() -> TempDir {
 /// printed skip (`None`); under `CI=true` it fails the test, since `.ci/run`
 /// installs every tool.
 pub fn tool_or_skip(name: &str, install: &str) -> Option<PathBuf> {
-    if let Ok(path) = which(name) {
+    if let Some(path) = which(name) {
         return Some(path);
     }
     if std::env::var("CI").is_ok_and(|value| value == "true") {
@@ -123,7 +131,10 @@ pub fn tool_or_skip(name: &str, install: &str) -> Option<PathBuf> {
     None
 }
 
-fn which(name: &str) -> Result<PathBuf, ()> {
-    let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file()).ok_or(())
+/// The first `name` on this process's PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
