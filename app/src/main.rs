@@ -1,54 +1,85 @@
-//! The service this workspace ships.
+//! The service this workspace ships: a small HTTP service with the full
+//! production contract (layered config and secrets, health and readiness,
+//! Prometheus metrics, request logs, graceful shutdown).
 
 mod build_info;
+mod cli;
+mod config;
+mod http;
+mod lifecycle;
+mod logging;
+mod metrics;
+mod server;
 
 use std::process::ExitCode;
 
 use build_info::BUILD_INFO;
+use cli::Command;
+use config::{Environment, Overrides, Settings};
 
-const USAGE: &str = "\
-Usage: app [--version [--json]]
-
-Options:
-  -V, --version   Print the version, commit, commit date and target
-      --json      With --version: print the full build stamp as JSON
-  -h, --help      Print this help";
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_CONFIG: u8 = 3;
+const EXIT_LISTEN: u8 = 4;
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(code) => code,
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(command) => command,
         Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::from(2)
+            return fail(
+                EXIT_USAGE,
+                &anyhow::anyhow!("{err}: run `app --help` for usage"),
+            );
+        }
+    };
+    match command {
+        Command::Help => println!("{}", cli::USAGE),
+        Command::Version { json: false } => println!("{}", BUILD_INFO.version_line("app")),
+        Command::Version { json: true } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&BUILD_INFO).expect("the stamp serializes")
+            );
+        }
+        Command::ConfigCheck(overrides) => match load(&overrides) {
+            Ok(settings) => println!(
+                "config ok: APP_ENV={}, from {}",
+                settings.env.name(),
+                settings.sources.join(", ")
+            ),
+            Err(err) => return fail(EXIT_CONFIG, &err),
+        },
+        Command::ConfigShow(overrides) => match load(&overrides) {
+            Ok(settings) => print!("{}", settings.to_redacted_toml()),
+            Err(err) => return fail(EXIT_CONFIG, &err),
+        },
+        Command::Serve(overrides) => {
+            let settings = match load(&overrides) {
+                Ok(settings) => settings,
+                Err(err) => return fail(EXIT_CONFIG, &err),
+            };
+            logging::init(&settings.log);
+            return match server::run(settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(server::ServeError::Listen(err)) => fail(EXIT_LISTEN, &err),
+                Err(server::ServeError::Runtime(err)) => fail(EXIT_RUNTIME, &err),
+            };
         }
     }
+    ExitCode::SUCCESS
 }
 
-fn run() -> Result<ExitCode, lexopt::Error> {
-    use lexopt::prelude::*;
-    let mut parser = lexopt::Parser::from_env();
-    let (mut version, mut json) = (false, false);
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('V') | Long("version") => version = true,
-            Long("json") => json = true,
-            Short('h') | Long("help") => {
-                println!("{USAGE}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    if version && json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&BUILD_INFO).expect("the stamp serializes")
-        );
-    } else if version {
-        println!("{}", BUILD_INFO.version_line("app"));
-    } else {
-        eprintln!("{USAGE}");
-        return Ok(ExitCode::from(2));
-    }
-    Ok(ExitCode::SUCCESS)
+fn load(overrides: &Overrides) -> anyhow::Result<Settings> {
+    let environment = Environment::capture()?;
+    Settings::load(overrides, &environment)
+}
+
+/// Prints one line, `error: <what failed>: <cause>`, and returns the code.
+fn fail(code: u8, err: &anyhow::Error) -> ExitCode {
+    let message = format!("{err:#}");
+    eprintln!(
+        "error: {}",
+        message.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    ExitCode::from(code)
 }

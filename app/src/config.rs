@@ -1,0 +1,583 @@
+//! Settings, layered: built-in defaults, then `<config dir>/base.toml`, then
+//! `<config dir>/<APP_ENV>.toml`, then `APP__SECTION__KEY` environment
+//! variables, then command-line flags.
+//!
+//! Each layer is parsed on its own into a `Layer` (every field optional,
+//! unknown keys rejected) before it is applied, so an error always names the
+//! key and the file or variable it came from. Secrets never come from config
+//! files: only from `APP__<SECTION>__<KEY>`, a file named by
+//! `APP__<SECTION>__<KEY>_FILE`, or systemd's `$CREDENTIALS_DIRECTORY`; they
+//! are held in `SecretString`, whose `Debug` prints no content.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The deployment environment, from `APP_ENV`; it picks `<env>.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Env {
+    Dev,
+    Staging,
+    Prod,
+}
+
+impl Env {
+    pub fn name(self) -> &'static str {
+        match self {
+            Env::Dev => "dev",
+            Env::Staging => "staging",
+            Env::Prod => "prod",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Env> {
+        match value {
+            "dev" => Ok(Env::Dev),
+            "staging" => Ok(Env::Staging),
+            "prod" => Ok(Env::Prod),
+            other => {
+                bail!("APP_ENV={other:?} is not an environment: set it to dev, staging or prod")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The effective settings the service runs with.
+#[derive(Debug)]
+pub struct Settings {
+    pub env: Env,
+    pub server: Server,
+    pub log: Log,
+    pub service: Service,
+    pub admin: Admin,
+    /// Every file and variable that contributed, in the order applied.
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Where to listen when no socket is inherited.
+    pub listen: SocketAddr,
+    /// How long to keep serving after a stop signal while `/readyz` reports
+    /// 503, so that load balancers take the instance out first.
+    pub drain_delay: Duration,
+    /// How long to wait for in-flight requests once accepting stops.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: LogLevel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The name the service reports on `/` and in logs.
+    pub name: String,
+    /// The greeting of `GET /`: the business logic a team replaces.
+    pub greeting: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Bearer token for `/admin/*`; without it those routes are disabled.
+    pub token: Option<SecretString>,
+}
+
+/// The values a layer may set. Absent fields leave the value below alone.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Layer {
+    #[serde(default)]
+    server: ServerLayer,
+    #[serde(default)]
+    log: LogLayer,
+    #[serde(default)]
+    service: ServiceLayer,
+    #[serde(default)]
+    admin: AdminLayer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerLayer {
+    listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    drain_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    drain_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLayer {
+    format: Option<LogFormat>,
+    level: Option<LogLevel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceLayer {
+    name: Option<String>,
+    greeting: Option<String>,
+}
+
+/// Secrets only: nothing here may come from a file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminLayer {}
+
+/// Settings that are secrets, as (section, key).
+const SECRETS: [(&str, &str); 1] = [("admin", "token")];
+
+/// What the command line contributes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Overrides {
+    pub config_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+/// The process environment, captured once so that loading is a pure function
+/// of its inputs (and testable without touching the real environment).
+#[derive(Debug, Default, Clone)]
+pub struct Environment(pub BTreeMap<String, String>);
+
+impl Environment {
+    pub fn capture() -> Result<Environment> {
+        let mut vars = BTreeMap::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_ours(&name) {
+                continue;
+            }
+            let value = value
+                .into_string()
+                .map_err(|_| anyhow!("{name} is not valid UTF-8: set it to a UTF-8 value"))?;
+            vars.insert(name, value);
+        }
+        Ok(Environment(vars))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+fn is_ours(name: &str) -> bool {
+    name.starts_with("APP_") || name == "CREDENTIALS_DIRECTORY"
+}
+
+impl Settings {
+    pub fn load(overrides: &Overrides, environment: &Environment) -> Result<Settings> {
+        let env = Env::parse(environment.get("APP_ENV").unwrap_or("dev"))?;
+        let mut settings = Settings::defaults(env);
+
+        let config_dir = overrides
+            .config_dir
+            .clone()
+            .or_else(|| environment.get("APP_CONFIG_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("config"));
+        check_config_dir(&config_dir)?;
+        let base = config_dir.join("base.toml");
+        let base_text = std::fs::read_to_string(&base).with_context(|| {
+            format!(
+                "read {}: every config directory needs a base.toml",
+                base.display()
+            )
+        })?;
+        settings.apply_file(&base, &base_text)?;
+        let env_file = config_dir.join(format!("{}.toml", env.name()));
+        match std::fs::read_to_string(&env_file) {
+            Ok(text) => settings.apply_file(&env_file, &text)?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(anyhow!(err).context(format!("read {}", env_file.display()))),
+        }
+
+        for (name, value) in &environment.0 {
+            let Some(path) = name.strip_prefix("APP__") else {
+                continue;
+            };
+            let (section, key) = split_key(name, path)?;
+            if secret_of(&section, &key).is_some() {
+                continue;
+            }
+            settings.apply_env(name, &section, &key, value)?;
+        }
+
+        if let Some(listen) = overrides.listen {
+            settings.server.listen = listen;
+            settings.sources.push("--listen".to_owned());
+        }
+        settings.admin.token = load_secret("admin", "token", environment)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn defaults(env: Env) -> Settings {
+        Settings {
+            env,
+            server: Server {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                drain_delay: Duration::from_secs(5),
+                drain_timeout: Duration::from_secs(30),
+            },
+            log: Log {
+                format: LogFormat::Text,
+                level: LogLevel::Info,
+            },
+            service: Service {
+                name: "app".to_owned(),
+                greeting: "Hello".to_owned(),
+            },
+            admin: Admin { token: None },
+            sources: vec!["defaults".to_owned()],
+        }
+    }
+
+    fn apply_file(&mut self, path: &Path, text: &str) -> Result<()> {
+        let source = path.display().to_string();
+        let table: toml::Table =
+            toml::from_str(text).map_err(|err| toml_error(&source, text, &err))?;
+        for (section, key) in SECRETS {
+            if table
+                .get(section)
+                .and_then(|value| value.get(key))
+                .is_some()
+            {
+                bail!(
+                    "{source}: {section}.{key} is a secret and may not be set in a config file: use {} or {}_FILE, or a systemd credential named {section}.{key}",
+                    env_name(section, key),
+                    env_name(section, key)
+                );
+            }
+        }
+        let layer: Layer = toml::from_str(text).map_err(|err| toml_error(&source, text, &err))?;
+        self.apply(layer);
+        self.sources.push(source);
+        Ok(())
+    }
+
+    fn apply_env(&mut self, name: &str, section: &str, key: &str, value: &str) -> Result<()> {
+        // Most settings are strings; a non-string setting (a number, a bool)
+        // is tried as a TOML literal when the string form does not fit.
+        let mut inner = toml::Table::new();
+        inner.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+        let mut outer = toml::Table::new();
+        outer.insert(section.to_owned(), toml::Value::Table(inner));
+        let layer = match toml::Value::Table(outer.clone()).try_into::<Layer>() {
+            Ok(layer) => layer,
+            Err(string_err) => {
+                let literal = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                    .ok()
+                    .and_then(|t| t.get("v").cloned());
+                let retried = literal.and_then(|literal| {
+                    outer[section]
+                        .as_table_mut()?
+                        .insert(key.to_owned(), literal);
+                    toml::Value::Table(outer).try_into::<Layer>().ok()
+                });
+                retried.ok_or_else(|| anyhow!("{name}: {}", string_err.message()))?
+            }
+        };
+        self.apply(layer);
+        self.sources.push(name.to_owned());
+        Ok(())
+    }
+
+    fn apply(&mut self, layer: Layer) {
+        let Layer {
+            server,
+            log,
+            service,
+            admin: AdminLayer {},
+        } = layer;
+        set(&mut self.server.listen, server.listen);
+        set(&mut self.server.drain_delay, server.drain_delay);
+        set(&mut self.server.drain_timeout, server.drain_timeout);
+        set(&mut self.log.format, log.format);
+        set(&mut self.log.level, log.level);
+        set(&mut self.service.name, service.name);
+        set(&mut self.service.greeting, service.greeting);
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.service.name.trim().is_empty() {
+            bail!("service.name is empty: set it to the name the service reports");
+        }
+        if self.server.drain_timeout.is_zero() {
+            bail!("server.drain_timeout is 0s: in-flight requests need time to finish, e.g. 30s");
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML, secrets redacted, with where they came
+    /// from. This is what `app config show` prints.
+    pub fn to_redacted_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct View<'a> {
+            server: ServerView,
+            log: LogView,
+            service: ServiceView<'a>,
+            admin: AdminView,
+        }
+        #[derive(Serialize)]
+        struct ServerView {
+            listen: String,
+            drain_delay: String,
+            drain_timeout: String,
+        }
+        #[derive(Serialize)]
+        struct LogView {
+            format: LogFormat,
+            level: LogLevel,
+        }
+        #[derive(Serialize)]
+        struct ServiceView<'a> {
+            name: &'a str,
+            greeting: &'a str,
+        }
+        #[derive(Serialize)]
+        struct AdminView {
+            token: &'static str,
+        }
+        let view = View {
+            server: ServerView {
+                listen: self.server.listen.to_string(),
+                drain_delay: format_duration(self.server.drain_delay),
+                drain_timeout: format_duration(self.server.drain_timeout),
+            },
+            log: LogView {
+                format: self.log.format,
+                level: self.log.level,
+            },
+            service: ServiceView {
+                name: &self.service.name,
+                greeting: &self.service.greeting,
+            },
+            admin: AdminView {
+                token: if self.admin.token.is_some() {
+                    "[redacted]"
+                } else {
+                    "[not set]"
+                },
+            },
+        };
+        let body = toml::to_string(&view).expect("the settings view serializes");
+        format!(
+            "# APP_ENV={}\n# sources, in order: {}\n\n{body}",
+            self.env.name(),
+            self.sources.join(", ")
+        )
+    }
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
+    }
+}
+
+fn check_config_dir(dir: &Path) -> Result<()> {
+    std::fs::read_dir(dir).map(drop).map_err(|err| {
+        anyhow!(
+            "read the config directory {}: {err}: pass --config-dir (or set APP_CONFIG_DIR) to the folder that holds base.toml",
+            dir.display()
+        )
+    })
+}
+
+/// `APP__SERVER__LISTEN` → (`server`, `listen`).
+fn split_key(name: &str, path: &str) -> Result<(String, String)> {
+    match path.split("__").collect::<Vec<_>>()[..] {
+        [section, key] if !section.is_empty() && !key.is_empty() => {
+            Ok((section.to_ascii_lowercase(), key.to_ascii_lowercase()))
+        }
+        _ => bail!("{name}: expected APP__<SECTION>__<KEY>, e.g. APP__SERVER__LISTEN"),
+    }
+}
+
+fn env_name(section: &str, key: &str) -> String {
+    format!(
+        "APP__{}__{}",
+        section.to_ascii_uppercase(),
+        key.to_ascii_uppercase()
+    )
+}
+
+/// The secret a `section.key` names, either itself or through `_file`.
+fn secret_of(section: &str, key: &str) -> Option<(&'static str, &'static str)> {
+    let key = key.strip_suffix("_file").unwrap_or(key);
+    SECRETS
+        .into_iter()
+        .find(|(secret_section, secret_key)| *secret_section == section && *secret_key == key)
+}
+
+/// Reads one secret from the one source that sets it; two sources is an
+/// error, since which one wins would be a guess.
+fn load_secret(
+    section: &str,
+    key: &str,
+    environment: &Environment,
+) -> Result<Option<SecretString>> {
+    let plain_var = env_name(section, key);
+    let file_var = format!("{plain_var}_FILE");
+    let credential_name = format!("{section}.{key}");
+    let credential = environment
+        .get("CREDENTIALS_DIRECTORY")
+        .map(|dir| Path::new(dir).join(&credential_name))
+        .filter(|path| path.exists());
+
+    let mut sources = Vec::new();
+    if environment.get(&plain_var).is_some() {
+        sources.push(plain_var.clone());
+    }
+    if environment.get(&file_var).is_some() {
+        sources.push(file_var.clone());
+    }
+    if credential.is_some() {
+        sources.push(format!("credential {credential_name}"));
+    }
+    if sources.len() > 1 {
+        bail!(
+            "{section}.{key} is set by {}: keep only one of them",
+            sources.join(" and ")
+        );
+    }
+
+    let value = if let Some(value) = environment.get(&plain_var) {
+        value.to_owned()
+    } else if let Some(path) = environment.get(&file_var) {
+        read_secret_file(Path::new(path))
+            .with_context(|| format!("{section}.{key}: read {file_var}={path}"))?
+    } else if let Some(path) = credential {
+        read_secret_file(&path)
+            .with_context(|| format!("{section}.{key}: read credential {}", path.display()))?
+    } else {
+        return Ok(None);
+    };
+    // Files usually end with a line break that is not part of the secret.
+    let value = value.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        bail!(
+            "{section}.{key} is set by {} but empty: put the secret in it, or unset it",
+            sources[0]
+        );
+    }
+    Ok(Some(SecretString::from(value)))
+}
+
+fn read_secret_file(path: &Path) -> Result<String> {
+    // The error names the path only; the content never reaches a message.
+    std::fs::read_to_string(path).map_err(|err| anyhow!("{err}"))
+}
+
+/// A TOML error as one line: the source, the line, and what is wrong.
+fn toml_error(source: &str, text: &str, err: &toml::de::Error) -> anyhow::Error {
+    let line = err
+        .span()
+        .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+    match line {
+        Some(line) => anyhow!("{source} line {line}: {}", err.message().trim()),
+        None => anyhow!("{source}: {}", err.message().trim()),
+    }
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected a whole number and a unit, e.g. 250ms, 5s, 2m")
+    })?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1_000),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        "" => {
+            return Err(format!(
+                "invalid duration {text:?}: add a unit, e.g. {number}s"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: the unit must be ms, s, m or h"
+            ));
+        }
+    };
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("invalid duration {text:?}: too long"))
+}
+
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis % 1_000 == 0 {
+        format!("{}s", millis / 1_000)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        })
+    }
+}
+
+/// The admin token, compared without an early exit on the first difference.
+pub fn token_matches(expected: &SecretString, presented: &str) -> bool {
+    let expected = expected.expose_secret().as_bytes();
+    let presented = presented.as_bytes();
+    let mut difference = expected.len() ^ presented.len();
+    for (index, byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ presented.get(index).copied().unwrap_or(0));
+    }
+    difference == 0
+}

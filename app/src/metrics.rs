@@ -1,0 +1,296 @@
+//! Prometheus metrics: requests by method, route and status, their latency,
+//! requests in flight, `app_build_info`, and the standard `process_*` metrics
+//! read from `/proc` at scrape time.
+
+use std::collections::HashSet;
+use std::sync::{OnceLock, RwLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::build_info::BuildInfo;
+
+/// Latency buckets in seconds, from 0.5 ms (a cached answer) to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: &'static str,
+    /// The route template (`/users/{id}`), never the raw path, so that the
+    /// number of series stays bounded.
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+    branch: &'static str,
+    target: &'static str,
+}
+
+type LatencyFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<HttpLabels, Counter>,
+    latency: LatencyFamily,
+    in_flight: Gauge,
+}
+
+impl Metrics {
+    pub fn new(build: &BuildInfo) -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            requests.clone(),
+        );
+        let latency: LatencyFamily =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request to response, by method, route and status",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled now",
+            in_flight.clone(),
+        );
+        registry.register(
+            "app_build",
+            "The build this process runs, from its version stamp",
+            Info::new(BuildLabels {
+                version: build.version,
+                commit: build.commit,
+                branch: build.branch,
+                target: build.target,
+            }),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+        }
+    }
+
+    pub fn observe(&self, labels: &HttpLabels, elapsed: Duration) {
+        self.requests.get_or_create(labels).inc();
+        self.latency
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// A `&'static str` for a route template. Templates come from the router, so
+/// there are only as many as the service defines routes; each is leaked once.
+pub fn intern_route(route: &str) -> &'static str {
+    static ROUTES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(known) = routes.read().expect("route table lock").get(route) {
+        return known;
+    }
+    let mut routes = routes.write().expect("route table lock");
+    if let Some(known) = routes.get(route) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    routes.insert(leaked);
+    leaked
+}
+
+/// `process_*` metrics as the Prometheus client libraries name them, read
+/// from `/proc/self` on each scrape. On systems without `/proc` it reports
+/// nothing.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Linux reports CPU times in clock ticks of `USER_HZ`, which is 100 on every
+/// architecture this service is built for.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(process) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let cpu = ConstCounter::new(process.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                process.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                process.virtual_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                process.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                process.max_fds as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                process.start_time,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    open_fds: u64,
+    max_fds: u64,
+    start_time: f64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let system = std::fs::read_to_string("/proc/stat").ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        ProcessStats::parse(&stat, &status, &limits, &system, open_fds)
+    }
+
+    fn parse(
+        stat: &str,
+        status: &str,
+        limits: &str,
+        system: &str,
+        open_fds: u64,
+    ) -> Option<ProcessStats> {
+        // The command name in parentheses may hold spaces: count fields from
+        // after its closing parenthesis, where field 3 (state) is index 0.
+        let fields: Vec<&str> = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
+        let field = |number: usize| fields.get(number - 3)?.parse::<u64>().ok();
+        let (user_ticks, system_ticks, start_ticks, virtual_bytes) =
+            (field(14)?, field(15)?, field(22)?, field(23)?);
+        let resident_kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let max_fds = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))?
+            .split_whitespace()
+            .nth(3)?
+            .parse()
+            .ok()?;
+        let boot_time: u64 = system
+            .lines()
+            .find_map(|line| line.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(ProcessStats {
+            cpu_seconds: (user_ticks + system_ticks) as f64 / TICKS_PER_SECOND,
+            resident_bytes: resident_kib * 1024,
+            virtual_bytes,
+            open_fds,
+            max_fds,
+            start_time: boot_time as f64 + start_ticks as f64 / TICKS_PER_SECOND,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_stats_are_parsed_from_proc_files() {
+        let stat = "4242 (app (worker)) S 1 4242 4242 0 -1 4194560 500 0 0 0 150 50 0 0 20 0 3 0 12345 987654321 612 18446744073709551615";
+        let status = "Name:\tapp\nVmPeak:\t  10000 kB\nVmRSS:\t    2448 kB\nThreads:\t3\n";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n";
+        let system = "cpu  1 2 3\nbtime 1764000000\nprocesses 10\n";
+        assert_eq!(
+            ProcessStats::parse(stat, status, limits, system, 9),
+            Some(ProcessStats {
+                cpu_seconds: 2.0,
+                resident_bytes: 2448 * 1024,
+                virtual_bytes: 987_654_321,
+                open_fds: 9,
+                max_fds: 1024,
+                start_time: 1_764_000_123.45,
+            })
+        );
+        assert_eq!(
+            ProcessStats::parse("garbage", status, limits, system, 9),
+            None
+        );
+    }
+
+    #[test]
+    fn the_real_process_is_readable() {
+        let stats = ProcessStats::read().expect("/proc/self is readable on Linux");
+        assert!(
+            stats.resident_bytes > 0 && stats.open_fds > 0 && stats.start_time > 1.0e9,
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn routes_are_interned_once() {
+        let first = intern_route("/things/{id}");
+        let second = intern_route(&String::from("/things/{id}"));
+        assert!(std::ptr::eq(first, second));
+    }
+}
