@@ -203,7 +203,7 @@ fn method_label(method: &Method) -> &'static str {
 /// into logs as it is.
 fn is_acceptable_request_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
-    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|byte| byte.is_ascii_graphic())
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic)
 }
 
 /// 32 hex digits: a per-process random prefix and a counter, unique without
