@@ -286,27 +286,15 @@ impl Settings {
     }
 
     fn apply_env(&mut self, name: &str, section: &str, key: &str, value: &str) -> Result<()> {
-        // Most settings are strings; a non-string setting (a number, a bool)
-        // is tried as a TOML literal when the string form does not fit.
+        // Every setting is a string in TOML (durations and addresses too), so
+        // a variable's value is used as a TOML string.
         let mut inner = toml::Table::new();
         inner.insert(key.to_owned(), toml::Value::String(value.to_owned()));
         let mut outer = toml::Table::new();
         outer.insert(section.to_owned(), toml::Value::Table(inner));
-        let layer = match toml::Value::Table(outer.clone()).try_into::<Layer>() {
-            Ok(layer) => layer,
-            Err(string_err) => {
-                let literal = toml::from_str::<toml::Table>(&format!("v = {value}"))
-                    .ok()
-                    .and_then(|t| t.get("v").cloned());
-                let retried = literal.and_then(|literal| {
-                    outer[section]
-                        .as_table_mut()?
-                        .insert(key.to_owned(), literal);
-                    toml::Value::Table(outer).try_into::<Layer>().ok()
-                });
-                retried.ok_or_else(|| anyhow!("{name}: {}", string_err.message()))?
-            }
-        };
+        let layer = toml::Value::Table(outer)
+            .try_into::<Layer>()
+            .map_err(|err| anyhow!("{name}: {}", err.message().trim()))?;
         self.apply(layer);
         self.sources.push(name.to_owned());
         Ok(())
@@ -503,7 +491,7 @@ fn read_secret_file(path: &Path) -> Result<String> {
 fn toml_error(source: &str, text: &str, err: &toml::de::Error) -> anyhow::Error {
     let line = err
         .span()
-        .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     match line {
         Some(line) => anyhow!("{source} line {line}: {}", err.message().trim()),
         None => anyhow!("{source}: {}", err.message().trim()),
@@ -580,4 +568,269 @@ pub fn token_matches(expected: &SecretString, presented: &str) -> bool {
         difference |= usize::from(byte ^ presented.get(index).copied().unwrap_or(0));
     }
     difference == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config directory with the given files, and an environment.
+    fn load(
+        files: &[(&str, &str)],
+        vars: &[(&str, &str)],
+        listen: Option<&str>,
+    ) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let environment = Environment(
+            vars.iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        );
+        let overrides = Overrides {
+            config_dir: Some(dir.path().to_owned()),
+            listen: listen.map(|addr| addr.parse().unwrap()),
+        };
+        Settings::load(&overrides, &environment).map_err(|err| format!("{err:#}"))
+    }
+
+    fn check_error(files: &[(&str, &str)], vars: &[(&str, &str)], expected: &[&str]) {
+        let err = load(files, vars, None).expect_err("the configuration is rejected");
+        for part in expected {
+            assert!(
+                err.contains(part),
+                "error `{err}` does not mention `{part}`"
+            );
+        }
+    }
+
+    const BASE: (&str, &str) = (
+        "base.toml",
+        "[server]\nlisten = \"127.0.0.1:1000\"\ndrain_delay = \"1s\"\n",
+    );
+
+    #[test]
+    fn each_layer_overrides_the_one_below() {
+        let prod = (
+            "prod.toml",
+            "[server]\nlisten = \"127.0.0.1:2000\"\n[log]\nformat = \"json\"\n",
+        );
+        let defaults_only = load(&[("base.toml", "")], &[], None).unwrap();
+        assert_eq!(defaults_only.server.drain_timeout, Duration::from_secs(30));
+        assert_eq!(defaults_only.env, Env::Dev);
+
+        let base = load(&[BASE, prod], &[], None).unwrap();
+        assert_eq!(
+            base.server.listen.port(),
+            1000,
+            "prod.toml applies only with APP_ENV=prod"
+        );
+        assert_eq!(base.server.drain_delay, Duration::from_secs(1));
+
+        let env_file = load(&[BASE, prod], &[("APP_ENV", "prod")], None).unwrap();
+        assert_eq!(
+            (env_file.server.listen.port(), env_file.log.format),
+            (2000, LogFormat::Json)
+        );
+        assert_eq!(
+            env_file.server.drain_delay,
+            Duration::from_secs(1),
+            "base.toml still applies"
+        );
+
+        let vars = [
+            ("APP_ENV", "prod"),
+            ("APP__SERVER__LISTEN", "127.0.0.1:3000"),
+            ("APP__LOG__LEVEL", "debug"),
+        ];
+        let env_var = load(&[BASE, prod], &vars, None).unwrap();
+        assert_eq!(
+            (env_var.server.listen.port(), env_var.log.level),
+            (3000, LogLevel::Debug)
+        );
+
+        let flag = load(&[BASE, prod], &vars, Some("127.0.0.1:4000")).unwrap();
+        assert_eq!(flag.server.listen.port(), 4000);
+        let base_toml = format!("{}", Path::new("base.toml").display());
+        assert!(
+            flag.sources
+                .iter()
+                .any(|source| source.ends_with(&base_toml))
+        );
+        assert!(flag.sources.ends_with(&[
+            "APP__LOG__LEVEL".into(),
+            "APP__SERVER__LISTEN".into(),
+            "--listen".into()
+        ]));
+    }
+
+    #[test]
+    fn bad_configuration_names_the_key_and_its_source() {
+        check_error(
+            &[("base.toml", "[server]\n\nprot = 80\n")],
+            &[],
+            &["base.toml line 3", "unknown field `prot`"],
+        );
+        check_error(
+            &[("base.toml", "[sever]\n")],
+            &[],
+            &["base.toml line 1", "unknown field `sever`"],
+        );
+        check_error(
+            &[BASE, ("dev.toml", "[server]\ndrain_delay = \"soon\"\n")],
+            &[],
+            &["dev.toml line 2", "invalid duration \"soon\""],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__DRAIN_TIMEOUT", "30")],
+            &["APP__SERVER__DRAIN_TIMEOUT", "add a unit, e.g. 30s"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__LISTEN", "localhost")],
+            &["APP__SERVER__LISTEN", "invalid socket address"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__LOG__FORMAT", "xml")],
+            &["APP__LOG__FORMAT", "unknown variant `xml`"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__LSTEN", "x")],
+            &["APP__SERVER__LSTEN", "unknown field `lsten`"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__LISTEN", "x")],
+            &["APP__LISTEN: expected APP__<SECTION>__<KEY>"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP_ENV", "qa")],
+            &["APP_ENV=\"qa\"", "dev, staging or prod"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__DRAIN_TIMEOUT", "0s")],
+            &["server.drain_timeout is 0s"],
+        );
+        check_error(
+            &[],
+            &[],
+            &["base.toml", "every config directory needs a base.toml"],
+        );
+        check_error(
+            &[("base.toml", "[admin]\ntoken = \"x\"\n")],
+            &[],
+            &["admin.token is a secret", "APP__ADMIN__TOKEN_FILE"],
+        );
+    }
+
+    #[test]
+    fn secrets_come_from_exactly_one_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let credentials = tempfile::tempdir().unwrap();
+        std::fs::write(credentials.path().join("admin.token"), "from-credential").unwrap();
+        let file = file.to_str().unwrap();
+        let credentials = credentials.path().to_str().unwrap();
+
+        let token = |vars: &[(&str, &str)]| {
+            load(&[BASE], vars, None).map(|settings| {
+                settings
+                    .admin
+                    .token
+                    .map(|token| token.expose_secret().to_owned())
+            })
+        };
+        assert_eq!(token(&[]), Ok(None));
+        assert_eq!(
+            token(&[("APP__ADMIN__TOKEN", "from-env")]),
+            Ok(Some("from-env".into()))
+        );
+        assert_eq!(
+            token(&[("APP__ADMIN__TOKEN_FILE", file)]),
+            Ok(Some("from-file".into()))
+        );
+        assert_eq!(
+            token(&[("CREDENTIALS_DIRECTORY", credentials)]),
+            Ok(Some("from-credential".into()))
+        );
+
+        check_error(
+            &[BASE],
+            &[("APP__ADMIN__TOKEN", "a"), ("APP__ADMIN__TOKEN_FILE", file)],
+            &["set by APP__ADMIN__TOKEN and APP__ADMIN__TOKEN_FILE"],
+        );
+        check_error(
+            &[BASE],
+            &[
+                ("APP__ADMIN__TOKEN_FILE", file),
+                ("CREDENTIALS_DIRECTORY", credentials),
+            ],
+            &["credential admin.token", "keep only one"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__ADMIN__TOKEN_FILE", "/nonexistent/token")],
+            &[
+                "admin.token: read APP__ADMIN__TOKEN_FILE=/nonexistent/token",
+                "No such file",
+            ],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__ADMIN__TOKEN", "")],
+            &["admin.token is set by APP__ADMIN__TOKEN but empty"],
+        );
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        let check =
+            |text: &str, expected: Result<Duration, &str>| match (parse_duration(text), expected) {
+                (Ok(actual), Ok(expected)) => {
+                    assert_eq!(actual, expected, "{text}");
+                    assert_eq!(parse_duration(&format_duration(actual)), Ok(actual));
+                }
+                (Err(actual), Err(expected)) => {
+                    assert!(actual.contains(expected), "{text}: {actual}")
+                }
+                (actual, expected) => panic!("{text}: got {actual:?}, expected {expected:?}"),
+            };
+        check("250ms", Ok(Duration::from_millis(250)));
+        check("5s", Ok(Duration::from_secs(5)));
+        check("2m", Ok(Duration::from_secs(120)));
+        check("1h", Ok(Duration::from_secs(3600)));
+        check("0s", Ok(Duration::ZERO));
+        check("5", Err("add a unit"));
+        check("5d", Err("the unit must be ms, s, m or h"));
+        check("-1s", Err("expected a whole number"));
+        check("99999999999999999h", Err("too long"));
+    }
+
+    #[test]
+    fn tokens_match_only_exactly() {
+        let token = SecretString::from("s3cret-token");
+        assert!(token_matches(&token, "s3cret-token"));
+        for wrong in ["", "s3cret", "s3cret-token2", "S3cret-token"] {
+            assert!(!token_matches(&token, wrong), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn shown_config_redacts_secrets() {
+        let settings = load(&[BASE], &[("APP__ADMIN__TOKEN", "canary-7d1f")], None).unwrap();
+        let shown = settings.to_redacted_toml();
+        assert!(
+            shown.contains("token = \"[redacted]\"") && !shown.contains("canary-7d1f"),
+            "{shown}"
+        );
+        assert!(!format!("{settings:?}").contains("canary-7d1f"));
+    }
 }

@@ -1,0 +1,393 @@
+//! The real `app` binary on loopback: every route, the readiness flip and
+//! drain on SIGTERM, an in-flight request that completes across SIGTERM, the
+//! second signal, start-up errors, and secrets that never leak.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[test]
+fn every_route_answers() {
+    let service = Service::start(app_command());
+
+    let root = service.get("/");
+    assert_eq!(root.status, 200, "{root:?}");
+    assert_eq!(root.json()["service"], "app");
+    assert_eq!(root.json()["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(root.header("content-type"), Some("application/json"));
+
+    let greet = request(
+        service.addr,
+        "POST /greet HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 14\r\nConnection: close\r\n\r\n{\"name\":\"Ada\"}",
+    );
+    assert_eq!(
+        (greet.status, greet.json()["message"].as_str()),
+        (200, Some("Hello, Ada!"))
+    );
+
+    assert_eq!(service.get("/healthz").json()["status"], "ok");
+    let ready = service.get("/readyz");
+    assert_eq!(
+        (ready.status, ready.json()["ready"].as_bool()),
+        (200, Some(true))
+    );
+
+    let version = service.get("/version");
+    let binary_stamp: serde_json::Value = serde_json::from_slice(
+        &Command::new(app_binary())
+            .args(["--version", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(version.json(), binary_stamp);
+
+    let missing = service.get("/no/such/page?x=1");
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        service.get("/admin/config").status,
+        404,
+        "admin routes are off without a token"
+    );
+
+    let metrics = service.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    for expected in [
+        "http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1",
+        "http_requests_total{method=\"POST\",route=\"/greet\",status=\"200\"} 1",
+        "http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+        "http_request_duration_seconds_count{method=\"GET\",route=\"/\",status=\"200\"} 1",
+        "http_requests_in_flight 1",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+        "# EOF",
+    ] {
+        assert!(
+            metrics.body.contains(expected),
+            "/metrics lacks `{expected}`:\n{}",
+            metrics.body
+        );
+    }
+    let build_info = metrics
+        .body
+        .lines()
+        .find(|line| line.starts_with("app_build_info{"))
+        .expect("app_build_info");
+    for label in [
+        format!("version=\"{}\"", binary_stamp["version"].as_str().unwrap()),
+        format!("commit=\"{}\"", binary_stamp["commit"].as_str().unwrap()),
+        format!("target=\"{}\"", binary_stamp["target"].as_str().unwrap()),
+    ] {
+        assert!(
+            build_info.contains(&label) && build_info.ends_with(" 1"),
+            "{build_info} lacks {label}"
+        );
+    }
+
+    // Request ids: a caller's is echoed, otherwise one is generated; the
+    // request log line carries it with method, route, status and latency.
+    let traced = request(
+        service.addr,
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-42\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(traced.header("x-request-id"), Some("trace-42"));
+    let generated = service.get("/healthz");
+    assert_eq!(generated.header("x-request-id").map(str::len), Some(32));
+    let log_line = service.stdout.wait_for(|line| line.contains("trace-42"));
+    let log: serde_json::Value = serde_json::from_str(&log_line).unwrap();
+    assert_eq!(
+        (
+            log["method"].as_str(),
+            log["route"].as_str(),
+            log["status"].as_u64()
+        ),
+        (Some("GET"), Some("/healthz"), Some(200))
+    );
+    assert!(
+        log["latency_ms"].as_f64().is_some() && log["level"] == "INFO",
+        "{log_line}"
+    );
+}
+
+#[test]
+fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_delay_then_exits_zero() {
+    let mut command = app_command();
+    command.env("APP__SERVER__DRAIN_DELAY", "3s");
+    let mut service = Service::start(command);
+    assert_eq!(service.get("/readyz").status, 200);
+
+    service.signal("TERM");
+    let deadline = Instant::now() + BOUND;
+    let not_ready = loop {
+        let ready = service.get("/readyz");
+        if ready.status == 503 {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "/readyz still 200 after SIGTERM");
+    };
+    assert_eq!(not_ready.json()["failed"], serde_json::json!(["lifecycle"]));
+    assert_eq!(not_ready.json()["checks"]["lifecycle"], "draining");
+    let during_drain = service.get("/");
+    assert_eq!(
+        during_drain.status, 200,
+        "requests are still served while draining"
+    );
+    assert_eq!(
+        during_drain.header("connection"),
+        Some("close"),
+        "keep-alive clients are asked to move on"
+    );
+
+    let status = service.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", service.output());
+    service.stdout.wait_for(|line| line.contains("\"stopped\""));
+}
+
+#[test]
+fn an_in_flight_request_completes_across_sigterm() {
+    let mut command = app_command();
+    command.env("APP__SERVER__DRAIN_DELAY", "0s");
+    let mut service = Service::start(command);
+
+    // A slow client: headers and half of the body now, the rest later.
+    let body = "{\"name\":\"Ada\"}";
+    let mut slow = TcpStream::connect(service.addr).unwrap();
+    slow.set_read_timeout(Some(BOUND)).unwrap();
+    write!(
+        slow,
+        "POST /greet HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..5]
+    )
+    .unwrap();
+    let deadline = Instant::now() + BOUND;
+    while !service
+        .get("/metrics")
+        .body
+        .contains("http_requests_in_flight 2")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the handler"
+        );
+    }
+
+    service.signal("TERM");
+    service
+        .stdout
+        .wait_for(|line| line.contains("stopped accepting"));
+    let deadline = Instant::now() + BOUND;
+    while TcpStream::connect(service.addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting connections after it said it stopped"
+        );
+    }
+
+    slow.write_all(body[5..].as_bytes()).unwrap();
+    let response = read_response(&mut slow);
+    assert_eq!(
+        (response.status, response.json()["message"].as_str()),
+        (200, Some("Hello, Ada!"))
+    );
+    assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut command = app_command();
+    command.env("APP__SERVER__DRAIN_DELAY", "10m");
+    let mut service = Service::start(command);
+    service.signal("TERM");
+    service
+        .stdout
+        .wait_for(|line| line.contains("stop requested"));
+    service.signal("INT");
+    let status = service.wait_exit();
+    assert_eq!(status.code(), Some(128 + 2), "{}", service.output());
+}
+
+/// Runs a command that is expected to exit by itself, killing it after `BOUND`.
+fn run_bounded(command: &mut Command) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + BOUND;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn start_up_errors_are_one_line_with_a_documented_exit_code() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let bad_config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad_config.path().join("base.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\nport = 1\n",
+    )
+    .unwrap();
+    let bad_config_dir = bad_config.path().to_str().unwrap();
+
+    let cases: [(&[&str], &[(&str, &str)], i32, &str); 7] = [
+        (
+            &["--listen", &taken_addr],
+            &[],
+            4,
+            &format!("listen on {taken_addr}"),
+        ),
+        (
+            &["--config-dir", "/nonexistent/config"],
+            &[],
+            3,
+            "read the config directory /nonexistent/config",
+        ),
+        (
+            &["--config-dir", bad_config_dir],
+            &[],
+            3,
+            "base.toml line 3: unknown field `port`",
+        ),
+        (
+            &[],
+            &[("APP__SERVER__DRAIN_TIMEOUT", "soon")],
+            3,
+            "APP__SERVER__DRAIN_TIMEOUT: invalid duration \"soon\"",
+        ),
+        (
+            &[],
+            &[("APP__ADMIN__TOKEN_FILE", "/nonexistent/token")],
+            3,
+            "admin.token: read APP__ADMIN__TOKEN_FILE=/nonexistent/token",
+        ),
+        (
+            &[],
+            &[("APP_ENV", "qa")],
+            3,
+            "APP_ENV=\"qa\" is not an environment",
+        ),
+        (&["--frobnicate"], &[], 2, "invalid option '--frobnicate'"),
+    ];
+    for (args, vars, code, expected) in cases {
+        let output = run_bounded(app_command().args(args).envs(vars.iter().copied()));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "app {args:?} {vars:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "more than one line: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "app {args:?} {vars:?}: {stderr}"
+        );
+    }
+    drop(taken);
+}
+
+const CANARY: &str = "canary-5f0e9d2c";
+
+#[test]
+fn a_secret_from_any_source_appears_in_no_output() {
+    let scratch = tempfile::tempdir().unwrap();
+    let token_file = scratch.path().join("token");
+    std::fs::write(&token_file, format!("{CANARY}\n")).unwrap();
+    let credentials = scratch.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("admin.token"), CANARY).unwrap();
+    let token_file = token_file.to_str().unwrap();
+    let credentials = credentials.to_str().unwrap();
+
+    let sources: [(&str, &str); 3] = [
+        ("APP__ADMIN__TOKEN", CANARY),
+        ("APP__ADMIN__TOKEN_FILE", token_file),
+        ("CREDENTIALS_DIRECTORY", credentials),
+    ];
+    for (variable, value) in sources {
+        let with_secret = || {
+            let mut command = app_command();
+            command.env(variable, value).env("APP__LOG__LEVEL", "trace");
+            command
+        };
+        let mut service = Service::start(with_secret());
+        // The secret is really loaded: it opens the admin route.
+        let authorized = request(
+            service.addr,
+            &format!(
+                "GET /admin/config HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {CANARY}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(authorized.status, 200, "{variable}: {authorized:?}");
+        assert!(
+            authorized.body.contains("token = \"[redacted]\""),
+            "{}",
+            authorized.body
+        );
+        let refused = request(
+            service.addr,
+            "GET /admin/config HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(refused.status, 401);
+
+        let mut seen = vec![authorized.body];
+        for path in ["/", "/version", "/metrics", "/readyz", "/healthz"] {
+            let response = service.get(path);
+            seen.push(format!("{:?} {}", response.headers, response.body));
+        }
+        let shown = run_bounded(with_secret().args(["config", "show"]));
+        assert!(String::from_utf8_lossy(&shown.stdout).contains("[redacted]"));
+        seen.push(format!("{shown:?}"));
+        let bad_config = run_bounded(
+            with_secret()
+                .env("APP__SERVER__LISTEN", "bad")
+                .args(["config", "check"]),
+        );
+        assert_eq!(bad_config.status.code(), Some(3));
+        seen.push(format!("{bad_config:?}"));
+        let conflicting = if variable == "APP__ADMIN__TOKEN" {
+            ("APP__ADMIN__TOKEN_FILE", token_file)
+        } else {
+            ("APP__ADMIN__TOKEN", CANARY)
+        };
+        let two_sources = run_bounded(
+            with_secret()
+                .env(conflicting.0, conflicting.1)
+                .args(["config", "check"]),
+        );
+        assert_eq!(two_sources.status.code(), Some(3));
+        seen.push(format!("{two_sources:?}"));
+
+        service.signal("TERM");
+        service.wait_exit();
+        seen.push(service.output());
+        for (index, text) in seen.iter().enumerate() {
+            assert!(
+                !text.contains(CANARY),
+                "{variable}: output {index} shows the secret: {text}"
+            );
+        }
+    }
+}

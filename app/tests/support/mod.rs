@@ -1,0 +1,211 @@
+//! Runs the real `app` binary on an ephemeral loopback port, with its logs
+//! captured, and talks HTTP/1.1 to it over plain TCP.
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest any condition in these tests is waited for.
+pub const BOUND: Duration = Duration::from_secs(15);
+
+pub fn app_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_app")
+}
+
+pub fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+/// The `app` command with the shipped config, JSON logs, and no inherited
+/// `APP_*` settings.
+pub fn app_command() -> Command {
+    let mut command = Command::new(app_binary());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("APP_") || name == "CREDENTIALS_DIRECTORY" {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("--config-dir")
+        .arg(config_dir())
+        .env("APP__LOG__FORMAT", "json");
+    command
+}
+
+/// Lines a process printed, shared with the thread that reads them.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Lines {
+    fn collect(self, stream: impl Read + Send + 'static) {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let (lines, changed) = &*self.0;
+                lines.lock().unwrap().push(line);
+                changed.notify_all();
+            }
+        });
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.0.lock().unwrap().clone()
+    }
+
+    /// The first line that satisfies `matches`, waiting up to `BOUND`.
+    pub fn wait_for(&self, matches: impl Fn(&str) -> bool) -> String {
+        let (lines, changed) = &*self.0;
+        let deadline = Instant::now() + BOUND;
+        let mut guard = lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.iter().find(|line| matches(line)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no such line within {BOUND:?}; got:\n{}",
+                guard.join("\n")
+            );
+            guard = changed.wait_timeout(guard, left).unwrap().0;
+        }
+    }
+}
+
+/// A running service.
+pub struct Service {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+impl Service {
+    /// Starts `app` with `--listen 127.0.0.1:0` and waits for its
+    /// "listening" log line, which carries the port it got.
+    pub fn start(mut command: Command) -> Service {
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the app binary");
+        let (stdout, stderr) = (Lines::default(), Lines::default());
+        stdout.clone().collect(child.stdout.take().unwrap());
+        stderr.clone().collect(child.stderr.take().unwrap());
+        let listening = stdout.wait_for(|line| line.contains("\"listening\""));
+        let log: serde_json::Value = serde_json::from_str(&listening).expect("JSON log line");
+        let addr = log["addr"]
+            .as_str()
+            .expect("the listening line has addr")
+            .parse()
+            .unwrap();
+        Service {
+            child,
+            addr,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        assert!(status.expect("run kill").success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `BOUND` for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the service did not exit within {BOUND:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(
+            self.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+        )
+    }
+
+    /// Everything the process printed so far, stdout and stderr.
+    pub fn output(&self) -> String {
+        let mut all = self.stdout.all();
+        all.extend(self.stderr.all());
+        all.join("\n")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
+    }
+}
+
+/// Sends one raw request with `Connection: close` and reads the response.
+pub fn request(addr: SocketAddr, raw: &str) -> Response {
+    let mut stream = TcpStream::connect_timeout(&addr, BOUND).expect("connect to the service");
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    read_response(&mut stream)
+}
+
+pub fn read_response(stream: &mut TcpStream) -> Response {
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read the response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &str) -> Response {
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {raw:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok());
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    Response {
+        status: status.unwrap_or_else(|| panic!("no status in {raw:?}")),
+        headers,
+        body: body.to_owned(),
+    }
+}
