@@ -199,7 +199,7 @@ fn an_in_flight_request_completes_across_sigterm() {
         );
     }
 
-    slow.write_all(body[5..].as_bytes()).unwrap();
+    slow.write_all(&body.as_bytes()[5..]).unwrap();
     let response = read_response(&mut slow);
     assert_eq!(
         (response.status, response.json()["message"].as_str()),
@@ -252,7 +252,9 @@ fn start_up_errors_are_one_line_with_a_documented_exit_code() {
     .unwrap();
     let bad_config_dir = bad_config.path().to_str().unwrap();
 
-    let cases: [(&[&str], &[(&str, &str)], i32, &str); 7] = [
+    // (arguments, environment, exit code, what the error line says)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
+    let cases: [Case; 7] = [
         (
             &["--listen", &taken_addr],
             &[],
