@@ -25,11 +25,44 @@ use crate::metrics::{HttpLabels, Metrics, intern_route};
 
 const REQUEST_ID: &str = "x-request-id";
 
-#[derive(Clone)]
-pub struct AppState {
+/// What every handler shares: one `Arc`, so that the per-request clone the
+/// middleware makes is a single reference count.
+pub type AppState = Arc<Shared>;
+
+pub struct Shared {
     pub settings: Arc<Settings>,
     pub lifecycle: Arc<Lifecycle>,
     pub metrics: Arc<Metrics>,
+    /// The answer of `GET /`, which depends only on settings.
+    greeting: Greeting,
+}
+
+#[derive(Serialize)]
+struct Greeting {
+    service: String,
+    version: &'static str,
+    message: String,
+}
+
+impl Shared {
+    pub fn new(
+        settings: Arc<Settings>,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        let service = &settings.service;
+        let greeting = Greeting {
+            service: service.name.clone(),
+            version: BUILD_INFO.version,
+            message: format!("{} from {}", service.greeting, service.name),
+        };
+        Arc::new(Shared {
+            settings,
+            lifecycle,
+            metrics,
+            greeting,
+        })
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,13 +78,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn greeting(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let service = &state.settings.service;
-    Json(json!({
-        "service": service.name,
-        "version": BUILD_INFO.version,
-        "message": format!("{} from {}", service.greeting, service.name),
-    }))
+async fn greeting(State(state): State<AppState>) -> Response {
+    Json(&state.greeting).into_response()
 }
 
 #[derive(Deserialize)]
@@ -77,8 +105,12 @@ async fn greet(State(state): State<AppState>, Json(request): Json<GreetRequest>)
 
 /// Liveness: the process can answer. It checks nothing else, so that a slow
 /// dependency never gets a healthy process restarted.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
 }
 
 /// Readiness: 200 while the lifecycle is ready; 503 from the moment a stop

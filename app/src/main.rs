@@ -59,7 +59,9 @@ fn main() -> ExitCode {
                 Err(err) => return fail(EXIT_CONFIG, &err),
             };
             logging::init(&settings.log);
-            return match server::run(settings) {
+            let outcome = server::run(settings);
+            logging::flush();
+            return match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(server::ServeError::Listen(err)) => fail(EXIT_LISTEN, &err),
                 Err(server::ServeError::Runtime(err)) => fail(EXIT_RUNTIME, &err),

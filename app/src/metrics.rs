@@ -82,6 +82,7 @@ impl Metrics {
             }),
         );
         registry.register_collector(Box::new(ProcessCollector));
+        registry.register_collector(Box::new(LogCollector));
         Metrics {
             registry,
             requests,
@@ -125,6 +126,22 @@ pub fn intern_route(route: &str) -> &'static str {
     let leaked: &'static str = Box::leak(route.to_owned().into_boxed_str());
     routes.insert(leaked);
     leaked
+}
+
+/// Log lines dropped because stdout could not keep up (see `logging`).
+#[derive(Debug)]
+struct LogCollector;
+
+impl Collector for LogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let dropped = ConstCounter::new(crate::logging::dropped_lines());
+        dropped.encode(encoder.encode_descriptor(
+            "app_log_lines_dropped",
+            "Log lines dropped because stdout could not keep up",
+            None,
+            dropped.metric_type(),
+        )?)
+    }
 }
 
 /// `process_*` metrics as the Prometheus client libraries name them, read

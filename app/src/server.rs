@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::build_info::BUILD_INFO;
 use crate::config::{Settings, format_duration};
-use crate::http::{self, AppState};
+use crate::http::{self, Shared};
 use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::Metrics;
 
@@ -48,11 +48,11 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
     let metrics = Arc::new(Metrics::new(&BUILD_INFO));
-    let app = http::router(AppState {
-        settings: settings.clone(),
-        lifecycle: lifecycle.clone(),
-        metrics: metrics.clone(),
-    });
+    let app = http::router(Shared::new(
+        settings.clone(),
+        lifecycle.clone(),
+        metrics.clone(),
+    ));
 
     let stopped = lifecycle.clone();
     let listener = listener.tap_io(|stream| {
@@ -83,6 +83,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     tokio::spawn(async move {
         let second = signals.next().await;
         warn!(signal = second, "second stop signal: exiting now");
+        crate::logging::flush();
         std::process::exit(128 + second);
     });
 

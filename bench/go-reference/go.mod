@@ -1,0 +1,3 @@
+module example.com/go-reference
+
+go 1.19
