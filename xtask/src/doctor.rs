@@ -59,6 +59,7 @@ impl Doctor {
                     Check::tool(Tool::KubernetesValidate),
                     Check::tool(Tool::Hyperfine),
                     Check::tool(Tool::Wrk),
+                    Check::tool(Tool::Go),
                 ],
             ),
         ];

@@ -81,6 +81,23 @@ impl Ctx {
         Ok(())
     }
 
+    /// Echoes a command and returns what it printed on stdout. For commands
+    /// whose output is the point (a benchmark run), not for quiet probes.
+    pub fn read_echoed(&self, cmd: Cmd<'_>) -> Result<String> {
+        let mut command = Command::from(cmd);
+        let line = self.display(&command, false);
+        eprintln!("$ {}", self.display(&command, true));
+        let output = command
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("start `{line}`"))?;
+        if !output.status.success() {
+            bail!("`{line}` failed ({})", output.status);
+        }
+        String::from_utf8(output.stdout)
+            .with_context(|| format!("`{line}` printed something other than UTF-8"))
+    }
+
     /// A command as a shell line: the environment it sets (when asked), the
     /// program, and its arguments, quoted where the shell would need it.
     pub fn display(&self, command: &Command, with_env: bool) -> String {

@@ -12,7 +12,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// Tasks in the order and groups `--help` lists them. A unit test checks that
 /// every task appears here exactly once.
 const TASK_GROUPS: &[(&str, &[&str])] = &[
-    ("Develop", &["build", "test", "lint", "ci"]),
+    ("Develop", &["build", "test", "lint", "ci", "bench"]),
     ("Release", &["version"]),
     ("Maintain", &["doctor", "clean", "help"]),
 ];
@@ -67,6 +67,8 @@ pub enum Task {
     Lint(crate::lint::Lint),
     /// Run exactly what CI runs, in order, stopping at the first failure
     Ci(crate::ci::Ci),
+    /// Load-test the service next to a Go net/http reference (wrk)
+    Bench(crate::bench::Bench),
     /// Print the version stamp (commit, branch, build time) builds embed
     Version(crate::version::Version),
     /// Show what each task needs, what is missing, and how to install it

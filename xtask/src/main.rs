@@ -3,6 +3,7 @@
 //! This file only parses the flags, prints errors and dispatches to the task
 //! modules; each task lives in its own module with a `run` method.
 
+mod bench;
 mod build;
 mod ci;
 mod clean;
@@ -57,6 +58,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Version(task) => task.run(&ctx),
         Task::Doctor(task) => task.run(&ctx),
         Task::Clean(task) => task.run(&ctx),
+        Task::Bench(task) => task.run(&ctx),
     }
 }
 

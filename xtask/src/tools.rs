@@ -21,6 +21,7 @@ pub enum Tool {
     KubernetesValidate,
     Hyperfine,
     Wrk,
+    Go,
 }
 
 /// What `doctor` shows for a tool, and what a task prints when it is missing.
@@ -91,6 +92,11 @@ impl Tool {
             ),
             Tool::Hyperfine => ("hyperfine", "apt-get install -y hyperfine", "benchmarks"),
             Tool::Wrk => ("wrk", "apt-get install -y wrk", "benchmarks"),
+            Tool::Go => (
+                "go",
+                "apt-get install -y golang-go",
+                "the Go reference server of `bench`",
+            ),
         };
         ToolInfo {
             binary,

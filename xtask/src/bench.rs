@@ -1,0 +1,405 @@
+//! `cargo xtask bench`: the service under load next to a bare Go net/http
+//! server (`bench/go-reference/`), side by side on loopback, in the same run,
+//! so the machine's noise hits both. Servers and paths alternate over several
+//! rounds and medians are reported, with p99 latency, errors and peak RSS.
+//! The report also goes to `target/bench/service.json`.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use xshell::cmd;
+
+use crate::build::Build;
+use crate::exec::Ctx;
+use crate::tools::{self, Tool};
+
+#[derive(clap::Args, Debug)]
+pub struct Bench {
+    /// Seconds per wrk run
+    #[arg(long, default_value_t = 10)]
+    duration: u32,
+    /// Concurrent connections per wrk run
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// Rounds per server and path; medians are reported
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Measure the service alone, without the Go reference
+    #[arg(long)]
+    no_reference: bool,
+}
+
+/// The paths measured: liveness (the cheapest route) and the business route.
+const PATHS: [&str; 2] = ["/healthz", "/"];
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WrkResult {
+    pub requests_per_second: f64,
+    pub p99_ms: f64,
+    /// Non-2xx responses plus socket errors.
+    pub errors: u64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    path: &'static str,
+    server: &'static str,
+    median: WrkResult,
+    runs: Vec<WrkResult>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    duration_seconds: u32,
+    connections: u32,
+    rounds: u32,
+    rows: Vec<Row>,
+    peak_rss_bytes: Vec<(&'static str, u64)>,
+}
+
+struct Server {
+    name: &'static str,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bench {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let wrk = tools::require(Tool::Wrk)?;
+        let go = if self.no_reference {
+            None
+        } else {
+            Some(tools::find(Tool::Go).ok_or_else(|| {
+                tools::missing(Tool::Go)
+                    .context("the Go reference needs go (or pass --no-reference)")
+            })?)
+        };
+        Build {
+            release: true,
+            cargo_args: Vec::new(),
+        }
+        .run(ctx)?;
+        let bench_dir = ctx.project.target_dir.join("bench");
+        let app_binary = ctx
+            .project
+            .target_dir
+            .join("release")
+            .join(&ctx.project.settings.binary);
+        let go_binary = bench_dir.join("go-reference");
+        if let Some(go) = &go {
+            let _dir = ctx.sh.push_dir(ctx.project.root.join("bench/go-reference"));
+            ctx.run(cmd!(ctx.sh, "{go} build -o {go_binary} ."))
+                .context("build the Go reference server")?;
+        }
+        if ctx.dry_run {
+            eprintln!("(dry run: the servers are not started and wrk does not run)");
+            return Ok(());
+        }
+
+        let mut servers = Vec::new();
+        if go.is_some() {
+            let addr = free_port()?;
+            let command = Command::new(&go_binary)
+                .arg("-listen")
+                .arg(addr.to_string())
+                .stdout(Stdio::null())
+                .spawn();
+            servers.push(Server {
+                name: "go",
+                addr,
+                child: command.context("start the Go reference server")?,
+            });
+        }
+        let addr = free_port()?;
+        let command = Command::new(&app_binary)
+            .arg("--config-dir")
+            .arg(ctx.project.root.join("config"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("APP_ENV", "prod")
+            .stdout(Stdio::null())
+            .spawn();
+        servers.push(Server {
+            name: "app",
+            addr,
+            child: command.context("start the service")?,
+        });
+        for server in &servers {
+            wait_until_listening(server.addr)
+                .with_context(|| format!("wait for the {} server", server.name))?;
+        }
+
+        let mut rows = Vec::new();
+        for path in PATHS {
+            let mut runs: Vec<Vec<WrkResult>> = vec![Vec::new(); servers.len()];
+            for round in 0..self.rounds {
+                // Alternate who goes first, so that neither always meets a
+                // machine warmed (or throttled) by the other.
+                let mut order: Vec<usize> = (0..servers.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for index in order {
+                    let url = format!("http://{}{path}", servers[index].addr);
+                    let (connections, duration) =
+                        (self.connections.to_string(), format!("{}s", self.duration));
+                    let wrk_cmd = cmd!(
+                        ctx.sh,
+                        "{wrk} -t2 -c{connections} -d{duration} --latency {url}"
+                    );
+                    let output = ctx
+                        .read_echoed(wrk_cmd)
+                        .with_context(|| format!("run wrk against {url}"))?;
+                    runs[index].push(
+                        parse_wrk(&output)
+                            .with_context(|| format!("read wrk's report for {url}"))?,
+                    );
+                }
+            }
+            for (server, runs) in servers.iter().zip(runs) {
+                rows.push(Row {
+                    path,
+                    server: server.name,
+                    median: median(&runs),
+                    runs,
+                });
+            }
+        }
+        let peak_rss_bytes = servers
+            .iter()
+            .map(|server| (server.name, peak_rss(server.child.id()).unwrap_or(0)))
+            .collect();
+        let report = Report {
+            duration_seconds: self.duration,
+            connections: self.connections,
+            rounds: self.rounds,
+            rows,
+            peak_rss_bytes,
+        };
+        print_report(&report);
+        write_report(&bench_dir, &report)
+    }
+}
+
+fn free_port() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+fn wait_until_listening(addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr} after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Peak resident set size (`VmHWM`) of a running process.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Reads requests/s, the 99th percentile and error counts out of
+/// `wrk --latency` output.
+pub fn parse_wrk(output: &str) -> Result<WrkResult> {
+    let requests_per_second = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .context("no Requests/sec line")?;
+    let p99 = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("99%"))
+        .map(str::trim)
+        .context("no 99% latency line (was --latency passed?)")?;
+    let p99_ms = parse_wrk_duration(p99).with_context(|| format!("unreadable latency {p99:?}"))?;
+    let non_2xx: u64 = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    let socket_errors: u64 = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Socket errors:"))
+        .map(|counts| {
+            counts
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(WrkResult {
+        requests_per_second,
+        p99_ms,
+        errors: non_2xx + socket_errors,
+    })
+}
+
+fn parse_wrk_duration(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match unit {
+        "us" => 0.001,
+        "ms" => 1.0,
+        "s" => 1_000.0,
+        "m" => 60_000.0,
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+fn median(runs: &[WrkResult]) -> WrkResult {
+    let middle = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    WrkResult {
+        requests_per_second: middle(runs.iter().map(|run| run.requests_per_second).collect()),
+        p99_ms: middle(runs.iter().map(|run| run.p99_ms).collect()),
+        errors: runs.iter().map(|run| run.errors).sum(),
+    }
+}
+
+fn print_report(report: &Report) {
+    println!(
+        "wrk -t2 -c{} -d{}s, median of {} rounds",
+        report.connections, report.duration_seconds, report.rounds
+    );
+    println!(
+        "{:<10} {:<6} {:>12} {:>10} {:>7} {:>9}",
+        "path", "server", "requests/s", "p99", "errors", "vs go"
+    );
+    for row in &report.rows {
+        let reference = report
+            .rows
+            .iter()
+            .find(|other| other.path == row.path && other.server == "go")
+            .map(|go| row.median.requests_per_second / go.median.requests_per_second);
+        println!(
+            "{:<10} {:<6} {:>12.0} {:>8.2}ms {:>7} {:>9}",
+            row.path,
+            row.server,
+            row.median.requests_per_second,
+            row.median.p99_ms,
+            row.median.errors,
+            reference.map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x"))
+        );
+    }
+    for (server, bytes) in &report.peak_rss_bytes {
+        println!("peak RSS {server:<4} {:.1} MB", *bytes as f64 / 1_000_000.0);
+    }
+}
+
+fn write_report(dir: &Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join("service.json");
+    let temporary = dir.join(".service.json.tmp");
+    let json = serde_json::to_string_pretty(report).context("serialize the report")?;
+    std::fs::write(&temporary, json).with_context(|| format!("write {}", temporary.display()))?;
+    std::fs::rename(&temporary, &path)
+        .with_context(|| format!("move the report into {}", path.display()))?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK_OUTPUT: &str = "\
+Running 10s test @ http://127.0.0.1:18080/healthz
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   573.11us  422.79us  12.38ms   84.38%
+    Req/Sec    55.97k     3.09k   63.38k    68.50%
+  Latency Distribution
+     50%  469.00us
+     75%  744.00us
+     90%    1.10ms
+     99%    1.77ms
+  1114097 requests in 10.00s, 141.30MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec: 111394.15
+Transfer/sec:     14.12MB
+";
+
+    #[test]
+    fn wrk_reports_are_parsed() {
+        assert_eq!(
+            parse_wrk(WRK_OUTPUT).unwrap(),
+            WrkResult {
+                requests_per_second: 111_394.15,
+                p99_ms: 1.77,
+                errors: 12
+            }
+        );
+        let clean = WRK_OUTPUT
+            .replace(
+                "  Socket errors: connect 0, read 3, write 0, timeout 2\n",
+                "",
+            )
+            .replace("  Non-2xx or 3xx responses: 7\n", "");
+        assert_eq!(parse_wrk(&clean).unwrap().errors, 0);
+        assert!(parse_wrk("garbage").is_err());
+        assert!(parse_wrk(&WRK_OUTPUT.replace("     99%    1.77ms\n", "")).is_err());
+    }
+
+    #[test]
+    fn wrk_durations_convert_to_milliseconds() {
+        for (text, expected) in [
+            ("469.00us", 0.469),
+            ("1.77ms", 1.77),
+            ("2.50s", 2_500.0),
+            ("1.00m", 60_000.0),
+        ] {
+            assert!(
+                (parse_wrk_duration(text).unwrap() - expected).abs() < 1e-9,
+                "{text}"
+            );
+        }
+        assert_eq!(parse_wrk_duration("12parsecs"), None);
+    }
+
+    #[test]
+    fn medians_take_the_middle_run() {
+        let run = |rps: f64, p99: f64| WrkResult {
+            requests_per_second: rps,
+            p99_ms: p99,
+            errors: 1,
+        };
+        assert_eq!(
+            median(&[run(3.0, 9.0), run(1.0, 1.0), run(2.0, 5.0)]),
+            run(2.0, 5.0).with_errors(3)
+        );
+    }
+
+    impl WrkResult {
+        fn with_errors(self, errors: u64) -> WrkResult {
+            WrkResult { errors, ..self }
+        }
+    }
+}
