@@ -140,6 +140,15 @@ impl Bench {
                 .with_context(|| format!("wait for the {} server", server.name))?;
         }
 
+        // A first run meets cold caches and allocator arenas; it is not
+        // counted.
+        for server in &servers {
+            let url = format!("http://{}{}", server.addr, PATHS[0]);
+            let connections = self.connections.to_string();
+            ctx.read_echoed(cmd!(ctx.sh, "{wrk} -t2 -c{connections} -d3s {url}"))
+                .with_context(|| format!("warm up {url}"))?;
+        }
+
         let mut rows = Vec::new();
         for path in PATHS {
             let mut runs: Vec<Vec<WrkResult>> = vec![Vec::new(); servers.len()];
