@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// every task appears here exactly once.
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["build", "test", "lint", "ci", "bench"]),
-    ("Release", &["version"]),
+    ("Release", &["dist", "release", "version"]),
     ("Maintain", &["doctor", "clean", "help"]),
 ];
 
@@ -69,6 +69,10 @@ pub enum Task {
     Ci(crate::ci::Ci),
     /// Load-test the service next to a Go net/http reference (wrk)
     Bench(crate::bench::Bench),
+    /// Build, check and package release artifacts into target/dist/
+    Dist(crate::dist::Dist),
+    /// Like dist, for named targets, from a clean tagged tree, with notes
+    Release(crate::dist::Release),
     /// Print the version stamp (commit, branch, build time) builds embed
     Version(crate::version::Version),
     /// Show what each task needs, what is missing, and how to install it

@@ -3,16 +3,21 @@
 //! This file only parses the flags, prints errors and dispatches to the task
 //! modules; each task lives in its own module with a `run` method.
 
+mod archive;
 mod bench;
+mod binfmt;
 mod build;
 mod ci;
 mod clean;
+mod dist;
 mod doctor;
 mod exec;
 mod flags;
 mod lint;
+mod manifest;
 mod project;
 mod stamp;
+mod targets;
 mod test;
 mod tools;
 mod version;
@@ -56,6 +61,8 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Lint(task) => task.run(&ctx),
         Task::Ci(task) => task.run(&ctx),
         Task::Version(task) => task.run(&ctx),
+        Task::Dist(task) => task.run(&ctx),
+        Task::Release(task) => task.run(&ctx),
         Task::Doctor(task) => task.run(&ctx),
         Task::Clean(task) => task.run(&ctx),
         Task::Bench(task) => task.run(&ctx),

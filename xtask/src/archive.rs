@@ -1,0 +1,242 @@
+//! Archives whose bytes depend only on their contents: entries sorted, every
+//! mtime the source date epoch, owner 0:0 without names, modes set
+//! explicitly, gzip without a timestamp or file name. Two machines packaging
+//! the same files get the same archive, byte for byte.
+
+use std::collections::BTreeSet;
+use std::io::{Cursor, Write};
+
+use anyhow::{Context, Result};
+use flate2::{Compression, GzBuilder};
+
+/// A file to put into an archive.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Path inside the archive's top-level folder, `/`-separated.
+    pub path: String,
+    pub contents: Vec<u8>,
+    pub executable: bool,
+}
+
+impl Entry {
+    pub fn mode(&self) -> u32 {
+        if self.executable { 0o755 } else { 0o644 }
+    }
+}
+
+const DIRECTORY_MODE: u32 = 0o755;
+
+/// Every folder the entries live in, parents first, then the entries, each
+/// group sorted by path.
+fn layout<'a>(top: &str, entries: &'a [Entry]) -> (Vec<String>, Vec<(String, &'a Entry)>) {
+    let mut directories = BTreeSet::from([top.to_owned()]);
+    let mut files: Vec<(String, &Entry)> = Vec::new();
+    for entry in entries {
+        let path = format!("{top}/{}", entry.path);
+        let mut parent = path.as_str();
+        while let Some((dir, _)) = parent.rsplit_once('/') {
+            directories.insert(dir.to_owned());
+            parent = dir;
+        }
+        files.push((path, entry));
+    }
+    files.sort_by(|left, right| left.0.cmp(&right.0));
+    (directories.into_iter().collect(), files)
+}
+
+/// A `.tar.gz` of `entries` under the folder `top`.
+pub fn tar_gz(top: &str, entries: &[Entry], mtime: u64) -> Result<Vec<u8>> {
+    let gzip = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), Compression::best());
+    let mut tar = tar::Builder::new(gzip);
+    let (directories, files) = layout(top, entries);
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(size);
+        header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        header
+    };
+    for directory in directories {
+        let mut header = header(tar::EntryType::Directory, DIRECTORY_MODE, 0);
+        tar.append_data(&mut header, format!("{directory}/"), std::io::empty())
+            .with_context(|| format!("add {directory}/ to the archive"))?;
+    }
+    for (path, entry) in files {
+        let mut header = header(
+            tar::EntryType::Regular,
+            entry.mode(),
+            entry.contents.len() as u64,
+        );
+        tar.append_data(&mut header, &path, entry.contents.as_slice())
+            .with_context(|| format!("add {path} to the archive"))?;
+    }
+    let gzip = tar.into_inner().context("finish the tar stream")?;
+    gzip.finish().context("finish the gzip stream")
+}
+
+/// A `.zip` of `entries` under the folder `top`. Zip stores local times
+/// without a zone, so the commit time cannot be kept faithfully; every
+/// entry carries the zip epoch (1980-01-01 00:00) instead.
+pub fn zip(top: &str, entries: &[Entry]) -> Result<Vec<u8>> {
+    use zip::write::SimpleFileOptions;
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(9))
+        .last_modified_time(zip::DateTime::default());
+    let (directories, files) = layout(top, entries);
+    for directory in directories {
+        zip.add_directory(
+            format!("{directory}/"),
+            options.unix_permissions(DIRECTORY_MODE),
+        )
+        .with_context(|| format!("add {directory}/ to the archive"))?;
+    }
+    for (path, entry) in files {
+        zip.start_file(&path, options.unix_permissions(entry.mode()))
+            .with_context(|| format!("add {path} to the archive"))?;
+        zip.write_all(&entry.contents)
+            .with_context(|| format!("write {path} into the archive"))?;
+    }
+    Ok(zip.finish().context("finish the zip archive")?.into_inner())
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries() -> Vec<Entry> {
+        vec![
+            Entry {
+                path: "config/prod.toml".into(),
+                contents: b"[log]\n".to_vec(),
+                executable: false,
+            },
+            Entry {
+                path: "app".into(),
+                contents: b"\x7fELF binary".to_vec(),
+                executable: true,
+            },
+            Entry {
+                path: "README.md".into(),
+                contents: b"# app\n".to_vec(),
+                executable: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn tar_gz_bytes_depend_only_on_contents() {
+        let first = tar_gz("app-1.0.0-x", &entries(), 1_700_000_000).unwrap();
+        let mut shuffled = entries();
+        shuffled.reverse();
+        assert_eq!(
+            first,
+            tar_gz("app-1.0.0-x", &shuffled, 1_700_000_000).unwrap(),
+            "entry order leaked in"
+        );
+        assert_ne!(
+            first,
+            tar_gz("app-1.0.0-x", &entries(), 1_700_000_001).unwrap(),
+            "mtime is not recorded"
+        );
+        // gzip header: magic, method, no flags (no file name), mtime 0, OS unknown.
+        assert_eq!(&first[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255]);
+
+        let tar_bytes = {
+            let mut decoded = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(first.as_slice()),
+                &mut decoded,
+            )
+            .unwrap();
+            decoded
+        };
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let listing: Vec<(String, u32, u64, u64, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let header = entry.header();
+                (
+                    entry.path().unwrap().display().to_string(),
+                    header.mode().unwrap(),
+                    header.mtime().unwrap(),
+                    header.uid().unwrap(),
+                    header.gid().unwrap(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("app-1.0.0-x/", 0o755),
+            ("app-1.0.0-x/config/", 0o755),
+            ("app-1.0.0-x/README.md", 0o644),
+            ("app-1.0.0-x/app", 0o755),
+            ("app-1.0.0-x/config/prod.toml", 0o644),
+        ];
+        let expected: Vec<(String, u32, u64, u64, u64)> = expected
+            .iter()
+            .map(|(path, mode)| ((*path).to_owned(), *mode, 1_700_000_000, 0, 0))
+            .collect();
+        assert_eq!(listing, expected);
+    }
+
+    #[test]
+    fn zip_bytes_depend_only_on_contents() {
+        let first = zip("app-1.0.0-w", &entries()).unwrap();
+        let mut shuffled = entries();
+        shuffled.rotate_left(1);
+        assert_eq!(first, zip("app-1.0.0-w", &shuffled).unwrap());
+        let mut archive = zip::ZipArchive::new(Cursor::new(first)).unwrap();
+        let names: Vec<String> = (0..archive.len())
+            .map(|index| {
+                archive
+                    .by_index(index)
+                    .unwrap()
+                    .name()
+                    .unwrap()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "app-1.0.0-w/",
+                "app-1.0.0-w/config/",
+                "app-1.0.0-w/README.md",
+                "app-1.0.0-w/app",
+                "app-1.0.0-w/config/prod.toml"
+            ]
+        );
+        assert_eq!(
+            archive.by_name("app-1.0.0-w/app").unwrap().unix_mode(),
+            Some(0o100_755)
+        );
+    }
+
+    #[test]
+    fn sha256_matches_known_vectors() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

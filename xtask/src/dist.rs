@@ -1,0 +1,566 @@
+//! `cargo xtask dist` and `cargo xtask release`: release builds of the
+//! shipped binary for one or more targets, checked, packaged and
+//! checksummed into `target/dist/`, with `dist-manifest.json` describing
+//! every artifact for the tasks that come after (images, deploys).
+//!
+//! The output is reproducible: paths are remapped out of the binaries, the
+//! only time recorded is the source date epoch, and archives are written by
+//! `archive`, whose bytes depend only on their contents. It is also
+//! incremental and atomic: an artifact whose inputs did not change is kept
+//! as it is, and the folder is assembled beside the old one and swapped in
+//! only once complete, so a failed run leaves the previous output whole.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::cmd;
+
+use crate::archive::{self, Entry};
+use crate::binfmt;
+use crate::exec::Ctx;
+use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
+use crate::targets::{self, ArchiveFormat, Linker, Runner, Target};
+use crate::tools::{self, Tool};
+
+#[derive(clap::Args, Debug)]
+pub struct Dist {
+    /// Target alias (x86_64, amd64, aarch64, arm64, all) or triple; repeatable
+    /// [default: static musl for this machine]
+    #[arg(long = "target", value_name = "TARGET")]
+    targets: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Release {
+    /// Target alias (x86_64, amd64, aarch64, arm64, all) or triple; repeatable
+    #[arg(long = "target", value_name = "TARGET", required = true)]
+    targets: Vec<String>,
+    /// Release even though the working tree has uncommitted changes
+    #[arg(long)]
+    allow_dirty: bool,
+}
+
+/// Files shipped next to the binary in every archive, from the workspace root.
+const SHIPPED_FILES: [&str; 2] = ["README.md", "LICENSE"];
+/// Folders whose files are shipped too.
+const SHIPPED_DIRS: [&str; 1] = ["config"];
+
+impl Dist {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let targets = if self.targets.is_empty() {
+            vec![targets::host_default(&ctx.stamp()?.host)?]
+        } else {
+            targets::resolve(&self.targets, &ctx.project.settings.targets)?
+        };
+        build_and_package(ctx, &targets, None)
+    }
+}
+
+impl Release {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let targets = targets::resolve(&self.targets, &ctx.project.settings.targets)?;
+        let stamp = ctx.stamp()?;
+        if stamp.commit == crate::stamp::UNKNOWN {
+            bail!(
+                "release needs a git checkout with at least one commit: use `cargo xtask dist` for an unversioned build"
+            );
+        }
+        if stamp.dirty && !self.allow_dirty {
+            bail!(
+                "the working tree has uncommitted changes (see `git status`): commit or stash them, or pass --allow-dirty"
+            );
+        }
+        let git = tools::require(Tool::Git)?;
+        let sh = &ctx.sh;
+        let tags = cmd!(sh, "{git} tag --points-at HEAD")
+            .quiet()
+            .read()
+            .context("list the tags on HEAD")?;
+        let expected_tag = format!("v{}", ctx.project.version);
+        let version_tags: Vec<&str> = tags.lines().filter(|tag| is_version_tag(tag)).collect();
+        if !version_tags.is_empty() && !version_tags.contains(&expected_tag.as_str()) {
+            bail!(
+                "HEAD is tagged {} but the version in Cargo.toml is {}: tag the commit {expected_tag}, or set the version to match the tag",
+                version_tags.join(", "),
+                ctx.project.version
+            );
+        }
+        let notes = release_notes(ctx, &git, version_tags.contains(&expected_tag.as_str()))?;
+        build_and_package(ctx, &targets, Some(notes))
+    }
+}
+
+fn is_version_tag(tag: &str) -> bool {
+    tag.strip_prefix('v')
+        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// The commit subjects since the previous version tag, as Markdown.
+fn release_notes(ctx: &Ctx, git: &Path, head_is_tagged: bool) -> Result<String> {
+    let sh = &ctx.sh;
+    // The previous release: the nearest version tag before HEAD (before
+    // HEAD's parent when HEAD itself is the release being made).
+    let start = if head_is_tagged { "HEAD^" } else { "HEAD" };
+    let previous = cmd!(
+        sh,
+        "{git} describe --tags --abbrev=0 --match v[0-9]* {start}"
+    )
+    .quiet()
+    .ignore_status()
+    .ignore_stderr()
+    .read()?;
+    let range = if previous.is_empty() {
+        "HEAD".to_owned()
+    } else {
+        format!("{previous}..HEAD")
+    };
+    let subjects = cmd!(sh, "{git} log --no-merges --format=- %s (%h) {range}")
+        .quiet()
+        .read()
+        .context("list the commits for the release notes")?;
+    let since = if previous.is_empty() {
+        "Changes".to_owned()
+    } else {
+        format!("Changes since {previous}")
+    };
+    Ok(format!(
+        "# {} {}\n\n{since}:\n\n{}\n",
+        ctx.project.settings.binary,
+        ctx.project.version,
+        if subjects.is_empty() {
+            "- no changes"
+        } else {
+            &subjects
+        }
+    ))
+}
+
+/// A built and checked binary.
+struct Built {
+    target: Target,
+    bytes: Vec<u8>,
+}
+
+fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -> Result<()> {
+    if std::env::var_os("RUSTFLAGS").is_some()
+        || std::env::var_os("CARGO_ENCODED_RUSTFLAGS").is_some()
+    {
+        bail!(
+            "RUSTFLAGS is set, which would replace the flags that make release builds reproducible: unset it, or move the flags to [target.<triple>] rustflags in .cargo/config.toml"
+        );
+    }
+    install_missing_targets(ctx, targets)?;
+    build(ctx, targets)?;
+    if ctx.dry_run {
+        eprintln!("(dry run: nothing was built, so nothing is checked or packaged)");
+        return Ok(());
+    }
+    let previous = Manifest::read(&ctx.project.dist_dir().join(crate::manifest::MANIFEST));
+    let mut built = Vec::new();
+    for target in targets {
+        built.push(check_binary(ctx, target, previous.as_ref())?);
+    }
+    package(ctx, &built, notes, previous.as_ref())
+}
+
+fn install_missing_targets(ctx: &Ctx, targets: &[Target]) -> Result<()> {
+    let Some(rustup) = tools::find(Tool::Rustup) else {
+        // Without rustup, cargo reports a missing target itself.
+        return Ok(());
+    };
+    let sh = &ctx.sh;
+    let installed = cmd!(sh, "{rustup} target list --installed")
+        .quiet()
+        .read()
+        .context("list the installed targets")?;
+    for target in targets {
+        if !installed.lines().any(|line| line == target.triple) {
+            let triple = target.triple;
+            ctx.run(cmd!(sh, "{rustup} target add {triple}"))
+                .with_context(|| {
+                    format!(
+                        "install the {triple} target (rustup has no standard library for it here?)"
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// One cargo invocation per linker, all of that linker's targets at once, so
+/// that build scripts and proc macros compile once.
+fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
+    let settings = &ctx.project.settings;
+    let (package, binary) = (&settings.package, &settings.binary);
+    let cargo = ctx.cargo_path();
+    for linker in [Linker::RustLld, Linker::Zig] {
+        let group: Vec<&Target> = targets
+            .iter()
+            .filter(|target| target.linker() == linker)
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut config = Vec::new();
+        for target in &group {
+            config.push("--config".to_owned());
+            config.push(format!(
+                "target.{}.rustflags={}",
+                target.triple,
+                remap_flags(ctx)?
+            ));
+            if linker == Linker::RustLld {
+                config.push("--config".to_owned());
+                config.push(format!("target.{}.linker=\"rust-lld\"", target.triple));
+            }
+        }
+        let (subcommand, specs): (&str, Vec<String>) = match linker {
+            Linker::RustLld => (
+                "build",
+                group
+                    .iter()
+                    .map(|target| target.triple.to_owned())
+                    .collect(),
+            ),
+            Linker::Zig => {
+                tools::require(Tool::CargoZigbuild)?;
+                tools::require(Tool::Zig)?;
+                (
+                    "zigbuild",
+                    group.iter().map(|target| target.zig_spec()).collect(),
+                )
+            }
+        };
+        let target_args: Vec<String> = specs
+            .iter()
+            .flat_map(|spec| ["--target".to_owned(), spec.clone()])
+            .collect();
+        let build = cmd!(
+            ctx.sh,
+            "{cargo} {subcommand} --release --locked --package {package} --bin {binary} {target_args...} {config...}"
+        );
+        ctx.run(ctx.stamped(build)?)
+            .with_context(|| format!("build {binary} for {}", specs.join(", ")))?;
+    }
+    Ok(())
+}
+
+/// `--remap-path-prefix` flags, as a TOML array, that take the checkout,
+/// the target directory and cargo's home out of the binary, so that two
+/// checkouts in different places build the same bytes.
+fn remap_flags(ctx: &Ctx) -> Result<String> {
+    let cargo_home = match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?)
+                .join(".cargo")
+        }
+    };
+    // The last matching prefix wins, so the target directory (usually inside
+    // the checkout) comes after the checkout.
+    let remaps = [
+        (cargo_home.as_path(), "/cargo"),
+        (ctx.project.root.as_path(), "/build"),
+        (ctx.project.target_dir.as_path(), "/build/target"),
+    ];
+    let flags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
+        .map(|flag| serde_json::to_string(&flag).expect("a string serializes"))
+        .collect();
+    Ok(format!("[{}]", flags.join(",")))
+}
+
+fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Result<Built> {
+    let binary = format!("{}{}", ctx.project.settings.binary, target.exe_suffix());
+    let path = ctx
+        .project
+        .target_dir
+        .join(target.triple)
+        .join("release")
+        .join(&binary);
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("read the built binary {}", path.display()))?;
+    let format =
+        binfmt::verify(target, &bytes).with_context(|| format!("check {}", path.display()))?;
+    eprintln!("checked {}: {}", target.triple, format.describe());
+
+    // Running the binary is slower than reading its header; a binary whose
+    // bytes were already run by a previous dist is not run again.
+    let sha256 = archive::sha256_hex(&bytes);
+    let already_run = previous.is_some_and(|manifest| {
+        manifest
+            .artifacts
+            .iter()
+            .any(|artifact| artifact.kind == ArtifactKind::Binary && artifact.sha256 == sha256)
+    });
+    let host = targets::host(&ctx.stamp()?.host);
+    let runner = match target.runner(&host) {
+        Runner::Native => None,
+        Runner::Qemu(qemu) => match which::which(qemu) {
+            Ok(path) => Some(path),
+            Err(_) => {
+                eprintln!(
+                    "note: {qemu} not found, so the {} binary was not run (install it with `apt-get install -y qemu-user`)",
+                    target.triple
+                );
+                return Ok(Built {
+                    target: target.clone(),
+                    bytes,
+                });
+            }
+        },
+        Runner::Unavailable => {
+            return Ok(Built {
+                target: target.clone(),
+                bytes,
+            });
+        }
+    };
+    if !already_run {
+        let expected = &ctx.stamp()?.commit_short;
+        let sh = &ctx.sh;
+        let output = match &runner {
+            Some(qemu) => cmd!(sh, "{qemu} {path} --version").quiet().read(),
+            None => cmd!(sh, "{path} --version").quiet().read(),
+        }
+        .with_context(|| format!("run the {} binary with --version", target.triple))?;
+        if !output.contains(&format!("({expected} ")) {
+            bail!(
+                "the {} binary reports `{output}`, not commit {expected}",
+                target.triple
+            );
+        }
+        let how = runner.as_ref().map_or("natively".to_owned(), |qemu| {
+            format!("under {}", qemu.display())
+        });
+        eprintln!("ran {} {how}: {output}", target.triple);
+    }
+    Ok(Built {
+        target: target.clone(),
+        bytes,
+    })
+}
+
+/// The files of one archive, in no particular order (the archive sorts).
+fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
+    let binary = format!(
+        "{}{}",
+        ctx.project.settings.binary,
+        built.target.exe_suffix()
+    );
+    let mut entries = vec![Entry {
+        path: binary,
+        contents: built.bytes.clone(),
+        executable: true,
+    }];
+    for file in SHIPPED_FILES {
+        let path = ctx.project.root.join(file);
+        let contents = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        entries.push(Entry {
+            path: file.to_owned(),
+            contents,
+            executable: false,
+        });
+    }
+    for dir in SHIPPED_DIRS {
+        let folder = ctx.project.root.join(dir);
+        let mut names: Vec<_> = std::fs::read_dir(&folder)
+            .with_context(|| format!("list {}", folder.display()))?
+            .map(|entry| entry.map(|entry| entry.file_name()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        for name in names {
+            let path = folder.join(&name);
+            if path.is_file() {
+                let contents =
+                    std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+                entries.push(Entry {
+                    path: format!("{dir}/{}", name.to_string_lossy()),
+                    contents,
+                    executable: false,
+                });
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// A fingerprint of everything that decides an archive's bytes.
+fn inputs_fingerprint(top: &str, entries: &[Entry], epoch: u64) -> String {
+    let mut description = format!("archive-v1 {top} {epoch}\n");
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|left, right| left.path.cmp(&right.path));
+    for entry in sorted {
+        description.push_str(&format!(
+            "{} {:o} {}\n",
+            entry.path,
+            entry.mode(),
+            archive::sha256_hex(&entry.contents)
+        ));
+    }
+    archive::sha256_hex(description.as_bytes())
+}
+
+fn package(
+    ctx: &Ctx,
+    built: &[Built],
+    notes: Option<String>,
+    previous: Option<&Manifest>,
+) -> Result<()> {
+    let stamp = ctx.stamp()?;
+    let dist_dir = ctx.project.dist_dir();
+    let staging = ctx
+        .project
+        .target_dir
+        .join(format!(".dist-staging-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("remove {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
+    let result = (|| {
+        let mut artifacts = Vec::new();
+        for binary in built {
+            let name = &ctx.project.settings.binary;
+            let top = format!("{name}-{}-{}", ctx.project.version, binary.target.triple);
+
+            let binary_path = format!(
+                "{}/{name}{}",
+                binary.target.triple,
+                binary.target.exe_suffix()
+            );
+            write_file(&staging.join(&binary_path), &binary.bytes, true)?;
+            artifacts.push(Artifact::new(
+                &binary_path,
+                ArtifactKind::Binary,
+                Some(binary.target.triple),
+                &binary.bytes,
+                None,
+            ));
+
+            let entries = archive_entries(ctx, binary)?;
+            let archive_path = format!("{top}.{}", binary.target.archive_extension());
+            let inputs = inputs_fingerprint(&top, &entries, stamp.source_date_epoch);
+            let unchanged =
+                previous.and_then(|manifest| manifest.unchanged(&archive_path, &inputs));
+            let archive_artifact = match unchanged {
+                // Same inputs, same bytes: keep the file (and its mtime) by
+                // linking it into the new folder instead of writing it again.
+                Some(old)
+                    if std::fs::hard_link(
+                        dist_dir.join(&archive_path),
+                        staging.join(&archive_path),
+                    )
+                    .is_ok() =>
+                {
+                    eprintln!("unchanged {archive_path}");
+                    Artifact {
+                        inputs: Some(inputs),
+                        ..old.clone()
+                    }
+                }
+                _ => {
+                    let bytes = match binary.target.archive_format() {
+                        ArchiveFormat::TarGz => {
+                            archive::tar_gz(&top, &entries, stamp.source_date_epoch)?
+                        }
+                        ArchiveFormat::Zip => archive::zip(&top, &entries)?,
+                    };
+                    write_file(&staging.join(&archive_path), &bytes, false)?;
+                    eprintln!("wrote {archive_path} ({} bytes)", bytes.len());
+                    Artifact::new(
+                        &archive_path,
+                        ArtifactKind::Archive,
+                        Some(binary.target.triple),
+                        &bytes,
+                        Some(inputs),
+                    )
+                }
+            };
+            artifacts.push(archive_artifact);
+        }
+        if let Some(notes) = &notes {
+            write_file(&staging.join("RELEASE_NOTES.md"), notes.as_bytes(), false)?;
+            artifacts.push(Artifact::new(
+                "RELEASE_NOTES.md",
+                ArtifactKind::ReleaseNotes,
+                None,
+                notes.as_bytes(),
+                None,
+            ));
+        }
+        artifacts.sort_by(|left, right| left.path.cmp(&right.path));
+        let manifest = Manifest::new(&ctx.project.settings.binary, stamp, artifacts);
+        write_file(
+            &staging.join(SHA256SUMS),
+            manifest.sha256sums().as_bytes(),
+            false,
+        )?;
+        write_file(
+            &staging.join(crate::manifest::MANIFEST),
+            manifest.to_json()?.as_bytes(),
+            false,
+        )?;
+        Ok(manifest)
+    })();
+    let manifest = match result {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(err);
+        }
+    };
+    swap_into_place(&staging, &dist_dir)?;
+    print_summary(&dist_dir, &manifest);
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("write {}", path.display()))?;
+    if executable {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("make {} executable", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Replaces `dist_dir` with the complete `staging` folder: the old output is
+/// moved aside, the new one renamed in, then the old one removed.
+fn swap_into_place(staging: &Path, dist_dir: &Path) -> Result<()> {
+    let old = staging.with_file_name(format!(".dist-old-{}", std::process::id()));
+    let had_old = dist_dir.exists();
+    if had_old {
+        std::fs::rename(dist_dir, &old)
+            .with_context(|| format!("move the previous {} aside", dist_dir.display()))?;
+    }
+    if let Err(err) = std::fs::rename(staging, dist_dir) {
+        if had_old {
+            let _ = std::fs::rename(&old, dist_dir);
+        }
+        return Err(err)
+            .with_context(|| format!("move the new output into {}", dist_dir.display()));
+    }
+    if had_old {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("remove the previous output {}", old.display()))?;
+    }
+    Ok(())
+}
+
+fn print_summary(dist_dir: &Path, manifest: &Manifest) {
+    println!("{}:", dist_dir.display());
+    for artifact in &manifest.artifacts {
+        println!(
+            "  {:<48} {:>10} bytes  sha256:{}",
+            artifact.path,
+            artifact.size,
+            &artifact.sha256[..16]
+        );
+    }
+    println!("  {SHA256SUMS}, {}", crate::manifest::MANIFEST);
+}

@@ -1,0 +1,202 @@
+//! `dist-manifest.json`, the contract between tasks: what `dist` and
+//! `release` built (the version stamp, and for each artifact its path, kind,
+//! target, size and sha256), read back by later tasks instead of guessing
+//! file names. `SHA256SUMS` is derived from it, in the format
+//! `sha256sum -c` reads.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::archive::sha256_hex;
+use crate::stamp::Stamp;
+
+pub const MANIFEST: &str = "dist-manifest.json";
+pub const SHA256SUMS: &str = "SHA256SUMS";
+/// Bumped when a field changes meaning or disappears.
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    pub version: String,
+    pub stamp: ManifestStamp,
+    /// Sorted by path.
+    pub artifacts: Vec<Artifact>,
+}
+
+/// The version stamp of the build, as `cargo xtask version --json` prints
+/// it, without the per-target fields (each artifact names its target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestStamp {
+    pub describe: String,
+    pub commit: String,
+    pub commit_short: String,
+    pub branch: String,
+    pub dirty: bool,
+    pub commit_time: String,
+    pub source_date_epoch: u64,
+    pub rustc: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArtifactKind {
+    /// The `.tar.gz` or `.zip` users download.
+    Archive,
+    /// The bare executable, for tasks that repackage it (images).
+    Binary,
+    /// `RELEASE_NOTES.md`, written by `release`.
+    ReleaseNotes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Relative to the folder holding the manifest, `/`-separated.
+    pub path: String,
+    pub kind: ArtifactKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+    /// A fingerprint of what the artifact was made from; equal inputs give
+    /// equal bytes, so an artifact with unchanged inputs is not rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
+}
+
+impl Artifact {
+    pub fn new(
+        path: &str,
+        kind: ArtifactKind,
+        target: Option<&str>,
+        bytes: &[u8],
+        inputs: Option<String>,
+    ) -> Artifact {
+        Artifact {
+            path: path.to_owned(),
+            kind,
+            target: target.map(str::to_owned),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+            inputs,
+        }
+    }
+}
+
+impl Manifest {
+    pub fn new(name: &str, stamp: &Stamp, artifacts: Vec<Artifact>) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            name: name.to_owned(),
+            version: stamp.version.clone(),
+            stamp: ManifestStamp {
+                describe: stamp.describe.clone(),
+                commit: stamp.commit.clone(),
+                commit_short: stamp.commit_short.clone(),
+                branch: stamp.branch.clone(),
+                dirty: stamp.dirty,
+                commit_time: stamp.commit_time.clone(),
+                source_date_epoch: stamp.source_date_epoch,
+                rustc: stamp.rustc.clone(),
+            },
+            artifacts,
+        }
+    }
+
+    /// The manifest in a dist folder, if there is a readable one of this
+    /// format; anything else means "no previous output".
+    pub fn read(path: &Path) -> Option<Manifest> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let manifest: Manifest = serde_json::from_str(&text).ok()?;
+        (manifest.format_version == FORMAT_VERSION).then_some(manifest)
+    }
+
+    pub fn to_json(&self) -> Result<String> {
+        let mut json = serde_json::to_string_pretty(self).context("serialize the manifest")?;
+        json.push('\n');
+        Ok(json)
+    }
+
+    /// `<sha256>  <path>` per artifact, sorted by path.
+    pub fn sha256sums(&self) -> String {
+        self.artifacts
+            .iter()
+            .map(|artifact| format!("{}  {}\n", artifact.sha256, artifact.path))
+            .collect()
+    }
+
+    /// The previous artifact at `path`, if it was made from the same inputs.
+    pub fn unchanged(&self, path: &str, inputs: &str) -> Option<&Artifact> {
+        self.artifacts
+            .iter()
+            .find(|artifact| artifact.path == path && artifact.inputs.as_deref() == Some(inputs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let stamp = Stamp {
+            version: "0.1.0".into(),
+            describe: "v0.1.0".into(),
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+            commit_short: "0123456".into(),
+            branch: "main".into(),
+            dirty: false,
+            commit_time: "2024-02-03T04:05:06+01:00".into(),
+            source_date_epoch: 1_706_929_506,
+            rustc: "rustc 1.95.0".into(),
+            host: "x86_64-unknown-linux-gnu".into(),
+        };
+        Manifest::new(
+            "app",
+            &stamp,
+            vec![
+                Artifact::new(
+                    "app-0.1.0-x.tar.gz",
+                    ArtifactKind::Archive,
+                    Some("x"),
+                    b"archive",
+                    Some("in".into()),
+                ),
+                Artifact::new("x/app", ArtifactKind::Binary, Some("x"), b"binary", None),
+            ],
+        )
+    }
+
+    #[test]
+    fn manifests_round_trip_and_list_checksums() {
+        let manifest = sample();
+        let json = manifest.to_json().unwrap();
+        assert_eq!(serde_json::from_str::<Manifest>(&json).unwrap(), manifest);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["artifacts"][0]["kind"], "archive");
+        assert_eq!(
+            value["artifacts"][1].get("inputs"),
+            None,
+            "absent inputs are left out"
+        );
+        assert_eq!(value["stamp"]["source_date_epoch"], 1_706_929_506);
+        assert_eq!(
+            manifest.sha256sums(),
+            format!(
+                "{}  app-0.1.0-x.tar.gz\n{}  x/app\n",
+                sha256_hex(b"archive"),
+                sha256_hex(b"binary")
+            )
+        );
+    }
+
+    #[test]
+    fn unchanged_artifacts_are_found_by_path_and_inputs() {
+        let manifest = sample();
+        assert!(manifest.unchanged("app-0.1.0-x.tar.gz", "in").is_some());
+        assert!(manifest.unchanged("app-0.1.0-x.tar.gz", "other").is_none());
+        assert!(manifest.unchanged("x/app", "in").is_none());
+    }
+}
