@@ -114,7 +114,8 @@ fn release_notes(ctx: &Ctx, git: &Path, head_is_tagged: bool) -> Result<String> 
     } else {
         format!("{previous}..HEAD")
     };
-    let subjects = cmd!(sh, "{git} log --no-merges --format=- %s (%h) {range}")
+    let format = "--format=- %s (%h)";
+    let subjects = cmd!(sh, "{git} log --no-merges {format} {range}")
         .quiet()
         .read()
         .context("list the commits for the release notes")?;
