@@ -29,7 +29,8 @@ pub struct Stamp {
     pub commit_short: String,
     /// The branch, or the tag (else `HEAD`) when HEAD is detached.
     pub branch: String,
-    /// Whether `git status --porcelain` lists anything.
+    /// Whether `git status --porcelain` lists anything outside cargo's
+    /// target directory.
     pub dirty: bool,
     /// The committer date, RFC 3339, in the committer's offset.
     pub commit_time: String,
@@ -79,7 +80,7 @@ impl Stamp {
             .context("ask rustc for its version")?;
         let (rustc, host) = parse_rustc_version(&rustc_verbose)?;
         let epoch_override = source_date_epoch_from_env()?;
-        let git = read_git(sh, &ctx.project.root)?;
+        let git = read_git(sh, &ctx.project.root, &ctx.project.target_dir)?;
         let stamp = match git {
             Some(git) => Stamp {
                 version: ctx.project.version.clone(),
@@ -148,7 +149,7 @@ impl Stamp {
     }
 }
 
-fn read_git(sh: &Shell, root: &Path) -> Result<Option<GitFacts>> {
+fn read_git(sh: &Shell, root: &Path, target_dir: &Path) -> Result<Option<GitFacts>> {
     // A source tarball has no repository: the stamp says "unknown" rather
     // than failing, and git need not even be installed.
     if !root.ancestors().any(|dir| dir.join(".git").exists()) {
@@ -197,7 +198,21 @@ fn read_git(sh: &Shell, root: &Path) -> Result<Option<GitFacts>> {
             tag
         }
     };
-    let status = cmd!(sh, "{git} status --porcelain")
+    // Build outputs are not source changes, even when the target directory
+    // sits in the checkout without being ignored (CARGO_TARGET_DIR=build).
+    let exclude_target: Vec<String> = target_dir
+        .strip_prefix(root)
+        .ok()
+        .filter(|relative| !relative.as_os_str().is_empty())
+        .map(|relative| {
+            vec![
+                "--".to_owned(),
+                ".".to_owned(),
+                format!(":(exclude){}", relative.display()),
+            ]
+        })
+        .unwrap_or_default();
+    let status = cmd!(sh, "{git} status --porcelain {exclude_target...}")
         .quiet()
         .read()
         .context("check for changes with git status")?;

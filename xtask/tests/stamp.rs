@@ -185,6 +185,19 @@ fn stamp_follows_commits_tags_and_changes() {
     check(&stamp_in(dir), &[("dirty", json!(true))]);
     fs::remove_file(dir.join("untracked.txt")).unwrap();
     check(&stamp_in(dir), &[("dirty", json!(false))]);
+
+    // Build outputs in a target directory that .gitignore does not cover
+    // are not changes to the source.
+    fs::create_dir_all(dir.join("build-output/release")).unwrap();
+    fs::write(dir.join("build-output/release/app"), "binary").unwrap();
+    let in_checkout: Value = serde_json::from_str(&stdout_of(
+        xtask(dir)
+            .args(["version", "--json"])
+            .env("CARGO_TARGET_DIR", dir.join("build-output")),
+    ))
+    .unwrap();
+    check(&in_checkout, &[("dirty", json!(false))]);
+    check(&stamp_in(dir), &[("dirty", json!(true))]);
 }
 
 #[test]
