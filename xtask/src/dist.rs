@@ -165,17 +165,32 @@ fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -> Re
 }
 
 fn install_missing_targets(ctx: &Ctx, targets: &[Target]) -> Result<()> {
+    // A target's standard library sits in the toolchain's lib/rustlib; looking
+    // there saves asking rustup, which takes longer than a no-op build.
+    let installed = |target: &Target| {
+        ctx.toolchain_dir().is_some_and(|toolchain| {
+            toolchain
+                .join("lib/rustlib")
+                .join(target.triple)
+                .join("lib")
+                .is_dir()
+        })
+    };
+    let missing: Vec<&Target> = targets.iter().filter(|target| !installed(target)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
     let Some(rustup) = tools::find(Tool::Rustup) else {
         // Without rustup, cargo reports a missing target itself.
         return Ok(());
     };
     let sh = &ctx.sh;
-    let installed = cmd!(sh, "{rustup} target list --installed")
+    let listed = cmd!(sh, "{rustup} target list --installed")
         .quiet()
         .read()
         .context("list the installed targets")?;
-    for target in targets {
-        if !installed.lines().any(|line| line == target.triple) {
+    for target in missing {
+        if !listed.lines().any(|line| line == target.triple) {
             let triple = target.triple;
             ctx.run(cmd!(sh, "{rustup} target add {triple}"))
                 .with_context(|| {

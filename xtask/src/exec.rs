@@ -49,6 +49,26 @@ impl Ctx {
         &self.cargo
     }
 
+    /// The toolchain folder `$CARGO` lives in (`<toolchain>/bin/cargo`), when
+    /// cargo comes from a rustup toolchain or a standalone install.
+    pub fn toolchain_dir(&self) -> Option<&Path> {
+        let bin = self.cargo.parent().filter(|bin| bin.ends_with("bin"))?;
+        bin.parent()
+            .filter(|toolchain| toolchain.join("lib/rustlib").is_dir())
+    }
+
+    /// `$RUSTC`, else the rustc beside `$CARGO` (not a rustup proxy on PATH,
+    /// which costs a process start on every call), else `rustc`.
+    pub fn rustc(&self) -> PathBuf {
+        if let Some(rustc) = std::env::var_os("RUSTC") {
+            return PathBuf::from(rustc);
+        }
+        self.toolchain_dir()
+            .map(|toolchain| toolchain.join("bin/rustc"))
+            .filter(|rustc| rustc.is_file())
+            .unwrap_or_else(|| PathBuf::from("rustc"))
+    }
+
     /// The version stamp, computed on first use and then shared by every step
     /// of this invocation, so git runs once.
     pub fn stamp(&self) -> Result<&Stamp> {

@@ -73,7 +73,7 @@ struct GitFacts {
 impl Stamp {
     pub fn compute(ctx: &Ctx) -> Result<Stamp> {
         let sh = &ctx.sh;
-        let rustc_program = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        let rustc_program = ctx.rustc();
         let rustc_verbose = cmd!(sh, "{rustc_program} -vV")
             .quiet()
             .read()
@@ -156,22 +156,33 @@ fn read_git(sh: &Shell, root: &Path, target_dir: &Path) -> Result<Option<GitFact
         return Ok(None);
     }
     let git = tools::require(Tool::Git)?;
-    let head = cmd!(sh, "{git} rev-parse --verify --quiet HEAD")
+    // One call for the commit, its time, and the branch and tags on HEAD
+    // (`%D`, e.g. `HEAD -> main, tag: v0.1.0`): every spawn here is paid
+    // by every build.
+    let format = "--format=%H%n%h%n%cI%n%ct%n%D";
+    let log = cmd!(sh, "{git} log -1 --no-show-signature {format} HEAD")
         .quiet()
         .ignore_status()
-        .read()?;
-    if head.is_empty() {
-        // `git init` without a commit yet: nothing to stamp.
-        return Ok(None);
+        .ignore_stderr()
+        .output()?;
+    if !log.status.success() {
+        let head = cmd!(sh, "{git} rev-parse --verify --quiet HEAD")
+            .quiet()
+            .ignore_status()
+            .read()?;
+        if head.is_empty() {
+            // `git init` without a commit yet: nothing to stamp.
+            return Ok(None);
+        }
+        bail!(
+            "read the commit with git log: {}",
+            String::from_utf8_lossy(&log.stderr).trim()
+        );
     }
-    let log = cmd!(
-        sh,
-        "{git} log -1 --no-show-signature --format=%H%n%h%n%cI%n%ct HEAD"
-    )
-    .quiet()
-    .read()
-    .context("read the commit with git log")?;
-    let [commit, commit_short, commit_time, commit_epoch] = log.lines().collect::<Vec<_>>()[..]
+    let log =
+        String::from_utf8(log.stdout).context("git log printed something other than UTF-8")?;
+    let [commit, commit_short, commit_time, commit_epoch, decorations] =
+        log.lines().collect::<Vec<_>>()[..]
     else {
         bail!("unexpected `git log` output: {log:?}");
     };
@@ -180,24 +191,7 @@ fn read_git(sh: &Shell, root: &Path, target_dir: &Path) -> Result<Option<GitFact
         .quiet()
         .read()
         .context("describe the commit with git describe")?;
-    let branch = cmd!(sh, "{git} symbolic-ref --quiet --short HEAD")
-        .quiet()
-        .ignore_status()
-        .read()?;
-    let branch = if !branch.is_empty() {
-        branch
-    } else {
-        let tag = cmd!(sh, "{git} describe --tags --exact-match HEAD")
-            .quiet()
-            .ignore_status()
-            .ignore_stderr()
-            .read()?;
-        if tag.is_empty() {
-            "HEAD".to_owned()
-        } else {
-            tag
-        }
-    };
+    let branch = branch_from_decorations(decorations);
     // Build outputs are not source changes, even when the target directory
     // sits in the checkout without being ignored (CARGO_TARGET_DIR=build).
     let exclude_target: Vec<String> = target_dir
@@ -240,6 +234,22 @@ fn source_date_epoch_from_env() -> Result<Option<u64>> {
     }
 }
 
+/// The branch HEAD is on, from `git log --format=%D`; when HEAD is
+/// detached, the first tag on it, else `HEAD`.
+fn branch_from_decorations(decorations: &str) -> String {
+    let refs: Vec<&str> = decorations.split(", ").map(str::trim).collect();
+    if let Some(branch) = refs.iter().find_map(|name| name.strip_prefix("HEAD -> ")) {
+        return branch.to_owned();
+    }
+    let mut tags: Vec<&str> = refs
+        .iter()
+        .filter_map(|name| name.strip_prefix("tag: "))
+        .collect();
+    tags.sort_unstable();
+    tags.first()
+        .map_or_else(|| "HEAD".to_owned(), |tag| (*tag).to_owned())
+}
+
 /// Reads `rustc 1.95.0 (...)` and the host triple out of `rustc -vV`.
 fn parse_rustc_version(verbose: &str) -> Result<(String, String)> {
     let release = verbose
@@ -256,6 +266,19 @@ fn parse_rustc_version(verbose: &str) -> Result<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn branches_and_tags_are_read_from_decorations() {
+        let check = |decorations: &str, expected: &str| {
+            assert_eq!(branch_from_decorations(decorations), expected)
+        };
+        check("HEAD -> main, origin/main", "main");
+        check("HEAD -> feature/x, tag: v1.0.0", "feature/x");
+        check("grafted, HEAD -> main", "main");
+        check("HEAD, tag: v0.2.0, tag: v0.1.0, origin/main", "v0.1.0");
+        check("HEAD", "HEAD");
+        check("", "HEAD");
+    }
 
     #[test]
     fn rustc_version_and_host_are_parsed() {
