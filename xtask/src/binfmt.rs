@@ -141,6 +141,27 @@ pub fn verify(target: &Target, bytes: &[u8]) -> Result<Format> {
     Ok(format)
 }
 
+/// Sets the `TimeDateStamp` of a PE file's COFF header, which linkers fill
+/// with the wall-clock time of the link. Executables (unlike drivers) carry
+/// no header checksum to update; a nonzero one is refused rather than left
+/// wrong.
+pub fn set_pe_timestamp(bytes: &mut [u8], epoch: u64) -> Result<()> {
+    let Format::Pe { .. } = inspect(bytes)? else {
+        bail!("not a PE file")
+    };
+    let pe_offset = read_u32(bytes, 0x3c)? as usize;
+    let timestamp_at = pe_offset + 8;
+    // The optional header follows the 24-byte signature and COFF header;
+    // its CheckSum is at offset 64 in both PE32 and PE32+.
+    let checksum_at = pe_offset + 24 + 64;
+    if read_u32(bytes, checksum_at)? != 0 {
+        bail!("the PE header has a checksum, which would need recomputing");
+    }
+    let seconds = u32::try_from(epoch).unwrap_or(u32::MAX);
+    bytes[timestamp_at..timestamp_at + 4].copy_from_slice(&seconds.to_le_bytes());
+    Ok(())
+}
+
 fn read_u16(bytes: &[u8], at: usize) -> Result<u16> {
     Ok(u16::from_le_bytes(field(bytes, at)?))
 }
@@ -186,7 +207,7 @@ mod tests {
     }
 
     fn pe(machine: u16) -> Vec<u8> {
-        let mut bytes = vec![0u8; 0x80];
+        let mut bytes = vec![0u8; 0x100];
         bytes[..2].copy_from_slice(b"MZ");
         bytes[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
         bytes[0x40..0x44].copy_from_slice(b"PE\0\0");
@@ -254,6 +275,22 @@ mod tests {
             &elf(0x3e, LOAD)[..0x30],
             Err("truncated header"),
         );
+    }
+
+    #[test]
+    fn pe_timestamps_are_replaced_and_checksummed_files_refused() {
+        let mut bytes = pe(0x8664);
+        bytes[0x48..0x4c].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+        set_pe_timestamp(&mut bytes, 1_706_929_506).unwrap();
+        assert_eq!(read_u32(&bytes, 0x48).unwrap(), 1_706_929_506);
+        bytes[0x40 + 24 + 64] = 1;
+        assert!(
+            set_pe_timestamp(&mut bytes, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("checksum")
+        );
+        assert!(set_pe_timestamp(&mut elf(0x3e, 1), 0).is_err());
     }
 
     #[test]

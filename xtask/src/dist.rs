@@ -150,6 +150,11 @@ fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -> Re
             "RUSTFLAGS is set, which would replace the flags that make release builds reproducible: unset it, or move the flags to [target.<triple>] rustflags in .cargo/config.toml"
         );
     }
+    // Missing tools fail before anything is downloaded or compiled.
+    if targets.iter().any(|target| target.linker() == Linker::Zig) {
+        tools::require(Tool::CargoZigbuild)?;
+        tools::require(Tool::Zig)?;
+    }
     install_missing_targets(ctx, targets)?;
     build(ctx, targets)?;
     if ctx.dry_run {
@@ -223,7 +228,7 @@ fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
             config.push(format!(
                 "target.{}.rustflags={}",
                 target.triple,
-                remap_flags(ctx)?
+                reproducible_flags(ctx)?
             ));
             if linker == Linker::RustLld {
                 config.push("--config".to_owned());
@@ -238,14 +243,10 @@ fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
                     .map(|target| target.triple.to_owned())
                     .collect(),
             ),
-            Linker::Zig => {
-                tools::require(Tool::CargoZigbuild)?;
-                tools::require(Tool::Zig)?;
-                (
-                    "zigbuild",
-                    group.iter().map(|target| target.zig_spec()).collect(),
-                )
-            }
+            Linker::Zig => (
+                "zigbuild",
+                group.iter().map(|target| target.zig_spec()).collect(),
+            ),
         };
         let target_args: Vec<String> = specs
             .iter()
@@ -261,10 +262,12 @@ fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
     Ok(())
 }
 
-/// `--remap-path-prefix` flags, as a TOML array, that take the checkout,
-/// the target directory and cargo's home out of the binary, so that two
-/// checkouts in different places build the same bytes.
-fn remap_flags(ctx: &Ctx) -> Result<String> {
+/// Rustflags, as a TOML array, that make the binary depend only on the
+/// sources: `--remap-path-prefix` takes the checkout, the target directory
+/// and cargo's home out of it, so that two checkouts in different places
+/// build the same bytes. (The link time the Windows linker stamps into PE
+/// headers is replaced afterwards, see `binfmt::set_pe_timestamp`.)
+fn reproducible_flags(ctx: &Ctx) -> Result<String> {
     let cargo_home = match std::env::var_os("CARGO_HOME") {
         Some(home) => PathBuf::from(home),
         None => {
@@ -282,7 +285,10 @@ fn remap_flags(ctx: &Ctx) -> Result<String> {
     let flags: Vec<String> = remaps
         .iter()
         .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
-        .map(|flag| serde_json::to_string(&flag).expect("a string serializes"))
+        .collect();
+    let flags: Vec<String> = flags
+        .iter()
+        .map(|flag| serde_json::to_string(flag).expect("a string serializes"))
         .collect();
     Ok(format!("[{}]", flags.join(",")))
 }
@@ -295,8 +301,14 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
         .join(target.triple)
         .join("release")
         .join(&binary);
-    let bytes = std::fs::read(&path)
+    let mut bytes = std::fs::read(&path)
         .with_context(|| format!("read the built binary {}", path.display()))?;
+    if target.os == targets::Os::Windows {
+        // The linker stamps the wall-clock link time into the PE header;
+        // the shipped copy carries the source date instead.
+        binfmt::set_pe_timestamp(&mut bytes, ctx.stamp()?.source_date_epoch)
+            .with_context(|| format!("set the timestamp of {}", path.display()))?;
+    }
     let format =
         binfmt::verify(target, &bytes).with_context(|| format!("check {}", path.display()))?;
     eprintln!("checked {}: {}", target.triple, format.describe());
