@@ -1,0 +1,424 @@
+//! `cargo xtask dist` and `release`, run as a user runs them: errors that
+//! stop before building, the dry run, and (slow) real builds in fresh clones
+//! that must produce identical bytes, pass `sha256sum -c`, run under qemu,
+//! and rebuild nothing the second time.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+/// A clone of this repository's HEAD, as a new user gets it.
+fn clone_head(into: &Path, name: &str) -> PathBuf {
+    let root = workspace_root();
+    let clone = into.join(name);
+    git(
+        into,
+        &[
+            "clone",
+            "--quiet",
+            "--no-hardlinks",
+            root.to_str().unwrap(),
+            clone.to_str().unwrap(),
+        ],
+    );
+    clone
+}
+
+fn run_fails(command: &mut Command, expected: &str) {
+    let run = output(command);
+    let stderr = stderr_text(&run);
+    assert_eq!(run.status.code(), Some(1), "{command:?}: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(expected),
+        "{command:?}: `{last}` lacks `{expected}`"
+    );
+}
+
+#[test]
+fn bad_targets_and_environments_fail_before_building() {
+    let repo = repository();
+    let dir = repo.path();
+    let scratch = TempDir::new().unwrap();
+    let target_dir = scratch.path().join("target");
+    let xtask_in = |args: &[&str]| {
+        let mut command = xtask(dir);
+        command.args(args).env("CARGO_TARGET_DIR", &target_dir);
+        command
+    };
+    run_fails(
+        &mut xtask_in(&["dist", "--target", "sparc"]),
+        "unknown target `sparc`: use an alias: x86_64",
+    );
+    run_fails(
+        &mut xtask_in(&["dist", "--target", "armv7-unknown-linux-musleabihf"]),
+        "or a triple: x86_64-unknown-linux-musl, aarch64-unknown-linux-musl",
+    );
+    run_fails(
+        xtask_in(&["dist"]).env("RUSTFLAGS", "-Copt-level=0"),
+        "RUSTFLAGS is set",
+    );
+
+    // A PATH with cargo, rustc and git, but no cargo-zigbuild or zig.
+    let bin = TempDir::new().unwrap();
+    for tool in ["cargo", "rustc", "git"] {
+        std::os::unix::fs::symlink(which(tool).unwrap(), bin.path().join(tool)).unwrap();
+    }
+    run_fails(
+        xtask_in(&["dist", "--target", "x86_64-apple-darwin"]).env("PATH", bin.path()),
+        "cargo-zigbuild not found on PATH (needed for glibc, macOS and Windows targets): install it with `pip install cargo-zigbuild ziglang`",
+    );
+
+    fs::write(dir.join("LICENSE"), "changed").unwrap();
+    run_fails(
+        &mut xtask_in(&["release", "--target", "aarch64"]),
+        "the working tree has uncommitted changes",
+    );
+    git(dir, &["checkout", "--quiet", "--", "LICENSE"]);
+    git(dir, &["tag", "v9.9.9"]);
+    run_fails(
+        &mut xtask_in(&["release", "--target", "aarch64"]),
+        "HEAD is tagged v9.9.9 but the version in Cargo.toml is 0.1.0",
+    );
+    assert!(
+        !target_dir.join("dist").exists(),
+        "a failed run wrote output"
+    );
+
+    let tarball = copy_workspace();
+    run_fails(
+        xtask(tarball.path())
+            .args(["release", "--target", "x86_64"])
+            .env("CARGO_TARGET_DIR", &target_dir),
+        "release needs a git checkout",
+    );
+}
+
+#[test]
+fn dist_dry_run_prints_the_build_without_running_it() {
+    let scratch = TempDir::new().unwrap();
+    let target_dir = scratch.path().join("target");
+    let run = output(
+        xtask(&workspace_root())
+            .args([
+                "--dry-run",
+                "dist",
+                "--target",
+                "arm64",
+                "--target",
+                "x86_64",
+            ])
+            .env("CARGO_TARGET_DIR", &target_dir),
+    );
+    let echoed = stderr_text(&run);
+    assert!(run.status.success(), "{echoed}");
+    for expected in [
+        "cargo build --release --locked --package app --bin app --target aarch64-unknown-linux-musl --target x86_64-unknown-linux-musl",
+        "target.aarch64-unknown-linux-musl.linker=\"rust-lld\"",
+        "--remap-path-prefix=",
+        "(dry run: nothing was built",
+    ] {
+        assert!(
+            echoed.contains(expected),
+            "`{expected}` missing from:\n{echoed}"
+        );
+    }
+    assert!(
+        !target_dir.exists(),
+        "a dry run created {}",
+        target_dir.display()
+    );
+}
+
+fn dist_folder(target_dir: &Path) -> PathBuf {
+    target_dir.join("dist")
+}
+
+fn manifest(target_dir: &Path) -> Value {
+    serde_json::from_str(
+        &fs::read_to_string(dist_folder(target_dir).join("dist-manifest.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn artifact<'a>(manifest: &'a Value, kind: &str, target: &str) -> &'a Value {
+    manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|artifact| artifact["kind"] == kind && artifact["target"] == target)
+        .unwrap_or_else(|| panic!("no {kind} for {target} in {manifest:#}"))
+}
+
+#[test]
+fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
+    let clones = TempDir::new().unwrap();
+    let (first, second) = (
+        clone_head(clones.path(), "first"),
+        clone_head(clones.path(), "second checkout"),
+    );
+    // Kept between local runs, outside the clones, so a rerun is quick.
+    let builds = workspace_root().join("target/test-builds");
+    let (first_target, second_target) = (builds.join("dist-first"), builds.join("dist-second"));
+    let dist_in = |clone: &Path, target_dir: &Path| {
+        let mut command = xtask(clone);
+        command
+            .args(["dist", "--target", "x86_64", "--target", "aarch64"])
+            .env("CARGO_TARGET_DIR", target_dir);
+        command
+    };
+    let (mut first_dist, mut second_dist) = (
+        dist_in(&first, &first_target),
+        dist_in(&second, &second_target),
+    );
+    let in_parallel = std::thread::spawn(move || output(&mut second_dist));
+    let first_run = output(&mut first_dist);
+    let second_run = in_parallel.join().unwrap();
+    for run in [&first_run, &second_run] {
+        assert!(run.status.success(), "{}", stderr_text(run));
+    }
+
+    // Two checkouts in different places give the same bytes.
+    let sums =
+        |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        sums(&first_target),
+        sums(&second_target),
+        "the two checkouts built different artifacts"
+    );
+    assert_eq!(manifest(&first_target), manifest(&second_target));
+    assert_eq!(
+        sums(&first_target).lines().count(),
+        4,
+        "two archives and two binaries:\n{}",
+        sums(&first_target)
+    );
+
+    let dist = dist_folder(&first_target);
+    let check = output(
+        Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(&dist),
+    );
+    assert!(
+        check.status.success(),
+        "sha256sum -c: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        stderr_text(&check)
+    );
+
+    let manifest = manifest(&first_target);
+    let commit = git(&first, &["rev-parse", "HEAD"]);
+    let epoch: u64 = git(&first, &["log", "-1", "--format=%ct"]).parse().unwrap();
+    assert_eq!(manifest["stamp"]["commit"], commit.as_str());
+    assert_eq!(manifest["stamp"]["dirty"], false);
+
+    // The archive: the binary, the docs and the sample config, owned by
+    // 0:0, dated at the commit.
+    let archive = artifact(&manifest, "archive", "x86_64-unknown-linux-musl")["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listing = String::from_utf8(
+        output(
+            Command::new("tar")
+                .args([
+                    "--list",
+                    "--verbose",
+                    "--numeric-owner",
+                    "--full-time",
+                    "-zf",
+                    &archive,
+                ])
+                .env("TZ", "UTC")
+                .current_dir(&dist),
+        )
+        .stdout,
+    )
+    .unwrap();
+    let top = "app-0.1.0-x86_64-unknown-linux-musl";
+    for file in [
+        "app",
+        "README.md",
+        "LICENSE",
+        "config/base.toml",
+        "config/dev.toml",
+        "config/staging.toml",
+        "config/prod.toml",
+    ] {
+        let line = listing
+            .lines()
+            .find(|line| line.ends_with(&format!("{top}/{file}")))
+            .unwrap_or_else(|| panic!("{file} missing from the archive:\n{listing}"));
+        assert!(line.contains(" 0/0 "), "{line}");
+        let mode = if file == "app" {
+            "-rwxr-xr-x"
+        } else {
+            "-rw-r--r--"
+        };
+        assert!(line.starts_with(mode), "{line}");
+    }
+    let date = String::from_utf8(
+        output(Command::new("date").args(["-u", "-d", &format!("@{epoch}"), "+%Y-%m-%d %H:%M"]))
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        listing.lines().all(|line| line.contains(date.trim())),
+        "every entry dates from the commit ({}):\n{listing}",
+        date.trim()
+    );
+
+    // The aarch64 binary is static (it runs under qemu-user without a
+    // loader) and reports the commit.
+    let aarch64 = dist.join(
+        artifact(&manifest, "binary", "aarch64-unknown-linux-musl")["path"]
+            .as_str()
+            .unwrap(),
+    );
+    let header = fs::read(&aarch64).unwrap();
+    assert_eq!(&header[..4], b"\x7fELF");
+    assert_eq!(
+        u16::from_le_bytes([header[0x12], header[0x13]]),
+        0xb7,
+        "not an aarch64 ELF"
+    );
+    if let Some(qemu) = tool_or_skip("qemu-aarch64", "apt-get install -y qemu-user") {
+        let version = stdout_of(Command::new(qemu).arg(&aarch64).arg("--version"));
+        let short = git(&first, &["rev-parse", "--short", "HEAD"]);
+        assert!(
+            version.starts_with(&format!("app 0.1.0 ({short} "))
+                && version.contains("aarch64-unknown-linux-musl"),
+            "{version}"
+        );
+    }
+
+    // Nothing changed: nothing is compiled, and no archive is rewritten.
+    let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+    let archive_inode = inode(&dist.join(&archive));
+    let again = output(&mut dist_in(&first, &first_target));
+    assert!(again.status.success(), "{}", stderr_text(&again));
+    assert!(
+        !stderr_text(&again).contains("Compiling"),
+        "a no-op dist compiled:\n{}",
+        stderr_text(&again)
+    );
+    assert!(stderr_text(&again).contains(&format!("unchanged {archive}")));
+    assert_eq!(
+        inode(&dist.join(&archive)),
+        archive_inode,
+        "the unchanged archive was rewritten"
+    );
+
+    // release: same build, plus release notes, from a tagged clean tree.
+    git(&first, &["tag", "v0.1.0"]);
+    let release = output(
+        xtask(&first)
+            .args(["release", "--target", "aarch64"])
+            .env("CARGO_TARGET_DIR", &first_target),
+    );
+    assert!(release.status.success(), "{}", stderr_text(&release));
+    let notes = fs::read_to_string(dist.join("RELEASE_NOTES.md")).unwrap();
+    let subject = git(&first, &["log", "-1", "--format=%s"]);
+    assert!(
+        notes.starts_with("# app 0.1.0\n") && notes.contains(&subject),
+        "{notes}"
+    );
+    let released = manifest_after_release(&first_target);
+    assert_eq!(released["stamp"]["describe"], "v0.1.0");
+}
+
+fn manifest_after_release(target_dir: &Path) -> Value {
+    let value = manifest(target_dir);
+    let kinds: Vec<&str> = value["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|kind| **kind == "release-notes")
+            .count(),
+        1,
+        "{value:#}"
+    );
+    value
+}
+
+#[test]
+fn slow_zig_targets_give_a_pe_zip_and_a_mach_o_tarball() {
+    if tool_or_skip("cargo-zigbuild", "pip install cargo-zigbuild ziglang").is_none() {
+        return;
+    }
+    let target_dir = workspace_root().join("target/test-builds/zig");
+    let run = output(
+        xtask(&workspace_root())
+            .args([
+                "dist",
+                "--target",
+                "x86_64-pc-windows-gnu",
+                "--target",
+                "aarch64-apple-darwin",
+            ])
+            .env("CARGO_TARGET_DIR", &target_dir),
+    );
+    assert!(run.status.success(), "{}", stderr_text(&run));
+    let manifest = manifest(&target_dir);
+    let dist = dist_folder(&target_dir);
+
+    let windows = artifact(&manifest, "binary", "x86_64-pc-windows-gnu")["path"]
+        .as_str()
+        .unwrap();
+    assert!(windows.ends_with("/app.exe"));
+    let exe = fs::read(dist.join(windows)).unwrap();
+    let pe_at = u32::from_le_bytes(exe[0x3c..0x40].try_into().unwrap()) as usize;
+    assert_eq!(
+        (&exe[..2], &exe[pe_at..pe_at + 4]),
+        (&b"MZ"[..], &b"PE\0\0"[..])
+    );
+    assert_eq!(
+        u16::from_le_bytes([exe[pe_at + 4], exe[pe_at + 5]]),
+        0x8664,
+        "not an x86-64 PE"
+    );
+    let link_time = u32::from_le_bytes(exe[pe_at + 8..pe_at + 12].try_into().unwrap());
+    assert_eq!(
+        u64::from(link_time),
+        manifest["stamp"]["source_date_epoch"].as_u64().unwrap(),
+        "wall-clock link time left in"
+    );
+    assert!(
+        artifact(&manifest, "archive", "x86_64-pc-windows-gnu")["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(".zip")
+    );
+
+    let mac = artifact(&manifest, "binary", "aarch64-apple-darwin")["path"]
+        .as_str()
+        .unwrap();
+    let macho = fs::read(dist.join(mac)).unwrap();
+    assert_eq!(
+        &macho[..4],
+        &[0xcf, 0xfa, 0xed, 0xfe],
+        "not a 64-bit Mach-O"
+    );
+    assert_eq!(
+        u32::from_le_bytes(macho[4..8].try_into().unwrap()),
+        0x0100_000c,
+        "not arm64"
+    );
+    assert!(
+        artifact(&manifest, "archive", "aarch64-apple-darwin")["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(".tar.gz")
+    );
+}
