@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::build::Build;
+use crate::dist::Dist;
 use crate::exec::Ctx;
 use crate::lint;
 use crate::test::Test;
@@ -20,13 +20,7 @@ type StepFn = fn(&Ctx) -> Result<()>;
 const STEPS: &[(&str, StepFn)] = &[
     ("fmt", lint::fmt),
     ("clippy", lint::clippy),
-    ("build", |ctx| {
-        Build {
-            release: true,
-            cargo_args: Vec::new(),
-        }
-        .run(ctx)
-    }),
+    ("dist", |ctx| Dist::default().run(ctx)),
     ("test", |ctx| Test::default().run(ctx)),
 ];
 

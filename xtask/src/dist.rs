@@ -22,7 +22,7 @@ use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
 use crate::targets::{self, ArchiveFormat, Linker, Runner, Target};
 use crate::tools::{self, Tool};
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Default)]
 pub struct Dist {
     /// Target alias (x86_64, amd64, aarch64, arm64, all) or triple; repeatable
     /// [default: static musl for this machine]

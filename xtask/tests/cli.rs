@@ -151,8 +151,8 @@ fn ci_dry_run_lists_its_steps_in_order() {
         "cargo fmt --all --check",
         "==> ci step 2/4: clippy",
         "cargo clippy --workspace --all-targets -- -D warnings",
-        "==> ci step 3/4: build",
-        "cargo build --workspace --exclude xtask --release",
+        "==> ci step 3/4: dist",
+        "cargo build --release --locked --package app --bin app --target x86_64-unknown-linux-musl",
         "==> ci step 4/4: test",
         "==> ci summary",
     ];
