@@ -26,13 +26,16 @@ impl Entry {
 
 const DIRECTORY_MODE: u32 = 0o755;
 
-/// Every folder the entries live in, parents first, then the entries, each
-/// group sorted by path.
-fn layout<'a>(top: &str, entries: &'a [Entry]) -> (Vec<String>, Vec<(String, &'a Entry)>) {
-    let mut directories = BTreeSet::from([top.to_owned()]);
+/// Every folder the entries live in, and the entries, each group sorted by
+/// path. `top` prefixes every path when given.
+fn layout<'a>(top: Option<&str>, entries: &'a [Entry]) -> (Vec<String>, Vec<(String, &'a Entry)>) {
+    let mut directories: BTreeSet<String> = top.map(str::to_owned).into_iter().collect();
     let mut files: Vec<(String, &Entry)> = Vec::new();
     for entry in entries {
-        let path = format!("{top}/{}", entry.path);
+        let path = match top {
+            Some(top) => format!("{top}/{}", entry.path),
+            None => entry.path.clone(),
+        };
         let mut parent = path.as_str();
         while let Some((dir, _)) = parent.rsplit_once('/') {
             directories.insert(dir.to_owned());
@@ -46,11 +49,12 @@ fn layout<'a>(top: &str, entries: &'a [Entry]) -> (Vec<String>, Vec<(String, &'a
 
 /// A `.tar.gz` of `entries` under the folder `top`.
 pub fn tar_gz(top: &str, entries: &[Entry], mtime: u64) -> Result<Vec<u8>> {
-    let gzip = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::new(), Compression::best());
-    let mut tar = tar::Builder::new(gzip);
+    gzip(&tar(Some(top), entries, mtime)?)
+}
+
+/// A tar of `entries` (under `top` when given), with the folders they need.
+pub fn tar(top: Option<&str>, entries: &[Entry], mtime: u64) -> Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
     let (directories, files) = layout(top, entries);
     let header = |kind: tar::EntryType, mode: u32, size: u64| {
         let mut header = tar::Header::new_ustar();
@@ -76,7 +80,16 @@ pub fn tar_gz(top: &str, entries: &[Entry], mtime: u64) -> Result<Vec<u8>> {
         tar.append_data(&mut header, &path, entry.contents.as_slice())
             .with_context(|| format!("add {path} to the archive"))?;
     }
-    let gzip = tar.into_inner().context("finish the tar stream")?;
+    tar.into_inner().context("finish the tar stream")
+}
+
+/// Gzip without a timestamp or file name, at the best compression.
+pub fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut gzip = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), Compression::best());
+    gzip.write_all(bytes).context("compress")?;
     gzip.finish().context("finish the gzip stream")
 }
 
@@ -90,7 +103,7 @@ pub fn zip(top: &str, entries: &[Entry]) -> Result<Vec<u8>> {
         .compression_method(zip::CompressionMethod::Deflated)
         .compression_level(Some(9))
         .last_modified_time(zip::DateTime::default());
-    let (directories, files) = layout(top, entries);
+    let (directories, files) = layout(Some(top), entries);
     for directory in directories {
         zip.add_directory(
             format!("{directory}/"),

@@ -142,7 +142,7 @@ struct Built {
     bytes: Vec<u8>,
 }
 
-fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -> Result<()> {
+pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -> Result<()> {
     if std::env::var_os("RUSTFLAGS").is_some()
         || std::env::var_os("CARGO_ENCODED_RUSTFLAGS").is_some()
     {
@@ -392,26 +392,38 @@ fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
         });
     }
     for dir in SHIPPED_DIRS {
-        let folder = ctx.project.root.join(dir);
-        let mut names: Vec<_> = std::fs::read_dir(&folder)
-            .with_context(|| format!("list {}", folder.display()))?
-            .map(|entry| entry.map(|entry| entry.file_name()))
-            .collect::<Result<_, _>>()?;
-        names.sort();
-        for name in names {
-            let path = folder.join(&name);
-            if path.is_file() {
-                let contents =
-                    std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-                entries.push(Entry {
-                    path: format!("{dir}/{}", name.to_string_lossy()),
-                    contents,
-                    executable: false,
-                });
-            }
+        for (name, contents) in config_files(&ctx.project.root.join(dir))? {
+            entries.push(Entry {
+                path: format!("{dir}/{name}"),
+                contents,
+                executable: false,
+            });
         }
     }
     Ok(entries)
+}
+
+/// The files of a folder (not its subfolders), sorted by name.
+pub fn config_files(folder: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).with_context(|| format!("list {}", folder.display()))? {
+        let path = entry
+            .with_context(|| format!("list {}", folder.display()))?
+            .path();
+        if path.is_file() {
+            let contents =
+                std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+            files.push((
+                path.file_name()
+                    .expect("a file has a name")
+                    .to_string_lossy()
+                    .into_owned(),
+                contents,
+            ));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// A fingerprint of everything that decides an archive's bytes.

@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// every task appears here exactly once.
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["build", "test", "lint", "ci", "bench"]),
-    ("Release", &["dist", "release", "version"]),
+    ("Release", &["dist", "release", "image", "version"]),
     ("Maintain", &["doctor", "clean", "help"]),
 ];
 
@@ -73,6 +73,8 @@ pub enum Task {
     Dist(crate::dist::Dist),
     /// Like dist, for named targets, from a clean tagged tree, with notes
     Release(crate::dist::Release),
+    /// Build a multi-platform OCI image of the dist binaries, no daemon needed
+    Image(crate::image::Image),
     /// Print the version stamp (commit, branch, build time) builds embed
     Version(crate::version::Version),
     /// Show what each task needs, what is missing, and how to install it

@@ -13,6 +13,7 @@ mod dist;
 mod doctor;
 mod exec;
 mod flags;
+mod image;
 mod lint;
 mod manifest;
 mod project;
@@ -63,6 +64,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Version(task) => task.run(&ctx),
         Task::Dist(task) => task.run(&ctx),
         Task::Release(task) => task.run(&ctx),
+        Task::Image(task) => task.run(&ctx),
         Task::Doctor(task) => task.run(&ctx),
         Task::Clean(task) => task.run(&ctx),
         Task::Bench(task) => task.run(&ctx),

@@ -25,6 +25,35 @@ pub struct Manifest {
     pub stamp: ManifestStamp,
     /// Sorted by path.
     pub artifacts: Vec<Artifact>,
+    /// The container image `cargo xtask image` built from the binaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// `name:tag` the layout and archive refer to the image by.
+    pub reference: String,
+    /// The digest of the multi-platform image index: what a registry serves
+    /// for `reference` once pushed.
+    pub index_digest: String,
+    /// The OCI image layout folder, relative to the manifest.
+    pub layout: String,
+    /// The OCI archive (a tar of the layout), relative to the manifest.
+    pub archive: String,
+    pub platforms: Vec<ImagePlatform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePlatform {
+    /// `linux/amd64`, `linux/arm64`.
+    pub platform: String,
+    pub target: String,
+    /// The digest of this platform's image manifest.
+    pub manifest_digest: String,
+    /// Compressed (the layer blob) and uncompressed (the layer tar) size.
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
 }
 
 /// The version stamp of the build, as `cargo xtask version --json` prints
@@ -50,6 +79,8 @@ pub enum ArtifactKind {
     Binary,
     /// `RELEASE_NOTES.md`, written by `release`.
     ReleaseNotes,
+    /// The OCI archive of the container image, written by `image`.
+    OciArchive,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +134,7 @@ impl Manifest {
                 rustc: stamp.rustc.clone(),
             },
             artifacts,
+            image: None,
         }
     }
 
@@ -112,6 +144,14 @@ impl Manifest {
         let text = std::fs::read_to_string(path).ok()?;
         let manifest: Manifest = serde_json::from_str(&text).ok()?;
         (manifest.format_version == FORMAT_VERSION).then_some(manifest)
+    }
+
+    /// Reads the manifest a task depends on, with an error that says how to
+    /// produce it.
+    pub fn require(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read {} (run `cargo xtask dist` first)", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
     }
 
     pub fn to_json(&self) -> Result<String> {

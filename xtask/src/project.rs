@@ -31,6 +31,8 @@ pub struct Project {
     pub settings: Settings,
     /// The version of the shipped package, from its `Cargo.toml`.
     pub version: String,
+    /// The shipped package's `repository`, for image labels.
+    pub repository: Option<String>,
 }
 
 impl Project {
@@ -61,10 +63,12 @@ impl Project {
             );
         };
         let version = package.version.to_string();
+        let repository = package.repository.clone();
         Ok(Project {
             root: metadata.workspace_root.into_std_path_buf(),
             target_dir: metadata.target_directory.into_std_path_buf(),
             version,
+            repository,
             settings,
         })
     }

@@ -170,6 +170,18 @@ impl Target {
         if self.os == Os::Windows { ".exe" } else { "" }
     }
 
+    /// `(os, architecture)` as OCI image platforms name them; only static
+    /// Linux binaries go into images.
+    pub fn oci_platform(&self) -> Option<(&'static str, &'static str)> {
+        (self.libc == Libc::Musl).then_some((
+            "linux",
+            match self.arch {
+                Arch::X86_64 => "amd64",
+                Arch::Aarch64 => "arm64",
+            },
+        ))
+    }
+
     /// Whether the binary can be run here: natively on the same Linux
     /// architecture, under qemu-user when static for another one.
     pub fn runner(&self, host: &Target) -> Runner {
@@ -348,8 +360,18 @@ mod tests {
                 Runner::Qemu("qemu-aarch64")
             )
         );
+        assert_eq!(musl.oci_platform(), Some(("linux", "arm64")));
         let native = Target::parse("x86_64-unknown-linux-musl").unwrap();
-        assert_eq!(native.runner(&host), Runner::Native);
+        assert_eq!(
+            (native.oci_platform(), native.runner(&host)),
+            (Some(("linux", "amd64")), Runner::Native)
+        );
+        assert_eq!(
+            Target::parse("x86_64-unknown-linux-gnu")
+                .unwrap()
+                .oci_platform(),
+            None
+        );
         let gnu = Target::parse("aarch64-unknown-linux-gnu.2.17").unwrap();
         assert_eq!(
             (gnu.linker(), gnu.runner(&host)),

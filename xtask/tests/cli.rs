@@ -10,8 +10,9 @@ use std::path::Path;
 
 use support::*;
 
-const TASKS: [&str; 8] = [
-    "build", "test", "lint", "ci", "version", "doctor", "clean", "help",
+const TASKS: [&str; 12] = [
+    "build", "test", "lint", "ci", "bench", "dist", "release", "image", "version", "doctor",
+    "clean", "help",
 ];
 
 #[test]

@@ -1,0 +1,480 @@
+//! `cargo xtask image`: a multi-platform OCI image of the static binaries
+//! `dist` built, written directly as an OCI image layout (no Docker daemon,
+//! no base image), plus an OCI archive of that layout for `podman load` and
+//! `skopeo copy`.
+//!
+//! Each platform's image is one layer: the binary, a minimal `/etc/passwd`
+//! and `/etc/group` with the non-root user 65532, and the sample config.
+//! Every byte is derived from the binaries and the version stamp (layers are
+//! `archive::tar` with the source date as mtime; JSON is written with sorted
+//! keys), so two builds of one commit give the same image index digest.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use xshell::cmd;
+
+use crate::archive::{self, Entry, sha256_hex};
+use crate::dist;
+use crate::exec::Ctx;
+use crate::manifest::{
+    Artifact, ArtifactKind, ImageInfo, ImagePlatform, MANIFEST, Manifest, SHA256SUMS,
+};
+use crate::targets::{self, Target};
+use crate::tools::{self, Tool};
+
+#[derive(clap::Args, Debug)]
+pub struct Image {
+    /// Target alias or triple, repeatable; static Linux targets only
+    /// [default: the musl targets in [workspace.metadata.xtask] targets]
+    #[arg(long = "target", value_name = "TARGET")]
+    targets: Vec<String>,
+    /// Image reference NAME:TAG [default: <image setting>:<version>]
+    #[arg(long, value_name = "NAME:TAG")]
+    tag: Option<String>,
+    /// Load the built image into podman (or docker)
+    #[arg(long)]
+    load: bool,
+    /// Push the image to REGISTRY/NAME with skopeo (all platforms)
+    #[arg(long, value_name = "REGISTRY/NAME")]
+    push: Option<String>,
+}
+
+/// Where things go inside the image.
+const BINARY_DIR: &str = "usr/local/bin";
+const WORKING_DIR: &str = "app";
+const USER: &str = "65532:65532";
+/// The layout folder and archive names inside `target/dist/`.
+const LAYOUT: &str = "image";
+
+const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+impl Image {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let settings = &ctx.project.settings;
+        let targets = if self.targets.is_empty() {
+            let matrix = targets::resolve(&settings.targets, &settings.targets)?;
+            let linux: Vec<Target> = matrix
+                .into_iter()
+                .filter(|target| target.oci_platform().is_some())
+                .collect();
+            if linux.is_empty() {
+                bail!(
+                    "no static Linux target in [workspace.metadata.xtask] targets: add x86_64-unknown-linux-musl, or pass --target"
+                );
+            }
+            linux
+        } else {
+            targets::resolve(&self.targets, &settings.targets)?
+        };
+        if let Some(target) = targets
+            .iter()
+            .find(|target| target.oci_platform().is_none())
+        {
+            bail!(
+                "{} cannot go into an image: images hold static Linux binaries, use x86_64 or aarch64 (the musl targets)",
+                target.zig_spec()
+            );
+        }
+        let reference = self
+            .tag
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", settings.image, ctx.project.version));
+        check_reference(&reference)?;
+        let load_tool = if self.load {
+            Some(container_engine()?)
+        } else {
+            None
+        };
+        let push_tool = if self.push.is_some() {
+            Some(tools::require(Tool::Skopeo)?)
+        } else {
+            None
+        };
+
+        let manifest = binaries_for(ctx, &targets)?;
+        if ctx.dry_run {
+            eprintln!("(dry run: no image is written)");
+            return Ok(());
+        }
+        let dist_dir = ctx.project.dist_dir();
+        let manifest = write_image(ctx, &dist_dir, manifest, &targets, &reference)?;
+        let image = manifest
+            .image
+            .as_ref()
+            .expect("write_image records the image");
+        let archive = dist_dir.join(&image.archive);
+        if let Some(engine) = load_tool {
+            ctx.run(cmd!(ctx.sh, "{engine} load -i {archive}"))
+                .context("load the image")?;
+        }
+        if let (Some(skopeo), Some(destination)) = (push_tool, &self.push) {
+            let tag = reference.rsplit_once(':').map_or("latest", |(_, tag)| tag);
+            let source = format!("oci-archive:{}", archive.display());
+            let destination = format!("docker://{destination}:{tag}");
+            ctx.run(cmd!(ctx.sh, "{skopeo} copy --all {source} {destination}"))
+                .context("push the image")?;
+        }
+        Ok(())
+    }
+}
+
+/// podman, else docker: whichever can load an OCI archive here.
+fn container_engine() -> Result<PathBuf> {
+    tools::find(Tool::Podman)
+        .or_else(|| which::which("docker").ok())
+        .ok_or_else(|| tools::missing(Tool::Podman))
+}
+
+fn check_reference(reference: &str) -> Result<()> {
+    let name_and_tag = reference.rsplit('/').next().unwrap_or(reference);
+    let valid_tag = name_and_tag
+        .split_once(':')
+        .is_some_and(|(name, tag)| !name.is_empty() && !tag.is_empty() && tag.len() <= 128);
+    let valid_chars = reference
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c));
+    if !valid_tag || !valid_chars || reference.chars().any(|c| c.is_ascii_uppercase()) {
+        bail!(
+            "`{reference}` is not an image reference: use lowercase NAME:TAG, e.g. ghcr.io/example/app:0.1.0"
+        );
+    }
+    Ok(())
+}
+
+/// The dist manifest with binaries for `targets` from this very tree;
+/// `dist` runs first when there is none (it is a no-op when nothing changed).
+fn binaries_for(ctx: &Ctx, targets: &[Target]) -> Result<Manifest> {
+    let path = ctx.project.dist_dir().join(MANIFEST);
+    let stamp = ctx.stamp()?;
+    let current = Manifest::read(&path).filter(|manifest| {
+        !stamp.dirty
+            && manifest.stamp.commit == stamp.commit
+            && manifest.stamp.source_date_epoch == stamp.source_date_epoch
+            && targets
+                .iter()
+                .all(|target| binary_artifact(manifest, target).is_some())
+    });
+    if let Some(manifest) = current {
+        eprintln!("using the binaries in {}", path.display());
+        return Ok(manifest);
+    }
+    dist::build_and_package(ctx, targets, None)?;
+    if ctx.dry_run {
+        return Ok(Manifest::new(
+            &ctx.project.settings.binary,
+            stamp,
+            Vec::new(),
+        ));
+    }
+    Manifest::require(&path)
+}
+
+fn binary_artifact<'a>(manifest: &'a Manifest, target: &Target) -> Option<&'a Artifact> {
+    manifest.artifacts.iter().find(|artifact| {
+        artifact.kind == ArtifactKind::Binary && artifact.target.as_deref() == Some(target.triple)
+    })
+}
+
+/// Content-addressed blobs of the layout, by hex digest.
+#[derive(Default)]
+struct Blobs(BTreeMap<String, Vec<u8>>);
+
+impl Blobs {
+    /// Stores a blob and returns its OCI descriptor.
+    fn add(&mut self, media_type: &str, bytes: Vec<u8>) -> Value {
+        let digest = sha256_hex(&bytes);
+        let descriptor = json!({"mediaType": media_type, "digest": format!("sha256:{digest}"), "size": bytes.len()});
+        self.0.insert(digest, bytes);
+        descriptor
+    }
+}
+
+fn write_image(
+    ctx: &Ctx,
+    dist_dir: &Path,
+    mut manifest: Manifest,
+    targets: &[Target],
+    reference: &str,
+) -> Result<Manifest> {
+    let stamp = ctx.stamp()?;
+    let created = if stamp.commit_time == crate::stamp::UNKNOWN {
+        rfc3339_utc(stamp.source_date_epoch)
+    } else {
+        stamp.commit_time.clone()
+    };
+    let annotations = json!({
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.revision": stamp.commit,
+        "org.opencontainers.image.source": ctx.project.repository.clone().unwrap_or_default(),
+        "org.opencontainers.image.title": ctx.project.settings.binary,
+        "org.opencontainers.image.version": ctx.project.version,
+    });
+
+    let mut blobs = Blobs::default();
+    let mut platform_descriptors = Vec::new();
+    let mut platforms = Vec::new();
+    for target in targets {
+        let artifact =
+            binary_artifact(&manifest, target).context("the dist manifest lost a binary")?;
+        let binary = std::fs::read(dist_dir.join(&artifact.path))
+            .with_context(|| format!("read {}", dist_dir.join(&artifact.path).display()))?;
+        if sha256_hex(&binary) != artifact.sha256 {
+            bail!(
+                "{} changed since dist wrote it: run `cargo xtask dist` again",
+                artifact.path
+            );
+        }
+        let (os, architecture) = target.oci_platform().expect("only Linux targets get here");
+        let layer_tar = archive::tar(None, &layer_entries(ctx, binary)?, stamp.source_date_epoch)?;
+        let diff_id = format!("sha256:{}", sha256_hex(&layer_tar));
+        let uncompressed_size = layer_tar.len() as u64;
+        let layer_gz = archive::gzip(&layer_tar)?;
+        let compressed_size = layer_gz.len() as u64;
+        let layer = blobs.add(MEDIA_LAYER, layer_gz);
+
+        let config = json!({
+            "created": created,
+            "architecture": architecture,
+            "os": os,
+            "config": {
+                "User": USER,
+                "Entrypoint": [format!("/{BINARY_DIR}/{}", ctx.project.settings.binary)],
+                "ExposedPorts": {format!("{}/tcp", ctx.project.settings.port): {}},
+                "Env": ["APP_ENV=prod", format!("PATH=/{BINARY_DIR}")],
+                "WorkingDir": format!("/{WORKING_DIR}"),
+                "Labels": annotations,
+            },
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created": created, "created_by": "cargo xtask image"}],
+        });
+        let config = blobs.add(MEDIA_CONFIG, serde_json::to_vec(&config)?);
+        let image_manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": config,
+            "layers": [layer],
+            "annotations": annotations,
+        });
+        let mut descriptor = blobs.add(MEDIA_MANIFEST, serde_json::to_vec(&image_manifest)?);
+        descriptor["platform"] = json!({"architecture": architecture, "os": os});
+        platforms.push(ImagePlatform {
+            platform: format!("{os}/{architecture}"),
+            target: target.triple.to_owned(),
+            manifest_digest: descriptor["digest"].as_str().unwrap_or_default().to_owned(),
+            compressed_size,
+            uncompressed_size,
+        });
+        platform_descriptors.push(descriptor);
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_INDEX,
+        "manifests": platform_descriptors,
+        "annotations": annotations,
+    });
+    let mut index_descriptor = blobs.add(MEDIA_INDEX, serde_json::to_vec(&index)?);
+    let index_digest = index_descriptor["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    index_descriptor["annotations"] = json!({"org.opencontainers.image.ref.name": reference});
+    let layout_index =
+        json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [index_descriptor]});
+
+    let mut layout_files = vec![
+        Entry {
+            path: "oci-layout".into(),
+            contents: br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            executable: false,
+        },
+        Entry {
+            path: "index.json".into(),
+            contents: serde_json::to_vec(&layout_index)?,
+            executable: false,
+        },
+    ];
+    for (digest, bytes) in blobs.0 {
+        layout_files.push(Entry {
+            path: format!("blobs/sha256/{digest}"),
+            contents: bytes,
+            executable: false,
+        });
+    }
+    let oci_archive = archive::tar(None, &layout_files, stamp.source_date_epoch)?;
+    let archive_name = format!(
+        "{}-{}.oci.tar",
+        ctx.project.settings.binary, ctx.project.version
+    );
+
+    write_layout(dist_dir, &layout_files)?;
+    write_atomically(&dist_dir.join(&archive_name), &oci_archive)?;
+
+    manifest
+        .artifacts
+        .retain(|artifact| artifact.kind != ArtifactKind::OciArchive);
+    manifest.artifacts.push(Artifact::new(
+        &archive_name,
+        ArtifactKind::OciArchive,
+        None,
+        &oci_archive,
+        None,
+    ));
+    manifest
+        .artifacts
+        .sort_by(|left, right| left.path.cmp(&right.path));
+    manifest.image = Some(ImageInfo {
+        reference: reference.to_owned(),
+        index_digest: index_digest.clone(),
+        layout: LAYOUT.to_owned(),
+        archive: archive_name.clone(),
+        platforms,
+    });
+    write_atomically(&dist_dir.join(SHA256SUMS), manifest.sha256sums().as_bytes())?;
+    write_atomically(&dist_dir.join(MANIFEST), manifest.to_json()?.as_bytes())?;
+
+    println!("{reference}  index {index_digest}");
+    for platform in &manifest.image.as_ref().expect("just set").platforms {
+        let binary = manifest
+            .artifacts
+            .iter()
+            .find(|artifact| {
+                artifact.kind == ArtifactKind::Binary
+                    && artifact.target.as_deref() == Some(&platform.target)
+            })
+            .map_or(0, |artifact| artifact.size);
+        println!(
+            "  {:<12} {}  layer {} bytes compressed, {} uncompressed (binary {binary})",
+            platform.platform,
+            platform.manifest_digest,
+            platform.compressed_size,
+            platform.uncompressed_size
+        );
+    }
+    println!(
+        "  layout {}  archive {}",
+        dist_dir.join(LAYOUT).display(),
+        dist_dir.join(&archive_name).display()
+    );
+    Ok(manifest)
+}
+
+/// The files of one platform's layer.
+fn layer_entries(ctx: &Ctx, binary: Vec<u8>) -> Result<Vec<Entry>> {
+    let root = &ctx.project.root;
+    let mut entries = vec![Entry {
+        path: format!("{BINARY_DIR}/{}", ctx.project.settings.binary),
+        contents: binary,
+        executable: true,
+    }];
+    for name in ["passwd", "group"] {
+        let path = root.join("image").join(name);
+        let contents = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        entries.push(Entry {
+            path: format!("etc/{name}"),
+            contents,
+            executable: false,
+        });
+    }
+    for (name, contents) in dist::config_files(&root.join("config"))? {
+        entries.push(Entry {
+            path: format!("{WORKING_DIR}/config/{name}"),
+            contents,
+            executable: false,
+        });
+    }
+    Ok(entries)
+}
+
+/// Writes the layout folder beside the old one and swaps it in.
+fn write_layout(dist_dir: &Path, files: &[Entry]) -> Result<()> {
+    let staging = dist_dir.join(format!(".{LAYOUT}-staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    for file in files {
+        let path = staging.join(&file.path);
+        std::fs::create_dir_all(path.parent().expect("layout files sit in a folder"))
+            .with_context(|| format!("create the folder of {}", path.display()))?;
+        std::fs::write(&path, &file.contents)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    let layout = dist_dir.join(LAYOUT);
+    if layout.exists() {
+        std::fs::remove_dir_all(&layout)
+            .with_context(|| format!("remove the previous {}", layout.display()))?;
+    }
+    std::fs::rename(&staging, &layout)
+        .with_context(|| format!("move the new layout into {}", layout.display()))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().context("a file path")?.to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&temporary, bytes).with_context(|| format!("write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("move {} into place", path.display()))
+}
+
+/// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ` (for a source date without a
+/// commit time).
+fn rfc3339_utc(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let seconds = epoch % 86_400;
+    // Howard Hinnant's days-to-civil conversion.
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3_600,
+        seconds % 3_600 / 60,
+        seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_dates_format_as_rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_706_929_506), "2024-02-03T03:05:06Z");
+    }
+
+    #[test]
+    fn image_references_are_checked() {
+        for good in [
+            "ghcr.io/example/app:0.1.0",
+            "app:latest",
+            "localhost:5000/team/app:v1.2.3-rc.1",
+        ] {
+            assert!(check_reference(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "app",
+            "ghcr.io/example/app",
+            "App:1",
+            "app:",
+            "app:with space",
+            "localhost:5000/app",
+        ] {
+            assert!(check_reference(bad).is_err(), "{bad}");
+        }
+    }
+}
