@@ -157,13 +157,18 @@ fn artifact<'a>(manifest: &'a Value, kind: &str, target: &str) -> &'a Value {
 
 #[test]
 fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
-    let clones = TempDir::new().unwrap();
-    let (first, second) = (
-        clone_head(clones.path(), "first"),
-        clone_head(clones.path(), "second checkout"),
-    );
-    // Kept between local runs, outside the clones, so a rerun is quick.
+    // Fixed places, and target directories kept between local runs, so that
+    // a rerun finds its builds (the paths are part of the build flags).
     let builds = workspace_root().join("target/test-builds");
+    let clones = builds.join("clones");
+    if clones.exists() {
+        fs::remove_dir_all(&clones).unwrap();
+    }
+    fs::create_dir_all(&clones).unwrap();
+    let (first, second) = (
+        clone_head(&clones, "first"),
+        clone_head(&clones, "second checkout"),
+    );
     let (first_target, second_target) = (builds.join("dist-first"), builds.join("dist-second"));
     let dist_in = |clone: &Path, target_dir: &Path| {
         let mut command = xtask(clone);
@@ -315,6 +320,9 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
         "the unchanged archive was rewritten"
     );
 
+    // The image, from these binaries, without building them again.
+    check_image(&first, &first_target);
+
     // release: same build, plus release notes, from a tagged clean tree.
     git(&first, &["tag", "v0.1.0"]);
     let release = output(
@@ -331,6 +339,287 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     );
     let released = manifest_after_release(&first_target);
     assert_eq!(released["stamp"]["describe"], "v0.1.0");
+}
+
+fn image_run(clone: &Path, target_dir: &Path) -> (Value, Vec<u8>) {
+    let run = output(
+        xtask(clone)
+            .arg("image")
+            .env("CARGO_TARGET_DIR", target_dir),
+    );
+    assert!(run.status.success(), "{}", stderr_text(&run));
+    assert!(
+        stderr_text(&run).contains("using the binaries in"),
+        "image rebuilt the binaries: {}",
+        stderr_text(&run)
+    );
+    let manifest = manifest(target_dir);
+    let archive = dist_folder(target_dir).join(manifest["image"]["archive"].as_str().unwrap());
+    (manifest, fs::read(archive).unwrap())
+}
+
+fn blob(layout: &Path, digest: &str) -> Vec<u8> {
+    fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap()
+}
+
+fn json_blob(layout: &Path, digest: &str) -> Value {
+    serde_json::from_slice(&blob(layout, digest)).unwrap()
+}
+
+/// The files of a gzipped layer: path → contents.
+fn layer_files(layer: &[u8]) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(layer));
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let mode = entry.header().mode().unwrap();
+        let mut contents = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut contents).unwrap();
+        files.insert(path, (mode, contents));
+    }
+    files
+}
+
+fn check_image(clone: &Path, target_dir: &Path) {
+    let (first, first_archive) = image_run(clone, target_dir);
+    let (second, second_archive) = image_run(clone, target_dir);
+    let image = &first["image"];
+    assert_eq!(
+        image["index_digest"], second["image"]["index_digest"],
+        "two image builds differ"
+    );
+    assert_eq!(first_archive, second_archive, "two OCI archives differ");
+    assert_eq!(image["reference"], "ghcr.io/example/app:0.1.0");
+
+    let dist = dist_folder(target_dir);
+    let sums = fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    assert!(
+        sums.contains(image["archive"].as_str().unwrap()),
+        "SHA256SUMS lacks the OCI archive:\n{sums}"
+    );
+    let check = output(
+        Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(&dist),
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // The layout: index.json names the image index, which lists one
+    // manifest per platform.
+    let layout = dist.join(image["layout"].as_str().unwrap());
+    let top: Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        top["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        image["reference"]
+    );
+    assert_eq!(top["manifests"][0]["digest"], image["index_digest"]);
+    let index = json_blob(&layout, image["index_digest"].as_str().unwrap());
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            format!(
+                "{}/{}",
+                entry["platform"]["os"].as_str().unwrap(),
+                entry["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+
+    let commit = git(clone, &["rev-parse", "HEAD"]);
+    let commit_time = git(clone, &["log", "-1", "--format=%cI"]);
+    for (entry, triple) in index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"])
+    {
+        let image_manifest = json_blob(&layout, entry["digest"].as_str().unwrap());
+        let config = json_blob(
+            &layout,
+            image_manifest["config"]["digest"].as_str().unwrap(),
+        );
+        let settings = &config["config"];
+        assert_eq!(settings["User"], "65532:65532");
+        assert_eq!(
+            settings["Entrypoint"],
+            serde_json::json!(["/usr/local/bin/app"])
+        );
+        assert_eq!(
+            settings["ExposedPorts"],
+            serde_json::json!({"8080/tcp": {}})
+        );
+        assert_eq!(settings["WorkingDir"], "/app");
+        assert!(
+            settings["Env"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("APP_ENV=prod")),
+            "{settings:#}"
+        );
+        assert_eq!(config["created"], commit_time.as_str());
+        for labels in [&settings["Labels"], &image_manifest["annotations"]] {
+            assert_eq!(labels["org.opencontainers.image.revision"], commit.as_str());
+            assert_eq!(labels["org.opencontainers.image.version"], "0.1.0");
+            assert_eq!(
+                labels["org.opencontainers.image.created"],
+                commit_time.as_str()
+            );
+            assert_eq!(labels["org.opencontainers.image.title"], "app");
+            assert_eq!(
+                labels["org.opencontainers.image.source"],
+                "https://github.com/example/app"
+            );
+        }
+
+        // One layer: the binary of this platform's build, passwd and group
+        // with the non-root user, the config; no shell.
+        let layer = blob(
+            &layout,
+            image_manifest["layers"][0]["digest"].as_str().unwrap(),
+        );
+        let files = layer_files(&layer);
+        let binary = artifact(&first, "binary", triple);
+        let (mode, contents) = &files["usr/local/bin/app"];
+        assert_eq!(
+            (*mode, contents.len() as u64),
+            (0o755, binary["size"].as_u64().unwrap())
+        );
+        let binary_bytes = fs::read(dist.join(binary["path"].as_str().unwrap())).unwrap();
+        assert!(
+            contents == &binary_bytes,
+            "the {triple} image holds another binary"
+        );
+        assert!(String::from_utf8_lossy(&files["etc/passwd"].1).contains(":65532:65532:"));
+        assert!(
+            files.contains_key("app/config/prod.toml") && !files.contains_key("bin/sh"),
+            "{:?}",
+            files.keys()
+        );
+        let regular: Vec<&String> = files.keys().filter(|path| !path.ends_with('/')).collect();
+        assert_eq!(
+            regular.len(),
+            7,
+            "binary, passwd, group and four config files: {regular:?}"
+        );
+        let platform = &image["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["target"] == triple)
+            .unwrap();
+        let overhead =
+            platform["uncompressed_size"].as_u64().unwrap() - binary["size"].as_u64().unwrap();
+        assert!(
+            overhead < 100_000,
+            "the image adds {overhead} bytes to the {triple} binary"
+        );
+    }
+
+    if let Some(skopeo) = tool_or_skip("skopeo", "apt-get install -y skopeo") {
+        let reference = format!(
+            "oci:{}:{}",
+            layout.display(),
+            image["reference"].as_str().unwrap()
+        );
+        let inspected: Value = serde_json::from_str(&stdout_of(
+            Command::new(skopeo).args(["inspect", &reference]),
+        ))
+        .unwrap();
+        assert_eq!(inspected["Digest"], image["index_digest"]);
+        assert_eq!(
+            inspected["Labels"]["org.opencontainers.image.revision"],
+            commit.as_str()
+        );
+    }
+    if let Some(podman) = tool_or_skip("podman", "apt-get install -y podman runc") {
+        run_in_podman(
+            &podman,
+            &dist.join(image["archive"].as_str().unwrap()),
+            image["reference"].as_str().unwrap(),
+            &commit,
+        );
+    }
+}
+
+/// Loads the OCI archive, runs the amd64 image on loopback, and asks it
+/// for `/healthz` and `/version`.
+fn run_in_podman(podman: &Path, archive: &Path, reference: &str, commit: &str) {
+    // The settings this machine's kernel needs (see ENVIRONMENT.md).
+    let engine = || {
+        let mut command = Command::new(podman);
+        command.args([
+            "--runtime",
+            "runc",
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+        ]);
+        command
+    };
+    stdout_of(engine().arg("load").arg("-i").arg(archive));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = format!("xtask-test-{}", std::process::id());
+    stdout_of(
+        engine()
+            .args(["run", "--detach", "--name", &name, "--network", "host"])
+            .args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                "--env",
+                &format!("APP__SERVER__LISTEN=127.0.0.1:{port}"),
+                reference,
+            ]),
+    );
+    let get = |path: &str| -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        std::io::Write::write_all(
+            &mut stream,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+        let mut response = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut response).ok()?;
+        Some(response)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let health = loop {
+        if let Some(response) = get("/healthz") {
+            break response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never answered on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let version = get("/version").unwrap_or_default();
+    let _ = engine().args(["rm", "--force", &name]).output();
+    let _ = engine().args(["rmi", "--force", reference]).output();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        version.contains(&format!("\"commit\":\"{commit}\"")),
+        "{version}"
+    );
 }
 
 fn manifest_after_release(target_dir: &Path) -> Value {
