@@ -205,17 +205,7 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     );
 
     let dist = dist_folder(&first_target);
-    let check = output(
-        Command::new("sha256sum")
-            .args(["-c", "SHA256SUMS"])
-            .current_dir(&dist),
-    );
-    assert!(
-        check.status.success(),
-        "sha256sum -c: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        stderr_text(&check)
-    );
+    assert_checksums_verify(&dist);
 
     let manifest = manifest(&first_target);
     let commit = git(&first, &["rev-parse", "HEAD"]);
@@ -341,6 +331,21 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     assert_eq!(released["stamp"]["describe"], "v0.1.0");
 }
 
+/// `sha256sum -c SHA256SUMS` in the dist folder, as a user checks a download.
+fn assert_checksums_verify(dist: &Path) {
+    let check = output(
+        Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(dist),
+    );
+    assert!(
+        check.status.success(),
+        "sha256sum -c: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        stderr_text(&check)
+    );
+}
+
 fn image_run(clone: &Path, target_dir: &Path) -> (Value, Vec<u8>) {
     let run = output(
         xtask(clone)
@@ -403,16 +408,7 @@ fn check_image(clone: &Path, target_dir: &Path) {
         sums.contains(image["archive"].as_str().unwrap()),
         "SHA256SUMS lacks the OCI archive:\n{sums}"
     );
-    let check = output(
-        Command::new("sha256sum")
-            .args(["-c", "SHA256SUMS"])
-            .current_dir(&dist),
-    );
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    assert_checksums_verify(&dist);
 
     // The layout: index.json names the image index, which lists one
     // manifest per platform.
