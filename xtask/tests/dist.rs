@@ -541,31 +541,68 @@ fn check_image(clone: &Path, target_dir: &Path) {
         );
     }
     if let Some(podman) = tool_or_skip("podman", "apt-get install -y podman runc") {
+        let archive = dist.join(image["archive"].as_str().unwrap());
         run_in_podman(
             &podman,
-            &dist.join(image["archive"].as_str().unwrap()),
+            &archive,
             image["reference"].as_str().unwrap(),
             &commit,
         );
+        build_dockerfile(&podman, clone, &dist, &commit);
     }
+}
+
+/// The settings this machine's kernel needs (see ENVIRONMENT.md).
+fn podman_command(podman: &Path) -> Command {
+    let mut command = Command::new(podman);
+    command.args([
+        "--runtime",
+        "runc",
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+    ]);
+    command
+}
+
+/// The Dockerfile at the root builds with `podman build` from the binary
+/// dist wrote, and the image runs.
+fn build_dockerfile(podman: &Path, clone: &Path, dist: &Path, commit: &str) {
+    let binary = clone.join("target/dist/x86_64-unknown-linux-musl/app");
+    fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    fs::copy(dist.join("x86_64-unknown-linux-musl/app"), &binary).unwrap();
+    let tag = format!("localhost/xtask-test-dockerfile-{}", std::process::id());
+    stdout_of(
+        podman_command(podman)
+            .args(["build", "--isolation", "chroot", "--tag", &tag, "."])
+            .current_dir(clone),
+    );
+    let version = stdout_of(podman_command(podman).args([
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        &tag,
+        "--version",
+    ]));
+    let _ = podman_command(podman)
+        .args(["rmi", "--force", &tag])
+        .output();
+    assert!(
+        version.contains(&format!("({} ", &commit[..7])),
+        "{version}"
+    );
 }
 
 /// Loads the OCI archive, runs the amd64 image on loopback, and asks it
 /// for `/healthz` and `/version`.
 fn run_in_podman(podman: &Path, archive: &Path, reference: &str, commit: &str) {
-    // The settings this machine's kernel needs (see ENVIRONMENT.md).
-    let engine = || {
-        let mut command = Command::new(podman);
-        command.args([
-            "--runtime",
-            "runc",
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-        ]);
-        command
-    };
+    let engine = || podman_command(podman);
     stdout_of(engine().arg("load").arg("-i").arg(archive));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
