@@ -74,6 +74,15 @@ fn bad_targets_and_environments_fail_before_building() {
         "cargo-zigbuild not found on PATH (needed for glibc, macOS and Windows targets): install it with `pip install cargo-zigbuild ziglang`",
     );
 
+    run_fails(
+        &mut xtask_in(&["image", "--target", "x86_64-unknown-linux-gnu"]),
+        "x86_64-unknown-linux-gnu cannot go into an image: images hold static Linux binaries",
+    );
+    run_fails(
+        &mut xtask_in(&["image", "--tag", "App"]),
+        "`App` is not an image reference",
+    );
+
     fs::write(dir.join("LICENSE"), "changed").unwrap();
     run_fails(
         &mut xtask_in(&["release", "--target", "aarch64"]),
