@@ -10,6 +10,7 @@ mod lifecycle;
 mod logging;
 mod metrics;
 mod server;
+mod systemd;
 
 use std::process::ExitCode;
 

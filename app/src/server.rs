@@ -40,7 +40,8 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     // Registered before listening, so that an early SIGTERM drains instead
     // of killing the process.
     let mut signals = Signals::new().map_err(ServeError::Runtime)?;
-    let listener = bind(settings.server.listen).map_err(ServeError::Listen)?;
+    let notifier = crate::systemd::Notifier::from_env();
+    let (listener, inherited) = listen(settings.server.listen).map_err(ServeError::Listen)?;
     let local_addr = listener
         .local_addr()
         .map_err(|err| ServeError::Listen(err.into()))?;
@@ -69,8 +70,10 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         env = settings.env.name(),
         version = BUILD_INFO.version,
         commit = BUILD_INFO.commit_short,
+        socket = if inherited { "from systemd" } else { "bound" },
         "listening"
     );
+    notifier.notify(&format!("READY=1\nSTATUS=serving on {local_addr}"));
 
     let signal = tokio::select! {
         signal = signals.next() => signal,
@@ -79,6 +82,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         }
     };
     lifecycle.advance(State::Draining);
+    notifier.notify("STOPPING=1");
     info!(signal, drain_delay = %format_duration(settings.server.drain_delay), "stop requested: draining");
     tokio::spawn(async move {
         let second = signals.next().await;
@@ -106,14 +110,24 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     Ok(())
 }
 
-fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr).with_context(|| {
-        format!("listen on {addr} (is another process using it? set a free address with --listen)")
-    })?;
+/// The socket systemd passed (socket activation), else a new one bound to
+/// `addr`. Either way it is made non-blocking before tokio registers it.
+fn listen(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, bool)> {
+    let (listener, inherited) = match crate::systemd::inherited_listener()? {
+        Some(listener) => (listener, true),
+        None => {
+            let listener = std::net::TcpListener::bind(addr).with_context(|| {
+                format!("listen on {addr} (is another process using it? set a free address with --listen)")
+            })?;
+            (listener, false)
+        }
+    };
     listener
         .set_nonblocking(true)
         .context("make the listening socket non-blocking")?;
-    tokio::net::TcpListener::from_std(listener).context("register the listening socket")
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("register the listening socket")?;
+    Ok((listener, inherited))
 }
 
 /// SIGTERM and SIGINT (Ctrl-C on Windows), as a stream of signal numbers.

@@ -10,6 +10,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "../../../xtask/tests/support/tools.rs"]
+mod tools;
+#[allow(unused_imports)] // Used by some of the test binaries that include this module.
+pub use tools::tool_or_skip;
+
 /// Longest any condition in these tests is waited for.
 pub const BOUND: Duration = Duration::from_secs(15);
 

@@ -10,6 +10,11 @@ use std::process::{Command, Output};
 
 pub use tempfile::TempDir;
 
+#[path = "tools.rs"]
+mod tools;
+#[allow(unused_imports)] // Used by some of the test binaries that include this module.
+pub use tools::{tool_or_skip, which};
+
 /// The root of the real workspace these tests belong to.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -115,26 +120,4 @@ pub fn repository() -> TempDir {
     git(repo.path(), &["add", "--all"]);
     git(repo.path(), &["commit", "--quiet", "--message", "first"]);
     repo
-}
-
-/// The path of an external tool a test needs. Outside CI a missing tool is a
-/// printed skip (`None`); under `CI=true` it fails the test, since `.ci/run`
-/// installs every tool.
-pub fn tool_or_skip(name: &str, install: &str) -> Option<PathBuf> {
-    if let Some(path) = which(name) {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|value| value == "true") {
-        panic!("{name} is required under CI=true: install it with `{install}`");
-    }
-    eprintln!("skipped: {name} is not installed (install it with `{install}`)");
-    None
-}
-
-/// The first `name` on this process's PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }

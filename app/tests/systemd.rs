@@ -1,0 +1,127 @@
+//! The service under systemd's protocols, without systemd: a datagram
+//! socket standing in for `NOTIFY_SOCKET`, and `systemd-socket-activate`
+//! passing the listening socket (socket activation).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[test]
+fn notifications_follow_the_lifecycle() {
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("notify");
+    let notify = UnixDatagram::bind(&path).unwrap();
+    notify.set_read_timeout(Some(BOUND)).unwrap();
+    let receive = || {
+        let mut buffer = [0u8; 512];
+        let length = notify
+            .recv(&mut buffer)
+            .expect("a notification within the bound");
+        String::from_utf8_lossy(&buffer[..length]).into_owned()
+    };
+
+    let mut command = app_command();
+    command
+        .env("NOTIFY_SOCKET", &path)
+        .env("APP__SERVER__DRAIN_DELAY", "0s");
+    let mut service = Service::start(command);
+    let ready = receive();
+    assert_eq!(
+        ready,
+        format!("READY=1\nSTATUS=serving on {}", service.addr)
+    );
+    assert_eq!(service.get("/readyz").status, 200);
+
+    service.signal("TERM");
+    assert_eq!(receive(), "STOPPING=1");
+    assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
+    notify.set_nonblocking(true).unwrap();
+    let mut buffer = [0u8; 64];
+    assert!(
+        notify.recv(&mut buffer).is_err(),
+        "a notification after STOPPING=1"
+    );
+}
+
+#[test]
+fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
+    let Some(activate) = tool_or_skip("systemd-socket-activate", "apt-get install -y systemd")
+    else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    // systemd-socket-activate listens, then runs the service with the
+    // socket as descriptor 3 when the first connection arrives. The service
+    // is told to bind elsewhere, to show that it does not.
+    let mut activator = Command::new(activate)
+        .args(["--listen", &address, app_binary(), "--config-dir"])
+        .arg(config_dir())
+        .args(["--listen", "127.0.0.1:1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + BOUND;
+    let mut stream = loop {
+        match TcpStream::connect(&address) {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(err) => panic!("nothing listens on {address}: {err}"),
+        }
+    };
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &activator.id().to_string()])
+        .status();
+    let finished = activator.wait_with_output_bounded();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "{response}\n{finished}"
+    );
+    // systemd-socket-activate passes no environment, so the log is text.
+    assert!(finished.contains("socket=\"from systemd\""), "{finished}");
+}
+
+trait WaitBounded {
+    /// Waits up to `BOUND` for the process to exit (killing it after) and
+    /// returns what it printed.
+    fn wait_with_output_bounded(&mut self) -> String;
+}
+
+impl WaitBounded for std::process::Child {
+    fn wait_with_output_bounded(&mut self) -> String {
+        let deadline = Instant::now() + BOUND;
+        while self.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.wait();
+        let mut printed = String::new();
+        if let Some(mut stdout) = self.stdout.take() {
+            let _ = stdout.read_to_string(&mut printed);
+        }
+        if let Some(mut stderr) = self.stderr.take() {
+            let _ = stderr.read_to_string(&mut printed);
+        }
+        printed
+    }
+}
