@@ -56,7 +56,6 @@ impl Doctor {
                 "checks in the test suite, and benchmarks",
                 vec![
                     Check::tool(Tool::Actionlint),
-                    Check::tool(Tool::KubernetesValidate),
                     Check::tool(Tool::Hyperfine),
                     Check::tool(Tool::Wrk),
                     Check::tool(Tool::Go),
