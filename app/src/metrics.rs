@@ -187,13 +187,15 @@ impl Collector for ProcessCollector {
                 "Maximum number of open file descriptors",
                 process.max_fds as f64,
             ),
+        ];
+        let start_time = process.start_time.map(|start| {
             (
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds",
-                process.start_time,
-            ),
-        ];
-        for (name, help, value) in gauges {
+                start,
+            )
+        });
+        for (name, help, value) in gauges.into_iter().chain(start_time) {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
@@ -208,7 +210,9 @@ struct ProcessStats {
     virtual_bytes: u64,
     open_fds: u64,
     max_fds: u64,
-    start_time: f64,
+    /// Needs the boot time from `/proc/stat`, which a sandbox may hide
+    /// (systemd's `ProcSubset=pid`).
+    start_time: Option<f64>,
 }
 
 impl ProcessStats {
@@ -216,7 +220,7 @@ impl ProcessStats {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-        let system = std::fs::read_to_string("/proc/stat").ok()?;
+        let system = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
         ProcessStats::parse(&stat, &status, &limits, &system, open_fds)
     }
@@ -251,19 +255,17 @@ impl ProcessStats {
             .nth(3)?
             .parse()
             .ok()?;
-        let boot_time: u64 = system
+        let boot_time: Option<u64> = system
             .lines()
-            .find_map(|line| line.strip_prefix("btime "))?
-            .trim()
-            .parse()
-            .ok()?;
+            .find_map(|line| line.strip_prefix("btime "))
+            .and_then(|value| value.trim().parse().ok());
         Some(ProcessStats {
             cpu_seconds: (user_ticks + system_ticks) as f64 / TICKS_PER_SECOND,
             resident_bytes: resident_kib * 1024,
             virtual_bytes,
             open_fds,
             max_fds,
-            start_time: boot_time as f64 + start_ticks as f64 / TICKS_PER_SECOND,
+            start_time: boot_time.map(|boot| boot as f64 + start_ticks as f64 / TICKS_PER_SECOND),
         })
     }
 }
@@ -286,9 +288,12 @@ mod tests {
                 virtual_bytes: 987_654_321,
                 open_fds: 9,
                 max_fds: 1024,
-                start_time: 1_764_000_123.45,
+                start_time: Some(1_764_000_123.45),
             })
         );
+        let sandboxed =
+            ProcessStats::parse(stat, status, limits, "", 9).expect("everything but /proc/stat");
+        assert_eq!(sandboxed.start_time, None);
         assert_eq!(
             ProcessStats::parse("garbage", status, limits, system, 9),
             None
@@ -299,7 +304,9 @@ mod tests {
     fn the_real_process_is_readable() {
         let stats = ProcessStats::read().expect("/proc/self is readable on Linux");
         assert!(
-            stats.resident_bytes > 0 && stats.open_fds > 0 && stats.start_time > 1.0e9,
+            stats.resident_bytes > 0
+                && stats.open_fds > 0
+                && stats.start_time.is_some_and(|start| start > 1.0e9),
             "{stats:?}"
         );
     }
