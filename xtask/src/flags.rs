@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// every task appears here exactly once.
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["build", "test", "lint", "ci", "bench"]),
-    ("Release", &["dist", "release", "image", "version"]),
+    ("Release", &["dist", "release", "image", "units", "version"]),
     ("Maintain", &["doctor", "clean", "help"]),
 ];
 
@@ -75,6 +75,8 @@ pub enum Task {
     Release(crate::dist::Release),
     /// Build a multi-platform OCI image of the dist binaries, no daemon needed
     Image(crate::image::Image),
+    /// Render the systemd units and supervisord program for the service
+    Units(crate::units::Units),
     /// Print the version stamp (commit, branch, build time) builds embed
     Version(crate::version::Version),
     /// Show what each task needs, what is missing, and how to install it

@@ -21,6 +21,7 @@ mod stamp;
 mod targets;
 mod test;
 mod tools;
+mod units;
 mod version;
 
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Dist(task) => task.run(&ctx),
         Task::Release(task) => task.run(&ctx),
         Task::Image(task) => task.run(&ctx),
+        Task::Units(task) => task.run(&ctx),
         Task::Doctor(task) => task.run(&ctx),
         Task::Clean(task) => task.run(&ctx),
         Task::Bench(task) => task.run(&ctx),
