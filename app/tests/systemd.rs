@@ -72,14 +72,7 @@ fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + BOUND;
-    let mut stream = loop {
-        match TcpStream::connect(&address) {
-            Ok(stream) => break stream,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(err) => panic!("nothing listens on {address}: {err}"),
-        }
-    };
+    let mut stream = connect_once_listening(&address);
     stream.set_read_timeout(Some(BOUND)).unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
@@ -96,6 +89,19 @@ fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
     );
     // systemd-socket-activate passes no environment, so the log is text.
     assert!(finished.contains("socket=\"from systemd\""), "{finished}");
+}
+
+/// A connection to `address`, retried until something listens there (up to
+/// `BOUND`).
+fn connect_once_listening(address: &str) -> TcpStream {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        match TcpStream::connect(address) {
+            Ok(stream) => return stream,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(err) => panic!("nothing listens on {address}: {err}"),
+        }
+    }
 }
 
 trait WaitBounded {
@@ -124,4 +130,47 @@ impl WaitBounded for std::process::Child {
         }
         printed
     }
+}
+
+#[test]
+fn more_than_one_passed_socket_is_a_clear_error() {
+    let Some(activate) = tool_or_skip("systemd-socket-activate", "apt-get install -y systemd")
+    else {
+        return;
+    };
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (first, second) = (free(), free());
+    let mut activator = Command::new(activate)
+        .args([
+            "--listen",
+            &first,
+            "--listen",
+            &second,
+            app_binary(),
+            "--config-dir",
+        ])
+        .arg(config_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The service starts with the first connection, held open meanwhile.
+    let _held = connect_once_listening(&first);
+    let printed = activator.wait_with_output_bounded();
+    let status = activator.try_wait().unwrap().expect("the service exited");
+    assert_eq!(status.code(), Some(4), "{printed}");
+    let error = printed
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(
+        error.contains("systemd passed 2 sockets") && error.contains("one ListenStream="),
+        "{error}"
+    );
 }

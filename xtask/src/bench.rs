@@ -16,6 +16,7 @@ use xshell::cmd;
 use crate::build::Build;
 use crate::exec::Ctx;
 use crate::tools::{self, Tool};
+use crate::util::write_atomically;
 
 #[derive(clap::Args, Debug)]
 pub struct Bench {
@@ -325,11 +326,8 @@ fn print_report(report: &Report) {
 fn write_report(dir: &Path, report: &Report) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let path = dir.join("service.json");
-    let temporary = dir.join(".service.json.tmp");
     let json = serde_json::to_string_pretty(report).context("serialize the report")?;
-    std::fs::write(&temporary, json).with_context(|| format!("write {}", temporary.display()))?;
-    std::fs::rename(&temporary, &path)
-        .with_context(|| format!("move the report into {}", path.display()))?;
+    write_atomically(&path, json.as_bytes())?;
     println!("report: {}", path.display());
     Ok(())
 }

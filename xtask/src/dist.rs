@@ -71,13 +71,13 @@ impl Release {
             );
         }
         let git = tools::require(Tool::Git)?;
-        let sh = &ctx.sh;
-        let tags = cmd!(sh, "{git} tag --points-at HEAD")
-            .quiet()
-            .read()
-            .context("list the tags on HEAD")?;
         let expected_tag = format!("v{}", ctx.project.version);
-        let version_tags: Vec<&str> = tags.lines().filter(|tag| is_version_tag(tag)).collect();
+        let version_tags: Vec<&str> = stamp
+            .tags
+            .iter()
+            .map(String::as_str)
+            .filter(|tag| is_version_tag(tag))
+            .collect();
         if !version_tags.is_empty() && !version_tags.contains(&expected_tag.as_str()) {
             bail!(
                 "HEAD is tagged {} but the version in Cargo.toml is {}: tag the commit {expected_tag}, or set the version to match the tag",

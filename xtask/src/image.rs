@@ -24,6 +24,7 @@ use crate::manifest::{
 };
 use crate::targets::{self, Target};
 use crate::tools::{self, Tool};
+use crate::util::write_atomically;
 
 #[derive(clap::Args, Debug)]
 pub struct Image {
@@ -409,13 +410,6 @@ fn write_layout(dist_dir: &Path, files: &[Entry]) -> Result<()> {
     }
     std::fs::rename(&staging, &layout)
         .with_context(|| format!("move the new layout into {}", layout.display()))
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().context("a file path")?.to_string_lossy();
-    let temporary = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&temporary, bytes).with_context(|| format!("write {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("move {} into place", path.display()))
 }
 
 /// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ` (for a source date without a

@@ -22,6 +22,7 @@ mod targets;
 mod test;
 mod tools;
 mod units;
+mod util;
 mod version;
 
 use std::process::ExitCode;

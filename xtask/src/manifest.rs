@@ -192,6 +192,7 @@ mod tests {
             source_date_epoch: 1_706_929_506,
             rustc: "rustc 1.95.0".into(),
             host: "x86_64-unknown-linux-gnu".into(),
+            tags: vec!["v0.1.0".into()],
         };
         Manifest::new(
             "app",

@@ -40,6 +40,8 @@ pub struct Stamp {
     pub rustc: String,
     /// The host's target triple (`rustc -vV`).
     pub host: String,
+    /// The tags on HEAD, sorted; read with the commit, for `release`.
+    pub tags: Vec<String>,
 }
 
 /// The stamp as `version --json` prints it and the app's `--version --json`
@@ -65,6 +67,7 @@ struct GitFacts {
     commit: String,
     commit_short: String,
     branch: String,
+    tags: Vec<String>,
     dirty: bool,
     commit_time: String,
     commit_epoch: u64,
@@ -92,6 +95,7 @@ impl Stamp {
                 commit: git.commit,
                 commit_short: git.commit_short,
                 branch: git.branch,
+                tags: git.tags,
                 dirty: git.dirty,
                 commit_time: git.commit_time,
                 source_date_epoch: epoch_override.unwrap_or(git.commit_epoch),
@@ -104,6 +108,7 @@ impl Stamp {
                 commit: UNKNOWN.into(),
                 commit_short: UNKNOWN.into(),
                 branch: UNKNOWN.into(),
+                tags: Vec::new(),
                 dirty: false,
                 commit_time: UNKNOWN.into(),
                 source_date_epoch: epoch_override.unwrap_or(0),
@@ -191,7 +196,8 @@ fn read_git(sh: &Shell, root: &Path, target_dir: &Path) -> Result<Option<GitFact
         .quiet()
         .read()
         .context("describe the commit with git describe")?;
-    let branch = branch_from_decorations(decorations);
+    let tags = tags_from_decorations(decorations);
+    let branch = branch_from_decorations(decorations, &tags);
     // Build outputs are not source changes, even when the target directory
     // sits in the checkout without being ignored (CARGO_TARGET_DIR=build).
     let exclude_target: Vec<String> = target_dir
@@ -215,6 +221,7 @@ fn read_git(sh: &Shell, root: &Path, target_dir: &Path) -> Result<Option<GitFact
         commit: commit.to_owned(),
         commit_short: commit_short.to_owned(),
         branch,
+        tags,
         dirty: !status.is_empty(),
         commit_time: commit_time.to_owned(),
         commit_epoch: commit_epoch
@@ -234,20 +241,29 @@ fn source_date_epoch_from_env() -> Result<Option<u64>> {
     }
 }
 
-/// The branch HEAD is on, from `git log --format=%D`; when HEAD is
-/// detached, the first tag on it, else `HEAD`.
-fn branch_from_decorations(decorations: &str) -> String {
-    let refs: Vec<&str> = decorations.split(", ").map(str::trim).collect();
-    if let Some(branch) = refs.iter().find_map(|name| name.strip_prefix("HEAD -> ")) {
-        return branch.to_owned();
-    }
-    let mut tags: Vec<&str> = refs
-        .iter()
-        .filter_map(|name| name.strip_prefix("tag: "))
+/// The tags on HEAD, sorted, from `git log --format=%D`
+/// (`HEAD -> main, tag: v0.1.0, origin/main`).
+fn tags_from_decorations(decorations: &str) -> Vec<String> {
+    let mut tags: Vec<String> = decorations
+        .split(", ")
+        .filter_map(|name| name.trim().strip_prefix("tag: "))
+        .map(str::to_owned)
         .collect();
     tags.sort_unstable();
-    tags.first()
-        .map_or_else(|| "HEAD".to_owned(), |tag| (*tag).to_owned())
+    tags
+}
+
+/// The branch HEAD is on, from `git log --format=%D`; when HEAD is
+/// detached, the first of its tags, else `HEAD`.
+fn branch_from_decorations(decorations: &str, tags: &[String]) -> String {
+    let branch = decorations
+        .split(", ")
+        .find_map(|name| name.trim().strip_prefix("HEAD -> "));
+    match (branch, tags.first()) {
+        (Some(branch), _) => branch.to_owned(),
+        (None, Some(tag)) => tag.clone(),
+        (None, None) => "HEAD".to_owned(),
+    }
 }
 
 /// Reads `rustc 1.95.0 (...)` and the host triple out of `rustc -vV`.
@@ -269,15 +285,25 @@ mod tests {
 
     #[test]
     fn branches_and_tags_are_read_from_decorations() {
-        let check = |decorations: &str, expected: &str| {
-            assert_eq!(branch_from_decorations(decorations), expected)
+        let check = |decorations: &str, branch: &str, tags: &[&str]| {
+            let found = tags_from_decorations(decorations);
+            assert_eq!(found, tags, "{decorations}");
+            assert_eq!(
+                branch_from_decorations(decorations, &found),
+                branch,
+                "{decorations}"
+            );
         };
-        check("HEAD -> main, origin/main", "main");
-        check("HEAD -> feature/x, tag: v1.0.0", "feature/x");
-        check("grafted, HEAD -> main", "main");
-        check("HEAD, tag: v0.2.0, tag: v0.1.0, origin/main", "v0.1.0");
-        check("HEAD", "HEAD");
-        check("", "HEAD");
+        check("HEAD -> main, origin/main", "main", &[]);
+        check("HEAD -> feature/x, tag: v1.0.0", "feature/x", &["v1.0.0"]);
+        check("grafted, HEAD -> main", "main", &[]);
+        check(
+            "HEAD, tag: v0.2.0, tag: v0.1.0, origin/main",
+            "v0.1.0",
+            &["v0.1.0", "v0.2.0"],
+        );
+        check("HEAD", "HEAD", &[]);
+        check("", "HEAD", &[]);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 
 use crate::exec::Ctx;
 use crate::project::Settings;
+use crate::util::write_atomically;
 
 #[derive(clap::Args, Debug)]
 pub struct Units {
@@ -48,11 +49,7 @@ impl Units {
         std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
         for (name, text) in &files {
             let path = out.join(name);
-            let temporary = out.join(format!(".{name}.tmp-{}", std::process::id()));
-            std::fs::write(&temporary, text)
-                .with_context(|| format!("write {}", temporary.display()))?;
-            std::fs::rename(&temporary, &path)
-                .with_context(|| format!("move {} into place", path.display()))?;
+            write_atomically(&path, text.as_bytes())?;
             println!("{}", path.display());
         }
         Ok(())
