@@ -88,6 +88,9 @@ pub struct Server {
     pub drain_delay: Duration,
     /// How long to wait for in-flight requests once accepting stops.
     pub drain_timeout: Duration,
+    /// How long an upgrade (SIGHUP) waits for the new process to report
+    /// ready before it gives up, stops it, and keeps serving.
+    pub upgrade_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +135,8 @@ struct ServerLayer {
     drain_delay: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
     drain_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    upgrade_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +253,7 @@ impl Settings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 drain_delay: Duration::from_secs(5),
                 drain_timeout: Duration::from_secs(30),
+                upgrade_timeout: Duration::from_secs(30),
             },
             log: Log {
                 format: LogFormat::Text,
@@ -310,6 +316,7 @@ impl Settings {
         set(&mut self.server.listen, server.listen);
         set(&mut self.server.drain_delay, server.drain_delay);
         set(&mut self.server.drain_timeout, server.drain_timeout);
+        set(&mut self.server.upgrade_timeout, server.upgrade_timeout);
         set(&mut self.log.format, log.format);
         set(&mut self.log.level, log.level);
         set(&mut self.service.name, service.name);
@@ -322,6 +329,9 @@ impl Settings {
         }
         if self.server.drain_timeout.is_zero() {
             bail!("server.drain_timeout is 0s: in-flight requests need time to finish, e.g. 30s");
+        }
+        if self.server.upgrade_timeout.is_zero() {
+            bail!("server.upgrade_timeout is 0s: a new process needs time to start, e.g. 30s");
         }
         Ok(())
     }
@@ -341,6 +351,7 @@ impl Settings {
             listen: String,
             drain_delay: String,
             drain_timeout: String,
+            upgrade_timeout: String,
         }
         #[derive(Serialize)]
         struct LogView {
@@ -361,6 +372,7 @@ impl Settings {
                 listen: self.server.listen.to_string(),
                 drain_delay: format_duration(self.server.drain_delay),
                 drain_timeout: format_duration(self.server.drain_timeout),
+                upgrade_timeout: format_duration(self.server.upgrade_timeout),
             },
             log: LogView {
                 format: self.log.format,

@@ -35,6 +35,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The answer of `GET /`, which depends only on settings.
     greeting: Greeting,
+    /// The answer of `GET /healthz`, with the pid, which tells the processes
+    /// apart across upgrades.
+    health: axum::body::Bytes,
 }
 
 #[derive(Serialize)]
@@ -61,6 +64,9 @@ impl Shared {
             lifecycle,
             metrics,
             greeting,
+            health: json!({"status": "ok", "pid": std::process::id()})
+                .to_string()
+                .into(),
         })
     }
 }
@@ -105,10 +111,10 @@ async fn greet(State(state): State<AppState>, Json(request): Json<GreetRequest>)
 
 /// Liveness: the process can answer. It checks nothing else, so that a slow
 /// dependency never gets a healthy process restarted.
-async fn healthz() -> Response {
+async fn healthz(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        r#"{"status":"ok"}"#,
+        state.health.clone(),
     )
         .into_response()
 }

@@ -1,6 +1,7 @@
 //! The one state machine of the process: starting → ready → draining →
-//! stopped. `/readyz`, the request middleware and the shutdown sequence all
-//! read it, so they can never disagree about whether the service is ready.
+//! stopped → closing. `/readyz`, the request middleware, the accept loop and
+//! the shutdown sequence all read it, so they can never disagree about
+//! whether the service is ready or accepting.
 
 use tokio::sync::watch;
 
@@ -11,10 +12,15 @@ pub enum State {
     /// Accepting and serving; `/readyz` answers 200.
     Ready,
     /// A stop was requested: still serving, `/readyz` answers 503 so that
-    /// load balancers move traffic away before accepting stops.
+    /// load balancers move traffic away before accepting stops. From here
+    /// on, every response carries `Connection: close`.
     Draining,
-    /// No longer accepting; in-flight requests are finishing.
+    /// No longer accepting (the listening socket is closed, or left to the
+    /// process that took over); open connections get their next response
+    /// with `Connection: close`, so keep-alive clients reconnect cleanly.
     Stopped,
+    /// Idle connections are closed; in-flight requests are finishing.
+    Closing,
 }
 
 impl State {
@@ -24,6 +30,7 @@ impl State {
             State::Ready => "ready",
             State::Draining => "draining",
             State::Stopped => "stopped",
+            State::Closing => "closing",
         }
     }
 }
@@ -87,6 +94,8 @@ mod tests {
         check(State::Draining, State::Draining);
         check(State::Ready, State::Draining);
         check(State::Stopped, State::Stopped);
+        check(State::Draining, State::Stopped);
+        check(State::Closing, State::Closing);
         assert!(!lifecycle.is_ready());
     }
 }

@@ -35,6 +35,10 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 const FLUSH_SIZE: usize = 64 * 1024;
 /// Beyond this, lines are dropped (and counted) until stdout catches up.
 const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+/// During an upgrade two processes write to the same stdout. A pipe write
+/// of at most `PIPE_BUF` (4096 bytes on Linux) is never interleaved with
+/// another's, so lines go out in whole-line writes of at most this size.
+const ATOMIC_WRITE: usize = 4096;
 
 pub fn init(log: &Log) {
     let level = match log.level {
@@ -89,13 +93,36 @@ impl Buffer {
         let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
         let pending =
             std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner));
-        if !pending.is_empty() {
-            // Nowhere to report a failed log write; the next flush retries
-            // with new lines.
-            let _ = output.write_all(&pending);
-            let _ = output.flush();
+        // Nowhere to report a failed log write; the next flush retries with
+        // new lines.
+        for chunk in whole_line_chunks(&pending, ATOMIC_WRITE) {
+            let _ = output.write_all(chunk);
         }
+        let _ = output.flush();
     }
+}
+
+/// `text` cut after newlines into pieces of at most `limit` bytes; a line
+/// longer than `limit` is a piece of its own.
+fn whole_line_chunks(text: &[u8], limit: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let window = &rest[..rest.len().min(limit)];
+        let end = match window.iter().rposition(|byte| *byte == b'\n') {
+            Some(newline) if rest.len() > limit => newline + 1,
+            _ if rest.len() <= limit => rest.len(),
+            _ => rest
+                .iter()
+                .position(|byte| *byte == b'\n')
+                .map_or(rest.len(), |newline| newline + 1),
+        };
+        let (chunk, after) = rest.split_at(end);
+        rest = after;
+        Some(chunk)
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -311,6 +338,21 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdout_writes_are_whole_lines_of_at_most_the_atomic_size() {
+        let check = |text: &str, limit: usize, expected: &[&str]| {
+            let chunks: Vec<&[u8]> = whole_line_chunks(text.as_bytes(), limit).collect();
+            let expected: Vec<&[u8]> = expected.iter().map(|chunk| chunk.as_bytes()).collect();
+            assert_eq!(chunks, expected, "{text:?} by {limit}");
+        };
+        check("", 8, &[]);
+        check("ab\ncd\n", 8, &["ab\ncd\n"]);
+        check("ab\ncd\nef\n", 8, &["ab\ncd\n", "ef\n"]);
+        check("abcdefghij\nk\n", 8, &["abcdefghij\n", "k\n"]);
+        check("a\nbcdefghijk\n", 8, &["a\n", "bcdefghijk\n"]);
+        check("abcdefghijk", 8, &["abcdefghijk"]);
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

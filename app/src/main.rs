@@ -7,10 +7,12 @@ mod cli;
 mod config;
 mod http;
 mod lifecycle;
+mod listener;
 mod logging;
 mod metrics;
 mod server;
 mod systemd;
+mod upgrade;
 
 use std::process::ExitCode;
 

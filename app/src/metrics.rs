@@ -46,6 +46,8 @@ pub struct Metrics {
     requests: Family<HttpLabels, Counter>,
     latency: LatencyFamily,
     in_flight: Gauge,
+    connections_open: Gauge,
+    upgrades_failed: Counter,
 }
 
 impl Metrics {
@@ -71,6 +73,18 @@ impl Metrics {
             "HTTP requests being handled now",
             in_flight.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "Client connections open now, idle keep-alive ones included",
+            connections_open.clone(),
+        );
+        let upgrades_failed = Counter::default();
+        registry.register(
+            "app_upgrades_failed",
+            "Upgrades (SIGHUP) after which this process kept serving because the new one failed",
+            upgrades_failed.clone(),
+        );
         registry.register(
             "app_build",
             "The build this process runs, from its version stamp",
@@ -88,6 +102,8 @@ impl Metrics {
             requests,
             latency,
             in_flight,
+            connections_open,
+            upgrades_failed,
         }
     }
 
@@ -100,6 +116,14 @@ impl Metrics {
 
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    pub fn connections_open(&self) -> &Gauge {
+        &self.connections_open
+    }
+
+    pub fn upgrades_failed(&self) -> &Counter {
+        &self.upgrades_failed
     }
 
     /// The OpenMetrics text of every metric.

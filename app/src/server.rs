@@ -1,22 +1,38 @@
-//! Running the service: bind, serve, and the shutdown sequence.
+//! Running the service: listen, serve, upgrade, and the shutdown sequence.
 //!
 //! On SIGTERM or SIGINT the lifecycle turns to draining (`/readyz` answers
-//! 503 at once) and the service keeps serving for `drain_delay`, so that load
-//! balancers notice; then it stops accepting and waits up to `drain_timeout`
-//! for in-flight requests, and returns. A second signal exits at once.
+//! 503 at once, responses carry `Connection: close`) and the service keeps
+//! serving for `drain_delay`, so that load balancers notice. On SIGHUP or
+//! SIGUSR2 it starts the new binary with the listening socket (see
+//! `upgrade`) and, once that reports ready, skips straight to the next step.
+//! Either way it then stops accepting, gives keep-alive clients up to
+//! `KEEP_ALIVE_GRACE` to take their last response and leave, closes the idle
+//! connections that remain, waits up to `drain_timeout` (counted from when
+//! accepting stopped) for in-flight requests, and returns. A second stop
+//! signal exits at once.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use axum::serve::ListenerExt;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::build_info::BUILD_INFO;
 use crate::config::{Settings, format_duration};
 use crate::http::{self, Shared};
 use crate::lifecycle::{Lifecycle, State};
+use crate::listener::{Connections, StoppableListener};
 use crate::metrics::Metrics;
+use crate::systemd::Notifier;
+use crate::upgrade::{self, Program, ReadySignal};
+
+/// How long keep-alive connections may stay open after accepting stopped,
+/// so that each active one gets a response with `Connection: close` instead
+/// of being closed under a request it is sending. Idle ones are closed after.
+const KEEP_ALIVE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why serving failed; each maps to its own exit code.
 #[derive(Debug)]
@@ -36,69 +52,161 @@ pub fn run(settings: Settings) -> Result<(), ServeError> {
     runtime.block_on(serve(settings))
 }
 
+/// Where the listening socket came from.
+enum Origin {
+    Bound,
+    Systemd,
+    /// From the process this one replaces, which waits for the signal.
+    Upgrade(ReadySignal),
+}
+
+/// Why the serving loop ended.
+enum Stop {
+    Signal(i32),
+    HandedOver { pid: u32 },
+}
+
 async fn serve(settings: Settings) -> Result<(), ServeError> {
     // Registered before listening, so that an early SIGTERM drains instead
-    // of killing the process.
+    // of killing the process, and an early SIGHUP does not kill it either.
     let mut signals = Signals::new().map_err(ServeError::Runtime)?;
-    let notifier = crate::systemd::Notifier::from_env();
-    let (listener, inherited) = listen(settings.server.listen).map_err(ServeError::Listen)?;
+    let program = Program::from_start();
+    let notifier = Notifier::from_env();
+    let (listener, origin) = listen(settings.server.listen).map_err(ServeError::Listen)?;
+    // A second descriptor for the same socket, to hand to a new process
+    // while the server owns the first.
+    let handover_socket = listener
+        .try_clone()
+        .context("duplicate the listening socket")
+        .map_err(ServeError::Listen)?;
     let local_addr = listener
         .local_addr()
         .map_err(|err| ServeError::Listen(err.into()))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .context("register the listening socket")
+        .map_err(ServeError::Listen)?;
 
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
     let metrics = Arc::new(Metrics::new(&BUILD_INFO));
+    let connections = Connections::new(metrics.connections_open().clone());
     let app = http::router(Shared::new(
         settings.clone(),
         lifecycle.clone(),
         metrics.clone(),
     ));
 
-    let stopped = lifecycle.clone();
-    let listener = listener.tap_io(|stream| {
-        // Small responses go out at once instead of waiting for an ACK.
-        let _ = stream.set_nodelay(true);
-    });
+    let listener = StoppableListener::new(listener, lifecycle.clone(), connections.clone())
+        .map_err(|err| ServeError::Listen(err.into()))?;
+    let closing = lifecycle.clone();
     let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped.reached(State::Stopped).await });
+        .with_graceful_shutdown(async move { closing.reached(State::Closing).await });
     let mut server = tokio::spawn(async move { server.await });
 
     lifecycle.advance(State::Ready);
     info!(
         addr = %local_addr,
+        pid = std::process::id(),
         env = settings.env.name(),
         version = BUILD_INFO.version,
         commit = BUILD_INFO.commit_short,
-        socket = if inherited { "from systemd" } else { "bound" },
+        socket = match origin {
+            Origin::Bound => "bound",
+            Origin::Systemd => "from systemd",
+            Origin::Upgrade(_) => "from the previous process",
+        },
         "listening"
     );
-    notifier.notify(&format!("READY=1\nSTATUS=serving on {local_addr}"));
+    let serving = format!("STATUS=serving on {local_addr}");
+    match origin {
+        // Under `NotifyAccess=main` systemd would drop this process's
+        // messages until the old one names it with MAINPID=, which it does
+        // once it reads this.
+        Origin::Upgrade(ready) => ready.report(),
+        Origin::Bound | Origin::Systemd => notifier.notify(&format!("READY=1\n{serving}")),
+    }
 
-    let signal = tokio::select! {
-        signal = signals.next() => signal,
-        outcome = &mut server => {
-            return Err(ServeError::Runtime(anyhow!("the server stopped on its own: {outcome:?}")));
+    let mut upgrading: Option<Pin<Box<dyn Future<Output = anyhow::Result<u32>> + '_>>> = None;
+    let stop = loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Stop(number) => break Stop::Signal(number),
+                Signal::Upgrade(number) if upgrading.is_some() => {
+                    warn!(signal = number, "an upgrade is already running: ignoring the signal");
+                }
+                Signal::Upgrade(number) => {
+                    info!(signal = number, program = %program.path().display(), "upgrade requested");
+                    notifier.notify(&format!(
+                        "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=upgrading: starting {}",
+                        crate::systemd::monotonic_usec(),
+                        program.path().display()
+                    ));
+                    upgrading = Some(Box::pin(upgrade::start(
+                        &program,
+                        &handover_socket,
+                        settings.server.upgrade_timeout,
+                    )));
+                }
+            },
+            outcome = async { upgrading.as_mut().expect("guarded").await }, if upgrading.is_some() => {
+                upgrading = None;
+                match outcome {
+                    Ok(pid) => break Stop::HandedOver { pid },
+                    Err(err) => {
+                        metrics.upgrades_failed().inc();
+                        warn!(error = %format!("{err:#}"), "upgrade failed: still serving");
+                        notifier.notify(&format!("READY=1\n{serving}; the last upgrade failed"));
+                    }
+                }
+            }
+            outcome = &mut server => {
+                return Err(ServeError::Runtime(anyhow!("the server stopped on its own: {outcome:?}")));
+            }
         }
     };
-    lifecycle.advance(State::Draining);
-    notifier.notify("STOPPING=1");
-    info!(signal, drain_delay = %format_duration(settings.server.drain_delay), "stop requested: draining");
-    tokio::spawn(async move {
-        let second = signals.next().await;
-        warn!(signal = second, "second stop signal: exiting now");
-        crate::logging::flush();
-        std::process::exit(128 + second);
-    });
+    // A pending upgrade is abandoned here: dropping it stops the new process.
+    drop(upgrading);
+    drop(handover_socket);
 
-    tokio::time::sleep(settings.server.drain_delay).await;
+    // A stop signal that arrives during the drain: the next one exits at
+    // once; after a handover, where no stop was asked for yet, the first
+    // one only says that the drain is under way.
+    let patience = match stop {
+        Stop::Signal(_) => 1,
+        Stop::HandedOver { .. } => 2,
+    };
+    tokio::spawn(exit_on_stop_signals(signals, patience));
+    match stop {
+        Stop::Signal(signal) => {
+            lifecycle.advance(State::Draining);
+            notifier.notify("STOPPING=1");
+            info!(signal, drain_delay = %format_duration(settings.server.drain_delay), "stop requested: draining");
+            tokio::time::sleep(settings.server.drain_delay).await;
+        }
+        Stop::HandedOver { pid } => {
+            // From here on systemd follows the new process; this one sends
+            // nothing more, as `NotifyAccess=main` would refuse it.
+            notifier.notify(&format!("MAINPID={pid}\nREADY=1\n{serving}"));
+            lifecycle.advance(State::Draining);
+            info!(
+                new_pid = pid,
+                "upgrade complete: the new process serves; draining"
+            );
+        }
+    }
+
     lifecycle.advance(State::Stopped);
+    let deadline = Instant::now() + settings.server.drain_timeout;
+    let grace = KEEP_ALIVE_GRACE.min(settings.server.drain_timeout);
+    let _ = tokio::time::timeout(grace, connections.all_closed()).await;
+    lifecycle.advance(State::Closing);
     info!(
         in_flight = metrics.in_flight().get(),
+        connections = metrics.connections_open().get(),
         drain_timeout = %format_duration(settings.server.drain_timeout),
-        "stopped accepting: waiting for in-flight requests"
+        "closed idle connections: waiting for in-flight requests"
     );
-    match tokio::time::timeout(settings.server.drain_timeout, server).await {
+    match tokio::time::timeout_at(deadline, server).await {
         Ok(Ok(Ok(()))) => info!("stopped"),
         Ok(Ok(Err(err))) => return Err(ServeError::Runtime(anyhow!(err).context("serve"))),
         Ok(Err(join)) => return Err(ServeError::Runtime(anyhow!(join).context("serve"))),
@@ -110,32 +218,67 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// The socket systemd passed (socket activation), else a new one bound to
-/// `addr`. Either way it is made non-blocking before tokio registers it.
-fn listen(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, bool)> {
-    let (listener, inherited) = match crate::systemd::inherited_listener()? {
-        Some(listener) => (listener, true),
-        None => {
-            let listener = std::net::TcpListener::bind(addr).with_context(|| {
-                format!("listen on {addr} (is another process using it? set a free address with --listen)")
-            })?;
-            (listener, false)
+/// Exits with 128 + the signal number at the `patience`-th stop signal
+/// from now on; upgrade signals are ignored, since a drain is under way.
+async fn exit_on_stop_signals(mut signals: Signals, patience: u32) {
+    let mut seen = 0;
+    loop {
+        match signals.next().await {
+            Signal::Upgrade(number) => {
+                warn!(signal = number, "stopping: ignoring the upgrade signal");
+            }
+            Signal::Stop(number) => {
+                seen += 1;
+                if seen >= patience {
+                    warn!(signal = number, "stop signal while draining: exiting now");
+                    crate::logging::flush();
+                    std::process::exit(128 + number);
+                }
+                info!(signal = number, "stop signal: already draining");
+            }
         }
+    }
+}
+
+/// The socket handed over by the previous process (upgrade) or by systemd
+/// (socket activation), else a new one bound to `addr`. Either way it is
+/// made non-blocking before tokio registers it.
+fn listen(addr: SocketAddr) -> anyhow::Result<(std::net::TcpListener, Origin)> {
+    let (listener, origin) = if let Some(listener) = crate::systemd::inherited_listener()? {
+        (listener, Origin::Systemd)
+    } else if let Some(inherited) = upgrade::inherited()? {
+        (inherited.listener, Origin::Upgrade(inherited.ready))
+    } else {
+        let listener = std::net::TcpListener::bind(addr).with_context(|| {
+            format!(
+                "listen on {addr} (is another process using it? set a free address with --listen)"
+            )
+        })?;
+        (listener, Origin::Bound)
     };
     listener
         .set_nonblocking(true)
         .context("make the listening socket non-blocking")?;
-    let listener =
-        tokio::net::TcpListener::from_std(listener).context("register the listening socket")?;
-    Ok((listener, inherited))
+    Ok((listener, origin))
 }
 
-/// SIGTERM and SIGINT (Ctrl-C on Windows), as a stream of signal numbers.
+/// The signals the service acts on, by number.
+enum Signal {
+    /// SIGTERM or SIGINT.
+    Stop(i32),
+    /// SIGHUP or SIGUSR2.
+    Upgrade(i32),
+}
+
 struct Signals {
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    user2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -146,24 +289,28 @@ impl Signals {
             Ok(Signals {
                 terminate: signal(SignalKind::terminate()).context("listen for SIGTERM")?,
                 interrupt: signal(SignalKind::interrupt()).context("listen for SIGINT")?,
+                hangup: signal(SignalKind::hangup()).context("listen for SIGHUP")?,
+                user2: signal(SignalKind::user_defined2()).context("listen for SIGUSR2")?,
             })
         }
         #[cfg(not(unix))]
         Ok(Signals {})
     }
 
-    async fn next(&mut self) -> i32 {
+    async fn next(&mut self) -> Signal {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = self.terminate.recv() => 15,
-                _ = self.interrupt.recv() => 2,
+                _ = self.terminate.recv() => Signal::Stop(libc::SIGTERM),
+                _ = self.interrupt.recv() => Signal::Stop(libc::SIGINT),
+                _ = self.hangup.recv() => Signal::Upgrade(libc::SIGHUP),
+                _ = self.user2.recv() => Signal::Upgrade(libc::SIGUSR2),
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
-            2
+            Signal::Stop(2)
         }
     }
 }

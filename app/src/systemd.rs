@@ -1,8 +1,10 @@
 //! The systemd side of the lifecycle, both no-ops outside systemd:
 //! the listening socket systemd passes (`LISTEN_FDS`, socket activation, so
 //! that systemd owns the port and a restart queues connections instead of
-//! refusing them), and the notify protocol (`READY=1` once serving,
-//! `STOPPING=1` when a stop begins) for `Type=notify` units.
+//! refusing them), and the notify protocol for `Type=notify` units:
+//! `READY=1` once serving, `RELOADING=1` when an upgrade starts,
+//! `MAINPID=<new pid>` with `READY=1` when the new process took over (or
+//! `READY=1` alone when the upgrade failed), `STOPPING=1` when a stop begins.
 
 use anyhow::Result;
 
@@ -89,4 +91,22 @@ impl Notifier {
         #[cfg(not(target_os = "linux"))]
         let _ = state;
     }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, which systemd wants with `RELOADING=1`
+/// (`MONOTONIC_USEC=`) to tell this reload from an earlier one.
+#[cfg(target_os = "linux")]
+pub fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn monotonic_usec() -> u64 {
+    0
 }
