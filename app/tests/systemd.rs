@@ -2,6 +2,8 @@
 //! socket standing in for `NOTIFY_SOCKET`, and `systemd-socket-activate`
 //! passing the listening socket (socket activation).
 
+#![cfg(target_os = "linux")]
+
 mod support;
 
 use std::io::{Read, Write};
@@ -12,8 +14,11 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
+/// The exact notifications through start, an upgrade (SIGHUP) and a stop,
+/// as a `Type=notify` unit with `NotifyAccess=main` would receive them.
 #[test]
-fn notifications_follow_the_lifecycle() {
+fn notifications_follow_start_upgrade_and_stop() {
+    become_subreaper();
     let scratch = tempfile::tempdir().unwrap();
     let path = scratch.path().join("notify");
     let notify = UnixDatagram::bind(&path).unwrap();
@@ -31,16 +36,38 @@ fn notifications_follow_the_lifecycle() {
         .env("NOTIFY_SOCKET", &path)
         .env("APP__SERVER__DRAIN_DELAY", "0s");
     let mut service = Service::start(command);
-    let ready = receive();
-    assert_eq!(
-        ready,
-        format!("READY=1\nSTATUS=serving on {}", service.addr)
-    );
+    let serving = format!("STATUS=serving on {}", service.addr);
+    assert_eq!(receive(), format!("READY=1\n{serving}"));
     assert_eq!(service.get("/readyz").status, 200);
 
-    service.signal("TERM");
-    assert_eq!(receive(), "STOPPING=1");
+    service.signal("HUP");
+    let reloading = receive();
+    let lines: Vec<&str> = reloading.lines().collect();
+    assert_eq!(lines.len(), 3, "{reloading}");
+    assert_eq!(lines[0], "RELOADING=1");
+    let stamp: u64 = lines[1]
+        .strip_prefix("MONOTONIC_USEC=")
+        .and_then(|usec| usec.parse().ok())
+        .unwrap_or_else(|| panic!("{reloading}"));
+    assert!(stamp > 0, "{reloading}");
+    assert_eq!(
+        lines[2],
+        format!("STATUS=upgrading: starting {}", app_binary())
+    );
+    let handover = receive();
+    let new_pid: u32 = handover
+        .strip_prefix("MAINPID=")
+        .and_then(|rest| rest.split_once('\n'))
+        .and_then(|(pid, _)| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{handover}"));
+    assert_eq!(handover, format!("MAINPID={new_pid}\nREADY=1\n{serving}"));
+    // The old process exits without a word: it is no longer the main one.
     assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
+    assert_eq!(service.get("/healthz").json()["pid"], new_pid);
+
+    send_signal(new_pid, libc::SIGTERM);
+    assert_eq!(receive(), "STOPPING=1");
+    assert_eq!(reap(new_pid), 0, "{}", service.output());
     notify.set_nonblocking(true).unwrap();
     let mut buffer = [0u8; 64];
     assert!(

@@ -64,17 +64,23 @@ impl Lines {
 
     /// The first line that satisfies `matches`, waiting up to `BOUND`.
     pub fn wait_for(&self, matches: impl Fn(&str) -> bool) -> String {
+        self.wait_for_nth(1, matches)
+    }
+
+    /// The `n`th line (counting from 1) that satisfies `matches`, waiting up
+    /// to `BOUND`.
+    pub fn wait_for_nth(&self, n: usize, matches: impl Fn(&str) -> bool) -> String {
         let (lines, changed) = &*self.0;
         let deadline = Instant::now() + BOUND;
         let mut guard = lines.lock().unwrap();
         loop {
-            if let Some(line) = guard.iter().find(|line| matches(line)) {
+            if let Some(line) = guard.iter().filter(|line| matches(line)).nth(n - 1) {
                 return line.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
-                "no such line within {BOUND:?}; got:\n{}",
+                "no line number {n} of its kind within {BOUND:?}; got:\n{}",
                 guard.join("\n")
             );
             guard = changed.wait_timeout(guard, left).unwrap().0;
@@ -212,5 +218,55 @@ fn parse_response(raw: &str) -> Response {
         status: status.unwrap_or_else(|| panic!("no status in {raw:?}")),
         headers,
         body: body.to_owned(),
+    }
+}
+
+/// Makes this process inherit its orphaned descendants (the processes
+/// upgrades start), so that `reap` can wait for them.
+#[cfg(target_os = "linux")]
+pub fn become_subreaper() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag on this process.
+    let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+}
+
+#[cfg(unix)]
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory effects; the pid is a process this test started.
+    let result = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(
+        result,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Waits up to `BOUND` for `pid` (a descendant, reparented to this
+/// subreaper) to exit, and returns its exit code.
+#[cfg(target_os = "linux")]
+pub fn reap(pid: u32) -> i32 {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into the integer it is given.
+        let result = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if result == pid as i32 {
+            assert!(
+                libc::WIFEXITED(status),
+                "pid {pid} ended by a signal: {status:#x}"
+            );
+            return libc::WEXITSTATUS(status);
+        }
+        assert!(
+            result == 0,
+            "waitpid({pid}): {}",
+            std::io::Error::last_os_error()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} did not exit within {BOUND:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
