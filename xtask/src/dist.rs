@@ -19,8 +19,9 @@ use crate::archive::{self, Entry};
 use crate::binfmt;
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
-use crate::targets::{self, ArchiveFormat, Linker, Runner, Target};
+use crate::targets::{self, ArchiveFormat, Linker, Os, Runner, Target};
 use crate::tools::{self, Tool};
+use crate::units;
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Dist {
@@ -303,7 +304,7 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
         .join(&binary);
     let mut bytes = std::fs::read(&path)
         .with_context(|| format!("read the built binary {}", path.display()))?;
-    if target.os == targets::Os::Windows {
+    if target.os == Os::Windows {
         // The linker stamps the wall-clock link time into the PE header;
         // the shipped copy carries the source date instead.
         binfmt::set_pe_timestamp(&mut bytes, ctx.stamp()?.source_date_epoch)
@@ -390,6 +391,18 @@ fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
             contents,
             executable: false,
         });
+    }
+    // Linux archives carry the systemd units and the supervisord program,
+    // rendered for an install under the default prefix.
+    if built.target.os == Os::Linux {
+        let settings = &ctx.project.settings;
+        for (name, text) in units::render(settings, &units::default_prefix(settings)) {
+            entries.push(Entry {
+                path: format!("units/{name}"),
+                contents: text.into_bytes(),
+                executable: false,
+            });
+        }
     }
     for dir in SHIPPED_DIRS {
         for (name, contents) in config_files(&ctx.project.root.join(dir))? {

@@ -3,9 +3,13 @@
 //!
 //! `<binary>.socket` owns the port (socket activation), so even a full
 //! restart queues connections instead of refusing them; `<binary>.service`
-//! is `Type=notify` and sandboxed as far as systemd allows, with a comment on
-//! each relaxation that remains. Checked with `systemd-analyze verify` and
-//! `systemd-analyze security --offline=yes --threshold=2` in the tests.
+//! is `Type=notify`, upgrades without downtime on `systemctl reload`
+//! (SIGHUP: the service starts the binary the `current` symlink now points
+//! at, hands it the socket, and names it to systemd with `MAINPID=`), and is
+//! sandboxed as far as systemd allows, with a comment on each relaxation
+//! that remains. Checked with `systemd-analyze verify` and `systemd-analyze
+//! security --offline=yes --threshold=2` in the tests. `dist` ships the same
+//! files, rendered for the default prefix, in every Linux archive.
 
 use std::path::{Path, PathBuf};
 
@@ -33,9 +37,7 @@ const STOP_TIMEOUT_SECONDS: u32 = 40;
 impl Units {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let settings = &ctx.project.settings;
-        let prefix = self
-            .prefix
-            .unwrap_or_else(|| Path::new("/opt").join(&settings.binary).join("current"));
+        let prefix = self.prefix.unwrap_or_else(|| default_prefix(settings));
         let out = self
             .out
             .unwrap_or_else(|| ctx.project.target_dir.join("units"));
@@ -54,6 +56,12 @@ impl Units {
         }
         Ok(())
     }
+}
+
+/// Where a release is installed: `/opt/<binary>/current`, a symlink to the
+/// unpacked archive of the running release.
+pub fn default_prefix(settings: &Settings) -> PathBuf {
+    Path::new("/opt").join(&settings.binary).join("current")
 }
 
 /// The files, by name: the socket unit, the service unit, the supervisord
@@ -95,6 +103,13 @@ After={name}.socket network.target
 Type=notify
 NotifyAccess=main
 ExecStart={exec}
+# Upgrade without downtime: switch the `current` symlink to the new release,
+# then `systemctl reload {name}`. On SIGHUP the service starts the binary at
+# the ExecStart path with the listening socket; once that one reports ready,
+# the old process sends MAINPID=<new pid> and READY=1, stops accepting,
+# drains, and exits. If the new one fails, the old one keeps serving and
+# logs why.
+ExecReload=/bin/kill -HUP $MAINPID
 Environment=APP_ENV=prod
 Restart=on-failure
 RestartSec=1s
@@ -159,8 +174,10 @@ WantedBy=multi-user.target
 ; Rendered by `cargo xtask units` from [workspace.metadata.xtask]; edit there.
 ; supervisord has no socket activation and cannot follow a process that hands
 ; its socket to a successor, so here an upgrade is a restart
-; (`supervisorctl restart {name}`); use the systemd units for upgrades
-; without dropped connections. Create the user first: useradd --system {name}
+; (`supervisorctl restart {name}`), and the program must not be sent SIGHUP
+; (the successor it starts would run unsupervised). Use the systemd units
+; for upgrades without dropped connections.
+; Create the user first: useradd --system {name}
 [program:{name}]
 command={exec} --listen 0.0.0.0:{port}
 environment=APP_ENV=\"prod\"
@@ -206,6 +223,8 @@ mod tests {
         );
         assert!(
             service.contains("\nType=notify\n")
+                && service.contains("\nNotifyAccess=main\n")
+                && service.contains("\nExecReload=/bin/kill -HUP $MAINPID\n")
                 && service.contains("\nRestrictAddressFamilies=AF_UNIX\n")
         );
         assert!(supervisor.contains("[program:svc]\ncommand=/srv/svc/svc --config-dir /srv/svc/config --listen 0.0.0.0:9090\n"));

@@ -254,6 +254,9 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
         "config/dev.toml",
         "config/staging.toml",
         "config/prod.toml",
+        "units/app.service",
+        "units/app.socket",
+        "units/app.supervisor.conf",
     ] {
         let line = listing
             .lines()
@@ -746,10 +749,22 @@ fn slow_zig_targets_give_a_pe_zip_and_a_mach_o_tarball() {
         0x0100_000c,
         "not arm64"
     );
+    let mac_archive = artifact(&manifest, "archive", "aarch64-apple-darwin")["path"]
+        .as_str()
+        .unwrap();
+    assert!(mac_archive.ends_with(".tar.gz"), "{mac_archive}");
+    // systemd units are for Linux archives only.
+    let listing = String::from_utf8(
+        output(
+            Command::new("tar")
+                .args(["--list", "-zf", mac_archive])
+                .current_dir(&dist),
+        )
+        .stdout,
+    )
+    .unwrap();
     assert!(
-        artifact(&manifest, "archive", "aarch64-apple-darwin")["path"]
-            .as_str()
-            .unwrap()
-            .ends_with(".tar.gz")
+        listing.contains("/config/prod.toml") && !listing.contains("/units/"),
+        "{listing}"
     );
 }
