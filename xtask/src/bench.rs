@@ -3,6 +3,12 @@
 //! so the machine's noise hits both. Servers and paths alternate over several
 //! rounds and medians are reported, with p99 latency, errors and peak RSS.
 //! The report also goes to `target/bench/service.json`.
+//!
+//! `--upgrade-every N` measures zero-downtime upgrades instead: runs against
+//! the service alone alternate between quiet ones and ones during which it
+//! is upgraded (SIGHUP) every N seconds; errors (which must be 0) and p99
+//! latency of both kinds are compared. That report goes to
+//! `target/bench/upgrades.json`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -32,6 +38,10 @@ pub struct Bench {
     /// Measure the service alone, without the Go reference
     #[arg(long)]
     no_reference: bool,
+    /// Compare runs with an upgrade (SIGHUP) every SECONDS against runs
+    /// without, instead of comparing with Go
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
+    upgrade_every: Option<u32>,
 }
 
 /// The paths measured: liveness (the cheapest route) and the business route.
@@ -78,7 +88,7 @@ impl Drop for Server {
 impl Bench {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let wrk = tools::require(Tool::Wrk)?;
-        let go = if self.no_reference {
+        let go = if self.no_reference || self.upgrade_every.is_some() {
             None
         } else {
             Some(tools::find(Tool::Go).ok_or_else(|| {
@@ -122,20 +132,10 @@ impl Bench {
                 child: command.context("start the Go reference server")?,
             });
         }
-        let addr = free_port()?;
-        let command = Command::new(&app_binary)
-            .arg("--config-dir")
-            .arg(ctx.project.root.join("config"))
-            .arg("--listen")
-            .arg(addr.to_string())
-            .env("APP_ENV", "prod")
-            .stdout(Stdio::null())
-            .spawn();
-        servers.push(Server {
-            name: "app",
-            addr,
-            child: command.context("start the service")?,
-        });
+        servers.push(start_app(ctx, &app_binary)?);
+        if let Some(every) = self.upgrade_every {
+            return self.measure_upgrades(ctx, &wrk, &servers[0], every, &bench_dir);
+        }
         for server in &servers {
             wait_until_listening(server.addr)
                 .with_context(|| format!("wait for the {} server", server.name))?;
@@ -200,6 +200,224 @@ impl Bench {
         print_report(&report);
         write_report(&bench_dir, &report)
     }
+}
+
+impl Bench {
+    /// Alternates wrk runs on `/` without and with an upgrade every `every`
+    /// seconds; reports both and writes `upgrades.json`.
+    fn measure_upgrades(
+        &self,
+        ctx: &Ctx,
+        wrk: &Path,
+        app: &Server,
+        every: u32,
+        bench_dir: &Path,
+    ) -> Result<()> {
+        wait_until_listening(app.addr).context("wait for the service")?;
+        // After the first upgrade the process serving is no longer our
+        // child; whichever serves at the end is stopped, even on error.
+        let _stop_last = StopServingProcess(app.addr);
+        let url = format!("http://{}/", app.addr);
+        let (connections, duration) = (self.connections.to_string(), format!("{}s", self.duration));
+        ctx.read_echoed(cmd!(ctx.sh, "{wrk} -t2 -c{connections} -d3s {url}"))
+            .context("warm up")?;
+        let mut quiet = Vec::new();
+        let mut upgraded = Vec::new();
+        let mut upgrades = Vec::new();
+        for round in 0..self.rounds {
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for with_upgrades in order {
+                let upgrader = with_upgrades.then(|| {
+                    let (addr, period) = (app.addr, Duration::from_secs(every.into()));
+                    let until = Instant::now() + Duration::from_secs(self.duration.into());
+                    std::thread::spawn(move || upgrade_periodically(addr, period, until))
+                });
+                let output = ctx
+                    .read_echoed(cmd!(
+                        ctx.sh,
+                        "{wrk} -t2 -c{connections} -d{duration} --latency {url}"
+                    ))
+                    .context("run wrk")?;
+                let result = parse_wrk(&output).context("read wrk's report")?;
+                match upgrader {
+                    Some(upgrader) => {
+                        let done = upgrader
+                            .join()
+                            .map_err(|_| anyhow::anyhow!("the upgrading thread panicked"))??;
+                        upgrades.push(done);
+                        upgraded.push(result);
+                    }
+                    None => quiet.push(result),
+                }
+            }
+        }
+        let report = UpgradeReport {
+            duration_seconds: self.duration,
+            connections: self.connections,
+            rounds: self.rounds,
+            upgrade_every_seconds: every,
+            quiet: UpgradeRow {
+                median: median(&quiet),
+                runs: quiet,
+                upgrades: Vec::new(),
+            },
+            upgraded: UpgradeRow {
+                median: median(&upgraded),
+                runs: upgraded,
+                upgrades,
+            },
+        };
+        print_upgrade_report(&report);
+        std::fs::create_dir_all(bench_dir)
+            .with_context(|| format!("create {}", bench_dir.display()))?;
+        let path = bench_dir.join("upgrades.json");
+        let json = serde_json::to_string_pretty(&report).context("serialize the report")?;
+        write_atomically(&path, json.as_bytes())?;
+        println!("report: {}", path.display());
+        if report.upgraded.median.errors > 0 {
+            bail!(
+                "{} requests failed during upgrades: an upgrade must not fail a request",
+                report.upgraded.median.errors
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct UpgradeRow {
+    median: WrkResult,
+    runs: Vec<WrkResult>,
+    /// Upgrades completed during each run.
+    upgrades: Vec<u32>,
+}
+
+#[derive(Serialize)]
+struct UpgradeReport {
+    duration_seconds: u32,
+    connections: u32,
+    rounds: u32,
+    upgrade_every_seconds: u32,
+    quiet: UpgradeRow,
+    upgraded: UpgradeRow,
+}
+
+fn print_upgrade_report(report: &UpgradeReport) {
+    println!(
+        "wrk -t2 -c{} -d{}s on /, median of {} rounds",
+        report.connections, report.duration_seconds, report.rounds
+    );
+    println!(
+        "{:<22} {:>12} {:>10} {:>7} {:>9}",
+        "run", "requests/s", "p99", "errors", "upgrades"
+    );
+    let label = format!("upgrade every {}s", report.upgrade_every_seconds);
+    for (name, row) in [
+        ("no upgrades", &report.quiet),
+        (label.as_str(), &report.upgraded),
+    ] {
+        println!(
+            "{:<22} {:>12.0} {:>8.2}ms {:>7} {:>9}",
+            name,
+            row.median.requests_per_second,
+            row.median.p99_ms,
+            row.median.errors,
+            row.upgrades.iter().sum::<u32>()
+        );
+    }
+    println!(
+        "p99 with upgrades / without: {:.2}x",
+        report.upgraded.median.p99_ms / report.quiet.median.p99_ms
+    );
+}
+
+/// Sends SIGHUP to the serving process every `period` until `until`,
+/// waiting each time until another process serves; returns how many
+/// upgrades completed.
+fn upgrade_periodically(addr: SocketAddr, period: Duration, until: Instant) -> Result<u32> {
+    let mut done = 0;
+    loop {
+        std::thread::sleep(period);
+        if Instant::now() + Duration::from_millis(500) > until {
+            return Ok(done);
+        }
+        let old = serving_pid(addr)?;
+        send_signal("HUP", old)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while serving_pid(addr)? == old {
+            if Instant::now() > deadline {
+                bail!("pid {old} still serves 10 s after SIGHUP: the upgrade did not complete");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        done += 1;
+    }
+}
+
+/// The pid that answers `GET /healthz` on a new connection.
+fn serving_pid(addr: SocketAddr) -> Result<u32> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let health: serde_json::Value =
+        serde_json::from_str(body).with_context(|| format!("/healthz answered {response:?}"))?;
+    health["pid"]
+        .as_u64()
+        .map(|pid| pid as u32)
+        .with_context(|| format!("no pid in /healthz: {body}"))
+}
+
+fn send_signal(signal: &str, pid: u32) -> Result<()> {
+    eprintln!("$ kill -{signal} {pid}");
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .context("run kill")?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Stops whichever process serves on the address when dropped.
+struct StopServingProcess(SocketAddr);
+
+impl Drop for StopServingProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = serving_pid(self.0) {
+            let _ = send_signal("TERM", pid);
+        }
+    }
+}
+
+fn start_app(ctx: &Ctx, binary: &Path) -> Result<Server> {
+    let addr = free_port()?;
+    let command = Command::new(binary)
+        .arg("--config-dir")
+        .arg(ctx.project.root.join("config"))
+        .arg("--listen")
+        .arg(addr.to_string())
+        .env("APP_ENV", "prod")
+        .stdout(Stdio::null())
+        .spawn();
+    Ok(Server {
+        name: "app",
+        addr,
+        child: command.context("start the service")?,
+    })
 }
 
 fn free_port() -> Result<SocketAddr> {

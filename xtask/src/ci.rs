@@ -4,11 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::dist::Dist;
 use crate::exec::Ctx;
 use crate::lint;
+use crate::manifest::{ArtifactKind, MANIFEST, Manifest};
+use crate::targets;
 use crate::test::Test;
 
 #[derive(clap::Args, Debug)]
@@ -21,8 +23,34 @@ const STEPS: &[(&str, StepFn)] = &[
     ("fmt", lint::fmt),
     ("clippy", lint::clippy),
     ("dist", |ctx| Dist::default().run(ctx)),
-    ("test", |ctx| Test::default().run(ctx)),
+    ("test", test_with_the_dist_binary),
 ];
+
+/// The test suite, with the service's integration tests run against the
+/// release binary the dist step built for this machine: what ships is
+/// what is tested.
+fn test_with_the_dist_binary(ctx: &Ctx) -> Result<()> {
+    let app_binary = if ctx.dry_run {
+        None
+    } else {
+        let manifest = Manifest::require(&ctx.project.dist_dir().join(MANIFEST))?;
+        let host = targets::host_default(&ctx.stamp()?.host)?;
+        let binary = manifest
+            .artifacts
+            .iter()
+            .find(|artifact| {
+                artifact.kind == ArtifactKind::Binary
+                    && artifact.target.as_deref() == Some(host.triple)
+            })
+            .with_context(|| format!("the dist manifest lists no {} binary", host.triple))?;
+        Some(ctx.project.dist_dir().join(&binary.path))
+    };
+    Test {
+        app_binary,
+        args: Vec::new(),
+    }
+    .run(ctx)
+}
 
 enum Outcome {
     Passed(Duration),

@@ -1,8 +1,13 @@
 //! `cargo xtask test`: the test suite, with cargo-nextest when it is installed
 //! (one process per test, per-test timeouts from `.config/nextest.toml`), else
-//! `cargo test`. Extra arguments are passed on unchanged.
+//! `cargo test`. Extra arguments are passed on unchanged. `--app-binary`
+//! runs the service's integration tests against a given build of the
+//! service (CI passes the release binary `dist` just built) instead of the
+//! debug one.
 
-use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::exec::Ctx;
@@ -10,6 +15,10 @@ use crate::tools::{self, Tool};
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Test {
+    /// Run the service's integration tests against this binary (e.g. the
+    /// release build from dist) instead of the debug build
+    #[arg(long, value_name = "PATH")]
+    pub app_binary: Option<PathBuf>,
     /// Arguments for cargo nextest run / cargo test (test name filters, --no-capture, ...)
     #[arg(
         trailing_var_arg = true,
@@ -19,8 +28,22 @@ pub struct Test {
     pub args: Vec<String>,
 }
 
+/// Read by `app/tests/support` to pick the binary under test.
+const APP_BINARY_VARIABLE: &str = "APP_TEST_BINARY";
+
 impl Test {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let app_binary = match &self.app_binary {
+            Some(binary) if !binary.is_file() => bail!(
+                "--app-binary {}: no such file (build it first, e.g. with `cargo xtask dist`)",
+                binary.display()
+            ),
+            Some(binary) => Some(
+                std::path::absolute(binary)
+                    .with_context(|| format!("make {} absolute", binary.display()))?,
+            ),
+            None => None,
+        };
         let args = &self.args;
         let cargo = ctx.cargo_path();
         let test = if tools::find(Tool::CargoNextest).is_some() {
@@ -32,6 +55,10 @@ impl Test {
             );
             cmd!(ctx.sh, "{cargo} test --workspace {args...}")
         };
-        ctx.run(ctx.stamped(test)?).context("run the tests")
+        let mut test = ctx.stamped(test)?;
+        if let Some(binary) = app_binary {
+            test = test.env(APP_BINARY_VARIABLE, binary);
+        }
+        ctx.run(test).context("run the tests")
     }
 }

@@ -169,7 +169,7 @@ fn ci_dry_run_lists_its_steps_in_order() {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 4] = [
+    let cases: [(&Path, &[&str], i32, &str); 5] = [
         (
             &workspace_root(),
             &["deploy-everything"],
@@ -187,6 +187,12 @@ fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
             &["help", "nope"],
             2,
             "error: unknown task 'nope'",
+        ),
+        (
+            &workspace_root(),
+            &["test", "--app-binary", "/nonexistent/app"],
+            1,
+            "error: --app-binary /nonexistent/app: no such file (build it first",
         ),
         (
             outside.path(),

@@ -18,8 +18,14 @@ pub use tools::tool_or_skip;
 /// Longest any condition in these tests is waited for.
 pub const BOUND: Duration = Duration::from_secs(15);
 
+/// The binary under test: `$APP_TEST_BINARY` when set (`cargo xtask ci`
+/// sets it to the release binary `dist` built, so what ships is what is
+/// tested), else the debug build cargo made for these tests.
 pub fn app_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_app")
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("APP_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_app").to_owned())
+    })
 }
 
 pub fn config_dir() -> PathBuf {
