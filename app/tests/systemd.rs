@@ -18,7 +18,7 @@ use support::*;
 /// as a `Type=notify` unit with `NotifyAccess=main` would receive them.
 #[test]
 fn notifications_follow_start_upgrade_and_stop() {
-    become_subreaper();
+    let descendants = become_subreaper();
     let scratch = tempfile::tempdir().unwrap();
     let path = scratch.path().join("notify");
     let notify = UnixDatagram::bind(&path).unwrap();
@@ -60,6 +60,7 @@ fn notifications_follow_start_upgrade_and_stop() {
         .and_then(|rest| rest.split_once('\n'))
         .and_then(|(pid, _)| pid.parse().ok())
         .unwrap_or_else(|| panic!("{handover}"));
+    descendants.track(new_pid);
     assert_eq!(handover, format!("MAINPID={new_pid}\nREADY=1\n{serving}"));
     // The old process exits without a word: it is no longer the main one.
     assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
@@ -67,7 +68,7 @@ fn notifications_follow_start_upgrade_and_stop() {
 
     send_signal(new_pid, libc::SIGTERM);
     assert_eq!(receive(), "STOPPING=1");
-    assert_eq!(reap(new_pid), 0, "{}", service.output());
+    assert_eq!(descendants.reap(new_pid), 0, "{}", service.output());
     notify.set_nonblocking(true).unwrap();
     let mut buffer = [0u8; 64];
     assert!(

@@ -31,7 +31,7 @@ const MIN_REQUESTS_PER_PROCESS: usize = 200;
 
 #[test]
 fn ten_upgrades_under_load_fail_no_request_and_leave_no_process_or_descriptor() {
-    become_subreaper();
+    let descendants = become_subreaper();
     let mut command = app_command();
     command.env("APP__SERVER__DRAIN_DELAY", "0s");
     let mut service = Service::start(command);
@@ -47,6 +47,7 @@ fn ten_upgrades_under_load_fail_no_request_and_leave_no_process_or_descriptor() 
             .stdout
             .wait_for_nth(upgrade, |line| line.contains("\"upgrade complete"));
         let new_pid = json_field(&line, "new_pid");
+        descendants.track(new_pid);
         assert!(!pids.contains(&new_pid), "pid {new_pid} served before");
         pids.push(new_pid);
         // The next upgrade starts only once the new process served a share
@@ -73,7 +74,7 @@ fn ten_upgrades_under_load_fail_no_request_and_leave_no_process_or_descriptor() 
     // The old processes drained and exited on their own, with status 0.
     assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
     for pid in &pids[1..UPGRADES] {
-        assert_eq!(reap(*pid), 0, "pid {pid}\n{}", service.output());
+        assert_eq!(descendants.reap(*pid), 0, "pid {pid}\n{}", service.output());
     }
     // The last process holds what the first held: no socket, pipe or other
     // descriptor leaked through ten handovers.
@@ -88,7 +89,7 @@ fn ten_upgrades_under_load_fail_no_request_and_leave_no_process_or_descriptor() 
         },
     );
     send_signal(last, libc::SIGTERM);
-    assert_eq!(reap(last), 0, "{}", service.output());
+    assert_eq!(descendants.reap(last), 0, "{}", service.output());
     assert_eq!(
         app_processes_left(Path::new(app_binary())),
         Vec::<u32>::new()
@@ -101,7 +102,7 @@ fn ten_upgrades_under_load_fail_no_request_and_leave_no_process_or_descriptor() 
 
 #[test]
 fn failed_upgrades_leave_the_old_process_serving() {
-    become_subreaper();
+    let descendants = become_subreaper();
     let scratch = tempfile::tempdir().unwrap();
     let root = scratch.path();
     // A deploy layout: releases/<name>/app, and `current` pointing at one.
@@ -189,12 +190,13 @@ fn failed_upgrades_leave_the_old_process_serving() {
         .stdout
         .wait_for_nth(1, |line| line.contains("\"upgrade complete"));
     let new_pid = json_field(&done, "new_pid");
+    descendants.track(new_pid);
     assert_eq!(served_by(&service), new_pid);
     let executable = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
     assert_eq!(executable, root.join("releases/c/app"));
     assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
     send_signal(new_pid, libc::SIGTERM);
-    assert_eq!(reap(new_pid), 0, "{}", service.output());
+    assert_eq!(descendants.reap(new_pid), 0, "{}", service.output());
     assert_eq!(app_processes_left(root), Vec::<u32>::new());
 }
 

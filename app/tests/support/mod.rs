@@ -228,12 +228,52 @@ fn parse_response(raw: &str) -> Response {
 }
 
 /// Makes this process inherit its orphaned descendants (the processes
-/// upgrades start), so that `reap` can wait for them.
+/// upgrades start), so that they can be reaped; the returned guard kills the
+/// ones still tracked when a test fails, so none outlives it.
 #[cfg(target_os = "linux")]
-pub fn become_subreaper() {
+pub fn become_subreaper() -> Descendants {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag on this process.
     let result = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    Descendants::default()
+}
+
+/// Descendant processes a test started indirectly and has not reaped yet.
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+pub struct Descendants(Mutex<Vec<u32>>);
+
+#[cfg(target_os = "linux")]
+impl Descendants {
+    pub fn track(&self, pid: u32) {
+        self.0.lock().unwrap().push(pid);
+    }
+
+    /// Waits up to `BOUND` for `pid` to exit and returns its exit code.
+    pub fn reap(&self, pid: u32) -> i32 {
+        let code = reap(pid);
+        self.0.lock().unwrap().retain(|tracked| *tracked != pid);
+        code
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Descendants {
+    fn drop(&mut self) {
+        for pid in self
+            .0
+            .lock()
+            .unwrap_or_else(|err| err.into_inner())
+            .drain(..)
+        {
+            // SAFETY: kill and waitpid on a process this test started and has
+            // not reaped, so the pid cannot have been reused.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -251,7 +291,7 @@ pub fn send_signal(pid: u32, signal: i32) {
 /// Waits up to `BOUND` for `pid` (a descendant, reparented to this
 /// subreaper) to exit, and returns its exit code.
 #[cfg(target_os = "linux")]
-pub fn reap(pid: u32) -> i32 {
+fn reap(pid: u32) -> i32 {
     let deadline = Instant::now() + BOUND;
     loop {
         let mut status = 0;
