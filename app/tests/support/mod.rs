@@ -263,7 +263,7 @@ impl Drop for Descendants {
         for pid in self
             .0
             .lock()
-            .unwrap_or_else(|err| err.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .drain(..)
         {
             // SAFETY: kill and waitpid on a process this test started and has
