@@ -191,13 +191,37 @@ fn failed_upgrades_leave_the_old_process_serving() {
         .wait_for_nth(1, |line| line.contains("\"upgrade complete"));
     let new_pid = json_field(&done, "new_pid");
     descendants.track(new_pid);
-    assert_eq!(served_by(&service), new_pid);
     let executable = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
     assert_eq!(executable, root.join("releases/c/app"));
     assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
+    assert_eq!(served_by(&service), new_pid);
+
+    // 4. A stop signal during an upgrade stops the new process too.
+    switch_to("hangs");
+    send_signal(new_pid, libc::SIGHUP);
+    let started = service.stdout.wait_for_nth(4, |line| {
+        line.contains("\"upgrade: started the new process")
+    });
+    let hung_pid = json_field(&started, "pid");
+    descendants.track(hung_pid);
     send_signal(new_pid, libc::SIGTERM);
     assert_eq!(descendants.reap(new_pid), 0, "{}", service.output());
+    wait_until(
+        || has_exited(hung_pid),
+        || format!("pid {hung_pid}, started by an abandoned upgrade, still runs"),
+    );
+    descendants.settle(hung_pid);
     assert_eq!(app_processes_left(root), Vec::<u32>::new());
+}
+
+/// Whether `pid` is gone or has exited and waits to be reaped.
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat[stat.rfind(')').map_or(0, |end| end + 1)..]
+            .trim_start()
+            .starts_with('Z'),
+    }
 }
 
 /// Clients on loopback: half keep their connection alive (reconnecting when

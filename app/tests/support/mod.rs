@@ -249,6 +249,14 @@ impl Descendants {
         self.0.lock().unwrap().push(pid);
     }
 
+    /// Stops tracking `pid`, which has exited, reaping it if it waits for
+    /// this process.
+    pub fn settle(&self, pid: u32) {
+        self.0.lock().unwrap().retain(|tracked| *tracked != pid);
+        // SAFETY: waitpid on a pid that exited; WNOHANG, so it never blocks.
+        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+
     /// Waits up to `BOUND` for `pid` to exit and returns its exit code.
     pub fn reap(&self, pid: u32) -> i32 {
         let code = reap(pid);
