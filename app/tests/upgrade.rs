@@ -156,6 +156,18 @@ fn failed_upgrades_leave_the_old_process_serving() {
     assert_eq!(served_by(&service), first_pid);
     std::fs::copy(config_dir().join("dev.toml"), config.join("dev.toml")).unwrap();
 
+    // 1b. `current` points at a release that is not there: nothing starts.
+    switch_to("missing");
+    send_signal(first_pid, libc::SIGHUP);
+    let failed = service
+        .stdout
+        .wait_for_nth(2, |line| line.contains("\"upgrade failed"));
+    assert!(
+        failed.contains(&format!("start {}", root.join("current/app").display())),
+        "{failed}"
+    );
+    assert_eq!(served_by(&service), first_pid);
+
     // 2. The new release never reports ready: it is stopped at the timeout,
     //    and a second signal meanwhile starts no second upgrade.
     switch_to("hangs");
@@ -169,7 +181,7 @@ fn failed_upgrades_leave_the_old_process_serving() {
         .wait_for(|line| line.contains("an upgrade is already running"));
     let failed = service
         .stdout
-        .wait_for_nth(2, |line| line.contains("\"upgrade failed"));
+        .wait_for_nth(3, |line| line.contains("\"upgrade failed"));
     assert!(
         failed.contains("was not ready within server.upgrade_timeout (2s)"),
         "{failed}"
@@ -181,7 +193,7 @@ fn failed_upgrades_leave_the_old_process_serving() {
     );
     assert_eq!(served_by(&service), first_pid);
     let metrics = service.get("/metrics").body;
-    assert!(metrics.contains("app_upgrades_failed_total 2"), "{metrics}");
+    assert!(metrics.contains("app_upgrades_failed_total 3"), "{metrics}");
 
     // 3. A good release: the upgrade follows the switched symlink.
     switch_to("c");
