@@ -26,6 +26,12 @@ Environment:
   APP__ADMIN__TOKEN_FILE   Reads the admin token from a file (or APP__ADMIN__TOKEN,
                            or the systemd credential admin.token)
 
+Signals:
+  TERM, INT                Drain and stop (a second one stops at once)
+  HUP, USR2                Upgrade without downtime: start the binary at the path this
+                           one was started from, hand it the listening socket, and drain
+                           once it is ready (if it fails, keep serving)
+
 Exit codes:
   0 stopped cleanly, 1 failed while running, 2 bad command line, 3 bad configuration,
   4 cannot listen, 128+N stopped at once by a second signal N";
