@@ -266,7 +266,8 @@ fn listen(addr: SocketAddr) -> anyhow::Result<(std::net::TcpListener, Origin)> {
 enum Signal {
     /// SIGTERM or SIGINT.
     Stop(i32),
-    /// SIGHUP or SIGUSR2.
+    /// SIGHUP or SIGUSR2 (Unix only).
+    #[cfg_attr(not(unix), allow(dead_code))]
     Upgrade(i32),
 }
 

@@ -18,10 +18,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+#[cfg(unix)]
+use anyhow::{Context, anyhow};
+use anyhow::{Result, bail};
 
+#[cfg(unix)]
 use crate::config::format_duration;
 
+#[cfg(unix)]
 const HANDOVER: &str = "APP_HANDOVER";
 const READY: &[u8] = b"READY=1\n";
 
@@ -29,6 +33,8 @@ const READY: &[u8] = b"READY=1\n";
 /// from, made absolute without resolving symlinks, and the same arguments.
 pub struct Program {
     path: PathBuf,
+    // Read only where upgrades exist (Unix).
+    #[cfg_attr(not(unix), allow(dead_code))]
     args: Vec<OsString>,
 }
 
