@@ -40,6 +40,9 @@ pub fn inherited_listener() -> Result<Option<std::net::TcpListener>> {
     // that systemd opened for this process (LISTEN_PID matched) and nothing
     // else in this process owns it; it is taken once, here, at start-up.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(FIRST_FD) };
+    // As sd_listen_fds does: the socket must not leak into a child, which
+    // gets it only through an upgrade's handover.
+    crate::upgrade::close_on_exec(FIRST_FD)?;
     listener
         .local_addr()
         .context("descriptor 3 from systemd is not a TCP listening socket")?;

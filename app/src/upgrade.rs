@@ -270,8 +270,9 @@ fn exited(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// Sets close-on-exec on an inherited descriptor, which exec left without it.
 #[cfg(unix)]
-fn close_on_exec(fd: std::os::fd::RawFd) -> Result<()> {
+pub fn close_on_exec(fd: std::os::fd::RawFd) -> Result<()> {
     // SAFETY: fcntl on a descriptor this process owns; F_SETFD only changes
     // the descriptor's flags.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {

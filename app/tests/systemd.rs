@@ -107,6 +107,17 @@ fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
+    // The descriptor is the service's now, and close-on-exec, so that it
+    // reaches a child only through an upgrade's handover.
+    let descriptor_flags = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+        .and_then(|health| health["pid"].as_u64())
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).ok())
+        .and_then(|info| {
+            let flags = info.lines().find_map(|line| line.strip_prefix("flags:"))?;
+            u32::from_str_radix(flags.trim(), 8).ok()
+        });
     let _ = Command::new("kill")
         .args(["-TERM", &activator.id().to_string()])
         .status();
@@ -117,6 +128,8 @@ fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
     );
     // systemd-socket-activate passes no environment, so the log is text.
     assert!(finished.contains("socket=\"from systemd\""), "{finished}");
+    let flags = descriptor_flags.unwrap_or_else(|| panic!("no flags for descriptor 3: {response}"));
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "flags {flags:o}");
 }
 
 /// A connection to `address`, retried until something listens there (up to
