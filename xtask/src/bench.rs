@@ -141,13 +141,8 @@ impl Bench {
                 .with_context(|| format!("wait for the {} server", server.name))?;
         }
 
-        // A first run meets cold caches and allocator arenas; it is not
-        // counted.
         for server in &servers {
-            let url = format!("http://{}{}", server.addr, PATHS[0]);
-            let connections = self.connections.to_string();
-            ctx.read_echoed(cmd!(ctx.sh, "{wrk} -t2 -c{connections} -d3s {url}"))
-                .with_context(|| format!("warm up {url}"))?;
+            self.warm_up(ctx, &wrk, &format!("http://{}{}", server.addr, PATHS[0]))?;
         }
 
         let mut rows = Vec::new();
@@ -162,19 +157,7 @@ impl Bench {
                 }
                 for index in order {
                     let url = format!("http://{}{path}", servers[index].addr);
-                    let (connections, duration) =
-                        (self.connections.to_string(), format!("{}s", self.duration));
-                    let wrk_cmd = cmd!(
-                        ctx.sh,
-                        "{wrk} -t2 -c{connections} -d{duration} --latency {url}"
-                    );
-                    let output = ctx
-                        .read_echoed(wrk_cmd)
-                        .with_context(|| format!("run wrk against {url}"))?;
-                    runs[index].push(
-                        parse_wrk(&output)
-                            .with_context(|| format!("read wrk's report for {url}"))?,
-                    );
+                    runs[index].push(self.measure(ctx, &wrk, &url)?);
                 }
             }
             for (server, runs) in servers.iter().zip(runs) {
@@ -198,11 +181,32 @@ impl Bench {
             peak_rss_bytes,
         };
         print_report(&report);
-        write_report(&bench_dir, &report)
+        write_report(&bench_dir, "service.json", &report)
     }
 }
 
 impl Bench {
+    /// A first run meets cold caches and allocator arenas; it is not
+    /// counted.
+    fn warm_up(&self, ctx: &Ctx, wrk: &Path, url: &str) -> Result<()> {
+        let connections = self.connections.to_string();
+        ctx.read_echoed(cmd!(ctx.sh, "{wrk} -t2 -c{connections} -d3s {url}"))
+            .with_context(|| format!("warm up {url}"))?;
+        Ok(())
+    }
+
+    /// One counted wrk run against `url`.
+    fn measure(&self, ctx: &Ctx, wrk: &Path, url: &str) -> Result<WrkResult> {
+        let (connections, duration) = (self.connections.to_string(), format!("{}s", self.duration));
+        let output = ctx
+            .read_echoed(cmd!(
+                ctx.sh,
+                "{wrk} -t2 -c{connections} -d{duration} --latency {url}"
+            ))
+            .with_context(|| format!("run wrk against {url}"))?;
+        parse_wrk(&output).with_context(|| format!("read wrk's report for {url}"))
+    }
+
     /// Alternates wrk runs on `/` without and with an upgrade every `every`
     /// seconds; reports both and writes `upgrades.json`.
     fn measure_upgrades(
@@ -218,9 +222,7 @@ impl Bench {
         // child; whichever serves at the end is stopped, even on error.
         let _stop_last = StopServingProcess(app.addr);
         let url = format!("http://{}/", app.addr);
-        let (connections, duration) = (self.connections.to_string(), format!("{}s", self.duration));
-        ctx.read_echoed(cmd!(ctx.sh, "{wrk} -t2 -c{connections} -d3s {url}"))
-            .context("warm up")?;
+        self.warm_up(ctx, wrk, &url)?;
         let mut quiet = Vec::new();
         let mut upgraded = Vec::new();
         let mut upgrades = Vec::new();
@@ -236,13 +238,7 @@ impl Bench {
                     let until = Instant::now() + Duration::from_secs(self.duration.into());
                     std::thread::spawn(move || upgrade_periodically(addr, period, until))
                 });
-                let output = ctx
-                    .read_echoed(cmd!(
-                        ctx.sh,
-                        "{wrk} -t2 -c{connections} -d{duration} --latency {url}"
-                    ))
-                    .context("run wrk")?;
-                let result = parse_wrk(&output).context("read wrk's report")?;
+                let result = self.measure(ctx, wrk, &url)?;
                 match upgrader {
                     Some(upgrader) => {
                         let done = upgrader
@@ -272,12 +268,7 @@ impl Bench {
             },
         };
         print_upgrade_report(&report);
-        std::fs::create_dir_all(bench_dir)
-            .with_context(|| format!("create {}", bench_dir.display()))?;
-        let path = bench_dir.join("upgrades.json");
-        let json = serde_json::to_string_pretty(&report).context("serialize the report")?;
-        write_atomically(&path, json.as_bytes())?;
-        println!("report: {}", path.display());
+        write_report(bench_dir, "upgrades.json", &report)?;
         if report.upgraded.median.errors > 0 {
             bail!(
                 "{} requests failed during upgrades: an upgrade must not fail a request",
@@ -541,9 +532,9 @@ fn print_report(report: &Report) {
     }
 }
 
-fn write_report(dir: &Path, report: &Report) -> Result<()> {
+fn write_report(dir: &Path, name: &str, report: &impl Serialize) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let path = dir.join("service.json");
+    let path = dir.join(name);
     let json = serde_json::to_string_pretty(report).context("serialize the report")?;
     write_atomically(&path, json.as_bytes())?;
     println!("report: {}", path.display());
