@@ -129,16 +129,8 @@ fn failed_upgrades_leave_the_old_process_serving() {
     }
     switch_to("a");
 
-    let mut command = std::process::Command::new(root.join("current/app"));
-    command.arg("--config-dir").arg(&config);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("APP_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .env("APP__LOG__FORMAT", "json")
-        .env("APP__SERVER__UPGRADE_TIMEOUT", "2s");
+    let mut command = app_command_from(&root.join("current/app"), &config);
+    command.env("APP__SERVER__UPGRADE_TIMEOUT", "2s");
     let mut service = Service::start(command);
     let first_pid = service.child.id();
     let served_by = |service: &Service| json_field(&service.get("/healthz").body, "pid");
@@ -228,12 +220,17 @@ fn failed_upgrades_leave_the_old_process_serving() {
 
 /// Whether `pid` is gone or has exited and waits to be reaped.
 fn has_exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat[stat.rfind(')').map_or(0, |end| end + 1)..]
-            .trim_start()
-            .starts_with('Z'),
-    }
+    process_state(pid).is_none_or(|(state, _)| state == 'Z')
+}
+
+/// The state letter and parent pid of `pid`, from `/proc/<pid>/stat`.
+fn process_state(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: the fields after the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
 }
 
 /// Clients on loopback: half keep their connection alive (reconnecting when
@@ -390,17 +387,8 @@ fn app_processes_left(executable: &Path) -> Vec<u32> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: the fields after the last ')'.
-        let after = &stat[stat.rfind(')').map_or(0, |end| end + 1)..];
-        let ppid = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|ppid| ppid.parse::<u32>().ok());
         let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
-        if ppid == Some(me) && exe.starts_with(executable) {
+        if process_state(pid).is_some_and(|(_, ppid)| ppid == me) && exe.starts_with(executable) {
             found.push(pid);
         }
     }

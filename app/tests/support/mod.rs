@@ -35,7 +35,12 @@ pub fn config_dir() -> PathBuf {
 /// The `app` command with the shipped config, JSON logs, and no inherited
 /// `APP_*` settings.
 pub fn app_command() -> Command {
-    let mut command = Command::new(app_binary());
+    app_command_from(Path::new(app_binary()), &config_dir())
+}
+
+/// `app_command` with another path to the binary and another config folder.
+pub fn app_command_from(binary: &Path, config: &Path) -> Command {
+    let mut command = Command::new(binary);
     for (name, _) in std::env::vars() {
         if name.starts_with("APP_") || name == "CREDENTIALS_DIRECTORY" {
             command.env_remove(name);
@@ -43,7 +48,7 @@ pub fn app_command() -> Command {
     }
     command
         .arg("--config-dir")
-        .arg(config_dir())
+        .arg(config)
         .env("APP__LOG__FORMAT", "json");
     command
 }
