@@ -731,6 +731,11 @@ mod tests {
             &["server.drain_timeout is 0s"],
         );
         check_error(
+            &[BASE],
+            &[("APP__SERVER__UPGRADE_TIMEOUT", "0s")],
+            &["server.upgrade_timeout is 0s", "e.g. 30s"],
+        );
+        check_error(
             &[],
             &[],
             &["base.toml", "every config directory needs a base.toml"],

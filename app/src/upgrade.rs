@@ -92,7 +92,9 @@ pub fn inherited() -> Result<Option<Inherited>> {
     };
     let fields: Vec<&str> = value.split(' ').collect();
     let [pid, socket, pipe] = fields[..] else {
-        bail!("{HANDOVER}={value:?} is not \"<parent pid> <socket fd> <pipe fd>\"");
+        bail!(
+            "{HANDOVER}={value:?} is not \"<parent pid> <socket fd> <pipe fd>\": only an upgrading process sets it; unset it"
+        );
     };
     if pid.parse::<u32>().ok() != Some(std::os::unix::process::parent_id()) {
         return Ok(None);

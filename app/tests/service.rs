@@ -254,7 +254,7 @@ fn start_up_errors_are_one_line_with_a_documented_exit_code() {
 
     // (arguments, environment, exit code, what the error line says)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
         (
             &["--listen", &taken_addr],
             &[],
@@ -290,6 +290,12 @@ fn start_up_errors_are_one_line_with_a_documented_exit_code() {
             &[("APP_ENV", "qa")],
             3,
             "APP_ENV=\"qa\" is not an environment",
+        ),
+        (
+            &[],
+            &[("APP_HANDOVER", "garbage")],
+            4,
+            "APP_HANDOVER=\"garbage\" is not \"<parent pid> <socket fd> <pipe fd>\": only an upgrading process sets it; unset it",
         ),
         (&["--frobnicate"], &[], 2, "invalid option '--frobnicate'"),
     ];
