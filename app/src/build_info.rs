@@ -19,6 +19,10 @@ pub struct BuildInfo {
     pub rustc: &'static str,
 }
 
+/// The name this binary was built as (`[[bin]]` name), which is how it
+/// names itself in `--version`, usage lines and its default service name.
+pub const BINARY: &str = env!("CARGO_BIN_NAME");
+
 pub const BUILD_INFO: BuildInfo = BuildInfo {
     version: env!("CARGO_PKG_VERSION"),
     describe: env!("BUILD_DESCRIBE"),

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use crate::config::Overrides;
 
-pub const USAGE: &str = "\
-Usage: app [OPTIONS] [COMMAND]
+pub const USAGE: &str = concat!(
+    "Usage: ",
+    env!("CARGO_BIN_NAME"),
+    " [OPTIONS] [COMMAND]",
+    "
 
 Commands:
   serve           Run the service (the default)
@@ -34,7 +37,8 @@ Signals:
 
 Exit codes:
   0 stopped cleanly, 1 failed while running, 2 bad command line, 3 bad configuration,
-  4 cannot listen, 128+N stopped at once by a second signal N";
+  4 cannot listen, 128+N stopped at once by a second signal N"
+);
 
 #[derive(Debug, PartialEq)]
 pub enum Command {
@@ -74,7 +78,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         ["config", "check"] => Ok(Command::ConfigCheck(overrides)),
         ["config", "show"] => Ok(Command::ConfigShow(overrides)),
         _ => Err(format!(
-            "unknown command `{}`: run `app --help` for the commands",
+            "unknown command `{}` (the commands are serve, config check, config show)",
             words.join(" ")
         )
         .into()),

@@ -260,7 +260,7 @@ impl Settings {
                 level: LogLevel::Info,
             },
             service: Service {
-                name: "app".to_owned(),
+                name: crate::build_info::BINARY.to_owned(),
                 greeting: "Hello".to_owned(),
             },
             admin: Admin { token: None },

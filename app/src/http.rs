@@ -207,7 +207,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         elapsed,
     );
     tracing::info!(
-        target: "app::request",
+        target: concat!(env!("CARGO_CRATE_NAME"), "::request"),
         method,
         route,
         status,

@@ -16,7 +16,7 @@ mod upgrade;
 
 use std::process::ExitCode;
 
-use build_info::BUILD_INFO;
+use build_info::{BINARY, BUILD_INFO};
 use cli::Command;
 use config::{Environment, Overrides, Settings};
 
@@ -31,13 +31,13 @@ fn main() -> ExitCode {
         Err(err) => {
             return fail(
                 EXIT_USAGE,
-                &anyhow::anyhow!("{err}: run `app --help` for usage"),
+                &anyhow::anyhow!("{err}: run `{BINARY} --help` for usage"),
             );
         }
     };
     match command {
         Command::Help => println!("{}", cli::USAGE),
-        Command::Version { json: false } => println!("{}", BUILD_INFO.version_line("app")),
+        Command::Version { json: false } => println!("{}", BUILD_INFO.version_line(BINARY)),
         Command::Version { json: true } => {
             println!(
                 "{}",

@@ -41,7 +41,10 @@ pub struct Program {
 impl Program {
     pub fn from_start() -> Program {
         let mut args = std::env::args_os();
-        let started_as = PathBuf::from(args.next().unwrap_or_else(|| "app".into()));
+        let started_as = PathBuf::from(
+            args.next()
+                .unwrap_or_else(|| crate::build_info::BINARY.into()),
+        );
         // A bare name (started through $PATH) is looked up again at upgrade
         // time; anything with a slash is relative to the start directory,
         // which `absolute` captures now.

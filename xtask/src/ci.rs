@@ -21,7 +21,10 @@ type StepFn = fn(&Ctx) -> Result<()>;
 /// The steps, cheapest and most likely to fail first.
 const STEPS: &[(&str, StepFn)] = &[
     ("fmt", lint::fmt),
-    ("clippy", lint::clippy),
+    ("clippy", |ctx| {
+        lint::clippy(ctx)?;
+        lint::clippy_cross(ctx)
+    }),
     ("dist", |ctx| Dist::default().run(ctx)),
     ("test", test_with_the_dist_binary),
 ];

@@ -156,7 +156,8 @@ pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -
         tools::require(Tool::CargoZigbuild)?;
         tools::require(Tool::Zig)?;
     }
-    install_missing_targets(ctx, targets)?;
+    let triples: Vec<&str> = targets.iter().map(|target| target.triple).collect();
+    crate::rustup::ensure_targets(ctx, &triples)?;
     build(ctx, targets)?;
     if ctx.dry_run {
         eprintln!("(dry run: nothing was built, so nothing is checked or packaged)");
@@ -168,45 +169,6 @@ pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -
         built.push(check_binary(ctx, target, previous.as_ref())?);
     }
     package(ctx, &built, notes, previous.as_ref())
-}
-
-fn install_missing_targets(ctx: &Ctx, targets: &[Target]) -> Result<()> {
-    // A target's standard library sits in the toolchain's lib/rustlib; looking
-    // there saves asking rustup, which takes longer than a no-op build.
-    let installed = |target: &Target| {
-        ctx.toolchain_dir().is_some_and(|toolchain| {
-            toolchain
-                .join("lib/rustlib")
-                .join(target.triple)
-                .join("lib")
-                .is_dir()
-        })
-    };
-    let missing: Vec<&Target> = targets.iter().filter(|target| !installed(target)).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let Some(rustup) = tools::find(Tool::Rustup) else {
-        // Without rustup, cargo reports a missing target itself.
-        return Ok(());
-    };
-    let sh = &ctx.sh;
-    let listed = cmd!(sh, "{rustup} target list --installed")
-        .quiet()
-        .read()
-        .context("list the installed targets")?;
-    for target in missing {
-        if !listed.lines().any(|line| line == target.triple) {
-            let triple = target.triple;
-            ctx.run(cmd!(sh, "{rustup} target add {triple}"))
-                .with_context(|| {
-                    format!(
-                        "install the {triple} target (rustup has no standard library for it here?)"
-                    )
-                })?;
-        }
-    }
-    Ok(())
 }
 
 /// One cargo invocation per linker, all of that linker's targets at once, so

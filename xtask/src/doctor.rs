@@ -1,11 +1,14 @@
 //! `cargo xtask doctor`: what is installed and what is missing for each task,
-//! each missing item with the one command that installs it.
+//! each missing item with the one command that installs it. `setup` prints
+//! the same table when it is done.
 
 use anyhow::Result;
 use xshell::cmd;
 
 use crate::exec::Ctx;
-use crate::tools::{self, Tool};
+use crate::lint::CROSS_CHECK_TARGETS;
+use crate::rustup;
+use crate::tools::{self, Need, Tool};
 
 #[derive(clap::Args, Debug)]
 pub struct Doctor {}
@@ -25,7 +28,7 @@ impl Check {
         Check {
             name: info.binary.to_owned(),
             found: tools::find(tool).map(|path| path.display().to_string()),
-            install: info.install.to_owned(),
+            install: info.install(),
             needed_for: info.needed_for.to_owned(),
         }
     }
@@ -33,58 +36,80 @@ impl Check {
 
 impl Doctor {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let sections = [
-            ("build, test, lint, ci", core_checks(ctx)),
-            (
-                "release targets (targets in [workspace.metadata.xtask])",
-                target_checks(ctx),
-            ),
-            (
-                "cross-compiling and running foreign binaries",
-                vec![
-                    Check::tool(Tool::CargoZigbuild),
-                    Check::tool(Tool::Zig),
-                    Check::tool(Tool::QemuAarch64),
-                ],
-            ),
-            (
-                "container images",
-                vec![Check::tool(Tool::Podman), Check::tool(Tool::Skopeo)],
-            ),
-            ("systemd units", vec![Check::tool(Tool::SystemdAnalyze)]),
-            (
-                "checks in the test suite, and benchmarks",
-                vec![
-                    Check::tool(Tool::Actionlint),
-                    Check::tool(Tool::Hyperfine),
-                    Check::tool(Tool::Wrk),
-                    Check::tool(Tool::Go),
-                ],
-            ),
-        ];
-        let mut missing = 0;
-        for (title, checks) in &sections {
-            println!("{title}");
-            for check in checks {
-                match &check.found {
-                    Some(location) => println!("  ok       {:<32} {location}", check.name),
-                    None => {
+        report(ctx);
+        Ok(())
+    }
+}
+
+/// The tools of each section besides the core ones, in `tools::ALL` order.
+const SECTIONS: [(&str, &[Tool]); 6] = [
+    (
+        "cross-compiling and running foreign binaries",
+        &[Tool::CargoZigbuild, Tool::Zig, Tool::QemuAarch64],
+    ),
+    (
+        "container images",
+        &[Tool::Podman, Tool::Runc, Tool::Skopeo],
+    ),
+    (
+        "systemd units",
+        &[Tool::SystemdAnalyze, Tool::SystemdSocketActivate],
+    ),
+    ("deploys to remote hosts", &[Tool::Ssh, Tool::Sshd]),
+    ("checks in the test suite", &[Tool::Actionlint]),
+    (
+        "benchmarks (`cargo xtask setup --bench` installs them)",
+        &[Tool::Hyperfine, Tool::Wrk, Tool::Go],
+    ),
+];
+
+/// Prints the table and returns how many items the tests need and lack
+/// (benchmark tools are reported but not counted).
+pub fn report(ctx: &Ctx) -> usize {
+    let mut sections = vec![
+        ("build, test, lint, ci", core_checks(ctx), true),
+        (
+            "Rust targets (`targets` of [workspace.metadata.xtask], and lint's)",
+            target_checks(ctx),
+            true,
+        ),
+    ];
+    for (title, section_tools) in SECTIONS {
+        let counted = section_tools
+            .iter()
+            .all(|tool| tool.info().need == Need::Tests);
+        let checks = section_tools
+            .iter()
+            .map(|tool| Check::tool(*tool))
+            .collect();
+        sections.push((title, checks, counted));
+    }
+    let mut missing = 0;
+    for (title, checks, counted) in &sections {
+        println!("{title}");
+        for check in checks {
+            match &check.found {
+                Some(location) => println!("  ok       {:<32} {location}", check.name),
+                None => {
+                    if *counted {
                         missing += 1;
-                        println!(
-                            "  missing  {:<32} {}   ({})",
-                            check.name, check.install, check.needed_for
-                        );
                     }
+                    println!(
+                        "  missing  {:<32} {}   ({})",
+                        check.name, check.install, check.needed_for
+                    );
                 }
             }
         }
-        if missing == 0 {
-            println!("everything is installed");
-        } else {
-            println!("{missing} missing: run the commands above to install them");
-        }
-        Ok(())
     }
+    if missing == 0 {
+        println!("everything the tasks and tests need is installed");
+    } else {
+        println!(
+            "{missing} missing: run `cargo xtask setup`, or the commands above, to install them"
+        );
+    }
+    missing
 }
 
 fn core_checks(ctx: &Ctx) -> Vec<Check> {
@@ -97,10 +122,10 @@ fn core_checks(ctx: &Ctx) -> Vec<Check> {
     let mut checks = vec![Check {
         name: "cargo".to_owned(),
         found: cargo_version,
-        install: Tool::Rustup.info().install.to_owned(),
+        install: Tool::Rustup.info().install(),
         needed_for: "everything".to_owned(),
     }];
-    let components = installed(ctx, "component");
+    let components = rustup::installed(ctx, "component").ok();
     for (component, needed_for) in [("rustfmt", "lint"), ("clippy", "lint")] {
         checks.push(Check {
             name: component.to_owned(),
@@ -115,34 +140,45 @@ fn core_checks(ctx: &Ctx) -> Vec<Check> {
             needed_for: needed_for.to_owned(),
         });
     }
-    checks.extend([Check::tool(Tool::Git), Check::tool(Tool::CargoNextest)]);
+    checks.extend([
+        Check::tool(Tool::Git),
+        Check::tool(Tool::Rustup),
+        Check::tool(Tool::CargoNextest),
+    ]);
     checks
 }
 
-fn target_checks(ctx: &Ctx) -> Vec<Check> {
-    let installed_targets = installed(ctx, "target").unwrap_or_default();
-    ctx.project
+/// The release matrix and the targets lint checks, in that order.
+pub fn wanted_targets(ctx: &Ctx) -> Vec<&str> {
+    let mut triples: Vec<&str> = ctx
+        .project
         .settings
         .targets
         .iter()
-        .map(|target| Check {
-            name: target.clone(),
-            found: installed_targets
-                .contains(target)
-                .then(|| "rustup target".to_owned()),
-            install: format!("rustup target add {target}"),
-            needed_for: "release builds".to_owned(),
-        })
-        .collect()
+        .map(String::as_str)
+        .collect();
+    for triple in CROSS_CHECK_TARGETS {
+        if !triples.contains(&triple) {
+            triples.push(triple);
+        }
+    }
+    triples
 }
 
-/// `rustup <kind> list --installed`, or `None` without rustup.
-fn installed(ctx: &Ctx, kind: &str) -> Option<Vec<String>> {
-    let rustup = tools::find(Tool::Rustup)?;
-    let listing = cmd!(ctx.sh, "{rustup} {kind} list --installed")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .ok()?;
-    Some(listing.lines().map(str::to_owned).collect())
+fn target_checks(ctx: &Ctx) -> Vec<Check> {
+    let triples = wanted_targets(ctx);
+    let missing = rustup::missing_targets(ctx, &triples).unwrap_or_default();
+    triples
+        .iter()
+        .map(|triple| Check {
+            name: (*triple).to_owned(),
+            found: (!missing.iter().any(|name| name == triple)).then(|| "rustup target".to_owned()),
+            install: format!("rustup target add {triple}"),
+            needed_for: if CROSS_CHECK_TARGETS.contains(triple) {
+                "lint".to_owned()
+            } else {
+                "release builds".to_owned()
+            },
+        })
+        .collect()
 }

@@ -101,6 +101,41 @@ impl Ctx {
         Ok(())
     }
 
+    /// Like `run`, but a failure says what the command printed last on
+    /// stderr (rustup's or ssh's own error line) instead of only its status.
+    /// Its stderr is still shown as it comes.
+    pub fn run_reporting(&self, cmd: Cmd<'_>) -> Result<()> {
+        use std::io::BufRead;
+        let mut command = Command::from(cmd);
+        eprintln!("$ {}", self.display(&command, true));
+        if self.dry_run {
+            return Ok(());
+        }
+        let line = self.display(&command, false);
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start `{line}`"))?;
+        let mut last_said = String::new();
+        if let Some(stderr) = child.stderr.take() {
+            for said in std::io::BufReader::new(stderr).lines() {
+                let Ok(said) = said else { break };
+                eprintln!("{said}");
+                if !said.trim().is_empty() {
+                    last_said = said.trim().to_owned();
+                }
+            }
+        }
+        let status = child.wait().with_context(|| format!("wait for `{line}`"))?;
+        if !status.success() {
+            if last_said.is_empty() {
+                bail!("`{line}` failed ({status})");
+            }
+            bail!("`{line}` failed ({status}): {last_said}");
+        }
+        Ok(())
+    }
+
     /// Echoes a command and returns what it printed on stdout. For commands
     /// whose output is the point (a benchmark run), not for quiet probes.
     pub fn read_echoed(&self, cmd: Cmd<'_>) -> Result<String> {
@@ -144,11 +179,15 @@ impl Ctx {
                 words.insert(0, "env".to_owned());
             }
         }
-        let program = command.get_program();
-        if Path::new(program) == self.cargo {
-            words.push("cargo".to_owned());
-        } else {
-            words.push(shell_quote(program));
+        let program = Path::new(command.get_program());
+        let on_path = program
+            .file_name()
+            .filter(|name| which::which(name).is_ok_and(|found| found == program));
+        match on_path {
+            _ if program == self.cargo => words.push("cargo".to_owned()),
+            // A tool PATH finds anyway is shown by its name, as a user types it.
+            Some(name) => words.push(shell_quote(name)),
+            None => words.push(shell_quote(program.as_os_str())),
         }
         words.extend(command.get_args().map(shell_quote));
         words.join(" ")

@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["build", "test", "lint", "ci", "bench"]),
     ("Release", &["dist", "release", "image", "units", "version"]),
-    ("Maintain", &["doctor", "clean", "help"]),
+    ("Maintain", &["setup", "doctor", "clean", "help"]),
 ];
 
 const AFTER_HELP: &str = "\
@@ -79,6 +79,8 @@ pub enum Task {
     Units(crate::units::Units),
     /// Print the version stamp (commit, branch, build time) builds embed
     Version(crate::version::Version),
+    /// Install what the tasks and tests need: rustup parts, packages, Python tools
+    Setup(crate::setup::Setup),
     /// Show what each task needs, what is missing, and how to install it
     Doctor(crate::doctor::Doctor),
     /// Remove build outputs and everything the release tasks wrote

@@ -1,5 +1,6 @@
-//! `cargo xtask lint`: formatting and clippy, warnings denied. Both compile
-//! nothing that `build` and `test` do not share.
+//! `cargo xtask lint`: formatting and clippy, warnings denied, for this
+//! machine and for one Windows and one macOS target, so that code gated by
+//! `cfg(unix)` stays warning-free on every platform `dist` builds.
 
 use anyhow::{Context, Result};
 use xshell::cmd;
@@ -9,10 +10,16 @@ use crate::exec::Ctx;
 #[derive(clap::Args, Debug)]
 pub struct Lint {}
 
+/// The targets clippy checks the shipped package for besides this machine.
+/// Checking needs only their standard library, no linker; `setup` and
+/// `lint` install it when missing.
+pub const CROSS_CHECK_TARGETS: [&str; 2] = ["x86_64-pc-windows-gnu", "aarch64-apple-darwin"];
+
 impl Lint {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         fmt(ctx)?;
-        clippy(ctx)
+        clippy(ctx)?;
+        clippy_cross(ctx)
     }
 }
 
@@ -30,4 +37,22 @@ pub fn clippy(ctx: &Ctx) -> Result<()> {
         "{cargo} clippy --workspace --all-targets -- -D warnings"
     );
     ctx.run(ctx.stamped(clippy)?).context("run clippy")
+}
+
+/// Clippy on the shipped package (its library and binary, not its tests,
+/// which drive Unix processes) for the Windows and macOS targets.
+pub fn clippy_cross(ctx: &Ctx) -> Result<()> {
+    crate::rustup::ensure_targets(ctx, &CROSS_CHECK_TARGETS)?;
+    let cargo = ctx.cargo_path();
+    let package = &ctx.project.settings.package;
+    let targets: Vec<&str> = CROSS_CHECK_TARGETS
+        .iter()
+        .flat_map(|triple| ["--target", triple])
+        .collect();
+    let clippy = cmd!(
+        ctx.sh,
+        "{cargo} clippy --package {package} {targets...} -- -D warnings"
+    );
+    ctx.run(ctx.stamped(clippy)?)
+        .with_context(|| format!("run clippy for {}", CROSS_CHECK_TARGETS.join(" and ")))
 }

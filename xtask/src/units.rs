@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::exec::Ctx;
 use crate::project::Settings;
@@ -38,6 +38,13 @@ impl Units {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let settings = &ctx.project.settings;
         let prefix = self.prefix.unwrap_or_else(|| default_prefix(settings));
+        if !prefix.is_absolute() {
+            bail!(
+                "--prefix {}: systemd needs an absolute path for ExecStart=: pass the folder the release is installed in, e.g. {}",
+                prefix.display(),
+                default_prefix(settings).display()
+            );
+        }
         let out = self
             .out
             .unwrap_or_else(|| ctx.project.target_dir.join("units"));

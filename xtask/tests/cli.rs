@@ -152,6 +152,7 @@ fn ci_dry_run_lists_its_steps_in_order() {
         "cargo fmt --all --check",
         "==> ci step 2/4: clippy",
         "cargo clippy --workspace --all-targets -- -D warnings",
+        "cargo clippy --package app --target x86_64-pc-windows-gnu --target aarch64-apple-darwin -- -D warnings",
         "==> ci step 3/4: dist",
         "cargo build --release --locked --package app --bin app --target x86_64-unknown-linux-musl",
         "==> ci step 4/4: test",
@@ -169,7 +170,7 @@ fn ci_dry_run_lists_its_steps_in_order() {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 5] = [
+    let cases: [(&Path, &[&str], i32, &str); 6] = [
         (
             &workspace_root(),
             &["deploy-everything"],
@@ -193,6 +194,18 @@ fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
             &["test", "--app-binary", "/nonexistent/app"],
             1,
             "error: --app-binary /nonexistent/app: no such file (build it first",
+        ),
+        (
+            &workspace_root(),
+            &[
+                "units",
+                "--prefix",
+                "opt/app/current",
+                "--out",
+                "/nonexistent/units",
+            ],
+            1,
+            "error: --prefix opt/app/current: systemd needs an absolute path for ExecStart=",
         ),
         (
             outside.path(),
@@ -269,7 +282,7 @@ fn a_missing_tool_fails_fast_with_the_install_command() {
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert_eq!(
         stderr.trim(),
-        "error: compute the version stamp: git not found on PATH (needed for the version stamp of every build): install it with `apt-get install -y git`, or run `cargo xtask doctor` to check every tool"
+        "error: compute the version stamp: git not found on PATH (needed for the version stamp of every build): install it with `apt-get install -y git` or `cargo xtask setup`, or run `cargo xtask doctor` to check every tool"
     );
 
     let doctor = stdout_of(xtask(repo.path()).arg("doctor").env("PATH", bin.path()));

@@ -71,7 +71,7 @@ fn bad_targets_and_environments_fail_before_building() {
     }
     run_fails(
         xtask_in(&["dist", "--target", "x86_64-apple-darwin"]).env("PATH", bin.path()),
-        "cargo-zigbuild not found on PATH (needed for glibc, macOS and Windows targets): install it with `pip install cargo-zigbuild ziglang`",
+        "cargo-zigbuild not found on PATH (needed for glibc, macOS and Windows targets): install it with `pip install cargo-zigbuild` or `cargo xtask setup`",
     );
 
     run_fails(

