@@ -554,6 +554,7 @@ fn check_image(clone: &Path, target_dir: &Path) {
     }
     if let Some(podman) = tool_or_skip("podman", "apt-get install -y podman runc") {
         let archive = dist.join(image["archive"].as_str().unwrap());
+        let podman = Podman::new(podman);
         run_in_podman(
             &podman,
             &archive,
@@ -564,47 +565,88 @@ fn check_image(clone: &Path, target_dir: &Path) {
     }
 }
 
-/// The settings this machine's kernel needs (see ENVIRONMENT.md).
-fn podman_command(podman: &Path) -> Command {
-    let mut command = Command::new(podman);
-    command.args([
-        "--runtime",
-        "runc",
-        "--storage-driver",
-        "vfs",
-        "--cgroup-manager",
-        "cgroupfs",
-    ]);
-    command
+/// Podman with settings of the test's own: runc and cgroupfs (crun and the
+/// systemd cgroup manager fail on some kernels and in containers), explicit
+/// ulimits, the vfs driver (no fuse-overlayfs needed without root), and a
+/// store in a temporary folder. Written as `containers.conf` and
+/// `storage.conf` rather than root-only flags, so the same test runs as
+/// root and as an unprivileged user (rootless podman), and leaves the
+/// user's own images alone.
+struct Podman {
+    binary: PathBuf,
+    config: TempDir,
+}
+
+impl Podman {
+    fn new(binary: PathBuf) -> Podman {
+        let config = TempDir::new().unwrap();
+        let dir = config.path();
+        fs::write(
+            dir.join("containers.conf"),
+            "[containers]\n\
+             default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+             pids_limit = 0\n\
+             [engine]\n\
+             runtime = \"runc\"\n\
+             cgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                dir.join("storage").display(),
+                dir.join("run").display()
+            ),
+        )
+        .unwrap();
+        Podman { binary, config }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .env(
+                "CONTAINERS_CONF",
+                self.config.path().join("containers.conf"),
+            )
+            .env(
+                "CONTAINERS_STORAGE_CONF",
+                self.config.path().join("storage.conf"),
+            );
+        command
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // vfs layers may hold files only podman's own user namespace can
+        // remove.
+        let _ = self.command().args(["system", "reset", "--force"]).output();
+    }
 }
 
 /// The Dockerfile at the root builds with `podman build` from the binary
 /// dist wrote, and the image runs.
-fn build_dockerfile(podman: &Path, clone: &Path, dist: &Path, commit: &str) {
+fn build_dockerfile(podman: &Podman, clone: &Path, dist: &Path, commit: &str) {
     let binary = clone.join("target/dist/x86_64-unknown-linux-musl/app");
     fs::create_dir_all(binary.parent().unwrap()).unwrap();
     fs::copy(dist.join("x86_64-unknown-linux-musl/app"), &binary).unwrap();
     let tag = format!("localhost/xtask-test-dockerfile-{}", std::process::id());
     stdout_of(
-        podman_command(podman)
+        podman
+            .command()
             .args(["build", "--isolation", "chroot", "--tag", &tag, "."])
             .current_dir(clone),
     );
-    let version = stdout_of(podman_command(podman).args([
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &tag,
-        "--version",
-    ]));
-    let _ = podman_command(podman)
-        .args(["rmi", "--force", &tag])
-        .output();
+    let version =
+        stdout_of(
+            podman
+                .command()
+                .args(["run", "--rm", "--network", "host", &tag, "--version"]),
+        );
+    let _ = podman.command().args(["rmi", "--force", &tag]).output();
     assert!(
         version.contains(&format!("({} ", &commit[..7])),
         "{version}"
@@ -613,8 +655,8 @@ fn build_dockerfile(podman: &Path, clone: &Path, dist: &Path, commit: &str) {
 
 /// Loads the OCI archive, runs the amd64 image on loopback, and asks it
 /// for `/healthz` and `/version`.
-fn run_in_podman(podman: &Path, archive: &Path, reference: &str, commit: &str) {
-    let engine = || podman_command(podman);
+fn run_in_podman(podman: &Podman, archive: &Path, reference: &str, commit: &str) {
+    let engine = || podman.command();
     stdout_of(engine().arg("load").arg("-i").arg(archive));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -626,10 +668,6 @@ fn run_in_podman(podman: &Path, archive: &Path, reference: &str, commit: &str) {
         engine()
             .args(["run", "--detach", "--name", &name, "--network", "host"])
             .args([
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
                 "--env",
                 &format!("APP__SERVER__LISTEN=127.0.0.1:{port}"),
                 reference,
