@@ -579,3 +579,31 @@ fn print_summary(dist_dir: &Path, manifest: &Manifest) {
     }
     println!("  {SHA256SUMS}, {}", crate::manifest::MANIFEST);
 }
+
+/// The dist manifest with binaries for `targets` from this very tree;
+/// `dist` runs first when there is none (it is a no-op when nothing changed).
+pub fn binaries_for(ctx: &Ctx, targets: &[Target]) -> Result<Manifest> {
+    let path = ctx.project.dist_dir().join(crate::manifest::MANIFEST);
+    let stamp = ctx.stamp()?;
+    let current = Manifest::read(&path).filter(|manifest| {
+        !stamp.dirty
+            && manifest.stamp.commit == stamp.commit
+            && manifest.stamp.source_date_epoch == stamp.source_date_epoch
+            && targets
+                .iter()
+                .all(|target| crate::image::binary_artifact(manifest, target).is_some())
+    });
+    if let Some(manifest) = current {
+        eprintln!("using the binaries in {}", path.display());
+        return Ok(manifest);
+    }
+    build_and_package(ctx, targets, None)?;
+    if ctx.dry_run {
+        return Ok(Manifest::new(
+            &ctx.project.settings.binary,
+            stamp,
+            Vec::new(),
+        ));
+    }
+    Manifest::require(&path)
+}

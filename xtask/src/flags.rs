@@ -14,6 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["build", "test", "lint", "ci", "bench"]),
     ("Release", &["dist", "release", "image", "units", "version"]),
+    ("Deploy", &["deploy", "rollback", "releases"]),
     ("Maintain", &["setup", "doctor", "clean", "help"]),
 ];
 
@@ -79,6 +80,12 @@ pub enum Task {
     Units(crate::units::Units),
     /// Print the version stamp (commit, branch, build time) builds embed
     Version(crate::version::Version),
+    /// Deploy a release to a root on this machine or on hosts over ssh, proven or rolled back
+    Deploy(crate::deploy::Deploy),
+    /// Switch back to the previous good release (or --to one), and prove it
+    Rollback(crate::deploy::Rollback),
+    /// List the releases on a root: version, commit, when deployed, current / previous / bad
+    Releases(crate::deploy::Releases),
     /// Install what the tasks and tests need: rustup parts, packages, Python tools
     Setup(crate::setup::Setup),
     /// Show what each task needs, what is missing, and how to install it

@@ -98,7 +98,7 @@ impl Image {
             None
         };
 
-        let manifest = binaries_for(ctx, &targets)?;
+        let manifest = dist::binaries_for(ctx, &targets)?;
         if ctx.dry_run {
             eprintln!("(dry run: no image is written)");
             return Ok(());
@@ -148,35 +148,7 @@ fn check_reference(reference: &str) -> Result<()> {
     Ok(())
 }
 
-/// The dist manifest with binaries for `targets` from this very tree;
-/// `dist` runs first when there is none (it is a no-op when nothing changed).
-fn binaries_for(ctx: &Ctx, targets: &[Target]) -> Result<Manifest> {
-    let path = ctx.project.dist_dir().join(MANIFEST);
-    let stamp = ctx.stamp()?;
-    let current = Manifest::read(&path).filter(|manifest| {
-        !stamp.dirty
-            && manifest.stamp.commit == stamp.commit
-            && manifest.stamp.source_date_epoch == stamp.source_date_epoch
-            && targets
-                .iter()
-                .all(|target| binary_artifact(manifest, target).is_some())
-    });
-    if let Some(manifest) = current {
-        eprintln!("using the binaries in {}", path.display());
-        return Ok(manifest);
-    }
-    dist::build_and_package(ctx, targets, None)?;
-    if ctx.dry_run {
-        return Ok(Manifest::new(
-            &ctx.project.settings.binary,
-            stamp,
-            Vec::new(),
-        ));
-    }
-    Manifest::require(&path)
-}
-
-fn binary_artifact<'a>(manifest: &'a Manifest, target: &Target) -> Option<&'a Artifact> {
+pub fn binary_artifact<'a>(manifest: &'a Manifest, target: &Target) -> Option<&'a Artifact> {
     manifest.artifacts.iter().find(|artifact| {
         artifact.kind == ArtifactKind::Binary && artifact.target.as_deref() == Some(target.triple)
     })
@@ -205,7 +177,7 @@ fn write_image(
 ) -> Result<Manifest> {
     let stamp = ctx.stamp()?;
     let created = if stamp.commit_time == crate::stamp::UNKNOWN {
-        rfc3339_utc(stamp.source_date_epoch)
+        crate::util::rfc3339_utc(stamp.source_date_epoch)
     } else {
         stamp.commit_time.clone()
     };
@@ -412,43 +384,21 @@ fn write_layout(dist_dir: &Path, files: &[Entry]) -> Result<()> {
         .with_context(|| format!("move the new layout into {}", layout.display()))
 }
 
-/// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ` (for a source date without a
-/// commit time).
-fn rfc3339_utc(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let seconds = epoch % 86_400;
-    // Howard Hinnant's days-to-civil conversion.
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds / 3_600,
-        seconds % 3_600 / 60,
-        seconds % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn source_dates_format_as_rfc3339() {
-        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_utc(1_706_929_506), "2024-02-03T03:05:06Z");
+        assert_eq!(crate::util::rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            crate::util::rfc3339_utc(951_782_400),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            crate::util::rfc3339_utc(1_706_929_506),
+            "2024-02-03T03:05:06Z"
+        );
     }
 
     #[test]

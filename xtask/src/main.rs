@@ -9,6 +9,7 @@ mod binfmt;
 mod build;
 mod ci;
 mod clean;
+mod deploy;
 mod dist;
 mod doctor;
 mod exec;
@@ -70,6 +71,9 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Release(task) => task.run(&ctx),
         Task::Image(task) => task.run(&ctx),
         Task::Units(task) => task.run(&ctx),
+        Task::Deploy(task) => task.run(&ctx),
+        Task::Rollback(task) => task.run(&ctx),
+        Task::Releases(task) => task.run(&ctx),
         Task::Setup(task) => task.run(&ctx),
         Task::Doctor(task) => task.run(&ctx),
         Task::Clean(task) => task.run(&ctx),

@@ -21,6 +21,9 @@ pub struct Settings {
     pub targets: Vec<String>,
     /// The port the service listens on by default.
     pub port: u16,
+    /// Releases `deploy` keeps on each host (default 5).
+    #[serde(default)]
+    pub keep_releases: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -145,6 +148,7 @@ mod tests {
                 image: "ghcr.io/example/app".into(),
                 targets: vec!["x86_64-unknown-linux-musl".into()],
                 port: 8080,
+                keep_releases: None,
             }),
         );
     }

@@ -217,6 +217,7 @@ mod tests {
             image: "example/svc".into(),
             targets: Vec::new(),
             port: 9090,
+            keep_releases: None,
         };
         let files = render(&settings, Path::new("/srv/svc"));
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();

@@ -1,0 +1,771 @@
+//! `cargo xtask deploy`, `rollback` and `releases`: versioned release
+//! folders on hosts, a `current` symlink switched atomically, activation
+//! (a zero-downtime `systemctl reload` by default), and proof that the new
+//! commit answers; a failed proof switches back. Several hosts are deployed
+//! one after another, and a failure on one rolls back those already
+//! switched, so a fleet never ends split between two releases.
+//!
+//! On each host, under `--root DIR`:
+//! `releases/<version>-<commit>/` (unpacked archives), `current` (a
+//! relative symlink to one of them), `deploys.log` (JSON lines) and, while
+//! a deploy runs, `.deploy.lock/`.
+
+mod host;
+mod source;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::exec::Ctx;
+use crate::manifest::MANIFEST;
+use crate::targets;
+use crate::util::TempFolder;
+use host::Host;
+use source::Source;
+use state::{Entry, Lock, State};
+
+/// Where to deploy: one local root, or hosts over ssh.
+#[derive(clap::Args, Debug)]
+pub struct Where {
+    /// The deploy root on each host: releases/, current, deploys.log
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Deploy over ssh to this host, `[USER@]HOST`, or `[USER@]HOST:DIR`
+    /// for a root of its own; repeatable, deployed in order [default: this
+    /// machine]
+    #[arg(long = "host", value_name = "HOST")]
+    hosts: Vec<String>,
+    /// An ssh config file for ssh and scp (ports, keys, jump hosts)
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+}
+
+/// How a switched release is started and proven.
+#[derive(clap::Args, Debug)]
+pub struct Activation {
+    /// Shell command run on the host after the switch [default: systemctl
+    /// reload <binary>, the units' zero-downtime upgrade]
+    #[arg(long, value_name = "CMD")]
+    activate: Option<String>,
+    /// The service's address as seen on the host, for the proof
+    /// [default: 127.0.0.1:<port>]
+    #[arg(long, value_name = "ADDR")]
+    service: Option<String>,
+    /// How long the new release has to answer /readyz and /version
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Wait this long for another deploy's lock instead of failing
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    lock_wait: Duration,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Deploy {
+    /// The release archive to deploy, with SHA256SUMS and
+    /// dist-manifest.json beside it [default: from target/dist/, built if
+    /// needed]
+    #[arg(long, value_name = "PATH", conflicts_with = "target")]
+    archive: Option<PathBuf>,
+    /// The target of the hosts (alias or triple) [default: static musl for
+    /// this machine's architecture]
+    #[arg(long, value_name = "TARGET")]
+    target: Option<String>,
+    /// Releases kept on each host [default: keep-releases in
+    /// [workspace.metadata.xtask], else 5]
+    #[arg(long, value_name = "N")]
+    keep: Option<usize>,
+    #[command(flatten)]
+    place: Where,
+    #[command(flatten)]
+    activation: Activation,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Rollback {
+    /// The release to return to [default: the previous good one, from the
+    /// deploy log]
+    #[arg(long, value_name = "RELEASE")]
+    to: Option<String>,
+    #[command(flatten)]
+    place: Where,
+    #[command(flatten)]
+    activation: Activation,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Releases {
+    /// Print JSON, for scripts
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    place: Where,
+}
+
+/// Set by SIGINT and SIGTERM while a deploy or rollback runs, so that it
+/// stops at the next step, switches back and releases its lock instead of
+/// dying half-way.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn catch_interrupts() {
+    let handler = note_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Everything a step needs to know besides the host.
+struct Plan<'a> {
+    activate: String,
+    service: String,
+    timeout: Duration,
+    lock_wait: Duration,
+    ctx: &'a Ctx,
+}
+
+impl Where {
+    fn hosts(&self, ctx: &Ctx, control: &TempFolder) -> Result<Vec<Host>> {
+        if self.hosts.is_empty() {
+            let root = self.root.as_ref().context(
+                "no --root given: name the deploy root, e.g. --root /opt/app (and --host to deploy over ssh)",
+            )?;
+            if self.ssh_config.is_some() {
+                bail!("--ssh-config is for --host deploys: add --host, or drop --ssh-config");
+            }
+            return Ok(vec![Host::local(root)?]);
+        }
+        let _ = ctx;
+        self.hosts
+            .iter()
+            .map(|spec| {
+                let (destination, root) = match spec.split_once(':') {
+                    Some((destination, root)) => (destination, root.to_owned()),
+                    None => (
+                        spec.as_str(),
+                        self.root
+                            .as_ref()
+                            .with_context(|| {
+                                format!("--host {spec} has no root: pass --root DIR, or --host {spec}:DIR")
+                            })?
+                            .display()
+                            .to_string(),
+                    ),
+                };
+                Host::ssh(destination, &root, self.ssh_config.as_deref(), control.path())
+            })
+            .collect()
+    }
+}
+
+impl Activation {
+    fn plan<'a>(&self, ctx: &'a Ctx) -> Plan<'a> {
+        let settings = &ctx.project.settings;
+        Plan {
+            activate: self
+                .activate
+                .clone()
+                .unwrap_or_else(|| format!("systemctl reload {}", settings.binary)),
+            service: self
+                .service
+                .clone()
+                .unwrap_or_else(|| format!("127.0.0.1:{}", settings.port)),
+            timeout: self.timeout,
+            lock_wait: self.lock_wait,
+            ctx,
+        }
+    }
+}
+
+impl Deploy {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let keep = self
+            .keep
+            .or(ctx.project.settings.keep_releases)
+            .unwrap_or(5);
+        if keep < 2 {
+            bail!(
+                "--keep {keep}: keep at least 2 releases, the current one and the one to roll back to"
+            );
+        }
+        let control = TempFolder::new("xtask-ssh")?;
+        let hosts = self.place.hosts(ctx, &control)?;
+        let plan = self.activation.plan(ctx);
+        // Everything about the release is checked before any host changes.
+        let source = match &self.archive {
+            Some(archive) => source::from_archive(archive)?,
+            None => {
+                let target = match &self.target {
+                    Some(spec) => {
+                        targets::resolve(std::slice::from_ref(spec), &ctx.project.settings.targets)?
+                            .remove(0)
+                    }
+                    None => targets::host_default(&ctx.stamp()?.host)?,
+                };
+                let manifest = crate::dist::binaries_for(ctx, std::slice::from_ref(&target))?;
+                if ctx.dry_run && manifest.artifacts.is_empty() {
+                    eprintln!("(dry run: nothing was built, so there is nothing to deploy)");
+                    return Ok(());
+                }
+                let dist_dir = ctx.project.dist_dir();
+                source::from_manifest(&dist_dir, &manifest, target.triple)
+                    .with_context(|| format!("read {}", dist_dir.join(MANIFEST).display()))?
+            }
+        };
+        catch_interrupts();
+        let started = Instant::now();
+        let mut switched: Vec<(&Host, Option<String>)> = Vec::new();
+        for host in &hosts {
+            match deploy_host(&plan, host, &source, keep) {
+                Ok(from) => switched.push((host, from)),
+                Err(err) => {
+                    let undone = undo(&plan, &switched, &source.name);
+                    for host in &hosts {
+                        host.disconnect();
+                    }
+                    if switched.is_empty() {
+                        return Err(err);
+                    }
+                    bail!("{err:#}; {undone}");
+                }
+            }
+        }
+        for host in &hosts {
+            host.disconnect();
+        }
+        println!(
+            "deployed {} to {} in {:.2}s",
+            source.name,
+            hosts
+                .iter()
+                .map(|host| host.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+/// Rolls back the hosts a fleet deploy already switched; says what it did.
+fn undo(plan: &Plan, switched: &[(&Host, Option<String>)], release: &str) -> String {
+    let mut lines = Vec::new();
+    for (host, from) in switched.iter().rev() {
+        match from.as_deref().filter(|from| *from != release) {
+            Some(from) => match rollback_host(plan, host, Some(from), "auto-rollback") {
+                Ok(()) => lines.push(format!("{} rolled back to {from}", host.label)),
+                Err(err) => lines.push(format!("{} could NOT be rolled back: {err:#}", host.label)),
+            },
+            None => lines.push(format!("{} had nothing to roll back to", host.label)),
+        }
+    }
+    format!("undone on the hosts already switched: {}", lines.join("; "))
+}
+
+/// Deploys to one host under its lock; returns the release it replaced.
+fn deploy_host(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Result<Option<String>> {
+    let ctx = plan.ctx;
+    host.change(ctx, &["mkdir", "-p", &host.root])
+        .with_context(|| format!("create the deploy root on {}", host.label))?;
+    let lock = Lock::acquire(ctx, host, &source.name, plan.lock_wait)?;
+    let result = deploy_locked(plan, host, source, keep);
+    let released = lock.release(ctx);
+    let from = result?;
+    released?;
+    Ok(from)
+}
+
+fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Result<Option<String>> {
+    let ctx = plan.ctx;
+    let started = Instant::now();
+    let state = State::read(ctx, host)?;
+    let from = state.current.clone();
+    let fail = |step: &str, err: anyhow::Error| -> anyhow::Error {
+        let entry = Entry::new(host, "deploy", from.as_deref(), &source.name, started)
+            .failed(step, &format!("{err:#}"));
+        if let Err(log_err) = state::append(ctx, host, &entry) {
+            eprintln!("warning: {log_err:#}");
+        }
+        err.context(format!(
+            "deploy of {} to {} failed at {step}",
+            source.name, host.label
+        ))
+    };
+
+    place_release(ctx, host, source, &state).map_err(|err| fail("upload", err))?;
+    if ctx.dry_run {
+        switch(ctx, host, &source.name)?;
+        host.activate(ctx, &plan.activate)?;
+        eprintln!(
+            "(dry run: would wait for {} to answer /readyz and /version {})",
+            plan.service, source.commit
+        );
+        return Ok(from);
+    }
+
+    // Redeploying what already runs: nothing to switch if it answers.
+    if from.as_deref() == Some(source.name.as_str())
+        && prove(plan, host, &source.commit, Duration::ZERO).is_ok()
+    {
+        state::append(
+            ctx,
+            host,
+            &Entry::new(host, "deploy", from.as_deref(), &source.name, started),
+        )?;
+        eprintln!(
+            "{}: {} already serves, nothing to switch",
+            host.label, source.name
+        );
+        return Ok(from);
+    }
+
+    switch(ctx, host, &source.name).map_err(|err| fail("switch", err))?;
+    let outcome = check_interrupted()
+        .and_then(|()| host.activate(ctx, &plan.activate).context("activate"))
+        .and_then(|()| prove(plan, host, &source.commit, plan.timeout).context("prove"));
+    if let Err(err) = outcome {
+        let step = if format!("{err}") == "activate" {
+            "activate"
+        } else {
+            "prove"
+        };
+        let err = fail(step, err);
+        let Some(previous) = from.as_deref().filter(|previous| *previous != source.name) else {
+            return Err(err.context(format!(
+                "there was no previous release to switch back to; current still points at {}",
+                source.name
+            )));
+        };
+        let rollback_started = Instant::now();
+        let back = switch(ctx, host, previous)
+            .and_then(|()| host.activate(ctx, &plan.activate))
+            .and_then(|()| prove(plan, host, commit_of(previous), plan.timeout));
+        let mut entry = Entry::new(
+            host,
+            "auto-rollback",
+            Some(&source.name),
+            previous,
+            rollback_started,
+        );
+        entry.marked_bad = Some(source.name.clone());
+        return match back {
+            Ok(()) => {
+                state::append(ctx, host, &entry)?;
+                Err(anyhow!(
+                    "{err:#}; rolled back to {previous}, which serves again; {} is marked bad",
+                    source.name
+                ))
+            }
+            Err(back_err) => {
+                let entry = entry.failed("rollback", &format!("{back_err:#}"));
+                state::append(ctx, host, &entry)?;
+                Err(anyhow!(
+                    "{err:#}; the rollback to {previous} failed too: {back_err:#}"
+                ))
+            }
+        };
+    }
+    state::append(
+        ctx,
+        host,
+        &Entry::new(host, "deploy", from.as_deref(), &source.name, started),
+    )?;
+    prune(ctx, host, keep, &source.name)?;
+    eprintln!(
+        "{}: {} serves (commit {})",
+        host.label, source.name, &source.commit
+    );
+    Ok(from)
+}
+
+/// Puts the release into `releases/<name>`: reused if it is there and
+/// verifies, else copied under a temporary name, verified, synced and
+/// renamed in.
+fn place_release(ctx: &Ctx, host: &Host, source: &Source, state: &State) -> Result<()> {
+    let release_dir = host.path(&format!("releases/{}", source.name));
+    if state.releases.contains(&source.name) {
+        verify_release(ctx, host, &release_dir, source)?;
+        eprintln!("{}: reusing {release_dir}, verified", host.label);
+        return Ok(());
+    }
+    host.change(ctx, &["mkdir", "-p", &host.path("releases")])?;
+    let partial = host.path(&format!(
+        "releases/.partial-{}-{}",
+        source.name,
+        std::process::id()
+    ));
+    host.upload(ctx, &source.staging.path().join(&source.name), &partial)?;
+    if !ctx.dry_run {
+        verify_release(ctx, host, &partial, source)?;
+    }
+    host.change(ctx, &["sync", "-f", &partial])?;
+    host.change(ctx, &["mv", "-T", &partial, &release_dir])
+}
+
+/// Checks every file of a release folder on the host against the archive.
+fn verify_release(ctx: &Ctx, host: &Host, folder: &str, source: &Source) -> Result<()> {
+    let paths: Vec<String> = source
+        .files
+        .iter()
+        .map(|(path, _)| format!("{folder}/{path}"))
+        .collect();
+    let mut argv = vec!["sha256sum", "--"];
+    argv.extend(paths.iter().map(String::as_str));
+    let listing = host
+        .read(ctx, &argv)
+        .with_context(|| format!("verify {folder} on {}", host.label))?
+        .stdout;
+    for ((path, expected), line) in source.files.iter().zip(listing.lines()) {
+        let actual = line.split_whitespace().next().unwrap_or("");
+        if actual != expected {
+            bail!(
+                "{folder}/{path} on {} differs from the archive: the release folder was changed; move it aside and deploy again",
+                host.label
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Points `current` at a release: a new symlink under a temporary name,
+/// renamed over the old one, so there is never a moment without `current`.
+fn switch(ctx: &Ctx, host: &Host, release: &str) -> Result<()> {
+    let temporary = host.path(&format!(".current-{}", std::process::id()));
+    host.change(
+        ctx,
+        &[
+            "ln",
+            "-s",
+            "-f",
+            "-n",
+            &format!("releases/{release}"),
+            &temporary,
+        ],
+    )?;
+    host.change(ctx, &["mv", "-T", &temporary, &host.path("current")])
+}
+
+/// The short commit at the end of a release name (`0.1.0-abc1234`).
+fn commit_of(release: &str) -> &str {
+    release
+        .rsplit_once('-')
+        .map_or(release, |(_, commit)| commit)
+}
+
+/// Waits until the service answers `/readyz` with 200 and `/version` with
+/// `commit` (full or short); `timeout` zero tries once.
+fn prove(plan: &Plan, host: &Host, commit: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let short = &commit[..commit.len().min(7)];
+    let last_seen = loop {
+        let seen = match host.http_get(&plan.service, "/readyz") {
+            Ok((200, _)) => match host.http_get(&plan.service, "/version") {
+                Ok((200, body)) => {
+                    let reported = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|version| version["commit"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    if reported.starts_with(short) {
+                        return Ok(());
+                    }
+                    format!(
+                        "/version reports commit {}",
+                        &reported[..reported.len().min(7)]
+                    )
+                }
+                Ok((status, _)) => format!("/version answered {status}"),
+                Err(err) => format!("{err:#}"),
+            },
+            Ok((status, _)) => format!("/readyz answered {status}"),
+            Err(err) => format!("{err:#}"),
+        };
+        check_interrupted()?;
+        if Instant::now() >= deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    bail!(
+        "{} on {} did not serve commit {short} within {:?}: {last_seen}",
+        plan.service,
+        host.label,
+        timeout
+    )
+}
+
+/// Deletes the oldest releases beyond `keep` (renamed aside first, so a
+/// half-deleted release is never under its own name).
+fn prune(ctx: &Ctx, host: &Host, keep: usize, deployed: &str) -> Result<()> {
+    let state = State::read(ctx, host)?;
+    for release in state.to_prune(keep, &[deployed]) {
+        let trash = host.path(&format!("releases/.trash-{release}-{}", std::process::id()));
+        host.change(
+            ctx,
+            &[
+                "mv",
+                "-T",
+                &host.path(&format!("releases/{release}")),
+                &trash,
+            ],
+        )?;
+        host.change(ctx, &["rm", "-r", "-f", &trash])?;
+    }
+    Ok(())
+}
+
+/// Switches a host to `to` (or the previous good release), activates and
+/// proves it, and marks the release it left as bad.
+fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, action: &str) -> Result<()> {
+    let ctx = plan.ctx;
+    let started = Instant::now();
+    let lock = Lock::acquire(ctx, host, to.unwrap_or("(previous)"), plan.lock_wait)?;
+    let result = (|| {
+        let state = State::read(ctx, host)?;
+        let target = match to {
+            Some(release) if state.releases.iter().any(|name| name == release) => release.to_owned(),
+            Some(release) => bail!(
+                "{release} is not among the releases on {} ({}): see `cargo xtask releases`",
+                host.label,
+                state.releases.join(", ")
+            ),
+            None => state.previous_good().with_context(|| {
+                format!(
+                    "{} has no previous good release to roll back to (current: {}; bad: {}): name one with --to",
+                    host.label,
+                    state.current.as_deref().unwrap_or("none"),
+                    state.bad().into_iter().collect::<Vec<_>>().join(", ")
+                )
+            })?,
+        };
+        let from = state.current.clone();
+        let mut entry = Entry::new(host, action, from.as_deref(), &target, started);
+        entry.marked_bad = from.clone().filter(|from| *from != target);
+        let outcome = switch(ctx, host, &target)
+            .and_then(|()| host.activate(ctx, &plan.activate))
+            .and_then(|()| {
+                if ctx.dry_run {
+                    Ok(())
+                } else {
+                    prove(plan, host, commit_of(&target), plan.timeout)
+                }
+            });
+        entry.duration_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(()) => {
+                state::append(ctx, host, &entry)?;
+                eprintln!(
+                    "{}: {} serves again (was {}) in {:.2}s",
+                    host.label,
+                    target,
+                    from.as_deref().unwrap_or("none"),
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(())
+            }
+            Err(err) => {
+                state::append(ctx, host, &entry.failed("prove", &format!("{err:#}")))?;
+                Err(err.context(format!("roll back {} to {target}", host.label)))
+            }
+        }
+    })();
+    let released = lock.release(ctx);
+    result?;
+    released
+}
+
+impl Rollback {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let control = TempFolder::new("xtask-ssh")?;
+        let hosts = self.place.hosts(ctx, &control)?;
+        let plan = self.activation.plan(ctx);
+        catch_interrupts();
+        let mut result = Ok(());
+        for host in &hosts {
+            result = rollback_host(&plan, host, self.to.as_deref(), "rollback");
+            if result.is_err() {
+                break;
+            }
+        }
+        for host in &hosts {
+            host.disconnect();
+        }
+        result
+    }
+}
+
+impl Releases {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let control = TempFolder::new("xtask-ssh")?;
+        let hosts = self.place.hosts(ctx, &control)?;
+        let mut report = Vec::new();
+        for host in &hosts {
+            let state = State::read(ctx, host)?;
+            let bad = state.bad();
+            let previous = state.previous_good();
+            let releases: Vec<serde_json::Value> = state
+                .releases
+                .iter()
+                .map(|name| {
+                    let (version, commit) = name.rsplit_once('-').unwrap_or((name, ""));
+                    serde_json::json!({
+                        "name": name,
+                        "version": version,
+                        "commit": commit,
+                        "deployed": state.deployed_at(name),
+                        "current": state.current.as_deref() == Some(name.as_str()),
+                        "previous": previous.as_deref() == Some(name.as_str()),
+                        "bad": bad.contains(name),
+                    })
+                })
+                .collect();
+            report.push(serde_json::json!({
+                "host": host.label,
+                "root": host.root,
+                "releases": releases,
+            }));
+            host.disconnect();
+        }
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(());
+        }
+        for host in &report {
+            println!(
+                "{} {}",
+                host["host"].as_str().unwrap_or(""),
+                host["root"].as_str().unwrap_or("")
+            );
+            let releases = host["releases"].as_array().cloned().unwrap_or_default();
+            if releases.is_empty() {
+                println!("  no releases");
+            }
+            for release in releases {
+                let marks: Vec<&str> = ["current", "previous", "bad"]
+                    .into_iter()
+                    .filter(|mark| release[*mark] == true)
+                    .collect();
+                println!(
+                    "  {:<24} version {:<10} commit {:<9} deployed {:<21} {}",
+                    release["name"].as_str().unwrap_or(""),
+                    release["version"].as_str().unwrap_or(""),
+                    release["commit"].as_str().unwrap_or(""),
+                    release["deployed"].as_str().unwrap_or("never"),
+                    marks.join(" ")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `250ms`, `10s`, `5m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write e.g. 30s, 250ms or 5m"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: write e.g. 30s, 250ms or 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(format!("`{text}`: the unit is one of ms, s, m, h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_release_names_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("30").unwrap_err().contains("no unit"));
+        assert!(parse_duration("3d").unwrap_err().contains("the unit is"));
+        assert_eq!(commit_of("0.1.0-abc1234"), "abc1234");
+        assert_eq!(commit_of("1.0.0-rc.1-abc1234"), "abc1234");
+    }
+
+    #[test]
+    fn current_flips_two_hundred_times_without_a_reader_seeing_a_gap() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        let ctx = Ctx::new(false).unwrap();
+        let scratch = TempFolder::new("xtask-switch-test").unwrap();
+        let root = scratch.path().join("root");
+        for release in ["0.1.0-aaaaaaa", "0.1.0-bbbbbbb"] {
+            let folder = root.join("releases").join(release);
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join("app"), release).unwrap();
+        }
+        let host = Host::local(&root).unwrap();
+        switch(&ctx, &host, "0.1.0-aaaaaaa").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (stop, reads) = (stop.clone(), reads.clone());
+                let app = root.join("current/app");
+                std::thread::spawn(move || {
+                    let mut bad = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        match std::fs::read_to_string(&app) {
+                            Ok(text) if text == "0.1.0-aaaaaaa" || text == "0.1.0-bbbbbbb" => {}
+                            other => bad.push(format!("{other:?}")),
+                        }
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    bad
+                })
+            })
+            .collect();
+        let flips = 200;
+        for flip in 0..flips {
+            let release = if flip % 2 == 0 {
+                "0.1.0-bbbbbbb"
+            } else {
+                "0.1.0-aaaaaaa"
+            };
+            switch(&ctx, &host, release).unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        let bad: Vec<String> = readers
+            .into_iter()
+            .flat_map(|reader| reader.join().unwrap())
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{} bad reads: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+        assert!(
+            reads.load(Ordering::Relaxed) > flips,
+            "the readers barely ran"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("current")).unwrap(),
+            std::path::Path::new("releases/0.1.0-aaaaaaa")
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The release being deployed: an archive from `dist-manifest.json` (or one
+//! named with `--archive`, with the `SHA256SUMS` beside it), its checksum
+//! verified and its entries checked before anything on a host changes, then
+//! unpacked into a local staging folder that is copied to each host.
+//!
+//! An entry is refused if its path is absolute or has `..`, if it is a link
+//! that leads out of the release, or if it is anything but a file, a folder
+//! or a symlink.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::archive::sha256_hex;
+use crate::manifest::{ArtifactKind, MANIFEST, Manifest, SHA256SUMS};
+
+pub struct Source {
+    /// `<version>-<commit_short>`: the folder name under `releases/`.
+    pub name: String,
+    /// The full commit `/version` must report once deployed.
+    pub commit: String,
+    /// The unpacked release, ready to copy.
+    pub staging: crate::util::TempFolder,
+    /// Each regular file, relative to the release, with its sha256.
+    pub files: Vec<(String, String)>,
+}
+
+/// The release in `archive`: verified against `expected_sha256`, checked
+/// and unpacked.
+pub fn unpack(archive: &Path, expected_sha256: &str, name: &str, commit: &str) -> Result<Source> {
+    let bytes = std::fs::read(archive).with_context(|| format!("read {}", archive.display()))?;
+    let actual = sha256_hex(&bytes);
+    if actual != expected_sha256 {
+        bail!(
+            "{} does not match its checksum (sha256 {actual}, expected {expected_sha256}): the archive is damaged or was changed; rebuild it with `cargo xtask dist`",
+            archive.display()
+        );
+    }
+    let staging = crate::util::TempFolder::new("xtask-deploy-staging")?;
+    let root = staging.path().join(name);
+    std::fs::create_dir(&root).with_context(|| format!("create {}", root.display()))?;
+    let mut files = Vec::new();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+    let entries = tar
+        .entries()
+        .with_context(|| format!("read {}", archive.display()))?;
+    for entry in entries {
+        let mut entry = entry.with_context(|| format!("read {}", archive.display()))?;
+        let raw = entry.path()?.into_owned();
+        let relative = release_path(&raw).with_context(|| {
+            format!("{}: refusing entry `{}`", archive.display(), raw.display())
+        })?;
+        let Some(relative) = relative else { continue };
+        let target = root.join(&relative);
+        let kind = entry.header().entry_type();
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match kind {
+            tar::EntryType::Directory => {
+                std::fs::create_dir_all(&target)?;
+            }
+            tar::EntryType::Regular => {
+                let mut contents = Vec::new();
+                entry.read_to_end(&mut contents)?;
+                std::fs::write(&target, &contents)
+                    .with_context(|| format!("write {}", target.display()))?;
+                let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))?;
+                files.push((relative.display().to_string(), sha256_hex(&contents)));
+            }
+            tar::EntryType::Symlink => {
+                let link = entry
+                    .link_name()?
+                    .context("a symlink entry without a target")?
+                    .into_owned();
+                check_link(&relative, &link).with_context(|| {
+                    format!("{}: refusing entry `{}`", archive.display(), raw.display())
+                })?;
+                std::os::unix::fs::symlink(&link, &target)?;
+            }
+            other => bail!(
+                "{}: refusing entry `{}`: a {other:?} entry; releases hold files, folders and symlinks only",
+                archive.display(),
+                raw.display()
+            ),
+        }
+    }
+    files.sort();
+    Ok(Source {
+        name: name.to_owned(),
+        commit: commit.to_owned(),
+        staging,
+        files,
+    })
+}
+
+/// The path of an entry inside the release: the archive's top folder
+/// (`app-0.1.0-<target>/`) removed; `None` for the top folder itself.
+fn release_path(raw: &Path) -> Result<Option<PathBuf>> {
+    let mut parts = Vec::new();
+    for component in raw.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => bail!("it climbs out with `..`"),
+            Component::RootDir | Component::Prefix(_) => bail!("its path is absolute"),
+        }
+    }
+    if parts.len() <= 1 {
+        return Ok(None);
+    }
+    Ok(Some(parts[1..].iter().collect()))
+}
+
+/// A symlink at `at` (relative to the release) pointing at `link` must stay
+/// inside the release.
+fn check_link(at: &Path, link: &Path) -> Result<()> {
+    if link.is_absolute() {
+        bail!("it links to the absolute path {}", link.display());
+    }
+    let mut depth = at.components().count() as i64 - 1;
+    for component in link.components() {
+        match component {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            bail!("it links to {}, outside the release", link.display());
+        }
+    }
+    Ok(())
+}
+
+/// The archive of `target` recorded in a dist manifest, with its name and
+/// commit.
+pub fn from_manifest(dist_dir: &Path, manifest: &Manifest, target: &str) -> Result<Source> {
+    let artifact = manifest
+        .artifacts
+        .iter()
+        .find(|artifact| {
+            artifact.kind == ArtifactKind::Archive && artifact.target.as_deref() == Some(target)
+        })
+        .with_context(|| {
+            format!(
+                "{} lists no archive for {target}: build it with `cargo xtask dist --target {target}`",
+                dist_dir.join(MANIFEST).display()
+            )
+        })?;
+    let name = format!("{}-{}", manifest.version, manifest.stamp.commit_short);
+    unpack(
+        &dist_dir.join(&artifact.path),
+        &artifact.sha256,
+        &name,
+        &manifest.stamp.commit,
+    )
+}
+
+/// An archive named on the command line: its checksum from the
+/// `SHA256SUMS` beside it, its version and commit from the
+/// `dist-manifest.json` beside it.
+pub fn from_archive(archive: &Path) -> Result<Source> {
+    let folder = archive.parent().unwrap_or(Path::new("."));
+    let file_name = archive
+        .file_name()
+        .context("--archive names a file")?
+        .to_string_lossy()
+        .into_owned();
+    let sums_path = folder.join(SHA256SUMS);
+    let sums = std::fs::read_to_string(&sums_path).with_context(|| {
+        format!(
+            "read {} (an archive is deployed with the SHA256SUMS dist wrote beside it)",
+            sums_path.display()
+        )
+    })?;
+    let expected = sums
+        .lines()
+        .filter_map(|line| line.split_once("  "))
+        .find(|(_, path)| *path == file_name)
+        .map(|(sum, _)| sum.to_owned())
+        .with_context(|| format!("{} lists no {file_name}", sums_path.display()))?;
+    let manifest_path = folder.join(MANIFEST);
+    let manifest = Manifest::require(&manifest_path)?;
+    let name = format!("{}-{}", manifest.version, manifest.stamp.commit_short);
+    unpack(archive, &expected, &name, &manifest.stamp.commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_stay_inside_the_release() {
+        let check = |raw: &str, expected: Result<Option<&str>, &str>| {
+            let actual = release_path(Path::new(raw)).map_err(|err| err.to_string());
+            match (&actual, &expected) {
+                (Ok(actual), Ok(expected)) => {
+                    assert_eq!(actual.as_deref(), expected.map(Path::new), "{raw}")
+                }
+                (Err(actual), Err(expected)) => {
+                    assert!(actual.contains(expected), "{raw}: {actual}")
+                }
+                _ => panic!("{raw}: got {actual:?}, expected {expected:?}"),
+            }
+        };
+        check("app-0.1.0-x/app", Ok(Some("app")));
+        check("app-0.1.0-x/config/base.toml", Ok(Some("config/base.toml")));
+        check(
+            "./app-0.1.0-x/units/app.service",
+            Ok(Some("units/app.service")),
+        );
+        check("app-0.1.0-x/", Ok(None));
+        check("app-0.1.0-x/../../etc/passwd", Err("`..`"));
+        check("/etc/passwd", Err("absolute"));
+    }
+
+    #[test]
+    fn links_must_not_leave_the_release() {
+        let check = |at: &str, link: &str, ok: bool| {
+            assert_eq!(
+                check_link(Path::new(at), Path::new(link)).is_ok(),
+                ok,
+                "{at} -> {link}"
+            );
+        };
+        check("config/current.toml", "prod.toml", true);
+        check("config/current.toml", "../app", true);
+        check("bin/app", "../../app", false);
+        check("app-link", "../outside", false);
+        check("app-link", "/usr/bin/env", false);
+        check("a/b/c", "../../x/../y", true);
+    }
+}

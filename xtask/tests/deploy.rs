@@ -1,0 +1,584 @@
+//! `cargo xtask deploy`, `rollback` and `releases` on a local root, with the
+//! real service: releases A, B and C are archives of the app built at three
+//! commits; the service runs from `current` under a stand-in for systemd
+//! (an activation script that starts it or sends SIGHUP, and a
+//! `NOTIFY_SOCKET` listener that follows `MAINPID=` through upgrades).
+//! Also: archives and locks that must be refused with nothing changed.
+//! (That `current` never disappears during a switch is a unit test of
+//! `deploy::switch`.)
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Builds the app (debug, fast) stamped with `commit`, in a target folder
+/// kept between runs.
+fn app_at_commit(commit: &str) -> Vec<u8> {
+    let target_dir = workspace_root().join("target/test-builds/deploy");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--package", "app", "--bin", "app"])
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("STAMP_COMMIT", commit)
+        .env("STAMP_COMMIT_SHORT", &commit[..7])
+        .env("STAMP_DESCRIBE", &commit[..7]);
+    stdout_of(&mut build);
+    fs::read(target_dir.join("debug/app")).unwrap()
+}
+
+/// A dist folder holding one release archive with `binary` and `config`
+/// files, its SHA256SUMS and dist-manifest.json; returns the archive.
+fn release(dir: &Path, commit: &str, binary: &[u8], config: &[(&str, String)]) -> PathBuf {
+    let top = format!("app-0.1.0-{TARGET}");
+    let tree = dir.join("tree").join(&top);
+    fs::create_dir_all(tree.join("config")).unwrap();
+    fs::write(tree.join("app"), binary).unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(tree.join("app"))
+        .status()
+        .unwrap();
+    for (name, text) in config {
+        fs::write(tree.join("config").join(name), text).unwrap();
+    }
+    let archive = dir.join(format!("{top}.tar.gz"));
+    stdout_of(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(dir.join("tree"))
+            .arg(&top),
+    );
+    write_sums_and_manifest(dir, &archive, commit);
+    archive
+}
+
+fn write_sums_and_manifest(dir: &Path, archive: &Path, commit: &str) {
+    let sum = stdout_of(Command::new("sha256sum").arg(archive));
+    let sum = sum.split_whitespace().next().unwrap();
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    fs::write(dir.join("SHA256SUMS"), format!("{sum}  {name}\n")).unwrap();
+    let manifest = serde_json::json!({
+        "format_version": 1, "name": "app", "version": "0.1.0",
+        "stamp": {"describe": &commit[..7], "commit": commit, "commit_short": &commit[..7],
+                  "branch": "main", "dirty": false, "commit_time": COMMIT_TIME,
+                  "source_date_epoch": COMMIT_EPOCH, "rustc": "rustc"},
+        "artifacts": [],
+    });
+    fs::write(dir.join("dist-manifest.json"), manifest.to_string()).unwrap();
+}
+
+fn config_files() -> Vec<(&'static str, String)> {
+    ["base.toml", "dev.toml"]
+        .into_iter()
+        .map(|name| {
+            (
+                name,
+                fs::read_to_string(workspace_root().join("config").join(name)).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn serving_commit(port: u16) -> String {
+    let (_, body) = get(port, "/version").expect("the service answers /version");
+    let version: Value = serde_json::from_str(&body).unwrap();
+    version["commit"].as_str().unwrap().to_owned()
+}
+
+/// The stand-in for systemd: a `NOTIFY_SOCKET` whose `MAINPID=` messages
+/// keep the pid file current, and the activation script that starts the
+/// service from `current` or sends SIGHUP to that pid.
+struct Supervisor {
+    scratch: TempDir,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervisor {
+    fn new(root: &Path) -> Supervisor {
+        let scratch = TempDir::new().unwrap();
+        let port = free_port();
+        let pid_file = scratch.path().join("app.pid");
+        let socket = UnixDatagram::bind(scratch.path().join("notify.sock")).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = {
+            let (stop, pid_file) = (stop.clone(), pid_file.clone());
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(length) = socket.recv(&mut buffer) else {
+                        continue;
+                    };
+                    let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
+                    if let Some(pid) = message
+                        .lines()
+                        .find_map(|line| line.strip_prefix("MAINPID="))
+                    {
+                        let temporary = pid_file.with_extension("tmp");
+                        fs::write(&temporary, pid).unwrap();
+                        fs::rename(&temporary, &pid_file).unwrap();
+                    }
+                }
+            })
+        };
+        let script = format!(
+            "#!/bin/sh\n\
+             pid=$(cat '{pid}' 2>/dev/null)\n\
+             if [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null; then exec kill -HUP \"$pid\"; fi\n\
+             NOTIFY_SOCKET='{socket}' APP__SERVER__LISTEN=127.0.0.1:{port} APP__SERVER__DRAIN_DELAY=0s \
+             APP__SERVER__UPGRADE_TIMEOUT=3s APP__LOG__LEVEL=warn \
+             '{root}/current/app' --config-dir '{root}/current/config' >>'{log}' 2>&1 &\n\
+             echo $! > '{pid}'\n",
+            pid = pid_file.display(),
+            socket = scratch.path().join("notify.sock").display(),
+            root = root.display(),
+            log = scratch.path().join("app.log").display(),
+        );
+        fs::write(scratch.path().join("activate"), script).unwrap();
+        Command::new("chmod")
+            .arg("755")
+            .arg(scratch.path().join("activate"))
+            .status()
+            .unwrap();
+        Supervisor {
+            scratch,
+            port,
+            stop,
+            listener: Some(listener),
+        }
+    }
+
+    /// The flags that make deploy and rollback use this supervisor.
+    fn flags(&self) -> Vec<String> {
+        vec![
+            "--activate".into(),
+            self.scratch.path().join("activate").display().to_string(),
+            "--service".into(),
+            format!("127.0.0.1:{}", self.port),
+        ]
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Ok(pid) = fs::read_to_string(self.scratch.path().join("app.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.join();
+        }
+    }
+}
+
+/// Clients on loopback, one connection per request, never retrying, until
+/// stopped (at most 20 000 requests or 60 s each).
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut served, mut failures) = (0, Vec::new());
+                    let started = Instant::now();
+                    while !stop.load(Ordering::SeqCst)
+                        && served + failures.len() < 20_000
+                        && started.elapsed() < Duration::from_secs(60)
+                    {
+                        match get(port, "/") {
+                            Some((200, _)) => served += 1,
+                            other => failures.push(format!("{other:?}")),
+                        }
+                    }
+                    (served, failures)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let (mut served, mut failures) = (0, Vec::new());
+        for thread in self.threads {
+            let (thread_served, thread_failures) = thread.join().unwrap();
+            served += thread_served;
+            failures.extend(thread_failures);
+        }
+        (served, failures)
+    }
+}
+
+fn log_actions(root: &Path) -> Vec<(String, String, String)> {
+    fs::read_to_string(root.join("deploys.log"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            (
+                entry["action"].as_str().unwrap().to_owned(),
+                entry["to"].as_str().unwrap().to_owned(),
+                entry["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn current(root: &Path) -> String {
+    fs::read_link(root.join("current"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn deploy_under_load_auto_rollback_and_rollbacks_on_a_local_root() {
+    let commits = ["a", "b", "c"].map(|letter| letter.repeat(40));
+    let scratch = TempDir::new().unwrap();
+    let root = scratch.path().join("root");
+    let supervisor = Supervisor::new(&root);
+    let archive = |index: usize, config: Vec<(&str, String)>| {
+        let dir = scratch.path().join(format!("dist-{index}"));
+        release(
+            &dir,
+            &commits[index],
+            &app_at_commit(&commits[index]),
+            &config,
+        )
+    };
+    let (a, b) = (archive(0, config_files()), archive(1, config_files()));
+    // C never gets ready: its config makes the new process exit 3.
+    let mut broken = config_files();
+    broken[0].1 = broken[0]
+        .1
+        .replace("drain_timeout = \"30s\"", "drain_timeout = \"forever\"");
+    let c = archive(2, broken);
+    let deploy = |archive: &Path, timeout: &str| {
+        let mut command = xtask(&workspace_root());
+        command
+            .arg("deploy")
+            .arg("--archive")
+            .arg(archive)
+            .arg("--root")
+            .arg(&root)
+            .args(supervisor.flags())
+            .args(["--timeout", timeout]);
+        output(&mut command)
+    };
+
+    let first = deploy(&a, "20s");
+    assert!(first.status.success(), "{}", stderr_text(&first));
+    assert_eq!(serving_commit(supervisor.port), commits[0]);
+
+    // B under load: not one failed request.
+    let load = Load::start(supervisor.port, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = deploy(&b, "20s");
+    std::thread::sleep(Duration::from_millis(300));
+    let (served, failures) = load.finish();
+    assert!(second.status.success(), "{}", stderr_text(&second));
+    assert!(served > 100, "only {served} requests were served");
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        served + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(serving_commit(supervisor.port), commits[1]);
+
+    // C fails its proof: switched back to B, which serves; C is bad.
+    let third = deploy(&c, "4s");
+    let stderr = stderr_text(&third);
+    assert_eq!(third.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: deploy of 0.1.0-ccccccc to local failed at prove")
+            && last.contains("rolled back to 0.1.0-bbbbbbb, which serves again"),
+        "{last}"
+    );
+    assert_eq!(current(&root), "releases/0.1.0-bbbbbbb");
+    assert_eq!(serving_commit(supervisor.port), commits[1]);
+    let releases = |json: bool| {
+        let mut command = xtask(&workspace_root());
+        command.arg("releases").arg("--root").arg(&root);
+        if json {
+            command.arg("--json");
+        }
+        stdout_of(&mut command)
+    };
+    let listed: Value = serde_json::from_str(&releases(true)).unwrap();
+    let marks: BTreeMap<String, (bool, bool, bool)> = listed[0]["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|release| {
+            (
+                release["name"].as_str().unwrap().to_owned(),
+                (
+                    release["current"] == true,
+                    release["previous"] == true,
+                    release["bad"] == true,
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        BTreeMap::from([
+            ("0.1.0-aaaaaaa".to_owned(), (false, true, false)),
+            ("0.1.0-bbbbbbb".to_owned(), (true, false, false)),
+            ("0.1.0-ccccccc".to_owned(), (false, false, true)),
+        ])
+    );
+    assert!(releases(false).contains("0.1.0-ccccccc"));
+
+    // rollback returns to A; a second one finds nothing good (not C).
+    let rollback = || {
+        let mut command = xtask(&workspace_root());
+        command
+            .arg("rollback")
+            .arg("--root")
+            .arg(&root)
+            .args(supervisor.flags())
+            .args(["--timeout", "20s"]);
+        output(&mut command)
+    };
+    let back = rollback();
+    assert!(back.status.success(), "{}", stderr_text(&back));
+    assert_eq!(serving_commit(supervisor.port), commits[0]);
+    let again = rollback();
+    let stderr = stderr_text(&again);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no previous good release to roll back to") && stderr.contains("--to"),
+        "{stderr}"
+    );
+    assert_eq!(current(&root), "releases/0.1.0-aaaaaaa");
+
+    let ok = || "ok".to_owned();
+    assert_eq!(
+        log_actions(&root),
+        [
+            ("deploy".to_owned(), "0.1.0-aaaaaaa".to_owned(), ok()),
+            ("deploy".to_owned(), "0.1.0-bbbbbbb".to_owned(), ok()),
+            (
+                "deploy".to_owned(),
+                "0.1.0-ccccccc".to_owned(),
+                "failed".to_owned()
+            ),
+            ("auto-rollback".to_owned(), "0.1.0-bbbbbbb".to_owned(), ok()),
+            ("rollback".to_owned(), "0.1.0-aaaaaaa".to_owned(), ok()),
+        ]
+    );
+    assert!(!root.join(".deploy.lock").exists());
+}
+
+/// Every path under `dir` with its contents (or link target), to check
+/// that a refused deploy changed nothing.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            let kind = fs::symlink_metadata(&path).unwrap().file_type();
+            let contents = if kind.is_symlink() {
+                fs::read_link(&path)
+                    .unwrap()
+                    .display()
+                    .to_string()
+                    .into_bytes()
+            } else if kind.is_dir() {
+                pending.push(path.clone());
+                Vec::new()
+            } else {
+                fs::read(&path).unwrap()
+            };
+            files.insert(path, contents);
+        }
+    }
+    files
+}
+
+/// A tar.gz whose one entry has a raw `name` (bypassing the checks tar
+/// writers make) and, for a symlink, a raw link target.
+fn raw_archive(path: &Path, name: &str, link: Option<&str>) {
+    let mut header = tar::Header::new_gnu();
+    {
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(link) = link {
+            gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+    }
+    header.set_mode(0o644);
+    header.set_size(if link.is_some() { 0 } else { 4 });
+    header.set_entry_type(if link.is_some() {
+        tar::EntryType::Symlink
+    } else {
+        tar::EntryType::Regular
+    });
+    header.set_cksum();
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        fs::File::create(path).unwrap(),
+        flate2::Compression::default(),
+    ));
+    let data: &[u8] = if link.is_some() { b"" } else { b"evil" };
+    builder.append(&header, data).unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn bad_archives_and_held_locks_are_refused_with_nothing_changed() {
+    let scratch = TempDir::new().unwrap();
+    let root = scratch.path().join("root");
+    fs::create_dir_all(root.join("releases/0.1.0-aaaaaaa")).unwrap();
+    std::os::unix::fs::symlink("releases/0.1.0-aaaaaaa", root.join("current")).unwrap();
+    fs::write(root.join("deploys.log"), "").unwrap();
+    let commit = "d".repeat(40);
+    let name = format!("app-0.1.0-{TARGET}.tar.gz");
+
+    let tampered = scratch.path().join("tampered");
+    let archive = release(&tampered, &commit, b"#!/bin/sh\n", &[]);
+    let mut bytes = fs::read(&archive).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0xff;
+    fs::write(&archive, bytes).unwrap();
+
+    let climbing = scratch.path().join("climbing");
+    fs::create_dir_all(&climbing).unwrap();
+    raw_archive(&climbing.join(&name), "app-0.1.0-x/../../evil", None);
+    write_sums_and_manifest(&climbing, &climbing.join(&name), &commit);
+
+    let linking = scratch.path().join("linking");
+    fs::create_dir_all(&linking).unwrap();
+    raw_archive(
+        &linking.join(&name),
+        "app-0.1.0-x/config",
+        Some("../../../etc"),
+    );
+    write_sums_and_manifest(&linking, &linking.join(&name), &commit);
+
+    let good = scratch.path().join("good");
+    let good_archive = release(&good, &commit, b"#!/bin/sh\n", &[]);
+
+    let deploy = |archive: &Path| {
+        let mut command = xtask(&workspace_root());
+        command
+            .arg("deploy")
+            .arg("--archive")
+            .arg(archive)
+            .arg("--root")
+            .arg(&root)
+            .args(["--activate", "true", "--timeout", "0s"]);
+        command
+    };
+    let before = snapshot(&root);
+    let refused = |archive: &Path, expected: &str| {
+        let run = output(&mut deploy(archive));
+        let stderr = stderr_text(&run);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "`{stderr}` lacks `{expected}`");
+        assert_eq!(snapshot(&root), before, "{stderr}");
+    };
+    refused(&archive, "does not match its checksum");
+    refused(
+        &climbing.join(&name),
+        "refusing entry `app-0.1.0-x/../../evil`: it climbs out with `..`",
+    );
+    refused(
+        &linking.join(&name),
+        "it links to ../../../etc, outside the release",
+    );
+
+    // A lock held by a live deploy (this test's own pid), then by one that
+    // is gone.
+    let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let owner = |pid: u32| {
+        serde_json::json!({"user": "someone", "controller": hostname.trim(), "pid": pid,
+                           "since": "2026-01-01T00:00:00Z", "release": "0.1.0-eeeeeee"})
+        .to_string()
+    };
+    fs::create_dir(root.join(".deploy.lock")).unwrap();
+    fs::write(root.join(".deploy.lock/owner"), owner(std::process::id())).unwrap();
+    let before = snapshot(&root);
+    let held = |expected: &str| {
+        let run = output(&mut deploy(&good_archive));
+        let stderr = stderr_text(&run);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.lines().last().unwrap().contains(expected),
+            "`{stderr}` lacks `{expected}`"
+        );
+        assert_eq!(snapshot(&root), before, "{stderr}");
+    };
+    held("is locked: someone is deploying 0.1.0-eeeeeee");
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    fs::write(root.join(".deploy.lock/owner"), owner(gone_pid)).unwrap();
+    let before = snapshot(&root);
+    let run = output(&mut deploy(&good_archive));
+    let stderr = stderr_text(&run);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("locked by a deploy that is gone")
+            && stderr.contains(&format!(
+                "clear it with `rm -r {}/.deploy.lock`",
+                root.display()
+            )),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&root), before);
+}
