@@ -24,14 +24,14 @@ const LOCK_FILE: &str = "cargo-xtask-install.lock";
 /// many processes ask at the same time. Without rustup it does nothing:
 /// cargo then reports a missing target itself.
 pub fn ensure_targets(ctx: &Ctx, triples: &[&str]) -> Result<()> {
-    if missing_targets(ctx, triples)?.is_empty() {
+    let missing = missing_targets(ctx, triples)?;
+    if missing.is_empty() {
         return Ok(());
     }
     let Some(rustup) = tools::find(Tool::Rustup) else {
         return Ok(());
     };
     if ctx.dry_run {
-        let missing = missing_targets(ctx, triples)?;
         return ctx.run(cmd!(ctx.sh, "{rustup} target add {missing...}"));
     }
     let _lock = InstallLock::acquire()?;

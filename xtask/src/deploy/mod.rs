@@ -141,7 +141,7 @@ struct Plan<'a> {
 }
 
 impl Where {
-    fn hosts(&self, ctx: &Ctx, control: &TempFolder) -> Result<Vec<Host>> {
+    fn hosts(&self, control: &TempFolder) -> Result<Vec<Host>> {
         if self.hosts.is_empty() {
             let root = self.root.as_ref().context(
                 "no --root given: name the deploy root, e.g. --root /opt/app (and --host to deploy over ssh)",
@@ -151,7 +151,6 @@ impl Where {
             }
             return Ok(vec![Host::local(root)?]);
         }
-        let _ = ctx;
         self.hosts
             .iter()
             .map(|spec| {
@@ -205,7 +204,7 @@ impl Deploy {
             );
         }
         let control = TempFolder::new("xtask-ssh")?;
-        let hosts = self.place.hosts(ctx, &control)?;
+        let hosts = self.place.hosts(&control)?;
         let plan = self.activation.plan(ctx);
         // Everything about the release is checked before any host changes.
         let source = match &self.archive {
@@ -336,15 +335,15 @@ fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Resu
     }
 
     switch(ctx, host, &source.name).map_err(|err| fail("switch", err))?;
+    // The step that failed is carried with the error, not read back from
+    // its text.
     let outcome = check_interrupted()
-        .and_then(|()| host.activate(ctx, &plan.activate).context("activate"))
-        .and_then(|()| prove(plan, host, &source.commit, plan.timeout).context("prove"));
-    if let Err(err) = outcome {
-        let step = if format!("{err}") == "activate" {
-            "activate"
-        } else {
-            "prove"
-        };
+        .and_then(|()| host.activate(ctx, &plan.activate))
+        .map_err(|err| ("activate", err))
+        .and_then(|()| {
+            prove(plan, host, &source.commit, plan.timeout).map_err(|err| ("prove", err))
+        });
+    if let Err((step, err)) = outcome {
         let err = fail(step, err);
         let Some(previous) = from.as_deref().filter(|previous| *previous != source.name) else {
             return Err(err.context(format!(
@@ -592,7 +591,7 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, action: &str) -> Re
 impl Rollback {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let control = TempFolder::new("xtask-ssh")?;
-        let hosts = self.place.hosts(ctx, &control)?;
+        let hosts = self.place.hosts(&control)?;
         let plan = self.activation.plan(ctx);
         catch_interrupts();
         let mut result = Ok(());
@@ -612,7 +611,7 @@ impl Rollback {
 impl Releases {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let control = TempFolder::new("xtask-ssh")?;
-        let hosts = self.place.hosts(ctx, &control)?;
+        let hosts = self.place.hosts(&control)?;
         let mut report = Vec::new();
         for host in &hosts {
             let state = State::read(ctx, host)?;
