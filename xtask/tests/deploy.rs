@@ -281,7 +281,7 @@ fn current(root: &Path) -> String {
 }
 
 #[test]
-fn deploy_under_load_auto_rollback_and_rollbacks_on_a_local_root() {
+fn deploy_under_load_auto_rollback_rollbacks_and_interrupt_on_a_local_root() {
     let commits = ["a", "b", "c"].map(|letter| letter.repeat(40));
     let scratch = TempDir::new().unwrap();
     let root = scratch.path().join("root");
@@ -405,6 +405,46 @@ fn deploy_under_load_auto_rollback_and_rollbacks_on_a_local_root() {
     );
     assert_eq!(current(&root), "releases/0.1.0-aaaaaaa");
 
+    // Interrupted while B activates: back on A, B not marked bad, no lock.
+    let mut interrupted = xtask(&workspace_root());
+    interrupted
+        .arg("deploy")
+        .arg("--archive")
+        .arg(&b)
+        .arg("--root")
+        .arg(&root)
+        .arg("--activate")
+        .arg(format!(
+            "sleep 1; exec '{}'",
+            supervisor.scratch.path().join("activate").display()
+        ))
+        .arg("--service")
+        .arg(format!("127.0.0.1:{}", supervisor.port))
+        .args(["--timeout", "20s"])
+        .stderr(std::process::Stdio::piped());
+    let mut child = interrupted.spawn().unwrap();
+    let switched = Instant::now();
+    while current(&root) != "releases/0.1.0-bbbbbbb" {
+        if switched.elapsed() > Duration::from_secs(30) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let run = child.wait_with_output().unwrap();
+            panic!("B never switched in: {}", stderr_text(&run));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stdout_of(Command::new("kill").arg("-INT").arg(child.id().to_string()));
+    let run = child.wait_with_output().unwrap();
+    let stderr = stderr_text(&run);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("deploy of 0.1.0-bbbbbbb to local failed at activate: interrupted; rolled back to 0.1.0-aaaaaaa, which serves again")
+            && !last.contains("marked bad"),
+        "{last}"
+    );
+    assert_eq!(current(&root), "releases/0.1.0-aaaaaaa");
+    assert_eq!(serving_commit(supervisor.port), commits[0]);
+
     let ok = || "ok".to_owned();
     assert_eq!(
         log_actions(&root),
@@ -418,6 +458,12 @@ fn deploy_under_load_auto_rollback_and_rollbacks_on_a_local_root() {
             ),
             ("auto-rollback".to_owned(), "0.1.0-bbbbbbb".to_owned(), ok()),
             ("rollback".to_owned(), "0.1.0-aaaaaaa".to_owned(), ok()),
+            (
+                "deploy".to_owned(),
+                "0.1.0-bbbbbbb".to_owned(),
+                "failed".to_owned()
+            ),
+            ("auto-rollback".to_owned(), "0.1.0-aaaaaaa".to_owned(), ok()),
         ]
     );
     assert!(!root.join(".deploy.lock").exists());

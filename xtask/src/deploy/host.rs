@@ -22,6 +22,8 @@ pub enum Transport {
         destination: String,
         /// Options every ssh and scp call gets (config file, multiplexing).
         options: Vec<String>,
+        /// The `--ssh-config` file, for commands shown to the user.
+        config: Option<String>,
     },
 }
 
@@ -83,6 +85,7 @@ impl Host {
             transport: Transport::Ssh {
                 destination: destination.to_owned(),
                 options,
+                config: ssh_config.map(|config| config.display().to_string()),
             },
         })
     }
@@ -92,8 +95,27 @@ impl Host {
         format!("{}/{relative}", self.root.trim_end_matches('/'))
     }
 
-    pub fn is_remote(&self) -> bool {
-        matches!(self.transport, Transport::Ssh { .. })
+    /// `argv` as a user would type it to run it on the host (a hint in an
+    /// error message).
+    pub fn typed(&self, argv: &[&str]) -> String {
+        let line: Vec<String> = argv.iter().map(|word| shell_quote(word.as_ref())).collect();
+        match &self.transport {
+            Transport::Local => line.join(" "),
+            Transport::Ssh {
+                destination,
+                config,
+                ..
+            } => {
+                let config = config
+                    .as_deref()
+                    .map(|config| format!("-F {} ", shell_quote(config.as_ref())))
+                    .unwrap_or_default();
+                format!(
+                    "ssh {config}{destination} {}",
+                    shell_quote(line.join(" ").as_ref())
+                )
+            }
+        }
     }
 
     /// The command that runs `argv` on the host, as an xshell command.
@@ -103,6 +125,7 @@ impl Host {
             Transport::Ssh {
                 destination,
                 options,
+                ..
             } => {
                 let line: Vec<String> =
                     argv.iter().map(|word| shell_quote(word.as_ref())).collect();
@@ -141,6 +164,7 @@ impl Host {
             Transport::Ssh {
                 destination,
                 options,
+                ..
             } => ctx
                 .sh
                 .cmd("ssh")
@@ -160,6 +184,7 @@ impl Host {
             Transport::Ssh {
                 destination,
                 options,
+                ..
             } => ctx
                 .sh
                 .cmd("scp")
@@ -238,6 +263,7 @@ impl Host {
             Transport::Ssh {
                 destination,
                 options,
+                ..
             } => {
                 let mut child = std::process::Command::new("ssh")
                     .args(options)
@@ -268,6 +294,7 @@ impl Host {
         if let Transport::Ssh {
             destination,
             options,
+            ..
         } = &self.transport
         {
             let _ = std::process::Command::new("ssh")

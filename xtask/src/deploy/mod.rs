@@ -107,25 +107,42 @@ pub struct Releases {
 
 /// Set by SIGINT and SIGTERM while a deploy or rollback runs, so that it
 /// stops at the next step, switches back and releases its lock instead of
-/// dying half-way.
+/// dying half-way. A second signal ends the process at once.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn note_interrupt(_signal: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+extern "C" fn note_interrupt(signal: libc::c_int) {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: signal and raise are async-signal-safe; the default
+        // action ends the process.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+        return;
+    }
+    let message: &[u8] = b"\ninterrupted: stopping after this step and switching back; interrupt again to stop at once (the lock stays)\n";
+    // SAFETY: write(2) is async-signal-safe; the buffer outlives the call.
+    unsafe {
+        libc::write(2, message.as_ptr().cast(), message.len());
+    }
 }
 
 fn catch_interrupts() {
     let handler = note_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is
-    // async-signal-safe.
+    // SAFETY: the handler only touches an atomic and calls
+    // async-signal-safe functions.
     unsafe {
         libc::signal(libc::SIGINT, handler);
         libc::signal(libc::SIGTERM, handler);
     }
 }
 
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if interrupted() {
         bail!("interrupted");
     }
     Ok(())
@@ -267,7 +284,7 @@ fn undo(plan: &Plan, switched: &[(&Host, Option<String>)], release: &str) -> Str
     let mut lines = Vec::new();
     for (host, from) in switched.iter().rev() {
         match from.as_deref().filter(|from| *from != release) {
-            Some(from) => match rollback_host(plan, host, Some(from), "auto-rollback") {
+            Some(from) => match rollback_host(plan, host, Some(from), Undo::Fleet) {
                 Ok(()) => lines.push(format!("{} rolled back to {from}", host.label)),
                 Err(err) => lines.push(format!("{} could NOT be rolled back: {err:#}", host.label)),
             },
@@ -320,7 +337,7 @@ fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Resu
 
     // Redeploying what already runs: nothing to switch if it answers.
     if from.as_deref() == Some(source.name.as_str())
-        && prove(plan, host, &source.commit, Duration::ZERO).is_ok()
+        && prove(plan, host, &source.commit, Duration::ZERO, Interrupt::Stop).is_ok()
     {
         state::append(
             ctx,
@@ -334,17 +351,29 @@ fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Resu
         return Ok(from);
     }
 
+    check_interrupted().map_err(|err| fail("switch", err))?;
     switch(ctx, host, &source.name).map_err(|err| fail("switch", err))?;
     // The step that failed is carried with the error, not read back from
-    // its text.
+    // its text. An interrupt during activation (which may also have killed
+    // the activation command) counts as the interrupt.
     let outcome = check_interrupted()
         .and_then(|()| host.activate(ctx, &plan.activate))
+        .and_then(|()| check_interrupted())
         .map_err(|err| ("activate", err))
         .and_then(|()| {
-            prove(plan, host, &source.commit, plan.timeout).map_err(|err| ("prove", err))
+            prove(plan, host, &source.commit, plan.timeout, Interrupt::Stop)
+                .map_err(|err| ("prove", err))
         });
     if let Err((step, err)) = outcome {
-        let err = fail(step, err);
+        let was_interrupted = interrupted();
+        let err = fail(
+            step,
+            if was_interrupted {
+                anyhow!("interrupted")
+            } else {
+                err
+            },
+        );
         let Some(previous) = from.as_deref().filter(|previous| *previous != source.name) else {
             return Err(err.context(format!(
                 "there was no previous release to switch back to; current still points at {}",
@@ -354,7 +383,15 @@ fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Resu
         let rollback_started = Instant::now();
         let back = switch(ctx, host, previous)
             .and_then(|()| host.activate(ctx, &plan.activate))
-            .and_then(|()| prove(plan, host, commit_of(previous), plan.timeout));
+            .and_then(|()| {
+                prove(
+                    plan,
+                    host,
+                    commit_of(previous),
+                    plan.timeout,
+                    Interrupt::Finish,
+                )
+            });
         let mut entry = Entry::new(
             host,
             "auto-rollback",
@@ -362,13 +399,20 @@ fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Resu
             previous,
             rollback_started,
         );
-        entry.marked_bad = Some(source.name.clone());
+        // An interrupted deploy says nothing about the release.
+        if !was_interrupted {
+            entry.marked_bad = Some(source.name.clone());
+        }
         return match back {
             Ok(()) => {
                 state::append(ctx, host, &entry)?;
+                let marked = if was_interrupted {
+                    String::new()
+                } else {
+                    format!("; {} is marked bad", source.name)
+                };
                 Err(anyhow!(
-                    "{err:#}; rolled back to {previous}, which serves again; {} is marked bad",
-                    source.name
+                    "{err:#}; rolled back to {previous}, which serves again{marked}"
                 ))
             }
             Err(back_err) => {
@@ -467,9 +511,23 @@ fn commit_of(release: &str) -> &str {
         .map_or(release, |(_, commit)| commit)
 }
 
+/// Whether a step gives up when the deploy is interrupted: the steps of a
+/// deploy do, the steps that switch back do not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    Stop,
+    Finish,
+}
+
 /// Waits until the service answers `/readyz` with 200 and `/version` with
 /// `commit` (full or short); `timeout` zero tries once.
-fn prove(plan: &Plan, host: &Host, commit: &str, timeout: Duration) -> Result<()> {
+fn prove(
+    plan: &Plan,
+    host: &Host,
+    commit: &str,
+    timeout: Duration,
+    on_interrupt: Interrupt,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let short = &commit[..commit.len().min(7)];
     let last_seen = loop {
@@ -494,7 +552,9 @@ fn prove(plan: &Plan, host: &Host, commit: &str, timeout: Duration) -> Result<()
             Ok((status, _)) => format!("/readyz answered {status}"),
             Err(err) => format!("{err:#}"),
         };
-        check_interrupted()?;
+        if on_interrupt == Interrupt::Stop {
+            check_interrupted()?;
+        }
         if Instant::now() >= deadline {
             break seen;
         }
@@ -528,9 +588,19 @@ fn prune(ctx: &Ctx, host: &Host, keep: usize, deployed: &str) -> Result<()> {
     Ok(())
 }
 
+/// Why a host is switched back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// `cargo xtask rollback`: the release it leaves is marked bad.
+    Rollback,
+    /// Another host of the same deploy failed: the release it leaves
+    /// served here, so it is not marked.
+    Fleet,
+}
+
 /// Switches a host to `to` (or the previous good release), activates and
-/// proves it, and marks the release it left as bad.
-fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, action: &str) -> Result<()> {
+/// proves it, and for `Undo::Rollback` marks the release it left as bad.
+fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Result<()> {
     let ctx = plan.ctx;
     let started = Instant::now();
     let lock = Lock::acquire(ctx, host, to.unwrap_or("(previous)"), plan.lock_wait)?;
@@ -553,15 +623,27 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, action: &str) -> Re
             })?,
         };
         let from = state.current.clone();
+        let action = match why {
+            Undo::Rollback => "rollback",
+            Undo::Fleet => "auto-rollback",
+        };
         let mut entry = Entry::new(host, action, from.as_deref(), &target, started);
-        entry.marked_bad = from.clone().filter(|from| *from != target);
+        if why == Undo::Rollback {
+            entry.marked_bad = from.clone().filter(|from| *from != target);
+        }
         let outcome = switch(ctx, host, &target)
             .and_then(|()| host.activate(ctx, &plan.activate))
             .and_then(|()| {
                 if ctx.dry_run {
                     Ok(())
                 } else {
-                    prove(plan, host, commit_of(&target), plan.timeout)
+                    prove(
+                        plan,
+                        host,
+                        commit_of(&target),
+                        plan.timeout,
+                        Interrupt::Finish,
+                    )
                 }
             });
         entry.duration_ms = started.elapsed().as_millis() as u64;
@@ -596,7 +678,7 @@ impl Rollback {
         catch_interrupts();
         let mut result = Ok(());
         for host in &hosts {
-            result = rollback_host(&plan, host, self.to.as_deref(), "rollback");
+            result = rollback_host(&plan, host, self.to.as_deref(), Undo::Rollback);
             if result.is_err() {
                 break;
             }

@@ -260,11 +260,7 @@ impl<'a> Lock<'a> {
                         // root): that is the error.
                         return Err(err).with_context(|| format!("take the deploy lock {lock}"));
                     }
-                    let clear = if host.is_remote() {
-                        format!("ssh {} rm -r {lock}", host.label)
-                    } else {
-                        format!("rm -r {lock}")
-                    };
+                    let clear = host.typed(&["rm", "-r", &lock]);
                     match &holder {
                         Some(holder) if is_gone(holder) => bail!(
                             "{} on {} is locked by a deploy that is gone (pid {} on {}, {} since {}, deploying {}): the lock is stale; clear it with `{clear}`",
@@ -277,6 +273,7 @@ impl<'a> Lock<'a> {
                             holder.release
                         ),
                         _ if Instant::now() < deadline => {
+                            super::check_interrupted()?;
                             std::thread::sleep(Duration::from_millis(200));
                         }
                         Some(holder) => bail!(
