@@ -628,3 +628,265 @@ fn bad_archives_and_held_locks_are_refused_with_nothing_changed() {
     );
     assert_eq!(snapshot(&root), before);
 }
+
+/// A throwaway `sshd` on a loopback port, as the current user, with its own
+/// host key; it lets in the key `client_key` and nothing else.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    host_key: String,
+}
+
+impl Sshd {
+    fn start(sshd: &Path, dir: &Path, client_key: &Path) -> Sshd {
+        fs::create_dir_all(dir).unwrap();
+        keygen(&dir.join("host_key"));
+        fs::copy(
+            client_key.with_extension("pub"),
+            dir.join("authorized_keys"),
+        )
+        .unwrap();
+        let port = free_port();
+        let config = dir.join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n\
+                 AuthorizedKeysFile {dir}/authorized_keys\nPidFile none\nUsePAM no\n\
+                 StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nAllowTcpForwarding yes\n\
+                 Subsystem sftp internal-sftp\n",
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        // Run as root, sshd needs its privilege separation folder, which
+        // systemd's tmpfiles makes on a booted Debian system.
+        if stdout_of(Command::new("id").arg("-u")).trim() == "0" {
+            fs::create_dir_all("/run/sshd").unwrap();
+        }
+        let mut child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stderr(fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!(
+                    "sshd did not start: {}",
+                    fs::read_to_string(dir.join("sshd.log")).unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let host_key = fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        Sshd {
+            child,
+            port,
+            host_key: host_key.trim().to_owned(),
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    stdout_of(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "deploy-test", "-f"])
+            .arg(path),
+    );
+}
+
+/// Two hosts, alpha and beta, each an sshd on loopback with a root of its
+/// own. Alpha runs the service; beta's root is locked by a deploy that is
+/// still running, so a deploy of both switches alpha, fails on beta, and
+/// must switch alpha back.
+#[test]
+fn deploy_over_ssh_to_two_hosts_undoes_the_first_when_the_second_fails() {
+    let Some(sshd) = tool_or_skip("sshd", "cargo xtask setup") else {
+        return;
+    };
+    if tool_or_skip("ssh-keygen", "cargo xtask setup").is_none() {
+        return;
+    }
+    let commits = ["a", "b"].map(|letter| letter.repeat(40));
+    let scratch = TempDir::new().unwrap();
+    let keys = scratch.path().join("keys");
+    fs::create_dir_all(&keys).unwrap();
+    let client_key = keys.join("client");
+    keygen(&client_key);
+    let alpha = Sshd::start(&sshd, &scratch.path().join("alpha"), &client_key);
+    let beta = Sshd::start(&sshd, &scratch.path().join("beta"), &client_key);
+    let user = stdout_of(Command::new("id").arg("-un")).trim().to_owned();
+    let ssh_config = scratch.path().join("ssh_config");
+    let mut config = String::new();
+    let mut known_hosts = String::new();
+    for (name, server) in [("alpha", &alpha), ("beta", &beta)] {
+        config += &format!(
+            "Host {name}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
+             IdentityFile {key}\n  IdentitiesOnly yes\n  HostKeyAlias {name}\n  \
+             UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n",
+            port = server.port,
+            key = client_key.display(),
+            known = scratch.path().join("known_hosts").display(),
+        );
+        known_hosts += &format!("{name} {}\n", server.host_key);
+    }
+    fs::write(&ssh_config, config).unwrap();
+    fs::write(scratch.path().join("known_hosts"), known_hosts).unwrap();
+
+    let (root_alpha, root_beta) = (scratch.path().join("root-a"), scratch.path().join("root-b"));
+    let supervisor = Supervisor::new(&root_alpha);
+    let archive = |index: usize| {
+        let dir = scratch.path().join(format!("dist-{index}"));
+        release(
+            &dir,
+            &commits[index],
+            &app_at_commit(&commits[index]),
+            &config_files(),
+        )
+    };
+    let (a, b) = (archive(0), archive(1));
+    let host = |name: &str, root: &Path| format!("{name}:{}", root.display());
+    let over_ssh = |command: &str, hosts: &[String]| {
+        let mut command_line = xtask(&workspace_root());
+        command_line
+            .arg(command)
+            .arg("--ssh-config")
+            .arg(&ssh_config);
+        for host in hosts {
+            command_line.arg("--host").arg(host);
+        }
+        command_line
+    };
+    let deploy = |archive: &Path, hosts: &[String]| {
+        let mut command = over_ssh("deploy", hosts);
+        command
+            .arg("--archive")
+            .arg(archive)
+            .args(supervisor.flags())
+            .args(["--timeout", "20s"]);
+        output(&mut command)
+    };
+    let both = [host("alpha", &root_alpha), host("beta", &root_beta)];
+
+    // A on alpha alone: every step over ssh, the archive by scp.
+    let first = deploy(&a, &both[..1]);
+    let stderr = stderr_text(&first);
+    assert!(first.status.success(), "{stderr}");
+    for step in [
+        format!("$ ssh -F {} alpha -- 'mkdir -p ", ssh_config.display()),
+        format!("$ scp -F {} -q -r -p ", ssh_config.display()),
+        format!("$ ssh -F {} alpha -- 'mv -T ", ssh_config.display()),
+    ] {
+        assert!(stderr.contains(&step), "`{step}` was not echoed:\n{stderr}");
+    }
+    assert_eq!(current(&root_alpha), "releases/0.1.0-aaaaaaa");
+    assert_eq!(serving_commit(supervisor.port), commits[0]);
+
+    // Beta is locked by a deploy that is still running (this test).
+    let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock_owner = |pid: u32| {
+        serde_json::json!({"user": "someone", "controller": hostname.trim(), "pid": pid,
+                           "since": "2026-01-01T00:00:00Z", "release": "0.1.0-eeeeeee"})
+        .to_string()
+    };
+    fs::create_dir_all(root_beta.join(".deploy.lock")).unwrap();
+    fs::write(
+        root_beta.join(".deploy.lock/owner"),
+        lock_owner(std::process::id()),
+    )
+    .unwrap();
+    let beta_before = snapshot(&root_beta);
+    let fleet = deploy(&b, &both);
+    let stderr = stderr_text(&fleet);
+    assert_eq!(fleet.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: deploy of 0.1.0-bbbbbbb to beta failed at lock: ")
+            && last.contains("on beta is locked: someone is deploying 0.1.0-eeeeeee")
+            && last.contains(
+                "undone on the hosts already switched: alpha rolled back to 0.1.0-aaaaaaa"
+            ),
+        "{last}"
+    );
+    assert!(stderr.contains("alpha: 0.1.0-bbbbbbb serves"), "{stderr}");
+    assert_eq!(current(&root_alpha), "releases/0.1.0-aaaaaaa");
+    assert_eq!(serving_commit(supervisor.port), commits[0]);
+    assert_eq!(snapshot(&root_beta), beta_before);
+    assert_eq!(
+        log_actions(&root_alpha),
+        [
+            (
+                "deploy".to_owned(),
+                "0.1.0-aaaaaaa".to_owned(),
+                "ok".to_owned()
+            ),
+            (
+                "deploy".to_owned(),
+                "0.1.0-bbbbbbb".to_owned(),
+                "ok".to_owned()
+            ),
+            (
+                "auto-rollback".to_owned(),
+                "0.1.0-aaaaaaa".to_owned(),
+                "ok".to_owned()
+            ),
+        ]
+    );
+
+    // `releases` over ssh, both hosts: B served on alpha, so it is not bad.
+    let mut listing = over_ssh("releases", &both);
+    listing.arg("--json");
+    let listed: Value = serde_json::from_str(&stdout_of(&mut listing)).unwrap();
+    assert_eq!(listed[0]["host"], "alpha");
+    assert_eq!(listed[1]["host"], "beta");
+    assert_eq!(listed[1]["releases"], serde_json::json!([]));
+    let alpha_marks: Vec<(String, bool, bool, bool)> = listed[0]["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|release| {
+            (
+                release["name"].as_str().unwrap().to_owned(),
+                release["current"] == true,
+                release["previous"] == true,
+                release["bad"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        alpha_marks,
+        [
+            ("0.1.0-aaaaaaa".to_owned(), true, false, false),
+            ("0.1.0-bbbbbbb".to_owned(), false, true, false),
+        ]
+    );
+
+    // The locking deploy dies: beta's lock is stale, and the command the
+    // message gives clears it.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    fs::write(root_beta.join(".deploy.lock/owner"), lock_owner(gone_pid)).unwrap();
+    let stale = deploy(&b, &both[1..]);
+    let stderr = stderr_text(&stale);
+    assert_eq!(stale.status.code(), Some(1), "{stderr}");
+    let clear = stderr
+        .split_once("the lock is stale; clear it with `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(command, _)| command.to_owned())
+        .unwrap_or_else(|| panic!("no command to clear the stale lock in:\n{stderr}"));
+    assert!(clear.starts_with("ssh -F "), "{clear}");
+    stdout_of(Command::new("sh").arg("-c").arg(&clear));
+    assert!(!root_beta.join(".deploy.lock").exists());
+}

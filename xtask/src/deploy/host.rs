@@ -24,6 +24,9 @@ pub enum Transport {
         options: Vec<String>,
         /// The `--ssh-config` file, for commands shown to the user.
         config: Option<String>,
+        /// The options that only tune the connection (batch mode,
+        /// multiplexing), as echoed; left out of echoed commands.
+        plumbing: String,
     },
 }
 
@@ -70,12 +73,14 @@ impl Host {
             options.push("-F".to_owned());
             options.push(config.display().to_string());
         }
+        let mut plumbing = Vec::new();
         for option in [
             "BatchMode=yes".to_owned(),
             "ControlMaster=auto".to_owned(),
             format!("ControlPath={}/%C", control_dir.display()),
             "ControlPersist=15".to_owned(),
         ] {
+            plumbing.push(format!("-o {}", shell_quote(option.as_ref())));
             options.push("-o".to_owned());
             options.push(option);
         }
@@ -86,6 +91,7 @@ impl Host {
                 destination: destination.to_owned(),
                 options,
                 config: ssh_config.map(|config| config.display().to_string()),
+                plumbing: plumbing.join(" "),
             },
         })
     }
@@ -192,7 +198,23 @@ impl Host {
                 .args(["-q", "-r", "-p", &local])
                 .arg(format!("{destination}:{path}")),
         };
-        self.exec(ctx, command, None, true).map(drop)
+        let copied = self.exec(ctx, command, None, true).map(drop);
+        if self.is_remote() {
+            // scp speaks SFTP since OpenSSH 9: a host whose sshd has no sftp
+            // subsystem closes the connection without saying why.
+            copied.with_context(|| {
+                format!(
+                    "copy the release to {} with scp, which needs the sftp subsystem on the host (`Subsystem sftp` in its sshd_config)",
+                    self.label
+                )
+            })
+        } else {
+            copied
+        }
+    }
+
+    fn is_remote(&self) -> bool {
+        matches!(self.transport, Transport::Ssh { .. })
     }
 
     fn exec(
@@ -204,6 +226,10 @@ impl Host {
     ) -> Result<Output> {
         let mut command = std::process::Command::from(command);
         let line = ctx.display(&command, false);
+        let line = match &self.transport {
+            Transport::Ssh { plumbing, .. } => line.replacen(&format!(" {plumbing}"), "", 1),
+            Transport::Local => line,
+        };
         if echo {
             eprintln!("$ {line}");
             if ctx.dry_run {

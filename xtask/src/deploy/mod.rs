@@ -297,9 +297,16 @@ fn undo(plan: &Plan, switched: &[(&Host, Option<String>)], release: &str) -> Str
 /// Deploys to one host under its lock; returns the release it replaced.
 fn deploy_host(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Result<Option<String>> {
     let ctx = plan.ctx;
+    let failed_at = |step: &str| {
+        format!(
+            "deploy of {} to {} failed at {step}",
+            source.name, host.label
+        )
+    };
     host.change(ctx, &["mkdir", "-p", &host.root])
-        .with_context(|| format!("create the deploy root on {}", host.label))?;
-    let lock = Lock::acquire(ctx, host, &source.name, plan.lock_wait)?;
+        .with_context(|| failed_at("creating the deploy root"))?;
+    let lock = Lock::acquire(ctx, host, &source.name, plan.lock_wait)
+        .with_context(|| failed_at("lock"))?;
     let result = deploy_locked(plan, host, source, keep);
     let released = lock.release(ctx);
     let from = result?;

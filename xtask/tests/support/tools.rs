@@ -18,10 +18,12 @@ pub fn tool_or_skip(name: &str, install: &str) -> Option<PathBuf> {
     None
 }
 
-/// The first `name` on this process's PATH.
+/// The first `name` on this process's PATH, else in the system folders a
+/// user's PATH often lacks (Debian puts `sshd` in /usr/sbin).
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
