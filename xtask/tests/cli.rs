@@ -170,7 +170,7 @@ fn ci_dry_run_lists_its_steps_in_order() {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 6] = [
+    let cases: [(&Path, &[&str], i32, &str); 12] = [
         (
             &workspace_root(),
             &["deploy-everything"],
@@ -212,6 +212,48 @@ fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
             &["version"],
             1,
             "could not find `Cargo.toml`",
+        ),
+        (
+            &workspace_root(),
+            &["deploy", "--keep", "1", "--root", "/nonexistent/app"],
+            1,
+            "error: --keep 1: keep at least 2 releases",
+        ),
+        (
+            &workspace_root(),
+            &["deploy"],
+            1,
+            "error: no --root given: name the deploy root",
+        ),
+        (
+            &workspace_root(),
+            &[
+                "rollback",
+                "--root",
+                "/nonexistent/app",
+                "--ssh-config",
+                "ssh.conf",
+            ],
+            1,
+            "error: --ssh-config is for --host deploys",
+        ),
+        (
+            &workspace_root(),
+            &["releases", "--host", "web1"],
+            1,
+            "error: --host web1 has no root: pass --root DIR, or --host web1:DIR",
+        ),
+        (
+            &workspace_root(),
+            &["releases", "--host", "web1:opt/app"],
+            1,
+            "error: the deploy root opt/app for web1 is relative",
+        ),
+        (
+            &workspace_root(),
+            &["deploy", "--root", "/nonexistent/app", "--timeout", "soon"],
+            2,
+            "invalid value 'soon' for '--timeout <DURATION>': `soon` is not a duration",
         ),
     ];
     for (dir, args, code, expected) in cases {

@@ -218,6 +218,7 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
 
     let manifest = manifest(&first_target);
     let commit = git(&first, &["rev-parse", "HEAD"]);
+    deploy_by_target(&first, &first_target, &commit);
     let epoch: u64 = git(&first, &["log", "-1", "--format=%ct"]).parse().unwrap();
     assert_eq!(manifest["stamp"]["commit"], commit.as_str());
     assert_eq!(manifest["stamp"]["dirty"], false);
@@ -344,6 +345,53 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
 }
 
 /// `sha256sum -c SHA256SUMS` in the dist folder, as a user checks a download.
+/// `deploy --target x86_64` takes the shipped archive from the manifest
+/// without building again, and the shipped binary, started from `current`
+/// by the activation command, proves the commit.
+fn deploy_by_target(clone: &Path, target_dir: &Path, commit: &str) {
+    let scratch = TempDir::new().unwrap();
+    let root = scratch.path().join("root");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pid_file = scratch.path().join("app.pid");
+    let activate = format!(
+        "APP__SERVER__LISTEN=127.0.0.1:{port} '{root}/current/app' --config-dir '{root}/current/config' \
+         </dev/null >/dev/null 2>&1 & echo $! > '{pid}'",
+        root = root.display(),
+        pid = pid_file.display()
+    );
+    let run = output(
+        xtask(clone)
+            .args(["deploy", "--target", "x86_64", "--root"])
+            .arg(&root)
+            .args(["--activate", &activate, "--timeout", "20s"])
+            .arg("--service")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("CARGO_TARGET_DIR", target_dir),
+    );
+    if let Ok(pid) = fs::read_to_string(&pid_file) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    let stderr = stderr_text(&run);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("using the binaries in"),
+        "deploy built again although dist was current:\n{stderr}"
+    );
+    let release = format!("0.1.0-{}", &commit[..7]);
+    assert_eq!(
+        fs::read_link(root.join("current")).unwrap(),
+        Path::new("releases").join(&release)
+    );
+    assert!(
+        stderr.contains(&format!("local: {release} serves (commit {commit})")),
+        "{stderr}"
+    );
+}
+
 fn assert_checksums_verify(dist: &Path) {
     let check = output(
         Command::new("sha256sum")
