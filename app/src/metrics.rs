@@ -47,6 +47,7 @@ pub struct Metrics {
     latency: LatencyFamily,
     in_flight: Gauge,
     connections_open: Gauge,
+    ready: Gauge,
     upgrades_failed: Counter,
 }
 
@@ -79,6 +80,12 @@ impl Metrics {
             "Client connections open now, idle keep-alive ones included",
             connections_open.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "app_ready",
+            "1 while /readyz answers 200; 0 while starting or draining",
+            ready.clone(),
+        );
         let upgrades_failed = Counter::default();
         registry.register(
             "app_upgrades_failed",
@@ -103,6 +110,7 @@ impl Metrics {
             latency,
             in_flight,
             connections_open,
+            ready,
             upgrades_failed,
         }
     }
@@ -120,6 +128,10 @@ impl Metrics {
 
     pub fn connections_open(&self) -> &Gauge {
         &self.connections_open
+    }
+
+    pub fn ready(&self) -> &Gauge {
+        &self.ready
     }
 
     pub fn upgrades_failed(&self) -> &Counter {

@@ -14,7 +14,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["build", "test", "lint", "ci", "bench"]),
     ("Release", &["dist", "release", "image", "units", "version"]),
-    ("Deploy", &["deploy", "rollback", "releases"]),
+    ("Deploy", &["deploy", "rollback", "releases", "k8s"]),
     ("Maintain", &["setup", "doctor", "clean", "help"]),
 ];
 
@@ -86,6 +86,8 @@ pub enum Task {
     Rollback(crate::deploy::Rollback),
     /// List the releases on a root: version, commit, when deployed, current / previous / bad
     Releases(crate::deploy::Releases),
+    /// Render Kubernetes manifests and Prometheus alerts from the settings, config and image; --check, --apply
+    K8s(crate::k8s::K8s),
     /// Install what the tasks and tests need: rustup parts, packages, Python tools
     Setup(crate::setup::Setup),
     /// Show what each task needs, what is missing, and how to install it

@@ -15,6 +15,7 @@ mod doctor;
 mod exec;
 mod flags;
 mod image;
+mod k8s;
 mod lint;
 mod manifest;
 mod project;
@@ -27,6 +28,7 @@ mod tools;
 mod units;
 mod util;
 mod version;
+mod yaml;
 
 use std::process::ExitCode;
 
@@ -74,6 +76,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Deploy(task) => task.run(&ctx),
         Task::Rollback(task) => task.run(&ctx),
         Task::Releases(task) => task.run(&ctx),
+        Task::K8s(task) => task.run(&ctx),
         Task::Setup(task) => task.run(&ctx),
         Task::Doctor(task) => task.run(&ctx),
         Task::Clean(task) => task.run(&ctx),

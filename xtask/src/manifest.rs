@@ -81,6 +81,9 @@ pub enum ArtifactKind {
     ReleaseNotes,
     /// The OCI archive of the container image, written by `image`.
     OciArchive,
+    /// A Kubernetes manifest, alert rules file or kustomization, written
+    /// by `k8s`.
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 /// `[workspace.metadata.xtask]`: what changes from one service to another.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// The package that is built, stamped and shipped.
@@ -24,6 +24,55 @@ pub struct Settings {
     /// Releases `deploy` keeps on each host (default 5).
     #[serde(default)]
     pub keep_releases: Option<usize>,
+    /// `[workspace.metadata.xtask.k8s]`: what `cargo xtask k8s` renders.
+    #[serde(default)]
+    pub k8s: K8sSettings,
+}
+
+/// Sizing, scaling and alert thresholds of the Kubernetes manifests; every
+/// key is optional.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct K8sSettings {
+    /// The HorizontalPodAutoscaler's floor (at least 2, so that one pod
+    /// can be disrupted) and ceiling.
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    /// Average CPU use, in percent of the request, that the HPA aims at.
+    pub cpu_utilization: u32,
+    pub cpu_request: String,
+    pub cpu_limit: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+    pub ephemeral_storage: String,
+    /// Seconds added to drain_delay + drain_timeout for the grace period.
+    pub grace_margin_seconds: u64,
+    /// Alert when more than this share of requests fail with 5xx.
+    pub alert_error_ratio: f64,
+    /// Alert when the p99 latency is above this many seconds.
+    pub alert_p99_seconds: f64,
+    /// Label matchers every alert puts on the app's series, `key="value"`
+    /// separated by commas [default: job="<binary>"].
+    pub alert_selector: Option<String>,
+}
+
+impl Default for K8sSettings {
+    fn default() -> K8sSettings {
+        K8sSettings {
+            min_replicas: 2,
+            max_replicas: 10,
+            cpu_utilization: 70,
+            cpu_request: "100m".to_owned(),
+            cpu_limit: "1".to_owned(),
+            memory_request: "64Mi".to_owned(),
+            memory_limit: "256Mi".to_owned(),
+            ephemeral_storage: "64Mi".to_owned(),
+            grace_margin_seconds: 5,
+            alert_error_ratio: 0.01,
+            alert_p99_seconds: 0.5,
+            alert_selector: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -149,6 +198,7 @@ mod tests {
                 targets: vec!["x86_64-unknown-linux-musl".into()],
                 port: 8080,
                 keep_releases: None,
+                k8s: Default::default(),
             }),
         );
     }

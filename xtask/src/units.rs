@@ -218,6 +218,7 @@ mod tests {
             targets: Vec::new(),
             port: 9090,
             keep_releases: None,
+            k8s: Default::default(),
         };
         let files = render(&settings, Path::new("/srv/svc"));
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();

@@ -1,6 +1,7 @@
 //! Small helpers shared by several tasks.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -39,6 +40,24 @@ pub fn rfc3339_utc(epoch: u64) -> String {
         seconds % 3_600 / 60,
         seconds % 60
     )
+}
+
+/// `250ms`, `10s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write e.g. 30s, 250ms or 5m"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: write e.g. 30s, 250ms or 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(format!("`{text}`: the unit is one of ms, s, m, h")),
+    }
 }
 
 /// A folder under the system's temporary folder, removed with everything

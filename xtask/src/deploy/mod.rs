@@ -56,10 +56,10 @@ pub struct Activation {
     #[arg(long, value_name = "ADDR")]
     service: Option<String>,
     /// How long the new release has to answer /readyz and /version
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::util::parse_duration)]
     timeout: Duration,
     /// Wait this long for another deploy's lock instead of failing
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = crate::util::parse_duration)]
     lock_wait: Duration,
 }
 
@@ -762,30 +762,13 @@ impl Releases {
     }
 }
 
-/// `250ms`, `10s`, `5m`, `1h`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}` has no unit: write e.g. 30s, 250ms or 5m"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: write e.g. 30s, 250ms or 5m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 3600)),
-        _ => Err(format!("`{text}`: the unit is one of ms, s, m, h")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn durations_and_release_names_parse() {
+        use crate::util::parse_duration;
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
