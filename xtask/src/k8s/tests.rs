@@ -84,17 +84,26 @@ const CONTAINER: &str = "/spec/template/spec/containers/0";
 
 #[test]
 fn each_check_fails_alone_when_its_field_is_broken() {
-    let container = |path: &str| -> &'static str {
-        Box::leak(format!("{CONTAINER}{path}").into_boxed_str())
-    };
+    let container =
+        |path: &str| -> &'static str { Box::leak(format!("{CONTAINER}{path}").into_boxed_str()) };
     let deployment = "Deployment";
     let cases: Vec<(&str, Vec<Change>)> = vec![
         (
             "container-image-tag",
-            vec![(deployment, container("/image"), Some(json!("ghcr.io/example/app:0.1.0")))],
+            vec![(
+                deployment,
+                container("/image"),
+                Some(json!("ghcr.io/example/app:0.1.0")),
+            )],
         ),
-        ("pod-probes", vec![(deployment, container("/livenessProbe"), None)]),
-        ("pod-probes", vec![(deployment, container("/readinessProbe"), None)]),
+        (
+            "pod-probes",
+            vec![(deployment, container("/livenessProbe"), None)],
+        ),
+        (
+            "pod-probes",
+            vec![(deployment, container("/readinessProbe"), None)],
+        ),
         (
             "pod-probes",
             vec![(
@@ -103,30 +112,56 @@ fn each_check_fails_alone_when_its_field_is_broken() {
                 Some(json!({"httpGet": {"path": "/readyz", "port": "http"}})),
             )],
         ),
-        ("container-resources", vec![(deployment, container("/resources/limits/memory"), None)]),
-        ("container-resources", vec![(deployment, container("/resources/requests/cpu"), None)]),
+        (
+            "container-resources",
+            vec![(deployment, container("/resources/limits/memory"), None)],
+        ),
+        (
+            "container-resources",
+            vec![(deployment, container("/resources/requests/cpu"), None)],
+        ),
         (
             "container-ephemeral-storage-request-and-limit",
-            vec![(deployment, container("/resources/requests/ephemeral-storage"), None)],
+            vec![(
+                deployment,
+                container("/resources/requests/ephemeral-storage"),
+                None,
+            )],
         ),
         (
             "container-security-context-user-group-id",
             vec![
                 (deployment, container("/securityContext/runAsUser"), None),
-                (deployment, "/spec/template/spec/securityContext/runAsUser", None),
+                (
+                    deployment,
+                    "/spec/template/spec/securityContext/runAsUser",
+                    None,
+                ),
             ],
         ),
         (
             "container-security-context-user-group-id",
-            vec![(deployment, container("/securityContext/runAsGroup"), Some(json!(1000)))],
+            vec![(
+                deployment,
+                container("/securityContext/runAsGroup"),
+                Some(json!(1000)),
+            )],
         ),
         (
             "container-security-context-readonlyrootfilesystem",
-            vec![(deployment, container("/securityContext/readOnlyRootFilesystem"), None)],
+            vec![(
+                deployment,
+                container("/securityContext/readOnlyRootFilesystem"),
+                None,
+            )],
         ),
         (
             "container-security-context-privileged",
-            vec![(deployment, container("/securityContext/allowPrivilegeEscalation"), None)],
+            vec![(
+                deployment,
+                container("/securityContext/allowPrivilegeEscalation"),
+                None,
+            )],
         ),
         (
             "dangerousCapabilities",
@@ -134,22 +169,40 @@ fn each_check_fails_alone_when_its_field_is_broken() {
         ),
         (
             "container-seccomp-profile",
-            vec![(deployment, "/spec/template/spec/securityContext/seccompProfile", None)],
+            vec![(
+                deployment,
+                "/spec/template/spec/securityContext/seccompProfile",
+                None,
+            )],
         ),
         (
             "hostNamespaces",
-            vec![(deployment, "/spec/template/spec/hostNetwork", Some(json!(true)))],
+            vec![(
+                deployment,
+                "/spec/template/spec/hostNetwork",
+                Some(json!(true)),
+            )],
         ),
         (
             "automountServiceAccountToken",
-            vec![(deployment, "/spec/template/spec/automountServiceAccountToken", None)],
+            vec![(
+                deployment,
+                "/spec/template/spec/automountServiceAccountToken",
+                None,
+            )],
         ),
-        ("deployment-has-poddisruptionbudget", vec![("PodDisruptionBudget", "", None)]),
+        (
+            "deployment-has-poddisruptionbudget",
+            vec![("PodDisruptionBudget", "", None)],
+        ),
         (
             "deployment-has-poddisruptionbudget",
             vec![("PodDisruptionBudget", "/spec/maxUnavailable", None)],
         ),
-        ("horizontalpodautoscaler-has-target", vec![("HorizontalPodAutoscaler", "", None)]),
+        (
+            "horizontalpodautoscaler-has-target",
+            vec![("HorizontalPodAutoscaler", "", None)],
+        ),
         (
             "horizontalpodautoscaler-has-target",
             vec![("HorizontalPodAutoscaler", "/spec/minReplicas", None)],
@@ -164,19 +217,40 @@ fn each_check_fails_alone_when_its_field_is_broken() {
         ),
         (
             "deployment-pod-topology-spread",
-            vec![(deployment, "/spec/template/spec/topologySpreadConstraints", None)],
+            vec![(
+                deployment,
+                "/spec/template/spec/topologySpreadConstraints",
+                None,
+            )],
         ),
-        ("networkpolicy-targets-pod", vec![("NetworkPolicy", "", None)]),
-        ("networkpolicy-targets-pod", vec![("NetworkPolicy", "/spec/policyTypes", None)]),
+        (
+            "networkpolicy-targets-pod",
+            vec![("NetworkPolicy", "", None)],
+        ),
+        (
+            "networkpolicy-targets-pod",
+            vec![("NetworkPolicy", "/spec/policyTypes", None)],
+        ),
         ("service-targets-pod", vec![("Service", "", None)]),
-        ("service-targets-pod", vec![("Service", "/spec/selector", Some(json!({"app": "other"})))]),
         (
-            "graceful-termination",
-            vec![(deployment, "/spec/template/spec/terminationGracePeriodSeconds", None)],
+            "service-targets-pod",
+            vec![("Service", "/spec/selector", Some(json!({"app": "other"})))],
         ),
         (
             "graceful-termination",
-            vec![(deployment, "/spec/template/spec/terminationGracePeriodSeconds", Some(json!(34)))],
+            vec![(
+                deployment,
+                "/spec/template/spec/terminationGracePeriodSeconds",
+                None,
+            )],
+        ),
+        (
+            "graceful-termination",
+            vec![(
+                deployment,
+                "/spec/template/spec/terminationGracePeriodSeconds",
+                Some(json!(34)),
+            )],
         ),
     ];
     let mut covered: Vec<&str> = Vec::new();
@@ -190,6 +264,10 @@ fn each_check_fails_alone_when_its_field_is_broken() {
         covered.push(check);
     }
     for check in &CHECKS {
-        assert!(covered.contains(&check.name), "no case breaks {}", check.name);
+        assert!(
+            covered.contains(&check.name),
+            "no case breaks {}",
+            check.name
+        );
     }
 }

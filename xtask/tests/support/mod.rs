@@ -121,3 +121,19 @@ pub fn repository() -> TempDir {
     git(repo.path(), &["commit", "--quiet", "--message", "first"]);
     repo
 }
+
+/// Builds the app (debug, fast) stamped with `commit`, in a target folder
+/// of its own kept between runs; returns the binary's path.
+pub fn app_built_at(commit: &str, folder: &str) -> PathBuf {
+    let target_dir = workspace_root().join("target/test-builds").join(folder);
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--package", "app", "--bin", "app"])
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("STAMP_COMMIT", commit)
+        .env("STAMP_COMMIT_SHORT", &commit[..7])
+        .env("STAMP_DESCRIBE", &commit[..7]);
+    stdout_of(&mut build);
+    target_dir.join("debug/app")
+}

@@ -1,0 +1,333 @@
+//! `cargo xtask k8s` in a copy of the workspace with a recorded image:
+//! the error without one, the rendered files passing `kubernetes-validate`,
+//! `promtool` and our own `--check` (also on each kustomize overlay as
+//! `kubectl kustomize` renders it), no secret in the output, the grace
+//! period and the ports following the config and settings, an edited
+//! folder failing `--check --dir`, and every metric the alerts name
+//! present in the running app's `/metrics`.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const CANARY: &str = "canary-admin-token-5f2c9a";
+
+/// Records an image in the copy's dist manifest, as `cargo xtask image`
+/// would, for the commit at HEAD.
+fn record_image(repo: &Path) {
+    let commit = git(repo, &["rev-parse", "HEAD"]);
+    let manifest = serde_json::json!({
+        "format_version": 1, "name": "app", "version": "0.1.0",
+        "stamp": {"describe": &commit[..7], "commit": commit, "commit_short": &commit[..7],
+                  "branch": "main", "dirty": false, "commit_time": COMMIT_TIME,
+                  "source_date_epoch": COMMIT_EPOCH, "rustc": "rustc"},
+        "artifacts": [],
+        "image": {"reference": "ghcr.io/example/app:0.1.0", "index_digest": DIGEST,
+                  "layout": "image", "archive": "app-0.1.0.oci.tar", "platforms": []},
+    });
+    let dist = repo.join("target/dist");
+    fs::create_dir_all(&dist).unwrap();
+    fs::write(dist.join("dist-manifest.json"), manifest.to_string()).unwrap();
+}
+
+fn k8s(repo: &Path, args: &[&str]) -> std::process::Output {
+    output(
+        xtask(repo)
+            .arg("k8s")
+            .args(args)
+            .env("APP__ADMIN__TOKEN", CANARY)
+            .env("CARGO_TARGET_DIR", repo.join("target")),
+    )
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The lines of `prod.yaml` outside its ConfigMap (the first document),
+/// whose config file text keeps its own listen address.
+fn prod_objects(out: &Path) -> String {
+    let text = fs::read_to_string(out.join("prod.yaml")).unwrap();
+    let (config_map, rest) = text.split_once("\n---\n").unwrap();
+    assert!(config_map.contains("kind: ConfigMap"), "{config_map}");
+    rest.to_owned()
+}
+
+#[test]
+fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
+    let repo = repository();
+    let out = repo.path().join("target/dist/k8s");
+
+    // No image yet: one line naming `cargo xtask image`, nothing written.
+    let run = k8s(repo.path(), &[]);
+    let stderr = stderr_text(&run);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("run `cargo xtask image` first"), "{stderr}");
+    assert!(!out.exists());
+
+    record_image(repo.path());
+    let run = k8s(repo.path(), &["--check"]);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{stdout}\n{}", stderr_text(&run));
+    assert_eq!(stdout.matches("  ok      ").count(), 3 * 17, "{stdout}");
+
+    let files = files_under(&out);
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        assert!(
+            !text.contains(CANARY),
+            "{} holds the admin token",
+            file.display()
+        );
+    }
+    let prod = fs::read_to_string(out.join("prod.yaml")).unwrap();
+    assert!(
+        prod.contains(&format!("image: ghcr.io/example/app@{DIGEST}")),
+        "{prod}"
+    );
+
+    // Every file is recorded in the manifest.
+    let manifest: Value = serde_json::from_str(
+        &fs::read_to_string(repo.path().join("target/dist/dist-manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let recorded: Vec<&str> = manifest["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|artifact| artifact["kind"] == "kubernetes")
+        .map(|artifact| artifact["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(recorded.len(), files.len(), "{recorded:?}");
+
+    // Schemas: every Kubernetes object file (not the kustomizations and
+    // the Prometheus rule files).
+    if let Some(validate) = tool_or_skip("kubernetes-validate", "cargo xtask setup") {
+        let objects: Vec<&PathBuf> = files
+            .iter()
+            .filter(|file| {
+                let name = file.file_name().unwrap().to_string_lossy();
+                name.ends_with(".yaml") && name != "kustomization.yaml"
+            })
+            .collect();
+        assert!(objects.len() >= 9, "{objects:?}");
+        stdout_of(
+            Command::new(validate)
+                .args(["--strict", "--quiet"])
+                .args(&objects),
+        );
+    }
+    if let Some(promtool) = tool_or_skip("promtool", "cargo xtask setup") {
+        stdout_of(
+            Command::new(&promtool)
+                .args(["check", "rules", "alerts.rules.yml"])
+                .current_dir(&out),
+        );
+        let tested = stdout_of(
+            Command::new(&promtool)
+                .args(["test", "rules", "alerts.test.yml"])
+                .current_dir(&out),
+        );
+        assert!(tested.contains("SUCCESS"), "{tested}");
+    }
+    // Each overlay, as kustomize renders it, passes the same checks.
+    if let Some(kubectl) = tool_or_skip("kubectl", "cargo xtask setup") {
+        let rendered = repo.path().join("kustomized");
+        fs::create_dir_all(&rendered).unwrap();
+        for env in ["dev", "staging", "prod"] {
+            let text = stdout_of(
+                Command::new(&kubectl)
+                    .arg("kustomize")
+                    .arg(out.join("overlays").join(env)),
+            );
+            assert!(
+                text.contains(&format!("value: {env}")) && text.contains("checksum/config"),
+                "{text}"
+            );
+            fs::write(rendered.join(format!("{env}.yaml")), text).unwrap();
+        }
+        let run = k8s(
+            repo.path(),
+            &["--check", "--dir", rendered.to_str().unwrap()],
+        );
+        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(run.status.success(), "{stdout}\n{}", stderr_text(&run));
+        assert_eq!(stdout.matches("  ok      ").count(), 3 * 17, "{stdout}");
+    }
+
+    // A user-edited copy that lost a field fails --check --dir with a table
+    // and one line.
+    let edited = repo.path().join("edited");
+    fs::create_dir_all(&edited).unwrap();
+    fs::write(
+        edited.join("prod.yaml"),
+        prod.replace(
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesystem: false",
+        ),
+    )
+    .unwrap();
+    let run = k8s(repo.path(), &["--check", "--dir", edited.to_str().unwrap()]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), stderr_text(&run));
+    assert_eq!(run.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("FAILED  container-security-context-readonlyrootfilesystem"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stderr.trim(),
+        "error: 1 check failed (prod.yaml: container-security-context-readonlyrootfilesystem): see the table above"
+    );
+
+    // The grace period follows drain_timeout in config/prod.toml...
+    assert!(prod.contains("terminationGracePeriodSeconds: 40"), "{prod}");
+    let prod_toml = repo.path().join("config/prod.toml");
+    let text = fs::read_to_string(&prod_toml).unwrap();
+    fs::write(
+        &prod_toml,
+        text.replace("[server]\n", "[server]\ndrain_timeout = \"50s\"\n"),
+    )
+    .unwrap();
+    // ...and every port follows the port setting.
+    let cargo_toml = repo.path().join("Cargo.toml");
+    let text = fs::read_to_string(&cargo_toml).unwrap();
+    fs::write(&cargo_toml, text.replace("port = 8080", "port = 9091")).unwrap();
+    let run = k8s(repo.path(), &["--check"]);
+    assert!(run.status.success(), "{}", stderr_text(&run));
+    let objects = prod_objects(&out);
+    assert!(
+        objects.contains("terminationGracePeriodSeconds: 60"),
+        "{objects}"
+    );
+    assert!(!objects.contains("8080"), "{objects}");
+    for port in [
+        "containerPort: 9091",
+        "- port: 9091",
+        "prometheus.io/port: \"9091\"",
+        "value: \"0.0.0.0:9091\"",
+    ] {
+        assert!(objects.contains(port), "no `{port}` in:\n{objects}");
+    }
+}
+
+/// Starts the app on a free loopback port, read from its "listening" log
+/// line.
+fn start_app(binary: &Path) -> (std::process::Child, u16) {
+    let mut child = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--config-dir"])
+        .arg(workspace_root().join("config"))
+        .env("APP__LOG__FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let started = Instant::now();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no listening line: {seen}"
+        );
+        let read = stdout.read(&mut buffer).unwrap();
+        assert!(read > 0, "the app exited: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        let port = seen.lines().find_map(|line| {
+            let entry: Value = serde_json::from_str(line).ok()?;
+            let address = entry["addr"].as_str()?;
+            address.rsplit_once(':')?.1.parse::<u16>().ok()
+        });
+        if let Some(port) = port {
+            // Keep draining its logs so that it never blocks on them.
+            std::thread::spawn(move || while stdout.read(&mut buffer).is_ok_and(|n| n > 0) {});
+            return (child, port);
+        }
+    }
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn every_metric_an_alert_names_is_exported_by_the_running_app() {
+    let repo = repository();
+    record_image(repo.path());
+    let run = k8s(repo.path(), &[]);
+    assert!(run.status.success(), "{}", stderr_text(&run));
+    let rules = fs::read_to_string(repo.path().join("target/dist/k8s/alerts.rules.yml")).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    for line in rules
+        .lines()
+        .filter(|line| line.trim_start().starts_with("expr:"))
+    {
+        let mut rest = line;
+        while let Some(brace) = rest.find('{') {
+            let name: String = rest[..brace]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+            rest = &rest[brace + 1..];
+        }
+    }
+    assert_eq!(names.len(), 5, "{names:?} from:\n{rules}");
+
+    // The binary the suite tests (the shipped one under `cargo xtask ci`),
+    // else a debug build.
+    let binary = std::env::var_os("APP_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| app_built_at(&"f".repeat(40), "k8s"));
+    let (mut app, port) = start_app(&binary);
+    // One request, so that the request counters and histogram have series.
+    assert!(get(port, "/").starts_with("HTTP/1.1 200"));
+    let metrics = get(port, "/metrics");
+    let _ = app.kill();
+    let _ = app.wait();
+    for name in &names {
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line.starts_with(&format!("{name}{{"))
+                    || line.starts_with(&format!("{name} "))),
+            "the alert rules name {name}, which /metrics does not export:\n{metrics}"
+        );
+    }
+}
