@@ -231,6 +231,8 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
 
 /// Starts the app on a free loopback port, read from its "listening" log
 /// line.
+// The caller kills and waits for the child it is handed.
+#[allow(clippy::zombie_processes)]
 fn start_app(binary: &Path) -> (std::process::Child, u16) {
     let mut child = Command::new(binary)
         .args(["--listen", "127.0.0.1:0", "--config-dir"])
@@ -245,12 +247,12 @@ fn start_app(binary: &Path) -> (std::process::Child, u16) {
     let mut seen = String::new();
     let mut buffer = [0u8; 4096];
     loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no listening line: {seen}"
-        );
-        let read = stdout.read(&mut buffer).unwrap();
-        assert!(read > 0, "the app exited: {seen}");
+        let read = stdout.read(&mut buffer).unwrap_or(0);
+        if read == 0 || started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the app exited or never logged its listening line: {seen}");
+        }
         seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
         let port = seen.lines().find_map(|line| {
             let entry: Value = serde_json::from_str(line).ok()?;
