@@ -198,6 +198,21 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
         "error: 1 check failed (prod.yaml: container-security-context-readonlyrootfilesystem): see the table above"
     );
 
+    // --apply hands one environment to kubectl; --dry-run shows how.
+    let run = output(
+        xtask(repo.path())
+            .args(["--dry-run", "k8s", "--env", "prod", "--apply"])
+            .env("CARGO_TARGET_DIR", repo.path().join("target")),
+    );
+    let stderr = stderr_text(&run);
+    assert!(run.status.success(), "{stderr}");
+    for line in [
+        format!("$ kubectl apply -f {}", out.join("prod.yaml").display()),
+        "$ kubectl rollout status deployment/app --timeout=5m".to_owned(),
+    ] {
+        assert!(stderr.contains(&line), "no `{line}` in:\n{stderr}");
+    }
+
     // The grace period follows drain_timeout in config/prod.toml...
     assert!(prod.contains("terminationGracePeriodSeconds: 40"), "{prod}");
     let prod_toml = repo.path().join("config/prod.toml");
