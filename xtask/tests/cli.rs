@@ -170,7 +170,7 @@ fn ci_dry_run_lists_its_steps_in_order() {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 12] = [
+    let cases: [(&Path, &[&str], i32, &str); 14] = [
         (
             &workspace_root(),
             &["deploy-everything"],
@@ -248,6 +248,18 @@ fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
             &["releases", "--host", "web1:opt/app"],
             1,
             "error: the deploy root opt/app for web1 is relative",
+        ),
+        (
+            &workspace_root(),
+            &["k8s", "--apply"],
+            1,
+            "error: --apply needs exactly one --env",
+        ),
+        (
+            &workspace_root(),
+            &["k8s", "--dir", "/nonexistent/k8s"],
+            2,
+            "the following required arguments were not provided",
         ),
         (
             &workspace_root(),

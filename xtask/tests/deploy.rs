@@ -62,14 +62,11 @@ fn write_sums_and_manifest(dir: &Path, archive: &Path, commit: &str) {
     let sum = sum.split_whitespace().next().unwrap();
     let name = archive.file_name().unwrap().to_str().unwrap();
     fs::write(dir.join("SHA256SUMS"), format!("{sum}  {name}\n")).unwrap();
-    let manifest = serde_json::json!({
-        "format_version": 1, "name": "app", "version": "0.1.0",
-        "stamp": {"describe": &commit[..7], "commit": commit, "commit_short": &commit[..7],
-                  "branch": "main", "dirty": false, "commit_time": COMMIT_TIME,
-                  "source_date_epoch": COMMIT_EPOCH, "rustc": "rustc"},
-        "artifacts": [],
-    });
-    fs::write(dir.join("dist-manifest.json"), manifest.to_string()).unwrap();
+    fs::write(
+        dir.join("dist-manifest.json"),
+        manifest_at(commit).to_string(),
+    )
+    .unwrap();
 }
 
 fn config_files() -> Vec<(&'static str, String)> {
@@ -247,6 +244,26 @@ impl Load {
     }
 }
 
+/// Each release of one host in `releases --json`, with its current,
+/// previous and bad marks.
+fn release_marks(host: &Value) -> BTreeMap<String, (bool, bool, bool)> {
+    host["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|release| {
+            (
+                release["name"].as_str().unwrap().to_owned(),
+                (
+                    release["current"] == true,
+                    release["previous"] == true,
+                    release["bad"] == true,
+                ),
+            )
+        })
+        .collect()
+}
+
 fn log_actions(root: &Path) -> Vec<(String, String, String)> {
     fs::read_to_string(root.join("deploys.log"))
         .unwrap()
@@ -346,23 +363,8 @@ fn deploy_under_load_auto_rollback_rollbacks_and_interrupt_on_a_local_root() {
         stdout_of(&mut command)
     };
     let listed: Value = serde_json::from_str(&releases(true)).unwrap();
-    let marks: BTreeMap<String, (bool, bool, bool)> = listed[0]["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|release| {
-            (
-                release["name"].as_str().unwrap().to_owned(),
-                (
-                    release["current"] == true,
-                    release["previous"] == true,
-                    release["bad"] == true,
-                ),
-            )
-        })
-        .collect();
     assert_eq!(
-        marks,
+        release_marks(&listed[0]),
         BTreeMap::from([
             ("0.1.0-aaaaaaa".to_owned(), (false, true, false)),
             ("0.1.0-bbbbbbb".to_owned(), (true, false, false)),
@@ -840,25 +842,12 @@ fn deploy_over_ssh_to_two_hosts_undoes_the_first_when_the_second_fails() {
     assert_eq!(listed[0]["host"], "alpha");
     assert_eq!(listed[1]["host"], "beta");
     assert_eq!(listed[1]["releases"], serde_json::json!([]));
-    let alpha_marks: Vec<(String, bool, bool, bool)> = listed[0]["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|release| {
-            (
-                release["name"].as_str().unwrap().to_owned(),
-                release["current"] == true,
-                release["previous"] == true,
-                release["bad"] == true,
-            )
-        })
-        .collect();
     assert_eq!(
-        alpha_marks,
-        [
-            ("0.1.0-aaaaaaa".to_owned(), true, false, false),
-            ("0.1.0-bbbbbbb".to_owned(), false, true, false),
-        ]
+        release_marks(&listed[0]),
+        BTreeMap::from([
+            ("0.1.0-aaaaaaa".to_owned(), (true, false, false)),
+            ("0.1.0-bbbbbbb".to_owned(), (false, true, false)),
+        ])
     );
 
     // The locking deploy dies: beta's lock is stale, and the command the

@@ -24,15 +24,10 @@ const CANARY: &str = "canary-admin-token-5f2c9a";
 /// would, for the commit at HEAD.
 fn record_image(repo: &Path) {
     let commit = git(repo, &["rev-parse", "HEAD"]);
-    let manifest = serde_json::json!({
-        "format_version": 1, "name": "app", "version": "0.1.0",
-        "stamp": {"describe": &commit[..7], "commit": commit, "commit_short": &commit[..7],
-                  "branch": "main", "dirty": false, "commit_time": COMMIT_TIME,
-                  "source_date_epoch": COMMIT_EPOCH, "rustc": "rustc"},
-        "artifacts": [],
-        "image": {"reference": "ghcr.io/example/app:0.1.0", "index_digest": DIGEST,
-                  "layout": "image", "archive": "app-0.1.0.oci.tar", "platforms": []},
-    });
+    let mut manifest = manifest_at(&commit);
+    manifest["image"] = serde_json::json!({
+        "reference": "ghcr.io/example/app:0.1.0", "index_digest": DIGEST,
+        "layout": "image", "archive": "app-0.1.0.oci.tar", "platforms": []});
     let dist = repo.join("target/dist");
     fs::create_dir_all(&dist).unwrap();
     fs::write(dist.join("dist-manifest.json"), manifest.to_string()).unwrap();

@@ -20,7 +20,8 @@ struct Alert {
     wait: &'static str,
     severity: &'static str,
     summary: String,
-    /// Series (name and extra labels) with their promtool values.
+    /// Series (name and labels, the selector's included) with their
+    /// promtool values.
     series: Vec<(String, &'static str)>,
     /// The labels the firing alert carries besides `severity` and the
     /// selector's.
@@ -65,12 +66,14 @@ fn matchers(selector: &[(String, String)], extra: &str) -> String {
 
 fn alerts(settings: &K8sSettings, binary: &str, selector: &[(String, String)]) -> Vec<Alert> {
     let on = |extra: &str| matchers(selector, extra);
+    // A test series of pod p1, carrying the selector's labels too.
     let pod = |extra: &str| {
-        if extra.is_empty() {
-            "{pod=\"p1\"}".to_owned()
+        let labels = if extra.is_empty() {
+            "pod=\"p1\"".to_owned()
         } else {
-            format!("{{pod=\"p1\",{extra}}}")
-        }
+            format!("pod=\"p1\",{extra}")
+        };
+        matchers(selector, &labels)
     };
     vec![
         Alert {
@@ -211,19 +214,6 @@ pub fn rules_file(groups: &Value) -> Value {
 /// at `fires_at`.
 pub fn tests_file(settings: &K8sSettings, binary: &str) -> Result<Value> {
     let selector = selector_labels(&alert_selector(settings, binary))?;
-    let with_selector = |series: &str| -> String {
-        // `name{labels}` gains the selector's labels.
-        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
-        let mut all: Vec<String> = selector
-            .iter()
-            .map(|(key, value)| format!("{key}=\"{value}\""))
-            .collect();
-        let labels = labels.trim_end_matches('}');
-        if !labels.is_empty() {
-            all.push(labels.to_owned());
-        }
-        format!("{name}{{{}}}", all.join(","))
-    };
     let tests: Vec<Value> = alerts(settings, binary, &selector)
         .into_iter()
         .map(|alert| {
@@ -238,7 +228,7 @@ pub fn tests_file(settings: &K8sSettings, binary: &str) -> Result<Value> {
             json!({
                 "interval": "1m",
                 "input_series": alert.series.iter().map(|(series, values)| {
-                    json!({"series": with_selector(series), "values": values})
+                    json!({"series": series, "values": values})
                 }).collect::<Vec<_>>(),
                 "alert_rule_test": [
                     {"eval_time": "10m", "alertname": alert.name, "exp_alerts": []},

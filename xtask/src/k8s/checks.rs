@@ -438,7 +438,7 @@ fn service(objects: &Objects, deployment: &Value) -> Result<(), String> {
 /// ConfigMap the pods mount, for the environment their `APP_ENV` names.
 fn grace_period(objects: &Objects, deployment: &Value) -> Result<(), String> {
     let spec = pod_spec(deployment);
-    let env_name = pod_spec(deployment)["containers"][0]["env"]
+    let env_name = spec["containers"][0]["env"]
         .as_array()
         .into_iter()
         .flatten()

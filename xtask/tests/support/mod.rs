@@ -137,3 +137,15 @@ pub fn app_built_at(commit: &str, folder: &str) -> PathBuf {
     stdout_of(&mut build);
     target_dir.join("debug/app")
 }
+
+/// A `dist-manifest.json` for version 0.1.0 of `app` built from `commit`,
+/// with no artifacts, as the deploy and k8s tests start from.
+pub fn manifest_at(commit: &str) -> serde_json::Value {
+    serde_json::json!({
+        "format_version": 1, "name": "app", "version": "0.1.0",
+        "stamp": {"describe": &commit[..7], "commit": commit, "commit_short": &commit[..7],
+                  "branch": "main", "dirty": false, "commit_time": COMMIT_TIME,
+                  "source_date_epoch": COMMIT_EPOCH, "rustc": "rustc"},
+        "artifacts": [],
+    })
+}
