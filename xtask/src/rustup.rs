@@ -17,8 +17,11 @@ use xshell::cmd;
 use crate::exec::Ctx;
 use crate::tools::{self, Tool};
 
-/// The lock file, in the rustup home.
+/// The lock file of rustup installs, in the rustup home.
 const LOCK_FILE: &str = "cargo-xtask-install.lock";
+/// The lock file of `setup`'s package installs (apt, pip, cargo install):
+/// another file, since `setup` installs Rust parts first under the other.
+const PACKAGES_LOCK_FILE: &str = "cargo-xtask-packages.lock";
 
 /// Installs every target of `triples` that is missing, at most once however
 /// many processes ask at the same time. Without rustup it does nothing:
@@ -34,7 +37,7 @@ pub fn ensure_targets(ctx: &Ctx, triples: &[&str]) -> Result<()> {
     if ctx.dry_run {
         return ctx.run(cmd!(ctx.sh, "{rustup} target add {missing...}"));
     }
-    let _lock = InstallLock::acquire()?;
+    let _lock = InstallLock::acquire(LOCK_FILE, "Rust targets or components")?;
     // Another process may have installed them while this one waited.
     let missing = missing_targets(ctx, triples)?;
     if missing.is_empty() {
@@ -62,7 +65,9 @@ pub fn ensure_components(ctx: &Ctx, names: &[&str]) -> Result<()> {
     if missing(ctx)?.is_empty() {
         return Ok(());
     }
-    let _lock = (!ctx.dry_run).then(InstallLock::acquire).transpose()?;
+    let _lock = (!ctx.dry_run)
+        .then(|| InstallLock::acquire(LOCK_FILE, "Rust targets or components"))
+        .transpose()?;
     let missing = missing(ctx)?;
     if missing.is_empty() {
         return Ok(());
@@ -118,16 +123,23 @@ pub fn installed(ctx: &Ctx, kind: &str) -> Result<Vec<String>> {
 
 /// The exclusive lock every install takes; released when dropped, or by the
 /// OS when the process dies.
-struct InstallLock {
+pub struct InstallLock {
     _file: File,
 }
 
 impl InstallLock {
-    fn acquire() -> Result<InstallLock> {
+    /// The lock of package installs, which `setup` holds while it checks
+    /// what is missing and installs it (apt and pip fail, rather than wait,
+    /// when another install holds their own locks).
+    pub fn packages() -> Result<InstallLock> {
+        InstallLock::acquire(PACKAGES_LOCK_FILE, "packages")
+    }
+
+    fn acquire(file_name: &str, what: &str) -> Result<InstallLock> {
         let home = rustup_home()?;
         std::fs::create_dir_all(&home)
             .with_context(|| format!("create the rustup home {}", home.display()))?;
-        let path = home.join(LOCK_FILE);
+        let path = home.join(file_name);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -138,7 +150,7 @@ impl InstallLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 eprintln!(
-                    "waiting for another process that is installing Rust targets or components (lock {})",
+                    "waiting for another process that is installing {what} (lock {})",
                     path.display()
                 );
                 file.lock()

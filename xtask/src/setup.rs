@@ -53,22 +53,35 @@ impl Setup {
         } else {
             self.only.clone()
         };
-        let missing: Vec<Tool> = tools::ALL
-            .into_iter()
-            .filter(|tool| {
-                let need = tool.info().need;
-                need == Need::Tests || (self.bench && need == Need::Bench)
-            })
-            .filter(|tool| tools::find(*tool).is_none())
-            .collect();
         // Commands setup could not run itself, for the user to run.
         let mut left_for_user: Vec<String> = Vec::new();
-        for part in &parts {
-            match part {
-                Part::Rust => install_rust_parts(ctx, &mut left_for_user)?,
-                Part::Packages => install_packages(ctx, &missing, &mut left_for_user)?,
-                Part::Python => install_python_tools(ctx, &missing, &mut left_for_user)?,
-                Part::Crates => install_crates(ctx, &missing)?,
+        if parts.contains(&Part::Rust) {
+            install_rust_parts(ctx, &mut left_for_user)?;
+        }
+        let missing_now = || -> Vec<Tool> {
+            tools::ALL
+                .into_iter()
+                .filter(|tool| {
+                    let need = tool.info().need;
+                    need == Need::Tests || (self.bench && need == Need::Bench)
+                })
+                .filter(|tool| tools::find(*tool).is_none())
+                .collect()
+        };
+        if parts.iter().any(|part| *part != Part::Rust) && !missing_now().is_empty() {
+            // Another setup may install them while this one waits: what is
+            // missing is read again under the lock.
+            let _lock = (!ctx.dry_run)
+                .then(rustup::InstallLock::packages)
+                .transpose()?;
+            let missing = missing_now();
+            for part in &parts {
+                match part {
+                    Part::Rust => {}
+                    Part::Packages => install_packages(ctx, &missing, &mut left_for_user)?,
+                    Part::Python => install_python_tools(ctx, &missing, &mut left_for_user)?,
+                    Part::Crates => install_crates(ctx, &missing)?,
+                }
             }
         }
         println!();

@@ -1,7 +1,8 @@
 //! `cargo xtask setup` and the rustup install lock, against a fake rustup
 //! and a fake toolchain: two processes that need the same missing targets
-//! install them once, a failing rustup is quoted, and `--dry-run` prints
-//! the install commands without running any.
+//! install them once, two setups at once run apt-get one after the other,
+//! a failing rustup is quoted, and `--dry-run` prints the install commands
+//! without running any.
 
 mod support;
 
@@ -232,4 +233,50 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
         stdout.contains("missing  podman") && stdout.contains("run `cargo xtask setup`"),
         "{stdout}"
     );
+}
+
+#[test]
+fn two_setups_at_once_run_their_package_installs_one_after_the_other() {
+    // A fake apt-get that fails, as the real one does, when another copy
+    // holds its lock; sudo runs what it is given.
+    let apt_get = r#"#!/bin/sh
+if ! mkdir "$FAKE_STATE/apt-running" 2>/dev/null; then
+  echo "E: Unable to lock directory /var/lib/apt/lists/" >&2
+  exit 100
+fi
+echo "apt-get $*" >> "$FAKE_STATE/calls"
+sleep 1
+rmdir "$FAKE_STATE/apt-running"
+"#;
+    let fake = FakeToolchain::new(&[
+        ("apt-get", apt_get),
+        ("sudo", "#!/bin/sh\nexec env \"$@\"\n"),
+    ]);
+    for tool in ["git", "rustc", "env", "mkdir", "rmdir", "sleep"] {
+        let real = which(tool).unwrap_or_else(|| panic!("{tool} is not on PATH"));
+        std::os::unix::fs::symlink(real, fake.path("bin").join(tool)).unwrap();
+    }
+    let mut first = fake.xtask("");
+    let mut second = fake.xtask("");
+    for command in [&mut first, &mut second] {
+        command.args(["setup", "--only", "packages"]);
+    }
+    let second = std::thread::spawn(move || output(&mut second));
+    let first = output(&mut first);
+    let second = second.join().unwrap();
+    for run in [&first, &second] {
+        assert!(run.status.success(), "{}", stderr_text(run));
+    }
+    // Nothing was really installed, so each setup ran both apt-get steps,
+    // and none of them ran into the other.
+    let calls = fake.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|call| call.starts_with("apt-get update"))
+            .count(),
+        2,
+        "{calls:?}"
+    );
+    assert!(fake.path("rustup-home/cargo-xtask-packages.lock").is_file());
 }
