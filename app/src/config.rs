@@ -91,6 +91,17 @@ pub struct Server {
     /// How long an upgrade (SIGHUP) waits for the new process to report
     /// ready before it gives up, stops it, and keeps serving.
     pub upgrade_timeout: Duration,
+    /// How long a client has to send a request's headers: from the open for
+    /// the first request, from the first byte for the next ones.
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How long a request may take from its headers to its response: a body
+    /// still arriving is answered 408, a handler still running 503.
+    pub request_timeout: Duration,
+    /// Connections open at once; past it a new one closes the one that has
+    /// waited longest without a request, or is refused.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +148,14 @@ struct ServerLayer {
     drain_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
     upgrade_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_count")]
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +273,10 @@ impl Settings {
                 drain_delay: Duration::from_secs(5),
                 drain_timeout: Duration::from_secs(30),
                 upgrade_timeout: Duration::from_secs(30),
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(75),
+                request_timeout: Duration::from_secs(20),
+                max_connections: 4096,
             },
             log: Log {
                 format: LogFormat::Text,
@@ -317,6 +340,13 @@ impl Settings {
         set(&mut self.server.drain_delay, server.drain_delay);
         set(&mut self.server.drain_timeout, server.drain_timeout);
         set(&mut self.server.upgrade_timeout, server.upgrade_timeout);
+        set(
+            &mut self.server.header_read_timeout,
+            server.header_read_timeout,
+        );
+        set(&mut self.server.idle_timeout, server.idle_timeout);
+        set(&mut self.server.request_timeout, server.request_timeout);
+        set(&mut self.server.max_connections, server.max_connections);
         set(&mut self.log.format, log.format);
         set(&mut self.log.level, log.level);
         set(&mut self.service.name, service.name);
@@ -332,6 +362,31 @@ impl Settings {
         }
         if self.server.upgrade_timeout.is_zero() {
             bail!("server.upgrade_timeout is 0s: a new process needs time to start, e.g. 30s");
+        }
+        for (key, value, example) in [
+            (
+                "header_read_timeout",
+                self.server.header_read_timeout,
+                "10s",
+            ),
+            ("idle_timeout", self.server.idle_timeout, "75s"),
+            ("request_timeout", self.server.request_timeout, "20s"),
+        ] {
+            if value.is_zero() {
+                bail!(
+                    "server.{key} is 0s: no client could make it in time; set it to e.g. {example}"
+                );
+            }
+        }
+        if self.server.request_timeout >= self.server.drain_timeout {
+            bail!(
+                "server.request_timeout ({}) is not shorter than server.drain_timeout ({}): a drain would cut requests that are still allowed to run; lower request_timeout or raise drain_timeout",
+                format_duration(self.server.request_timeout),
+                format_duration(self.server.drain_timeout)
+            );
+        }
+        if self.server.max_connections == 0 {
+            bail!("server.max_connections is 0: no client could connect; set it to e.g. 4096");
         }
         Ok(())
     }
@@ -352,6 +407,10 @@ impl Settings {
             drain_delay: String,
             drain_timeout: String,
             upgrade_timeout: String,
+            header_read_timeout: String,
+            idle_timeout: String,
+            request_timeout: String,
+            max_connections: usize,
         }
         #[derive(Serialize)]
         struct LogView {
@@ -373,6 +432,10 @@ impl Settings {
                 drain_delay: format_duration(self.server.drain_delay),
                 drain_timeout: format_duration(self.server.drain_timeout),
                 upgrade_timeout: format_duration(self.server.upgrade_timeout),
+                header_read_timeout: format_duration(self.server.header_read_timeout),
+                idle_timeout: format_duration(self.server.idle_timeout),
+                request_timeout: format_duration(self.server.request_timeout),
+                max_connections: self.server.max_connections,
             },
             log: LogView {
                 format: self.log.format,
@@ -519,6 +582,28 @@ fn optional_duration<'de, D: Deserializer<'de>>(
         .map_err(serde::de::Error::custom)
 }
 
+/// A count: a TOML integer in files, a string in environment variables
+/// (which are all strings).
+fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(i64),
+        Text(String),
+    }
+    let number = match Count::deserialize(deserializer)? {
+        Count::Number(number) => number,
+        Count::Text(text) => text.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid count {text:?}: expected a whole number, e.g. 4096"
+            ))
+        })?,
+    };
+    usize::try_from(number).map(Some).map_err(|_| {
+        serde::de::Error::custom(format!("invalid count {number}: it cannot be negative"))
+    })
+}
+
 /// `250ms`, `5s`, `2m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -663,6 +748,20 @@ mod tests {
             (3000, LogLevel::Debug)
         );
 
+        let limits = load(
+            &[("base.toml", "[server]\nmax_connections = 100\n")],
+            &[("APP__SERVER__HEADER_READ_TIMEOUT", "2s")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(limits.server.max_connections, 100, "a number in a file");
+        assert_eq!(limits.server.header_read_timeout, Duration::from_secs(2));
+        let from_env = load(&[BASE], &[("APP__SERVER__MAX_CONNECTIONS", "250")], None).unwrap();
+        assert_eq!(
+            from_env.server.max_connections, 250,
+            "a string in a variable"
+        );
+
         let flag = load(&[BASE, prod], &vars, Some("127.0.0.1:4000")).unwrap();
         assert_eq!(flag.server.listen.port(), 4000);
         let base_toml = format!("{}", Path::new("base.toml").display());
@@ -734,6 +833,34 @@ mod tests {
             &[BASE],
             &[("APP__SERVER__UPGRADE_TIMEOUT", "0s")],
             &["server.upgrade_timeout is 0s", "e.g. 30s"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__IDLE_TIMEOUT", "0s")],
+            &["server.idle_timeout is 0s", "e.g. 75s"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__REQUEST_TIMEOUT", "30s")],
+            &[
+                "server.request_timeout (30s) is not shorter than server.drain_timeout (30s)",
+                "lower request_timeout or raise drain_timeout",
+            ],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__MAX_CONNECTIONS", "many")],
+            &["APP__SERVER__MAX_CONNECTIONS", "invalid count \"many\""],
+        );
+        check_error(
+            &[("base.toml", "[server]\nmax_connections = -1\n")],
+            &[],
+            &["base.toml", "invalid count -1: it cannot be negative"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__MAX_CONNECTIONS", "0")],
+            &["server.max_connections is 0"],
         );
         check_error(
             &[],

@@ -1,15 +1,18 @@
 //! The HTTP surface: the business routes (`GET /`, `POST /greet`), the
 //! operational ones (`/healthz`, `/readyz`, `/metrics`, `/version`,
 //! `/admin/config`), and the middleware every request passes through
-//! (request id, metrics, one log line).
+//! (request id, request timeout, metrics, one log line).
 
 use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -37,7 +40,7 @@ pub struct Shared {
     greeting: Greeting,
     /// The answer of `GET /healthz`, with the pid, which tells the processes
     /// apart across upgrades.
-    health: axum::body::Bytes,
+    health: Bytes,
 }
 
 #[derive(Serialize)]
@@ -197,7 +200,8 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 
     state.metrics.in_flight().inc();
     let in_flight = InFlight(&state.metrics);
-    let mut response = next.run(request).await;
+    let timeout = state.settings.server.request_timeout;
+    let mut response = answer_within(timeout, started, request, next).await;
     drop(in_flight);
 
     let elapsed = started.elapsed();
@@ -226,6 +230,121 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// Runs the rest of the request, but answers for it once `timeout` has
+/// passed since `started`: 408, closing the connection, while the body is
+/// still arriving; 503 once the body is in (or there is none) and the
+/// handler is still running. The handler is dropped either way.
+async fn answer_within(
+    timeout: Duration,
+    started: Instant,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Only a request with a body needs to be watched; most have none.
+    let body_in = (!request.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+    let request = match &body_in {
+        Some(body_in) => request.map(|body| {
+            Body::new(WatchedBody {
+                body,
+                body_in: body_in.clone(),
+            })
+        }),
+        None => request,
+    };
+    let deadline = tokio::time::Instant::from_std(started + timeout);
+    match (Deadline {
+        inner: next.run(request),
+        timer: None,
+        deadline,
+    })
+    .await
+    {
+        Some(response) => response,
+        None if body_in.is_some_and(|body_in| !body_in.load(Ordering::Relaxed)) => {
+            let error = json!({"error": format!(
+                "the request body did not arrive within {}", crate::config::format_duration(timeout)
+            )});
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                Json(error),
+            )
+                .into_response()
+        }
+        None => {
+            let error = json!({"error": format!(
+                "no answer within {}", crate::config::format_duration(timeout)
+            )});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response()
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `inner`'s output, or `None` at `deadline`. The timer is only set up
+    /// when `inner` does not finish at its first poll, so the requests that
+    /// answer at once (most of them) never touch the runtime's timer.
+    struct Deadline<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+        deadline: tokio::time::Instant,
+    }
+}
+
+impl<F: Future> Future for Deadline<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.inner.poll(context) {
+            return Poll::Ready(Some(output));
+        }
+        if this.timer.is_none() {
+            this.timer
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
+        }
+        let timer = this.timer.as_pin_mut().expect("set above");
+        ready!(timer.poll(context));
+        Poll::Ready(None)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that records when it has all arrived.
+    struct WatchedBody {
+        #[pin]
+        body: Body,
+        body_in: Arc<AtomicBool>,
+    }
+}
+
+impl HttpBody for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.body.poll_frame(context));
+        if frame.is_none() {
+            this.body_in.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 fn method_label(method: &Method) -> &'static str {
@@ -274,6 +393,69 @@ mod tests {
         check(&[b'a'; 129], false);
         check(b"has space", false);
         check(b"", false);
+    }
+
+    /// A request body that never sends anything.
+    struct Stalled;
+
+    impl HttpBody for Stalled {
+        type Data = Bytes;
+        type Error = axum::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_timeout_get_408_while_the_body_arrives_and_503_after() {
+        use tower::ServiceExt;
+
+        let timeout = Duration::from_millis(200);
+        let sleep = || tokio::time::sleep(Duration::from_secs(30));
+        let router = Router::new()
+            .route("/fast", post(|body: String| async move { body }))
+            .route(
+                "/slow",
+                post(move |body: String| async move {
+                    sleep().await;
+                    body
+                }),
+            )
+            .layer(middleware::from_fn(move |request, next| {
+                answer_within(timeout, Instant::now(), request, next)
+            }));
+        let call = |body: Body| {
+            let request = Request::post("/slow")
+                .header(header::CONTENT_LENGTH, "5")
+                .body(body)
+                .unwrap();
+            router.clone().oneshot(request)
+        };
+
+        let started = Instant::now();
+        let stalled = call(Body::new(Stalled)).await.unwrap();
+        assert_eq!(stalled.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(stalled.headers()[header::CONNECTION], "close");
+        let slow = call(Body::from("hello")).await.unwrap();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(slow.headers().get(header::CONNECTION).is_none());
+        let body = axum::body::to_bytes(slow.into_body(), 1024).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&body).contains("no answer within 200ms"),
+            "{body:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "both were cut at the timeout, not left to run"
+        );
+
+        let fast = Request::post("/fast").body(Body::from("hello")).unwrap();
+        let fast = router.clone().oneshot(fast).await.unwrap();
+        assert_eq!(fast.status(), StatusCode::OK);
     }
 
     #[test]

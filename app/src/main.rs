@@ -5,9 +5,9 @@
 mod build_info;
 mod cli;
 mod config;
+mod connections;
 mod http;
 mod lifecycle;
-mod listener;
 mod logging;
 mod metrics;
 mod server;

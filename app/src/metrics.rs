@@ -1,5 +1,6 @@
 //! Prometheus metrics: requests by method, route and status, their latency,
-//! requests in flight, `app_build_info`, and the standard `process_*` metrics
+//! requests in flight, connections (open, closed by the server's limits,
+//! failed accepts), `app_build_info`, and the standard `process_*` metrics
 //! read from `/proc` at scrape time.
 
 use std::collections::HashSet;
@@ -39,6 +40,108 @@ struct BuildLabels {
     target: &'static str,
 }
 
+/// Why the server closed a connection on its own.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Shed {
+    /// The request's headers did not arrive within `header_read_timeout`.
+    HeaderTimeout,
+    /// No request for `idle_timeout`.
+    IdleTimeout,
+    /// Closed to make room for a new connection (connection limit, or out
+    /// of descriptors).
+    Evicted,
+    /// A new connection closed at once: at the limit, every open connection
+    /// had a request in progress.
+    Refused,
+}
+
+impl Shed {
+    const ALL: [Shed; 4] = [
+        Shed::HeaderTimeout,
+        Shed::IdleTimeout,
+        Shed::Evicted,
+        Shed::Refused,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Shed::HeaderTimeout => "header_timeout",
+            Shed::IdleTimeout => "idle_timeout",
+            Shed::Evicted => "evicted",
+            Shed::Refused => "refused",
+        }
+    }
+}
+
+/// What kind of error an `accept` failed with.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AcceptError {
+    /// EMFILE: the process is out of descriptors (`LimitNOFILE=`).
+    ProcessDescriptors,
+    /// ENFILE: the system is out of descriptors.
+    SystemDescriptors,
+    /// ENOBUFS or ENOMEM.
+    Memory,
+    /// The client went away before it was accepted (ECONNABORTED and the
+    /// like); harmless.
+    Aborted,
+    Other,
+}
+
+impl AcceptError {
+    const ALL: [AcceptError; 5] = [
+        AcceptError::ProcessDescriptors,
+        AcceptError::SystemDescriptors,
+        AcceptError::Memory,
+        AcceptError::Aborted,
+        AcceptError::Other,
+    ];
+
+    pub fn of(err: &std::io::Error) -> AcceptError {
+        #[cfg(unix)]
+        match err.raw_os_error() {
+            Some(libc::EMFILE) => return AcceptError::ProcessDescriptors,
+            Some(libc::ENFILE) => return AcceptError::SystemDescriptors,
+            Some(libc::ENOBUFS | libc::ENOMEM) => return AcceptError::Memory,
+            _ => {}
+        }
+        match err.kind() {
+            std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::Interrupted => AcceptError::Aborted,
+            _ => AcceptError::Other,
+        }
+    }
+
+    /// Whether retrying at once would fail the same way.
+    pub fn is_exhaustion(self) -> bool {
+        matches!(
+            self,
+            AcceptError::ProcessDescriptors | AcceptError::SystemDescriptors | AcceptError::Memory
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AcceptError::ProcessDescriptors => "emfile",
+            AcceptError::SystemDescriptors => "enfile",
+            AcceptError::Memory => "nomem",
+            AcceptError::Aborted => "aborted",
+            AcceptError::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
 type LatencyFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -47,6 +150,8 @@ pub struct Metrics {
     latency: LatencyFamily,
     in_flight: Gauge,
     connections_open: Gauge,
+    shed: Family<ReasonLabels, Counter>,
+    accept_errors: Family<KindLabels, Counter>,
     ready: Gauge,
     upgrades_failed: Counter,
 }
@@ -80,6 +185,28 @@ impl Metrics {
             "Client connections open now, idle keep-alive ones included",
             connections_open.clone(),
         );
+        let shed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_connections_shed",
+            "Connections the server closed on its own, by reason: header_timeout, idle_timeout, evicted (to make room), refused (at the limit)",
+            shed.clone(),
+        );
+        let accept_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "http_accept_errors",
+            "Failed accepts, by kind: emfile, enfile, nomem, aborted, other",
+            accept_errors.clone(),
+        );
+        // Every series exists from the start, so that rates and alerts see
+        // a zero instead of nothing.
+        for reason in Shed::ALL {
+            drop(shed.get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            }));
+        }
+        for kind in AcceptError::ALL {
+            drop(accept_errors.get_or_create(&KindLabels { kind: kind.label() }));
+        }
         let ready = Gauge::default();
         registry.register(
             "app_ready",
@@ -110,6 +237,8 @@ impl Metrics {
             latency,
             in_flight,
             connections_open,
+            shed,
+            accept_errors,
             ready,
             upgrades_failed,
         }
@@ -128,6 +257,20 @@ impl Metrics {
 
     pub fn connections_open(&self) -> &Gauge {
         &self.connections_open
+    }
+
+    pub fn shed(&self, reason: Shed) {
+        self.shed
+            .get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    pub fn accept_failed(&self, kind: AcceptError) {
+        self.accept_errors
+            .get_or_create(&KindLabels { kind: kind.label() })
+            .inc();
     }
 
     pub fn ready(&self) -> &Gauge {

@@ -22,9 +22,9 @@ use tracing::{info, warn};
 
 use crate::build_info::BUILD_INFO;
 use crate::config::{Settings, format_duration};
+use crate::connections::{self, Limits};
 use crate::http::{self, Shared};
 use crate::lifecycle::{Lifecycle, State};
-use crate::listener::{Connections, StoppableListener};
 use crate::metrics::Metrics;
 use crate::systemd::Notifier;
 use crate::upgrade::{self, Program, ReadySignal};
@@ -72,6 +72,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     let mut signals = Signals::new().map_err(ServeError::Runtime)?;
     let program = Program::from_start();
     let notifier = Notifier::from_env();
+    let open_files = raise_open_files_limit();
     let (listener, origin) = listen(settings.server.listen).map_err(ServeError::Listen)?;
     // A second descriptor for the same socket, to hand to a new process
     // while the server owns the first.
@@ -89,20 +90,28 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
     let metrics = Arc::new(Metrics::new(&BUILD_INFO));
-    let connections = Connections::new(metrics.connections_open().clone());
     let app = http::router(Shared::new(
         settings.clone(),
         lifecycle.clone(),
         metrics.clone(),
     ));
+    let limits = Limits {
+        header_read_timeout: settings.server.header_read_timeout,
+        idle_timeout: settings.server.idle_timeout,
+        max_connections: settings.server.max_connections,
+    };
+    let connections = connections::Server::new(limits, app, lifecycle.clone(), metrics.clone());
+    let mut server = tokio::spawn(connections.clone().run(listener));
 
-    let listener = StoppableListener::new(listener, lifecycle.clone(), connections.clone())
-        .map_err(|err| ServeError::Listen(err.into()))?;
-    let closing = lifecycle.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { closing.reached(State::Closing).await });
-    let mut server = tokio::spawn(async move { server.await });
-
+    if let Some(limit) = open_files
+        && (limit as u128) < limits.max_connections as u128 + DESCRIPTORS_KEPT as u128
+    {
+        warn!(
+            open_files_limit = limit,
+            max_connections = limits.max_connections,
+            "the open-files limit is below server.max_connections plus the {DESCRIPTORS_KEPT} descriptors the service keeps for itself: accepts will fail (EMFILE) before the connection limit applies; raise the limit (LimitNOFILE=, ulimit -n) or lower server.max_connections"
+        );
+    }
     lifecycle.advance(State::Ready);
     info!(
         addr = %local_addr,
@@ -115,6 +124,11 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             Origin::Systemd => "from systemd",
             Origin::Upgrade(_) => "from the previous process",
         },
+        max_connections = limits.max_connections,
+        open_files_limit = open_files,
+        header_read_timeout = %format_duration(limits.header_read_timeout),
+        idle_timeout = %format_duration(limits.idle_timeout),
+        request_timeout = %format_duration(settings.server.request_timeout),
         "listening"
     );
     let serving = format!("STATUS=serving on {local_addr}");
@@ -207,8 +221,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         "closed idle connections: waiting for in-flight requests"
     );
     match tokio::time::timeout_at(deadline, server).await {
-        Ok(Ok(Ok(()))) => info!("stopped"),
-        Ok(Ok(Err(err))) => return Err(ServeError::Runtime(anyhow!(err).context("serve"))),
+        Ok(Ok(())) => info!("stopped"),
         Ok(Err(join)) => return Err(ServeError::Runtime(anyhow!(join).context("serve"))),
         Err(_) => warn!(
             in_flight = metrics.in_flight().get(),
@@ -216,6 +229,47 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         ),
     }
     Ok(())
+}
+
+/// Descriptors the service needs besides its connections: standard streams,
+/// the listening socket and its duplicate, the runtime's epoll and wakers,
+/// signal and notify sockets, an upgrade's pipes, config files; with room
+/// to spare. `cargo xtask units` sets `LimitNOFILE=` from this and the
+/// default `max_connections`.
+pub const DESCRIPTORS_KEPT: usize = 64;
+
+/// Raises the soft open-files limit to the hard one, as Go does at start-up
+/// (the soft one is 1024 under systemd and most container runtimes, which
+/// caps the connections at about that), and returns the limit in effect.
+/// Under the systemd unit, which sets both to the same value (its system
+/// call filter forbids `setrlimit`), there is nothing to raise.
+#[cfg(unix)]
+fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given. On failure (macOS
+        // refuses an unlimited soft limit) the old limit stays.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+#[cfg(not(unix))]
+fn raise_open_files_limit() -> Option<u64> {
+    None
 }
 
 /// Exits with 128 + the signal number at the `patience`-th stop signal

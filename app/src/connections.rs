@@ -1,0 +1,597 @@
+//! Accepting and running the HTTP connections, with the limits that keep
+//! slow, idle and abusive clients from starving the others:
+//!
+//! - A request's headers must arrive within `header_read_timeout`, counted
+//!   from when the connection opened for its first request, and from the
+//!   first byte of each later one.
+//! - A keep-alive connection with no request for `idle_timeout` is closed.
+//! - At most `max_connections` are open. Past it, a new connection makes
+//!   room by closing the one that has waited longest without a request in
+//!   progress (an idle keep-alive, or a client still sending headers); if
+//!   every open one has a request in progress, the new one is answered 503
+//!   and closed. Either way, requests in progress are never cut, and a
+//!   health probe still gets through while a flood of half-open
+//!   connections holds the limit.
+//! - A failed accept (mostly: out of descriptors) is counted, logged at most
+//!   once a second, makes room like the connection limit does, and is
+//!   retried only once a connection closes or 100 ms pass, so it never
+//!   spins.
+//!
+//! Request bodies and handlers are bounded by `request_timeout`, in `http`.
+//! The timers cost nothing per request: a connection's phase (waiting for a
+//! head, handling a request, idle) lives in one atomic word that its stream
+//! and its service update, and the connection's task wakes only at the
+//! deadline the phase had when it last looked, and sleeps again if the
+//! connection has moved on since.
+//!
+//! Shutdown: accepting stops, and this process closes its listening socket,
+//! at `State::Stopped`. At `State::Closing`, connections without a request
+//! in progress close at once and the others after their response.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::{AcceptError, Metrics, Shed};
+
+/// The connection settings, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// The longest a failed accept waits for a connection to close before it
+/// tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Log lines about failed accepts are at most this frequent.
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a connection refused at the limit gets before it is closed, so that
+/// a client sees why instead of a reset.
+const REFUSED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// The HTTP server: accepts, admits within the limits, and runs each
+/// connection in a task of its own.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: Limits,
+    router: Router,
+    http: http1::Builder,
+    lifecycle: Arc<Lifecycle>,
+    metrics: Arc<Metrics>,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    /// Woken whenever a connection closes.
+    closed: Notify,
+}
+
+impl Server {
+    pub fn new(
+        limits: Limits,
+        router: Router,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+    ) -> Server {
+        let mut http = http1::Builder::new();
+        // No hyper timer: hyper's own header timeout would also cut idle
+        // keep-alive connections, which `idle_timeout` governs here.
+        http.keep_alive(true);
+        Server {
+            shared: Arc::new(Shared {
+                limits,
+                router,
+                http,
+                lifecycle,
+                metrics,
+                open: Mutex::new(HashMap::new()),
+                closed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Accepts until the lifecycle reaches `Stopped`, then closes the
+    /// listening socket and returns once every connection has closed.
+    pub async fn run(self, listener: TcpListener) {
+        let shared = &self.shared;
+        let mut failures = AcceptFailures::default();
+        let mut next_id: u64 = 0;
+        {
+            let stopped = shared.lifecycle.reached(State::Stopped);
+            tokio::pin!(stopped);
+            loop {
+                let accepted = tokio::select! {
+                    biased;
+                    () = &mut stopped => break,
+                    accepted = listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok((stream, _peer)) => {
+                        failures.succeeded();
+                        next_id += 1;
+                        self.admit(stream, next_id);
+                    }
+                    Err(err) => {
+                        let kind = AcceptError::of(&err);
+                        shared.metrics.accept_failed(kind);
+                        failures.failed(&err, kind);
+                        if kind.is_exhaustion() {
+                            self.make_room();
+                            let closed = shared.closed.notified();
+                            let _ = tokio::time::timeout(ACCEPT_RETRY, closed).await;
+                        }
+                    }
+                }
+            }
+        }
+        drop(listener);
+        info!("stopped accepting");
+        self.all_closed().await;
+    }
+
+    /// Returns once no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.shared.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the check, so a close in between is seen.
+            closed.as_mut().enable();
+            if self
+                .shared
+                .open
+                .lock()
+                .expect("connection table")
+                .is_empty()
+            {
+                return;
+            }
+            closed.await;
+        }
+    }
+
+    fn admit(&self, stream: TcpStream, id: u64) {
+        let shared = &self.shared;
+        // Small responses go out at once instead of waiting for an ACK.
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new(Instant::now()));
+        {
+            let mut open = shared.open.lock().expect("connection table");
+            if open.len() >= shared.limits.max_connections && !evict_one(&open, &shared.metrics) {
+                shared.metrics.shed(Shed::Refused);
+                // Best effort and never waiting: the socket buffer of a new
+                // connection has room for these few bytes.
+                let _ = stream.try_write(REFUSED);
+                return;
+            }
+            open.insert(id, activity.clone());
+        }
+        shared.metrics.connections_open().inc();
+        tokio::spawn(drive(self.shared.clone(), stream, id, activity));
+    }
+
+    /// Closes the connection that has waited longest without a request in
+    /// progress, if there is one: used when descriptors run out.
+    fn make_room(&self) {
+        let open = self.shared.open.lock().expect("connection table");
+        evict_one(&open, &self.shared.metrics);
+    }
+}
+
+/// Asks the connection that has waited longest without a request in
+/// progress to close; false if every connection has one.
+fn evict_one(open: &HashMap<u64, Arc<Activity>>, metrics: &Metrics) -> bool {
+    let oldest = open
+        .values()
+        .filter(|activity| !activity.evicted.load(Ordering::Relaxed))
+        .filter_map(|activity| match activity.load() {
+            (Phase::Busy, _) => None,
+            (_, since) => Some((since, activity)),
+        })
+        .min_by_key(|(since, _)| *since);
+    match oldest {
+        Some((_, activity)) => {
+            activity.evicted.store(true, Ordering::Relaxed);
+            activity.evict.notify_one();
+            metrics.shed(Shed::Evicted);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Takes the connection out of the table when its task ends, however it
+/// ends (the runtime drops tasks still running when the process exits).
+struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared
+            .open
+            .lock()
+            .expect("connection table")
+            .remove(&self.id);
+        self.shared.metrics.connections_open().dec();
+        self.shared.closed.notify_waiters();
+    }
+}
+
+/// Runs one connection to its end: served by hyper, closed by the timeouts,
+/// an eviction, or the shutdown.
+async fn drive(shared: Arc<Shared>, stream: TcpStream, id: u64, activity: Arc<Activity>) {
+    let _registered = Registered {
+        shared: shared.clone(),
+        id,
+    };
+    let io = TokioIo::new(TrackedStream {
+        stream,
+        activity: activity.clone(),
+    });
+    let service = TrackedService {
+        inner: TowerToHyperService::new(shared.router.clone()),
+        activity: activity.clone(),
+    };
+    let connection = shared.http.serve_connection(io, service);
+    tokio::pin!(connection);
+    let closing = shared.lifecycle.reached(State::Closing);
+    tokio::pin!(closing);
+    let timer = tokio::time::sleep_until(activity.opened + shared.limits.header_read_timeout);
+    tokio::pin!(timer);
+    let mut winding_down = false;
+    loop {
+        tokio::select! {
+            outcome = connection.as_mut() => {
+                if let Err(err) = outcome {
+                    debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = timer.as_mut() => match activity.due(&shared.limits, Instant::now()) {
+                Due::At(deadline) => timer.as_mut().reset(deadline),
+                Due::Expired(reason) => {
+                    shared.metrics.shed(reason);
+                    return;
+                }
+            },
+            () = activity.evict.notified(), if !winding_down => {
+                winding_down = true;
+                if activity.load().0 == Phase::Head {
+                    return;
+                }
+                connection.as_mut().graceful_shutdown();
+            }
+            () = closing.as_mut(), if !winding_down => {
+                winding_down = true;
+                if activity.load().0 == Phase::Head {
+                    return;
+                }
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request's headers (from the open for the first
+    /// request, from its first byte for the next ones).
+    Head = 0,
+    /// A request is being handled.
+    Busy = 1,
+    /// Between requests: the last response is out (or going out).
+    Idle = 2,
+}
+
+/// What a connection is doing and since when, in one word written by its
+/// stream and its service and read by its task and the accept loop: the
+/// phase in the low two bits, milliseconds since the open above them.
+struct Activity {
+    opened: Instant,
+    word: AtomicU64,
+    evict: Notify,
+    evicted: AtomicBool,
+}
+
+enum Due {
+    At(Instant),
+    Expired(Shed),
+}
+
+impl Activity {
+    fn new(opened: Instant) -> Activity {
+        Activity {
+            opened,
+            word: AtomicU64::new(Phase::Head as u64),
+            evict: Notify::new(),
+            evicted: AtomicBool::new(false),
+        }
+    }
+
+    fn load(&self) -> (Phase, Instant) {
+        let word = self.word.load(Ordering::Relaxed);
+        let phase = match word & 0b11 {
+            0 => Phase::Head,
+            1 => Phase::Busy,
+            _ => Phase::Idle,
+        };
+        (phase, self.opened + Duration::from_millis(word >> 2))
+    }
+
+    fn enter(&self, phase: Phase, at: Instant) {
+        let millis = u64::try_from(at.saturating_duration_since(self.opened).as_millis())
+            .unwrap_or(u64::MAX >> 2);
+        self.word
+            .store((millis << 2) | phase as u64, Ordering::Relaxed);
+    }
+
+    /// When the connection's current phase runs out, or the reason it
+    /// already has. A request in progress is bounded by the request timeout
+    /// instead; its connection is looked at again later.
+    fn due(&self, limits: &Limits, now: Instant) -> Due {
+        let (phase, since) = self.load();
+        let (allowed, reason) = match phase {
+            Phase::Head => (limits.header_read_timeout, Shed::HeaderTimeout),
+            Phase::Idle => (limits.idle_timeout, Shed::IdleTimeout),
+            Phase::Busy => {
+                let again = limits.header_read_timeout.min(limits.idle_timeout);
+                return Due::At(now + again);
+            }
+        };
+        let deadline = since + allowed;
+        if deadline <= now {
+            Due::Expired(reason)
+        } else {
+            Due::At(deadline)
+        }
+    }
+}
+
+/// The accepted socket; the first bytes it reads after an idle spell start
+/// the header timeout of the next request.
+struct TrackedStream {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buffer.filled().len();
+        let outcome = ready!(Pin::new(&mut self.stream).poll_read(context, buffer));
+        if buffer.filled().len() > before && self.activity.load().0 == Phase::Idle {
+            self.activity.enter(Phase::Head, Instant::now());
+        }
+        Poll::Ready(outcome)
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(context, buffer)
+    }
+
+    // hyper writes head and body with one vectored write; without these two
+    // it would fall back to one write per buffer.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffers: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(context, buffers)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(context)
+    }
+}
+
+type RouterService = TowerToHyperService<Router>;
+
+/// The router, marking the connection busy while it handles a request.
+struct TrackedService {
+    inner: RouterService,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for TrackedService {
+    type Response = <RouterService as hyper::service::Service<Request<Incoming>>>::Response;
+    type Error = <RouterService as hyper::service::Service<Request<Incoming>>>::Error;
+    type Future = Tracked<<RouterService as hyper::service::Service<Request<Incoming>>>::Future>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.activity.enter(Phase::Busy, self.activity.opened);
+        Tracked {
+            inner: self.inner.call(request),
+            activity: self.activity.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future that marks its connection idle once it resolves.
+    struct Tracked<F> {
+        #[pin]
+        inner: F,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let output = ready!(this.inner.poll(context));
+        this.activity.enter(Phase::Idle, Instant::now());
+        Poll::Ready(output)
+    }
+}
+
+/// Failed accepts since the last log line, so that a storm of them (every
+/// connection attempt while descriptors are out) logs one line a second.
+#[derive(Default)]
+struct AcceptFailures {
+    last_line: Option<Instant>,
+    unlogged: u64,
+    failing: bool,
+}
+
+impl AcceptFailures {
+    fn failed(&mut self, err: &io::Error, kind: AcceptError) {
+        self.failing = true;
+        self.unlogged += 1;
+        let now = Instant::now();
+        if self
+            .last_line
+            .is_none_or(|last| now.duration_since(last) >= ACCEPT_LOG_INTERVAL)
+        {
+            warn!(
+                error = %err,
+                kind = kind.label(),
+                failures = self.unlogged,
+                "accept failed (failures: this one and those since the last such line)"
+            );
+            self.last_line = Some(now);
+            self.unlogged = 0;
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if !self.failing {
+            return;
+        }
+        self.failing = false;
+        let now = Instant::now();
+        if self
+            .last_line
+            .is_some_and(|last| now.duration_since(last) >= ACCEPT_LOG_INTERVAL)
+        {
+            info!(
+                failures = self.unlogged,
+                "accepting again (failures since the last accept-failed line)"
+            );
+            self.last_line = Some(now);
+            self.unlogged = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(75),
+        max_connections: 4,
+    };
+
+    #[test]
+    fn each_phase_has_its_deadline() {
+        let opened = Instant::now();
+        let activity = Activity::new(opened);
+        let at = |seconds: u64| opened + Duration::from_secs(seconds);
+        let due = |now: Instant| match activity.due(&LIMITS, now) {
+            Due::At(deadline) => Ok(deadline),
+            Due::Expired(reason) => Err(reason),
+        };
+
+        // The first request's headers are due 10 s after the open.
+        assert_eq!(due(at(3)), Ok(at(10)));
+        assert_eq!(due(at(10)), Err(Shed::HeaderTimeout));
+
+        // A request in progress is looked at again later, never expired.
+        activity.enter(Phase::Busy, opened);
+        assert_eq!(due(at(500)), Ok(at(510)));
+
+        // Idle from the response on, for 75 s.
+        activity.enter(Phase::Idle, at(20));
+        assert_eq!(due(at(21)), Ok(at(95)));
+        assert_eq!(due(at(95)), Err(Shed::IdleTimeout));
+
+        // The next request's first byte starts its header timeout.
+        activity.enter(Phase::Head, at(90));
+        assert_eq!(due(at(95)), Ok(at(100)));
+        assert_eq!(due(at(100)), Err(Shed::HeaderTimeout));
+    }
+
+    #[test]
+    fn eviction_picks_the_longest_waiting_connection_without_a_request() {
+        let metrics = Metrics::new(&crate::build_info::BUILD_INFO);
+        let opened = Instant::now();
+        let at = |seconds: u64| opened + Duration::from_secs(seconds);
+        let connection = |phase: Phase, since: Instant| {
+            let activity = Arc::new(Activity::new(opened));
+            activity.enter(phase, since);
+            activity
+        };
+        let open: HashMap<u64, Arc<Activity>> = [
+            (1, connection(Phase::Busy, opened)),
+            (2, connection(Phase::Idle, at(5))),
+            (3, connection(Phase::Head, at(2))),
+            (4, connection(Phase::Idle, at(1))),
+        ]
+        .into_iter()
+        .collect();
+        let evicted = || {
+            let mut ids: Vec<u64> = open
+                .iter()
+                .filter(|(_, activity)| activity.evicted.load(Ordering::Relaxed))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert!(evict_one(&open, &metrics));
+        assert_eq!(evicted(), [4], "idle the longest");
+        assert!(evict_one(&open, &metrics));
+        assert_eq!(evicted(), [3, 4], "headers the longest");
+        assert!(evict_one(&open, &metrics));
+        assert_eq!(evicted(), [2, 3, 4]);
+        assert!(
+            !evict_one(&open, &metrics),
+            "a connection with a request in progress is never evicted"
+        );
+        assert_eq!(evicted(), [2, 3, 4]);
+    }
+}
