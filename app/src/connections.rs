@@ -207,8 +207,8 @@ fn evict_one(open: &HashMap<u64, Arc<Activity>>, metrics: &Metrics) -> bool {
         .values()
         .filter(|activity| !activity.evicted.load(Ordering::Relaxed))
         .filter_map(|activity| match activity.load() {
-            (Phase::Busy, _) => None,
-            (_, since) => Some((since, activity)),
+            (Phase::New | Phase::Busy, _) => None,
+            (Phase::Head | Phase::Idle, since) => Some((since, activity)),
         })
         .min_by_key(|(since, _)| *since);
     match oldest {
@@ -260,7 +260,13 @@ async fn drive(shared: Arc<Shared>, stream: TcpStream, id: u64, activity: Arc<Ac
     tokio::pin!(connection);
     let closing = shared.lifecycle.reached(State::Closing);
     tokio::pin!(closing);
-    let timer = tokio::time::sleep_until(activity.opened + shared.limits.header_read_timeout);
+    // Shorter timeouts than the header one may apply once a request is done.
+    let timer_start = activity.opened
+        + shared
+            .limits
+            .header_read_timeout
+            .min(shared.limits.idle_timeout);
+    let timer = tokio::time::sleep_until(timer_start);
     tokio::pin!(timer);
     let mut winding_down = false;
     loop {
@@ -280,14 +286,14 @@ async fn drive(shared: Arc<Shared>, stream: TcpStream, id: u64, activity: Arc<Ac
             },
             () = activity.evict.notified(), if !winding_down => {
                 winding_down = true;
-                if activity.load().0 == Phase::Head {
+                if matches!(activity.load().0, Phase::New | Phase::Head) {
                     return;
                 }
                 connection.as_mut().graceful_shutdown();
             }
             () = closing.as_mut(), if !winding_down => {
                 winding_down = true;
-                if activity.load().0 == Phase::Head {
+                if matches!(activity.load().0, Phase::New | Phase::Head) {
                     return;
                 }
                 connection.as_mut().graceful_shutdown();
@@ -298,6 +304,9 @@ async fn drive(shared: Arc<Shared>, stream: TcpStream, id: u64, activity: Arc<Ac
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Accepted, not yet read from: its first request may be waiting in the
+    /// socket, so it is never evicted; timed like `Head`.
+    New = 3,
     /// Waiting for a request's headers (from the open for the first
     /// request, from its first byte for the next ones).
     Head = 0,
@@ -326,7 +335,7 @@ impl Activity {
     fn new(opened: Instant) -> Activity {
         Activity {
             opened,
-            word: AtomicU64::new(Phase::Head as u64),
+            word: AtomicU64::new(Phase::New as u64),
             evict: Notify::new(),
             evicted: AtomicBool::new(false),
         }
@@ -337,7 +346,8 @@ impl Activity {
         let phase = match word & 0b11 {
             0 => Phase::Head,
             1 => Phase::Busy,
-            _ => Phase::Idle,
+            2 => Phase::Idle,
+            _ => Phase::New,
         };
         (phase, self.opened + Duration::from_millis(word >> 2))
     }
@@ -349,30 +359,30 @@ impl Activity {
             .store((millis << 2) | phase as u64, Ordering::Relaxed);
     }
 
-    /// When the connection's current phase runs out, or the reason it
-    /// already has. A request in progress is bounded by the request timeout
-    /// instead; its connection is looked at again later.
+    /// When to look at the connection next, or why it is over. The phase
+    /// may change before its deadline, and a later phase may have an earlier
+    /// one (an idle timeout shorter than the header timeout): so it is looked
+    /// at again no later than the shortest timeout from now. A request in
+    /// progress is bounded by the request timeout instead.
     fn due(&self, limits: &Limits, now: Instant) -> Due {
+        let again = now + limits.header_read_timeout.min(limits.idle_timeout);
         let (phase, since) = self.load();
         let (allowed, reason) = match phase {
-            Phase::Head => (limits.header_read_timeout, Shed::HeaderTimeout),
+            Phase::New | Phase::Head => (limits.header_read_timeout, Shed::HeaderTimeout),
             Phase::Idle => (limits.idle_timeout, Shed::IdleTimeout),
-            Phase::Busy => {
-                let again = limits.header_read_timeout.min(limits.idle_timeout);
-                return Due::At(now + again);
-            }
+            Phase::Busy => return Due::At(again),
         };
         let deadline = since + allowed;
         if deadline <= now {
             Due::Expired(reason)
         } else {
-            Due::At(deadline)
+            Due::At(deadline.min(again))
         }
     }
 }
 
-/// The accepted socket; the first bytes it reads after an idle spell start
-/// the header timeout of the next request.
+/// The accepted socket. Its first read ends `New`; the first bytes it reads
+/// after an idle spell start the header timeout of the next request.
 struct TrackedStream {
     stream: TcpStream,
     activity: Arc<Activity>,
@@ -384,9 +394,14 @@ impl AsyncRead for TrackedStream {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let phase = self.activity.load().0;
+        if phase == Phase::New {
+            // Still timed from the open.
+            self.activity.enter(Phase::Head, self.activity.opened);
+        }
         let before = buffer.filled().len();
         let outcome = ready!(Pin::new(&mut self.stream).poll_read(context, buffer));
-        if buffer.filled().len() > before && self.activity.load().0 == Phase::Idle {
+        if buffer.filled().len() > before && phase == Phase::Idle {
             self.activity.enter(Phase::Head, Instant::now());
         }
         Poll::Ready(outcome)
@@ -544,15 +559,40 @@ mod tests {
         activity.enter(Phase::Busy, opened);
         assert_eq!(due(at(500)), Ok(at(510)));
 
-        // Idle from the response on, for 75 s.
+        // Idle from the response on, for 75 s, looked at every 10 s.
         activity.enter(Phase::Idle, at(20));
-        assert_eq!(due(at(21)), Ok(at(95)));
+        assert_eq!(due(at(21)), Ok(at(31)));
+        assert_eq!(due(at(90)), Ok(at(95)));
         assert_eq!(due(at(95)), Err(Shed::IdleTimeout));
 
         // The next request's first byte starts its header timeout.
         activity.enter(Phase::Head, at(90));
         assert_eq!(due(at(95)), Ok(at(100)));
         assert_eq!(due(at(100)), Err(Shed::HeaderTimeout));
+    }
+
+    #[test]
+    fn an_idle_timeout_shorter_than_the_header_timeout_is_not_overslept() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(1),
+            max_connections: 4,
+        };
+        let opened = Instant::now();
+        let activity = Activity::new(opened);
+        let at = |millis: u64| opened + Duration::from_millis(millis);
+        let Due::At(first) = activity.due(&limits, opened) else {
+            panic!("not expired at the open")
+        };
+        assert_eq!(first, at(1_000), "looked at after the shorter timeout");
+        // The first request is answered at 0.5 s; at the first look the
+        // connection has been idle for 0.5 s of its 1 s.
+        activity.enter(Phase::Idle, at(500));
+        assert!(matches!(activity.due(&limits, first), Due::At(next) if next == at(1_500)));
+        assert!(matches!(
+            activity.due(&limits, at(1_500)),
+            Due::Expired(Shed::IdleTimeout)
+        ));
     }
 
     #[test]
@@ -566,6 +606,7 @@ mod tests {
             activity
         };
         let open: HashMap<u64, Arc<Activity>> = [
+            (0, Arc::new(Activity::new(opened))),
             (1, connection(Phase::Busy, opened)),
             (2, connection(Phase::Idle, at(5))),
             (3, connection(Phase::Head, at(2))),
@@ -590,7 +631,7 @@ mod tests {
         assert_eq!(evicted(), [2, 3, 4]);
         assert!(
             !evict_one(&open, &metrics),
-            "a connection with a request in progress is never evicted"
+            "a connection with a request in progress, or not yet read from, is never evicted"
         );
         assert_eq!(evicted(), [2, 3, 4]);
     }

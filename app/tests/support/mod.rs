@@ -329,3 +329,39 @@ fn reap(pid: u32) -> i32 {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Makes `command` start with `soft` and `hard` as its open-files limits.
+#[cfg(unix)]
+pub fn limit_open_files(command: &mut Command, soft: u64, hard: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit is async-signal-safe and only reads the struct,
+    // which is copied into the closure.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// The value of one series of `/metrics`, e.g.
+/// `http_connections_shed_total{reason="evicted"}`.
+pub fn metric(service: &Service, series: &str) -> f64 {
+    let metrics = service.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{}", metrics.body))
+        .trim()
+        .parse()
+        .unwrap()
+}
