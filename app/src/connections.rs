@@ -63,6 +63,10 @@ pub struct Limits {
 /// tries again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// How many times a new connection at the limit lets the connections not
+/// yet read from run before it goes on without them (about 20 ms).
+const ADMIT_RETRIES: u32 = 20;
+
 /// Log lines about failed accepts are at most this frequent.
 const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -84,7 +88,7 @@ struct Shared {
     http: http1::Builder,
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
-    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    table: Mutex<Table>,
     /// Woken whenever a connection closes.
     closed: Notify,
 }
@@ -107,7 +111,7 @@ impl Server {
                 http,
                 lifecycle,
                 metrics,
-                open: Mutex::new(HashMap::new()),
+                table: Mutex::new(Table::default()),
                 closed: Notify::new(),
             }),
         }
@@ -132,7 +136,7 @@ impl Server {
                     Ok((stream, _peer)) => {
                         failures.succeeded();
                         next_id += 1;
-                        self.admit(stream, next_id);
+                        self.admit(stream, next_id).await;
                     }
                     Err(err) => {
                         let kind = AcceptError::of(&err);
@@ -159,66 +163,153 @@ impl Server {
             tokio::pin!(closed);
             // Registered before the check, so a close in between is seen.
             closed.as_mut().enable();
-            if self
-                .shared
-                .open
-                .lock()
-                .expect("connection table")
-                .is_empty()
-            {
+            if self.shared.table().connections.is_empty() {
                 return;
             }
             closed.await;
         }
     }
 
-    fn admit(&self, stream: TcpStream, id: u64) {
+    async fn admit(&self, stream: TcpStream, id: u64) {
         let shared = &self.shared;
         // Small responses go out at once instead of waiting for an ACK.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new(Instant::now()));
-        {
-            let mut open = shared.open.lock().expect("connection table");
-            if open.len() >= shared.limits.max_connections && !evict_one(&open, &shared.metrics) {
-                shared.metrics.shed(Shed::Refused);
-                // Best effort and never waiting: the socket buffer of a new
-                // connection has room for these few bytes.
-                let _ = stream.try_write(REFUSED);
-                return;
+        let mut attempts = 0;
+        loop {
+            let admission = {
+                let mut table = shared.table();
+                let admission = table.admit(
+                    shared.limits.max_connections,
+                    attempts < ADMIT_RETRIES,
+                    &shared.metrics,
+                );
+                if admission == Admission::Admitted {
+                    table.connections.insert(id, activity.clone());
+                }
+                admission
+            };
+            match admission {
+                Admission::Admitted => break,
+                Admission::Refused => {
+                    shared.metrics.shed(Shed::Refused);
+                    // Best effort and never waiting: the socket buffer of a
+                    // new connection has room for these few bytes.
+                    let _ = stream.try_write(REFUSED);
+                    return;
+                }
+                Admission::LookAgain => {
+                    attempts += 1;
+                    // Their tasks are queued behind this one: a yield is
+                    // mostly enough; on a loaded machine, a short sleep.
+                    if attempts <= 2 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
             }
-            open.insert(id, activity.clone());
         }
         shared.metrics.connections_open().inc();
         tokio::spawn(drive(self.shared.clone(), stream, id, activity));
     }
 
     /// Closes the connection that has waited longest without a request in
-    /// progress, if there is one: used when descriptors run out.
+    /// progress, if there is one and none is closing already: used when
+    /// descriptors run out.
     fn make_room(&self) {
-        let open = self.shared.open.lock().expect("connection table");
-        evict_one(&open, &self.shared.metrics);
+        let mut table = self.shared.table();
+        if table.evicting == 0 {
+            table.evict_one(false, &self.shared.metrics);
+        }
     }
 }
 
-/// Asks the connection that has waited longest without a request in
-/// progress to close; false if every connection has one.
-fn evict_one(open: &HashMap<u64, Arc<Activity>>, metrics: &Metrics) -> bool {
-    let oldest = open
-        .values()
-        .filter(|activity| !activity.evicted.load(Ordering::Relaxed))
-        .filter_map(|activity| match activity.load() {
-            (Phase::New | Phase::Busy, _) => None,
-            (Phase::Head | Phase::Idle, since) => Some((since, activity)),
-        })
-        .min_by_key(|(since, _)| *since);
-    match oldest {
-        Some((_, activity)) => {
-            activity.evicted.store(true, Ordering::Relaxed);
-            activity.evict.notify_one();
-            metrics.shed(Shed::Evicted);
-            true
+impl Shared {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().expect("connection table")
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    Admitted,
+    LookAgain,
+    Refused,
+}
+
+/// The open connections, touched once when each opens and once when it
+/// closes, never per request.
+#[derive(Default)]
+struct Table {
+    connections: HashMap<u64, Arc<Activity>>,
+    /// Connections asked to close to make room that have not closed yet.
+    evicting: usize,
+}
+
+impl Table {
+    /// Whether a new connection may open: when the open ones, not counting
+    /// those already closing to make room, are below the limit, or else once
+    /// one more is asked to close. So a burst of new connections never asks
+    /// more to close than it needs. Connections just accepted (in a burst)
+    /// and not yet read from may be waiting for their headers and so be the
+    /// ones to close: while there are some, and `may_wait`, the caller is
+    /// asked to let them run and look again.
+    fn admit(&mut self, max_connections: usize, may_wait: bool, metrics: &Metrics) -> Admission {
+        if self.connections.len() - self.evicting < max_connections {
+            Admission::Admitted
+        } else if may_wait && self.has_unread() {
+            Admission::LookAgain
+        } else if self.evict_one(true, metrics) {
+            Admission::Admitted
+        } else {
+            Admission::Refused
         }
-        None => false,
+    }
+
+    /// Asks one connection without a request in progress to close: the one
+    /// that has waited longest for its headers, else the one idle the
+    /// longest (keep-alive clients are ready for an idle connection to
+    /// close; a connection that has not sent its headers is more likely a
+    /// slow or abusive client). With `include_unread`, a connection not yet
+    /// read from counts as waiting for its headers since it opened. False if
+    /// there is none.
+    fn evict_one(&mut self, include_unread: bool, metrics: &Metrics) -> bool {
+        let oldest = self
+            .connections
+            .values()
+            .filter(|activity| !activity.evicted.load(Ordering::Relaxed))
+            .filter_map(|activity| match activity.load() {
+                (Phase::Busy, _) => None,
+                (Phase::New, _) if !include_unread => None,
+                (Phase::New | Phase::Head, since) => Some(((0, since), activity)),
+                (Phase::Idle, since) => Some(((1, since), activity)),
+            })
+            .min_by_key(|(rank, _)| *rank);
+        let Some((_, activity)) = oldest else {
+            return false;
+        };
+        activity.evicted.store(true, Ordering::Relaxed);
+        activity.evict.notify_one();
+        metrics.shed(Shed::Evicted);
+        self.evicting += 1;
+        true
+    }
+
+    /// Whether some connection, not already closing, has not been read
+    /// from yet.
+    fn has_unread(&self) -> bool {
+        self.connections.values().any(|activity| {
+            activity.load().0 == Phase::New && !activity.evicted.load(Ordering::Relaxed)
+        })
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(activity) = self.connections.remove(&id)
+            && activity.evicted.load(Ordering::Relaxed)
+        {
+            self.evicting -= 1;
+        }
     }
 }
 
@@ -231,11 +322,7 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.shared
-            .open
-            .lock()
-            .expect("connection table")
-            .remove(&self.id);
+        self.shared.table().remove(self.id);
         self.shared.metrics.connections_open().dec();
         self.shared.closed.notify_waiters();
     }
@@ -605,7 +692,7 @@ mod tests {
             activity.enter(phase, since);
             activity
         };
-        let open: HashMap<u64, Arc<Activity>> = [
+        let connections: HashMap<u64, Arc<Activity>> = [
             (0, Arc::new(Activity::new(opened))),
             (1, connection(Phase::Busy, opened)),
             (2, connection(Phase::Idle, at(5))),
@@ -614,8 +701,13 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let evicted = || {
-            let mut ids: Vec<u64> = open
+        let mut table = Table {
+            connections,
+            evicting: 0,
+        };
+        let evicted = |table: &Table| {
+            let mut ids: Vec<u64> = table
+                .connections
                 .iter()
                 .filter(|(_, activity)| activity.evicted.load(Ordering::Relaxed))
                 .map(|(id, _)| *id)
@@ -623,16 +715,52 @@ mod tests {
             ids.sort_unstable();
             ids
         };
-        assert!(evict_one(&open, &metrics));
-        assert_eq!(evicted(), [4], "idle the longest");
-        assert!(evict_one(&open, &metrics));
-        assert_eq!(evicted(), [3, 4], "headers the longest");
-        assert!(evict_one(&open, &metrics));
-        assert_eq!(evicted(), [2, 3, 4]);
-        assert!(
-            !evict_one(&open, &metrics),
-            "a connection with a request in progress, or not yet read from, is never evicted"
+        let admit = |table: &mut Table, limit: usize, may_wait: bool| {
+            let admission = table.admit(limit, may_wait, &metrics);
+            if admission == Admission::Admitted {
+                let id = table.connections.keys().max().unwrap() + 1;
+                table
+                    .connections
+                    .insert(id, connection(Phase::Busy, opened));
+            }
+            admission
+        };
+        // Five open, limit five, one not yet read from: look again first.
+        assert_eq!(admit(&mut table, 5, true), Admission::LookAgain);
+        assert_eq!(evicted(&table), [] as [u64; 0]);
+        // Once looking again is over, it counts as waiting for its headers
+        // since it opened: the longest of those.
+        assert_eq!(admit(&mut table, 5, false), Admission::Admitted);
+        assert_eq!(evicted(&table), [0]);
+        // The one closing is not counted: the next fits without an eviction.
+        assert_eq!(admit(&mut table, 6, true), Admission::Admitted);
+        assert_eq!(evicted(&table), [0]);
+        // Headers before idle, even a shorter wait.
+        assert_eq!(admit(&mut table, 6, true), Admission::Admitted);
+        assert_eq!(evicted(&table), [0, 3]);
+        // Then idle the longest.
+        assert_eq!(admit(&mut table, 6, true), Admission::Admitted);
+        assert_eq!(evicted(&table), [0, 3, 4]);
+        // A closed victim leaves the count of those closing.
+        table.remove(0);
+        assert_eq!(table.evicting, 2);
+        assert_eq!(admit(&mut table, 6, true), Admission::Admitted);
+        assert_eq!(evicted(&table), [2, 3, 4]);
+        assert_eq!(
+            admit(&mut table, 6, true),
+            Admission::Refused,
+            "a connection with a request in progress is never evicted"
         );
-        assert_eq!(evicted(), [2, 3, 4]);
+        assert_eq!(table.evicting, 3);
+    }
+
+    #[test]
+    fn descriptors_running_out_close_no_connection_not_yet_read_from() {
+        let metrics = Metrics::new(&crate::build_info::BUILD_INFO);
+        let opened = Instant::now();
+        let mut table = Table::default();
+        table.connections.insert(1, Arc::new(Activity::new(opened)));
+        assert!(!table.evict_one(false, &metrics));
+        assert!(table.evict_one(true, &metrics));
     }
 }

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::build_info::BUILD_INFO;
 use crate::config::{Settings, token_matches};
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, State as LifecycleState};
 use crate::metrics::{HttpLabels, Metrics, intern_route};
 
 const REQUEST_ID: &str = "x-request-id";
@@ -125,9 +125,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
 /// Readiness: 200 while the lifecycle is ready; 503 from the moment a stop
 /// begins, naming the check that failed.
 async fn readyz(State(state): State<AppState>) -> Response {
+    // One read of the state, so that the status and the body agree.
     let lifecycle = state.lifecycle.state();
     let checks = json!({"lifecycle": lifecycle.name()});
-    if state.lifecycle.is_ready() {
+    if lifecycle == LifecycleState::Ready {
         Json(json!({"ready": true, "checks": checks})).into_response()
     } else {
         let body = json!({"ready": false, "failed": ["lifecycle"], "checks": checks});

@@ -218,6 +218,77 @@ fn failed_upgrades_leave_the_old_process_serving() {
     assert_eq!(app_processes_left(root), Vec::<u32>::new());
 }
 
+/// The connection limits hold across an upgrade: with half-open
+/// connections filling the limit of a process with few descriptors, an
+/// upgrade under load fails no request, and the new process runs with the
+/// same limits.
+#[test]
+fn an_upgrade_under_connection_limits_fails_no_request_and_keeps_the_limits() {
+    const HALF_OPEN: usize = 62;
+    let descendants = become_subreaper();
+    let mut command = app_command();
+    command
+        .env("APP__SERVER__DRAIN_DELAY", "0s")
+        .env("APP__SERVER__MAX_CONNECTIONS", "64")
+        .env("APP__SERVER__HEADER_READ_TIMEOUT", "1s")
+        .env("APP__SERVER__IDLE_TIMEOUT", "2s")
+        .env("APP__SERVER__REQUEST_TIMEOUT", "3s");
+    limit_open_files(&mut command, 160, 160);
+    let mut service = Service::start(command);
+    let first_pid = service.child.id();
+
+    let load = Load::start(service.addr);
+    load.wait_until_served_by(first_pid, MIN_REQUESTS_PER_PROCESS);
+    let half_open: Vec<TcpStream> = (0..HALF_OPEN)
+        .map(|_| {
+            let mut stream = TcpStream::connect_timeout(&service.addr, BOUND).unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+            stream
+        })
+        .collect();
+    let evicted = metric(&service, "http_connections_shed_total{reason=\"evicted\"}");
+    assert!(evicted >= 1.0, "the limit is reached before the upgrade");
+    send_signal(first_pid, libc::SIGHUP);
+    let done = service
+        .stdout
+        .wait_for(|line| line.contains("\"upgrade complete"));
+    let new_pid = json_field(&done, "new_pid");
+    descendants.track(new_pid);
+    load.wait_until_served_by(new_pid, MIN_REQUESTS_PER_PROCESS);
+    let outcome = load.stop();
+    drop(half_open);
+
+    assert!(
+        outcome.failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}\n{}",
+        outcome.failures.len(),
+        outcome.requests,
+        &outcome.failures[..outcome.failures.len().min(5)],
+        service.output()
+    );
+    let listening = service
+        .stdout
+        .wait_for_nth(2, |line| line.contains("\"listening\""));
+    let listening: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    assert_eq!(listening["pid"], new_pid, "{listening}");
+    for (field, expected) in [
+        ("max_connections", serde_json::json!(64)),
+        ("open_files_limit", serde_json::json!(160)),
+        ("header_read_timeout", serde_json::json!("1s")),
+        ("idle_timeout", serde_json::json!("2s")),
+        ("request_timeout", serde_json::json!("3s")),
+    ] {
+        assert_eq!(listening[field], expected, "{field} in {listening}");
+    }
+    assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
+    send_signal(new_pid, libc::SIGTERM);
+    assert_eq!(descendants.reap(new_pid), 0, "{}", service.output());
+    eprintln!(
+        "{} requests, none failed; per process: {:?}",
+        outcome.requests, outcome.served_by
+    );
+}
+
 /// Whether `pid` is gone or has exited and waits to be reaped.
 fn has_exited(pid: u32) -> bool {
     process_state(pid).is_none_or(|(state, _)| state == 'Z')
