@@ -34,6 +34,15 @@ pub struct Units {
 /// `config/base.toml` (5 s + 30 s), plus a margin.
 const STOP_TIMEOUT_SECONDS: u32 = 40;
 
+/// The open-files limit of the service: each connection costs a descriptor,
+/// so it must be at least `server.max_connections` of the config (4096 in
+/// `config/base.toml`) plus the 64 the service keeps for itself
+/// (`DESCRIPTORS_KEPT` in `app/src/server.rs`). Twice the connections leaves
+/// room to raise them. The service would raise its own soft limit to the
+/// hard one, but the unit's system call filter forbids `setrlimit`, so the
+/// unit sets both.
+const OPEN_FILES_LIMIT: u32 = 8192;
+
 impl Units {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let settings = &ctx.project.settings;
@@ -122,6 +131,10 @@ Restart=on-failure
 RestartSec=1s
 # The drain delay and drain timeout of the config, plus a margin.
 TimeoutStopSec={STOP_TIMEOUT_SECONDS}s
+# Soft and hard open-files limit: server.max_connections of the config plus
+# 64 for the service itself, at least. Set here because the system call
+# filter below forbids the service to raise its own (setrlimit).
+LimitNOFILE={OPEN_FILES_LIMIT}
 # The admin token, if used: put it in /etc/credstore/admin.token and
 # uncomment. The service reads it from $CREDENTIALS_DIRECTORY.
 #LoadCredential=admin.token
@@ -184,6 +197,9 @@ WantedBy=multi-user.target
 ; (`supervisorctl restart {name}`), and the program must not be sent SIGHUP
 ; (the successor it starts would run unsupervised). Use the systemd units
 ; for upgrades without dropped connections.
+; The service raises its soft open-files limit to the hard one, which it
+; inherits from supervisord ([supervisord] minfds=): keep that at least
+; server.max_connections of the config plus 64.
 ; Create the user first: useradd --system {name}
 [program:{name}]
 command={exec} --listen 0.0.0.0:{port}

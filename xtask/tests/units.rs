@@ -60,4 +60,34 @@ fn rendered_units_verify_and_are_locked_down() {
         report.contains("Overall exposure level for app.service: 0.2 SAFE"),
         "{report}"
     );
+
+    // The open-files limit covers the connections the production config
+    // allows, plus what the service keeps for itself.
+    let unit = std::fs::read_to_string(&service).unwrap();
+    let limit: u64 = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("LimitNOFILE="))
+        .expect("the unit sets LimitNOFILE=")
+        .parse()
+        .unwrap();
+    let max_connections = production_max_connections();
+    assert!(
+        limit >= max_connections + 64,
+        "LimitNOFILE={limit} is below server.max_connections ({max_connections}) + 64"
+    );
+}
+
+/// `server.max_connections` as `APP_ENV=prod` (the units' environment)
+/// sees it: `config/prod.toml` over `config/base.toml`.
+fn production_max_connections() -> u64 {
+    let config = workspace_root().join("config");
+    ["prod.toml", "base.toml"]
+        .iter()
+        .find_map(|file| {
+            let text = std::fs::read_to_string(config.join(file)).unwrap();
+            let table: toml::Table = text.parse().unwrap();
+            table.get("server")?.get("max_connections")?.as_integer()
+        })
+        .map(|value| u64::try_from(value).unwrap())
+        .expect("config/base.toml sets server.max_connections")
 }
