@@ -6,23 +6,25 @@
 //!   first byte of each later one.
 //! - A keep-alive connection with no request for `idle_timeout` is closed.
 //! - At most `max_connections` are open. Past it, a new connection makes
-//!   room by closing the one that has waited longest without a request in
-//!   progress (an idle keep-alive, or a client still sending headers); if
+//!   room by closing one without a request in progress: the one that has
+//!   waited longest for its headers, else the one idle the longest. If
 //!   every open one has a request in progress, the new one is answered 503
 //!   and closed. Either way, requests in progress are never cut, and a
 //!   health probe still gets through while a flood of half-open
-//!   connections holds the limit.
+//!   connections holds the limit. Connections accepted in a burst and not
+//!   yet read from are given a moment (up to about 20 ms) to show what they
+//!   are before one is chosen.
 //! - A failed accept (mostly: out of descriptors) is counted, logged at most
-//!   once a second, makes room like the connection limit does, and is
-//!   retried only once a connection closes or 100 ms pass, so it never
-//!   spins.
+//!   once a second, makes room like the connection limit does (sparing
+//!   connections not yet read from), and is retried only once a connection
+//!   closes or 100 ms pass, so it never spins.
 //!
 //! Request bodies and handlers are bounded by `request_timeout`, in `http`.
-//! The timers cost nothing per request: a connection's phase (waiting for a
-//! head, handling a request, idle) lives in one atomic word that its stream
-//! and its service update, and the connection's task wakes only at the
-//! deadline the phase had when it last looked, and sleeps again if the
-//! connection has moved on since.
+//! The timers cost nothing per request: a connection's phase (not yet read
+//! from, waiting for headers, handling a request, idle) lives in one atomic
+//! word that its stream and its service update, and the connection's task
+//! wakes only at the earliest deadline the phase allows, and sleeps again if
+//! the connection has moved on since.
 //!
 //! Shutdown: accepting stops, and this process closes its listening socket,
 //! at `State::Stopped`. At `State::Closing`, connections without a request
