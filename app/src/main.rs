@@ -2,6 +2,8 @@
 //! production contract (layered config and secrets, health and readiness,
 //! Prometheus metrics, request logs, graceful shutdown).
 
+#[cfg(test)]
+mod allocations;
 mod build_info;
 mod cli;
 mod config;
@@ -10,6 +12,7 @@ mod http;
 mod lifecycle;
 mod logging;
 mod metrics;
+mod observe;
 mod server;
 mod systemd;
 mod upgrade;
