@@ -84,22 +84,37 @@ struct Buffer {
     /// Signals the writer thread that the buffer passed `FLUSH_SIZE`.
     full: Condvar,
     /// Serialises writers so that lines reach stdout in order.
-    output: Mutex<std::io::Stdout>,
+    output: Mutex<Output>,
     dropped: AtomicU64,
 }
 
 impl Buffer {
     fn write_out(&self) {
         let mut output = self.output.lock().unwrap_or_else(PoisonError::into_inner);
-        let pending =
-            std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner));
+        let Output { stdout, spare } = &mut *output;
+        // The lines are swapped with an empty buffer that keeps its capacity
+        // from the last round, so that neither side allocates.
+        std::mem::swap(
+            &mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner),
+            spare,
+        );
         // Nowhere to report a failed log write; the next flush retries with
         // new lines.
-        for chunk in whole_line_chunks(&pending, ATOMIC_WRITE) {
-            let _ = output.write_all(chunk);
+        for chunk in whole_line_chunks(spare, ATOMIC_WRITE) {
+            let _ = stdout.write_all(chunk);
         }
-        let _ = output.flush();
+        let _ = stdout.flush();
+        spare.clear();
+        // A burst may have grown it to MAX_BUFFERED; keep it no bigger than
+        // the usual round needs.
+        spare.shrink_to(FLUSH_SIZE * 2);
     }
+}
+
+/// Stdout, and the buffer the pending lines are swapped into for writing.
+struct Output {
+    stdout: std::io::Stdout,
+    spare: Vec<u8>,
 }
 
 /// `text` cut after newlines into pieces of at most `limit` bytes; a line
@@ -133,7 +148,10 @@ impl BufferedStdout {
         let buffer = BUFFER.get_or_init(|| Buffer {
             lines: Mutex::new(Vec::with_capacity(FLUSH_SIZE)),
             full: Condvar::new(),
-            output: Mutex::new(std::io::stdout()),
+            output: Mutex::new(Output {
+                stdout: std::io::stdout(),
+                spare: Vec::with_capacity(FLUSH_SIZE),
+            }),
             dropped: AtomicU64::new(0),
         });
         std::thread::Builder::new()
