@@ -1,6 +1,9 @@
 //! `cargo xtask bench`: the service under load next to a bare Go net/http
 //! server (`bench/go-reference/`), side by side on loopback, in the same run,
-//! so the machine's noise hits both. Servers and paths alternate over several
+//! so the machine's noise hits both. The service measured is the binary
+//! `dist` ships (the static musl build of this host's architecture, from
+//! `dist-manifest.json`, built if needed); `--glibc` adds the glibc build of
+//! `target/release` as a column of its own. Servers and paths alternate over several
 //! rounds and medians are reported, with p99 latency, errors and peak RSS.
 //! The report also goes to `target/bench/service.json`.
 //!
@@ -38,6 +41,10 @@ pub struct Bench {
     /// Measure the service alone, without the Go reference
     #[arg(long)]
     no_reference: bool,
+    /// Also measure the glibc build (`target/release`), which is not what
+    /// `dist` ships, as a column of its own
+    #[arg(long)]
+    glibc: bool,
     /// Compare runs with an upgrade (SIGHUP) every SECONDS against runs
     /// without, instead of comparing with Go
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
@@ -96,17 +103,26 @@ impl Bench {
                     .context("the Go reference needs go (or pass --no-reference)")
             })?)
         };
-        Build {
-            release: true,
-            cargo_args: Vec::new(),
-        }
-        .run(ctx)?;
+        let target = crate::targets::host_default(&ctx.stamp()?.host)?;
+        let manifest = crate::dist::binaries_for(ctx, std::slice::from_ref(&target))?;
+        let shipped = crate::image::binary_artifact(&manifest, &target)
+            .map(|artifact| ctx.project.dist_dir().join(&artifact.path));
+        let glibc_binary = if self.glibc {
+            Build {
+                release: true,
+                cargo_args: Vec::new(),
+            }
+            .run(ctx)?;
+            Some(
+                ctx.project
+                    .target_dir
+                    .join("release")
+                    .join(&ctx.project.settings.binary),
+            )
+        } else {
+            None
+        };
         let bench_dir = ctx.project.target_dir.join("bench");
-        let app_binary = ctx
-            .project
-            .target_dir
-            .join("release")
-            .join(&ctx.project.settings.binary);
         let go_binary = bench_dir.join("go-reference");
         if let Some(go) = &go {
             let _dir = ctx.sh.push_dir(ctx.project.root.join("bench/go-reference"));
@@ -117,6 +133,15 @@ impl Bench {
             eprintln!("(dry run: the servers are not started and wrk does not run)");
             return Ok(());
         }
+        let app_binary = shipped.with_context(|| {
+            format!(
+                "{} lists no binary for {}: run `cargo xtask dist --target {}`",
+                crate::manifest::MANIFEST,
+                target.triple,
+                target.triple
+            )
+        })?;
+        eprintln!("app: {} (what dist ships)", app_binary.display());
 
         let mut servers = Vec::new();
         if go.is_some() {
@@ -132,7 +157,12 @@ impl Bench {
                 child: command.context("start the Go reference server")?,
             });
         }
-        servers.push(start_app(ctx, &app_binary)?);
+        servers.push(start_app(ctx, "app", &app_binary)?);
+        if let Some(glibc_binary) = &glibc_binary
+            && self.upgrade_every.is_none()
+        {
+            servers.push(start_app(ctx, "glibc", glibc_binary)?);
+        }
         if let Some(every) = self.upgrade_every {
             return self.measure_upgrades(ctx, &wrk, &servers[0], every, &bench_dir);
         }
@@ -394,7 +424,7 @@ impl Drop for StopServingProcess {
     }
 }
 
-fn start_app(ctx: &Ctx, binary: &Path) -> Result<Server> {
+fn start_app(ctx: &Ctx, name: &'static str, binary: &Path) -> Result<Server> {
     let addr = free_port()?;
     let command = Command::new(binary)
         .arg("--config-dir")
@@ -405,9 +435,9 @@ fn start_app(ctx: &Ctx, binary: &Path) -> Result<Server> {
         .stdout(Stdio::null())
         .spawn();
     Ok(Server {
-        name: "app",
+        name,
         addr,
-        child: command.context("start the service")?,
+        child: command.with_context(|| format!("start {}", binary.display()))?,
     })
 }
 
@@ -528,7 +558,7 @@ fn print_report(report: &Report) {
         );
     }
     for (server, bytes) in &report.peak_rss_bytes {
-        println!("peak RSS {server:<4} {:.1} MB", *bytes as f64 / 1_000_000.0);
+        println!("peak RSS {server:<5} {:.1} MB", *bytes as f64 / 1_000_000.0);
     }
 }
 
