@@ -234,9 +234,9 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
 /// Descriptors the service needs besides its connections: standard streams,
 /// the listening socket and its duplicate, the runtime's epoll and wakers,
 /// signal and notify sockets, an upgrade's pipes, config files; with room
-/// to spare. `cargo xtask units` sets `LimitNOFILE=` from this and the
-/// default `max_connections`.
-pub const DESCRIPTORS_KEPT: usize = 64;
+/// to spare. The systemd unit's `LimitNOFILE=` covers this plus the
+/// configured `max_connections` (`xtask/tests/units.rs` checks it).
+const DESCRIPTORS_KEPT: usize = 64;
 
 /// Raises the soft open-files limit to the hard one, as Go does at start-up
 /// (the soft one is 1024 under systemd and most container runtimes, which
