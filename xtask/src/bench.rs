@@ -49,6 +49,33 @@ pub struct Bench {
     /// without, instead of comparing with Go
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..))]
     upgrade_every: Option<u32>,
+    /// Also measure another build of the service, as a column named NAME
+    /// (e.g. `--compare before=/tmp/old/app`); repeatable
+    #[arg(long, value_name = "NAME=BINARY", value_parser = parse_comparison, conflicts_with = "upgrade_every")]
+    compare: Vec<(String, std::path::PathBuf)>,
+}
+
+/// `NAME=BINARY` of `--compare`: a short column name and an executable.
+fn parse_comparison(text: &str) -> Result<(String, std::path::PathBuf), String> {
+    let (name, binary) = text
+        .split_once('=')
+        .filter(|(name, binary)| !name.is_empty() && !binary.is_empty())
+        .ok_or_else(|| {
+            format!("`{text}` is not NAME=BINARY: e.g. --compare before=/tmp/old/app")
+        })?;
+    if matches!(name, "go" | "app" | "glibc") {
+        return Err(format!(
+            "`{name}` names a built-in column: pick another name"
+        ));
+    }
+    let binary = std::path::PathBuf::from(binary);
+    if !binary.is_file() {
+        return Err(format!(
+            "{} is not a file: pass the path of a built service binary",
+            binary.display()
+        ));
+    }
+    Ok((name.to_owned(), binary))
 }
 
 /// The paths measured: liveness (the cheapest route) and the business route.
@@ -65,7 +92,7 @@ pub struct WrkResult {
 #[derive(Serialize)]
 struct Row {
     path: &'static str,
-    server: &'static str,
+    server: String,
     median: WrkResult,
     runs: Vec<WrkResult>,
 }
@@ -76,11 +103,11 @@ struct Report {
     connections: u32,
     rounds: u32,
     rows: Vec<Row>,
-    peak_rss_bytes: Vec<(&'static str, u64)>,
+    peak_rss_bytes: Vec<(String, u64)>,
 }
 
 struct Server {
-    name: &'static str,
+    name: String,
     addr: SocketAddr,
     child: Child,
 }
@@ -152,16 +179,19 @@ impl Bench {
                 .stdout(Stdio::null())
                 .spawn();
             servers.push(Server {
-                name: "go",
+                name: "go".to_owned(),
                 addr,
                 child: command.context("start the Go reference server")?,
             });
         }
         servers.push(start_app(ctx, "app", &app_binary)?);
-        if let Some(glibc_binary) = &glibc_binary
-            && self.upgrade_every.is_none()
-        {
-            servers.push(start_app(ctx, "glibc", glibc_binary)?);
+        if self.upgrade_every.is_none() {
+            if let Some(glibc_binary) = &glibc_binary {
+                servers.push(start_app(ctx, "glibc", glibc_binary)?);
+            }
+            for (name, binary) in &self.compare {
+                servers.push(start_app(ctx, name, binary)?);
+            }
         }
         if let Some(every) = self.upgrade_every {
             return self.measure_upgrades(ctx, &wrk, &servers[0], every, &bench_dir);
@@ -193,7 +223,7 @@ impl Bench {
             for (server, runs) in servers.iter().zip(runs) {
                 rows.push(Row {
                     path,
-                    server: server.name,
+                    server: server.name.clone(),
                     median: median(&runs),
                     runs,
                 });
@@ -201,7 +231,12 @@ impl Bench {
         }
         let peak_rss_bytes = servers
             .iter()
-            .map(|server| (server.name, peak_rss(server.child.id()).unwrap_or(0)))
+            .map(|server| {
+                (
+                    server.name.clone(),
+                    peak_rss(server.child.id()).unwrap_or(0),
+                )
+            })
             .collect();
         let report = Report {
             duration_seconds: self.duration,
@@ -424,7 +459,7 @@ impl Drop for StopServingProcess {
     }
 }
 
-fn start_app(ctx: &Ctx, name: &'static str, binary: &Path) -> Result<Server> {
+fn start_app(ctx: &Ctx, name: &str, binary: &Path) -> Result<Server> {
     let addr = free_port()?;
     let command = Command::new(binary)
         .arg("--config-dir")
@@ -435,7 +470,7 @@ fn start_app(ctx: &Ctx, name: &'static str, binary: &Path) -> Result<Server> {
         .stdout(Stdio::null())
         .spawn();
     Ok(Server {
-        name,
+        name: name.to_owned(),
         addr,
         child: command.with_context(|| format!("start {}", binary.display()))?,
     })
@@ -538,7 +573,7 @@ fn print_report(report: &Report) {
         report.connections, report.duration_seconds, report.rounds
     );
     println!(
-        "{:<10} {:<6} {:>12} {:>10} {:>7} {:>9}",
+        "{:<10} {:<10} {:>12} {:>10} {:>7} {:>9}",
         "path", "server", "requests/s", "p99", "errors", "vs go"
     );
     for row in &report.rows {
@@ -548,7 +583,7 @@ fn print_report(report: &Report) {
             .find(|other| other.path == row.path && other.server == "go")
             .map(|go| row.median.requests_per_second / go.median.requests_per_second);
         println!(
-            "{:<10} {:<6} {:>12.0} {:>8.2}ms {:>7} {:>9}",
+            "{:<10} {:<10} {:>12.0} {:>8.2}ms {:>7} {:>9}",
             row.path,
             row.server,
             row.median.requests_per_second,
@@ -558,7 +593,10 @@ fn print_report(report: &Report) {
         );
     }
     for (server, bytes) in &report.peak_rss_bytes {
-        println!("peak RSS {server:<5} {:.1} MB", *bytes as f64 / 1_000_000.0);
+        println!(
+            "peak RSS {server:<10} {:.1} MB",
+            *bytes as f64 / 1_000_000.0
+        );
     }
 }
 

@@ -170,7 +170,7 @@ fn ci_dry_run_lists_its_steps_in_order() {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 14] = [
+    let cases: [(&Path, &[&str], i32, &str); 16] = [
         (
             &workspace_root(),
             &["deploy-everything"],
@@ -266,6 +266,18 @@ fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
             &["deploy", "--root", "/nonexistent/app", "--timeout", "soon"],
             2,
             "invalid value 'soon' for '--timeout <DURATION>': `soon` is not a duration",
+        ),
+        (
+            &workspace_root(),
+            &["bench", "--compare", "/tmp/old/app"],
+            2,
+            "`/tmp/old/app` is not NAME=BINARY: e.g. --compare before=/tmp/old/app",
+        ),
+        (
+            &workspace_root(),
+            &["bench", "--compare", "before=/nonexistent/app"],
+            2,
+            "/nonexistent/app is not a file: pass the path of a built service binary",
         ),
     ];
     for (dir, args, code, expected) in cases {
