@@ -15,6 +15,8 @@ mod metrics;
 mod observe;
 mod server;
 mod systemd;
+#[cfg(any(target_env = "musl", test))]
+mod thread_cache;
 mod upgrade;
 
 use std::process::ExitCode;
@@ -22,6 +24,12 @@ use std::process::ExitCode;
 use build_info::{BINARY, BUILD_INFO};
 use cli::Command;
 use config::{Environment, Overrides, Settings};
+
+/// musl's allocator takes a process-wide lock per call; the shipped (musl)
+/// builds put a per-thread cache in front of it (`thread_cache`).
+#[cfg(all(target_env = "musl", not(test)))]
+#[global_allocator]
+static ALLOCATOR: thread_cache::ThreadCached = thread_cache::ThreadCached;
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 2;
