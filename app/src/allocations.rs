@@ -120,9 +120,10 @@ fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
         listen: None,
     };
     let mut settings = Settings::load(&overrides, &Environment::default()).unwrap();
+    // The request log as shipped (JSON, at INFO), into a sink.
     settings.log.format = LogFormat::Json;
-    settings.log.level = crate::config::LogLevel::Warn;
-    crate::logging::init(&settings.log);
+    settings.log.level = crate::config::LogLevel::Info;
+    crate::logging::init_with_output(&settings.log, Box::new(std::io::sink()));
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
     let (address_sender, address) = std::sync::mpsc::channel::<SocketAddr>();

@@ -1,10 +1,13 @@
 //! Logs with `tracing`: human-readable lines in dev, JSON lines (one object
 //! per line, fields at the top level) in staging and prod, on stdout.
 //!
-//! JSON lines are written by `JsonLines`, which writes each field straight
-//! into the line; tracing-subscriber's own JSON formatter first collects the
-//! fields into a map of `serde_json::Value`s, which at one line per request
-//! costs a fifth of the service's throughput.
+//! Lines are formatted by `Lines`, a `tracing` subscriber of our own that
+//! writes each event straight into a per-thread byte buffer. The service
+//! has no spans, so nothing needs tracing-subscriber's registry; its fmt
+//! layer, with one line per request, cost more than the rest of a request
+//! on the musl build (every piece of a line went through `fmt::Write` and
+//! musl's `memcpy`), and its JSON formatter first collects the fields into
+//! a map of `serde_json::Value`s.
 //!
 //! Lines are not written one `write(2)` at a time: with one log line per
 //! request that system call would cost more than the request itself. They go
@@ -14,18 +17,18 @@
 //! stdout blocks for long, new lines are dropped and counted rather than
 //! growing memory without limit.
 
-use std::fmt::{self, Write as _};
+use std::cell::RefCell;
+use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
-use tracing_subscriber::registry::LookupSpan;
+use tracing::level_filters::LevelFilter;
+use tracing::span;
+use tracing::subscriber::{Interest, Subscriber};
+use tracing::{Event, Level, Metadata};
 
 use crate::config::{Log, LogFormat, LogLevel};
 
@@ -41,21 +44,25 @@ const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 const ATOMIC_WRITE: usize = 4096;
 
 pub fn init(log: &Log) {
-    let level = match log.level {
+    init_with_output(log, Box::new(std::io::stdout()));
+}
+
+/// `init`, with the lines going to `output` instead of stdout.
+pub fn init_with_output(log: &Log, output: Box<dyn Write + Send>) {
+    let max_level = match log.level {
         LogLevel::Error => LevelFilter::ERROR,
         LogLevel::Warn => LevelFilter::WARN,
         LogLevel::Info => LevelFilter::INFO,
         LogLevel::Debug => LevelFilter::DEBUG,
         LogLevel::Trace => LevelFilter::TRACE,
     };
-    let writer = BufferedStdout::start();
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(writer);
-    match log.format {
-        LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.event_format(JsonLines).init(),
-    }
+    let subscriber = Lines {
+        max_level,
+        format: log.format,
+        buffer: Buffer::start(output),
+    };
+    // Only the first call in a process takes effect (tests call it again).
+    let _ = tracing::subscriber::set_global_default(subscriber);
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         flush();
@@ -113,7 +120,7 @@ impl Buffer {
 
 /// Stdout, and the buffer the pending lines are swapped into for writing.
 struct Output {
-    stdout: std::io::Stdout,
+    stdout: Box<dyn Write + Send>,
     spare: Vec<u8>,
 }
 
@@ -140,197 +147,311 @@ fn whole_line_chunks(text: &[u8], limit: usize) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-#[derive(Clone, Copy)]
-struct BufferedStdout(&'static Buffer);
-
-impl BufferedStdout {
-    fn start() -> BufferedStdout {
-        let buffer = BUFFER.get_or_init(|| Buffer {
+impl Buffer {
+    fn new(output: Box<dyn Write + Send>) -> Buffer {
+        Buffer {
             lines: Mutex::new(Vec::with_capacity(FLUSH_SIZE)),
             full: Condvar::new(),
             output: Mutex::new(Output {
-                stdout: std::io::stdout(),
+                stdout: output,
                 spare: Vec::with_capacity(FLUSH_SIZE),
             }),
             dropped: AtomicU64::new(0),
-        });
-        std::thread::Builder::new()
-            .name("log-writer".to_owned())
-            .spawn(move || {
-                loop {
-                    let lines = buffer.lines.lock().unwrap_or_else(PoisonError::into_inner);
-                    let wait = buffer
-                        .full
-                        .wait_timeout_while(lines, FLUSH_INTERVAL, |lines| {
-                            lines.len() < FLUSH_SIZE
-                        });
-                    drop(wait);
-                    buffer.write_out();
-                }
-            })
-            .expect("start the log writer thread");
-        BufferedStdout(buffer)
+        }
     }
-}
 
-impl Write for BufferedStdout {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let mut lines = self.0.lines.lock().unwrap_or_else(PoisonError::into_inner);
+    /// The process's buffer, with the thread that writes it out every
+    /// `FLUSH_INTERVAL`, started on the first call.
+    fn start(output: Box<dyn Write + Send>) -> &'static Buffer {
+        let mut started = false;
+        let buffer = BUFFER.get_or_init(|| {
+            started = true;
+            Buffer::new(output)
+        });
+        if started {
+            std::thread::Builder::new()
+                .name("log-writer".to_owned())
+                .spawn(move || {
+                    loop {
+                        let lines = buffer.lines.lock().unwrap_or_else(PoisonError::into_inner);
+                        let wait = buffer
+                            .full
+                            .wait_timeout_while(lines, FLUSH_INTERVAL, |lines| {
+                                lines.len() < FLUSH_SIZE
+                            });
+                        drop(wait);
+                        buffer.write_out();
+                    }
+                })
+                .expect("start the log writer thread");
+        }
+        buffer
+    }
+
+    /// Appends one whole line, or counts it as dropped if the buffer is full.
+    fn push(&self, line: &[u8]) {
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         if lines.len() + line.len() > MAX_BUFFERED {
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             lines.extend_from_slice(line);
             if lines.len() >= FLUSH_SIZE {
-                self.0.full.notify_one();
+                self.full.notify_one();
             }
         }
-        Ok(line.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
-impl<'a> MakeWriter<'a> for BufferedStdout {
-    type Writer = BufferedStdout;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        *self
-    }
+/// The subscriber: events at or below `max_level` become one line each, in
+/// `format`. Spans are accepted and ignored (the service opens none).
+struct Lines {
+    max_level: LevelFilter,
+    format: LogFormat,
+    buffer: &'static Buffer,
 }
 
-/// One JSON object per event: `timestamp` (RFC 3339, UTC, microseconds),
-/// `level`, the message and every field at the top level, then `target`.
-struct JsonLines;
+thread_local! {
+    /// The line being formatted; it keeps its capacity, so that a line
+    /// allocates nothing once a thread has written its longest.
+    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
-impl<S, N> FormatEvent<S, N> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let metadata = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer, SystemTime::now())?;
-        write!(writer, "\",\"level\":\"{}\"", metadata.level())?;
-        let mut fields = JsonFields {
-            writer: &mut writer,
-            result: Ok(()),
+impl Subscriber for Lines {
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if self.enabled(metadata) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.max_level >= *metadata.level()
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(self.max_level)
+    }
+
+    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+        span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let write = |line: &mut Vec<u8>| {
+            line.clear();
+            format_line(line, self.format, SystemTime::now(), event);
+            self.buffer.push(line);
         };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str(",\"target\":")?;
-        write_json_string(&mut writer, metadata.target())?;
-        writer.write_str("}\n")
+        // An event logged while a line is formatted (from a `Debug` impl)
+        // gets a line of its own.
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => write(&mut line),
+            Err(_) => write(&mut Vec::new()),
+        });
     }
+
+    fn enter(&self, _: &span::Id) {}
+
+    fn exit(&self, _: &span::Id) {}
 }
 
-struct JsonFields<'a, 'w> {
-    writer: &'a mut Writer<'w>,
-    result: fmt::Result,
-}
-
-impl JsonFields<'_, '_> {
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_ok() {
-            self.result = (|| {
-                self.writer.write_char(',')?;
-                write_json_string(self.writer, field.name())?;
-                self.writer.write_char(':')?;
-                value(self.writer)
-            })();
+/// One event as one line, ending in a newline:
+/// - JSON: `timestamp` (RFC 3339, UTC, microseconds), `level`, the message
+///   and every field at the top level, then `target`;
+/// - text: `<timestamp>  INFO <target>: <message> key=value ...`, as
+///   tracing-subscriber's default format writes it.
+fn format_line(line: &mut Vec<u8>, format: LogFormat, time: SystemTime, event: &Event<'_>) {
+    let metadata = event.metadata();
+    match format {
+        LogFormat::Json => {
+            line.extend_from_slice(b"{\"timestamp\":\"");
+            line.extend_from_slice(&timestamp(time));
+            line.extend_from_slice(b"\",\"level\":\"");
+            line.extend_from_slice(metadata.level().as_str().as_bytes());
+            line.push(b'"');
+            event.record(&mut JsonFields(line));
+            line.extend_from_slice(b",\"target\":");
+            write_json_string(line, metadata.target());
+            line.extend_from_slice(b"}\n");
+        }
+        LogFormat::Text => {
+            line.extend_from_slice(&timestamp(time));
+            line.extend_from_slice(match *metadata.level() {
+                Level::ERROR => b" ERROR ",
+                Level::WARN => b"  WARN ",
+                Level::INFO => b"  INFO ",
+                Level::DEBUG => b" DEBUG ",
+                Level::TRACE => b" TRACE ",
+            });
+            line.extend_from_slice(metadata.target().as_bytes());
+            line.push(b':');
+            event.record(&mut TextFields(line));
+            line.push(b'\n');
         }
     }
 }
 
-impl Visit for JsonFields<'_, '_> {
+/// Writes each field as `,"name":value`.
+struct JsonFields<'a>(&'a mut Vec<u8>);
+
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.0.push(b',');
+        write_json_string(self.0, field.name());
+        self.0.push(b':');
+    }
+}
+
+impl Visit for JsonFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |writer| write_json_string(writer, value));
+        self.key(field);
+        write_json_string(self.0, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |writer| write!(writer, "{value}"));
+        self.key(field);
+        write_decimal(self.0, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |writer| write!(writer, "{value}"));
+        self.key(field);
+        if value < 0 {
+            self.0.push(b'-');
+        }
+        write_decimal(self.0, value.unsigned_abs());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |writer| write!(writer, "{value}"));
+        self.key(field);
+        self.0
+            .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() {
-            self.field(field, |writer| write!(writer, "{value}"));
-        } else {
-            self.field(field, |writer| write!(writer, "\"{value}\""));
+        self.key(field);
+        // JSON has no NaN or infinity: those are written as strings.
+        let quote = !value.is_finite();
+        if quote {
+            self.0.push(b'"');
+        }
+        let _ = write!(self.0, "{value}");
+        if quote {
+            self.0.push(b'"');
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |writer| {
-            writer.write_char('"')?;
-            write!(JsonEscaped(writer), "{value:?}")?;
-            writer.write_char('"')
-        });
+        self.key(field);
+        self.0.push(b'"');
+        let _ = fmt::write(&mut JsonEscaped(self.0), format_args!("{value:?}"));
+        self.0.push(b'"');
     }
 }
 
-fn write_json_string(writer: &mut dyn fmt::Write, text: &str) -> fmt::Result {
-    writer.write_char('"')?;
-    JsonEscaped(writer).write_str(text)?;
-    writer.write_char('"')
+/// Writes the message after a space, and every other field as ` name=value`
+/// (strings quoted, as their `Debug` form).
+struct TextFields<'a>(&'a mut Vec<u8>);
+
+impl Visit for TextFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push(b' ');
+            self.0.extend_from_slice(value.as_bytes());
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.push(b' ');
+        if field.name() != "message" {
+            self.0.extend_from_slice(field.name().as_bytes());
+            self.0.push(b'=');
+        }
+        let _ = write!(self.0, "{value:?}");
+    }
+}
+
+fn write_json_string(line: &mut Vec<u8>, text: &str) {
+    line.push(b'"');
+    let _ = fmt::Write::write_str(&mut JsonEscaped(line), text);
+    line.push(b'"');
 }
 
 /// Escapes what passes through for the inside of a JSON string.
-struct JsonEscaped<'a>(&'a mut dyn fmt::Write);
+struct JsonEscaped<'a>(&'a mut Vec<u8>);
 
 impl fmt::Write for JsonEscaped<'_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         let mut plain_from = 0;
         for (index, byte) in text.bytes().enumerate() {
-            let escape = match byte {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
+            let escape: &[u8] = match byte {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0..=0x1f => b"",
                 _ => continue,
             };
-            self.0.write_str(&text[plain_from..index])?;
+            self.0
+                .extend_from_slice(&text.as_bytes()[plain_from..index]);
             if escape.is_empty() {
-                write!(self.0, "\\u{byte:04x}")?;
+                let hex = b"0123456789abcdef";
+                self.0.extend_from_slice(b"\\u00");
+                self.0.push(hex[usize::from(byte >> 4)]);
+                self.0.push(hex[usize::from(byte & 0xf)]);
             } else {
-                self.0.write_str(escape)?;
+                self.0.extend_from_slice(escape);
             }
             plain_from = index + 1;
         }
-        self.0.write_str(&text[plain_from..])
+        self.0.extend_from_slice(&text.as_bytes()[plain_from..]);
+        Ok(())
     }
 }
 
+/// `value` in decimal, without `fmt`.
+fn write_decimal(line: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    line.extend_from_slice(&digits[start..]);
+}
+
 /// `2026-11-25T01:42:43.521686Z`
-fn write_timestamp(writer: &mut dyn fmt::Write, time: SystemTime) -> fmt::Result {
+fn timestamp(time: SystemTime) -> [u8; 27] {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
     let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
     let second_of_day = seconds % 86_400;
-    write!(
-        writer,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        second_of_day / 3_600,
-        second_of_day % 3_600 / 60,
-        second_of_day % 60,
-        since_epoch.subsec_micros()
-    )
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for index in (at..at + width).rev() {
+            text[index] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year.clamp(0, 9_999) as u64);
+    put(5, 2, u64::from(month));
+    put(8, 2, u64::from(day));
+    put(11, 2, second_of_day / 3_600);
+    put(14, 2, second_of_day % 3_600 / 60);
+    put(17, 2, second_of_day % 60);
+    put(20, 6, u64::from(since_epoch.subsec_micros()));
+    text
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
@@ -378,9 +499,7 @@ mod tests {
             let time = UNIX_EPOCH
                 + Duration::from_secs(seconds)
                 + Duration::from_micros(u64::from(micros));
-            let mut text = String::new();
-            write_timestamp(&mut text, time).unwrap();
-            assert_eq!(text, expected);
+            assert_eq!(std::str::from_utf8(&timestamp(time)).unwrap(), expected);
         };
         check(0, 0, "1970-01-01T00:00:00.000000Z");
         check(951_782_400, 1, "2000-02-29T00:00:00.000001Z");
@@ -389,15 +508,111 @@ mod tests {
         check(4_102_444_799, 0, "2099-12-31T23:59:59.000000Z");
     }
 
+    /// The lines `events` log through a subscriber of `format` at INFO.
+    fn lines_of(format: LogFormat, events: impl FnOnce()) -> Vec<String> {
+        let buffer: &'static Buffer = Box::leak(Box::new(Buffer::new(Box::new(std::io::sink()))));
+        let subscriber = Lines {
+            max_level: LevelFilter::INFO,
+            format,
+            buffer,
+        };
+        tracing::subscriber::with_default(subscriber, events);
+        let lines = buffer.lines.lock().unwrap();
+        let text = std::str::from_utf8(&lines).unwrap();
+        assert!(text.ends_with('\n'), "{text:?}");
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn log_some_events() {
+        tracing::info!(
+            target: "app::request",
+            method = "GET",
+            status = 200u16,
+            latency_ms = 1.25,
+            delta = -3i64,
+            ok = true,
+            quoted = "a \"b\"\n",
+            "served {}",
+            "/"
+        );
+        tracing::warn!(err = %"disk full", "could not write");
+        tracing::debug!("below the level: not written");
+    }
+
+    #[test]
+    fn json_lines_hold_every_field_at_the_top_level() {
+        let lines = lines_of(LogFormat::Json, log_some_events);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let request: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let timestamp = request["timestamp"].as_str().unwrap();
+        assert_eq!(timestamp.len(), 27, "{timestamp}");
+        assert!(timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T');
+        let mut expected = serde_json::json!({
+            "timestamp": timestamp,
+            "level": "INFO",
+            "message": "served /",
+            "method": "GET",
+            "status": 200,
+            "latency_ms": 1.25,
+            "delta": -3,
+            "ok": true,
+            "quoted": "a \"b\"\n",
+            "target": "app::request",
+        });
+        assert_eq!(request, expected);
+        // Fields keep their order, the timestamp and level first and the
+        // target last.
+        let parts: Vec<&str> = lines[0].split("\":").collect();
+        let keys: Vec<&str> = parts[..parts.len() - 1]
+            .iter()
+            .filter_map(|part| part.rsplit('"').next())
+            .collect();
+        assert_eq!(keys.first(), Some(&"timestamp"), "{keys:?}");
+        assert_eq!(keys.last(), Some(&"target"), "{keys:?}");
+        let warning: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        expected = serde_json::json!({
+            "timestamp": warning["timestamp"],
+            "level": "WARN",
+            "message": "could not write",
+            "err": "disk full",
+            "target": module_path!(),
+        });
+        assert_eq!(warning, expected);
+    }
+
+    #[test]
+    fn text_lines_read_like_tracing_subscribers_default() {
+        let lines = lines_of(LogFormat::Text, log_some_events);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            &lines[0][27..],
+            "  INFO app::request: served / method=\"GET\" status=200 latency_ms=1.25 delta=-3 ok=true quoted=\"a \\\"b\\\"\\n\""
+        );
+        assert_eq!(
+            &lines[1][27..],
+            format!("  WARN {}: could not write err=disk full", module_path!())
+        );
+    }
+
+    #[test]
+    fn decimals_are_written_without_fmt() {
+        for value in [0, 7, 10, 200, 65_535, u64::MAX] {
+            let mut line = Vec::new();
+            write_decimal(&mut line, value);
+            assert_eq!(line, value.to_string().into_bytes());
+        }
+    }
+
     #[test]
     fn json_strings_are_escaped() {
         let check = |text: &str| {
-            let mut json = String::new();
-            write_json_string(&mut json, text).unwrap();
+            let mut json = Vec::new();
+            write_json_string(&mut json, text);
             assert_eq!(
-                serde_json::from_str::<String>(&json).unwrap(),
+                serde_json::from_slice::<String>(&json).unwrap(),
                 text,
-                "{json}"
+                "{}",
+                String::from_utf8_lossy(&json)
             );
         };
         for text in [
