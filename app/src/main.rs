@@ -11,6 +11,8 @@ mod connections;
 mod http;
 mod lifecycle;
 mod logging;
+#[cfg(all(target_arch = "x86_64", any(target_env = "musl", test)))]
+mod memcpy;
 mod metrics;
 mod observe;
 mod server;
