@@ -4,16 +4,19 @@
 //! read from `/proc` at scrape time.
 
 use std::collections::HashSet;
-use std::sync::{OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::build_info::BuildInfo;
@@ -142,7 +145,57 @@ struct KindLabels {
     kind: &'static str,
 }
 
-type LatencyFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+type LatencyFamily = Family<HttpLabels, LatencyHistogram>;
+
+/// A latency histogram whose observations are a few atomic additions.
+/// prometheus-client's `Histogram` takes a mutex per observation, and one
+/// series (a route's 200s) is observed by every worker at once.
+#[derive(Debug, Clone, Default)]
+pub struct LatencyHistogram(Arc<LatencyCells>);
+
+#[derive(Debug, Default)]
+struct LatencyCells {
+    /// Observations per bucket of `LATENCY_BUCKETS`, then above the last.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// The sum, in nanoseconds (584 years before it wraps).
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|upper| seconds <= *upper)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.0.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // Per-bucket counts, as prometheus-client's own histogram passes
+        // them (the encoder makes them cumulative), the last one `+Inf`.
+        let mut buckets = [(0.0, 0); LATENCY_BUCKETS.len() + 1];
+        for (index, (upper, count)) in buckets.iter_mut().enumerate() {
+            *upper = LATENCY_BUCKETS.get(index).copied().unwrap_or(f64::INFINITY);
+            *count = self.0.counts[index].load(Ordering::Relaxed);
+        }
+        let count = buckets.iter().map(|(_, count)| count).sum();
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -165,8 +218,7 @@ impl Metrics {
             "HTTP requests answered, by method, route and status",
             requests.clone(),
         );
-        let latency: LatencyFamily =
-            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let latency = LatencyFamily::default();
         registry.register_with_unit(
             "http_request_duration",
             "Time from request to response, by method, route and status",
@@ -246,9 +298,7 @@ impl Metrics {
 
     pub fn observe(&self, labels: &HttpLabels, elapsed: Duration) {
         self.requests.get_or_create(labels).inc();
-        self.latency
-            .get_or_create(labels)
-            .observe(elapsed.as_secs_f64());
+        self.latency.get_or_create(labels).observe(elapsed);
     }
 
     pub fn in_flight(&self) -> &Gauge {
@@ -452,6 +502,49 @@ impl ProcessStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same observations give the same exposition as prometheus-client's
+    /// own histogram with the same buckets (the sum aside, which that one
+    /// adds up in floating point).
+    #[test]
+    fn the_latency_histogram_encodes_like_prometheus_clients_own() {
+        use prometheus_client::metrics::histogram::Histogram;
+        let encoded = |register: &dyn Fn(&mut Registry)| {
+            let mut registry = Registry::default();
+            register(&mut registry);
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        let observations = [0.0003, 0.0005, 0.002, 0.0021, 0.7, 10.0, 20.0];
+        let ours = LatencyHistogram::default();
+        let theirs = Histogram::new(LATENCY_BUCKETS);
+        for seconds in observations {
+            ours.observe(Duration::from_secs_f64(seconds));
+            theirs.observe(seconds);
+        }
+        let ours = encoded(&|registry| registry.register("latency", "help", ours.clone()));
+        let theirs = encoded(&|registry| registry.register("latency", "help", theirs.clone()));
+        let without_sum = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|line| !line.starts_with("latency_sum"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(without_sum(&ours), without_sum(&theirs));
+        assert!(ours.contains("latency_bucket{le=\"+Inf\"} 7"), "{ours}");
+        assert!(ours.contains("latency_bucket{le=\"0.0005\"} 2"), "{ours}");
+        let sum: f64 = ours
+            .lines()
+            .find_map(|line| line.strip_prefix("latency_sum "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (sum - observations.iter().sum::<f64>()).abs() < 1e-6,
+            "{ours}"
+        );
+    }
 
     #[test]
     fn process_stats_are_parsed_from_proc_files() {
