@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::bench::Bench;
 use crate::dist::Dist;
 use crate::exec::Ctx;
 use crate::lint;
 use crate::manifest::{ArtifactKind, MANIFEST, Manifest};
 use crate::targets;
 use crate::test::Test;
+use crate::tools::{self, Tool};
 
 #[derive(clap::Args, Debug)]
 pub struct Ci {}
@@ -27,7 +29,29 @@ const STEPS: &[(&str, StepFn)] = &[
     }),
     ("dist", |ctx| Dist::default().run(ctx)),
     ("test", test_with_the_dist_binary),
+    ("bench", quick_bench),
 ];
+
+/// `bench --quick` on the binary the dist step built: every part of the
+/// benchmark runs (and a failed request fails it); its figures go to
+/// `target/bench/`. Without the benchmark tools it is skipped, except
+/// under `CI=true`, where `setup --bench` has installed them.
+fn quick_bench(ctx: &Ctx) -> Result<()> {
+    let missing: Vec<Tool> = [Tool::Wrk, Tool::Hyperfine, Tool::Go]
+        .into_iter()
+        .filter(|tool| tools::find(*tool).is_none())
+        .collect();
+    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+    if !missing.is_empty() && !in_ci {
+        let names: Vec<&str> = missing.iter().map(|tool| tool.info().binary).collect();
+        eprintln!(
+            "skipped: {} not installed (`cargo xtask setup --bench` installs them)",
+            names.join(", ")
+        );
+        return Ok(());
+    }
+    Bench::quick().run(ctx)
+}
 
 /// The test suite, with the service's integration tests run against the
 /// release binary the dist step built for this machine: what ships is

@@ -174,9 +174,28 @@ pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -
 /// One cargo invocation per linker, all of that linker's targets at once, so
 /// that build scripts and proc macros compile once.
 fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
+    for (build, specs) in build_commands(ctx, targets)? {
+        ctx.run(build).with_context(|| {
+            format!(
+                "build {} for {}",
+                ctx.project.settings.binary,
+                specs.join(", ")
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The cargo commands `dist` runs for `targets`, stamped, each with the
+/// targets it builds (`bench` times one against `dist` itself).
+pub fn build_commands<'a>(
+    ctx: &'a Ctx,
+    targets: &[Target],
+) -> Result<Vec<(xshell::Cmd<'a>, Vec<String>)>> {
     let settings = &ctx.project.settings;
     let (package, binary) = (&settings.package, &settings.binary);
     let cargo = ctx.cargo_path();
+    let mut commands = Vec::new();
     for linker in [Linker::RustLld, Linker::Zig] {
         let group: Vec<&Target> = targets
             .iter()
@@ -219,10 +238,9 @@ fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
             ctx.sh,
             "{cargo} {subcommand} --release --locked --package {package} --bin {binary} {target_args...} {config...}"
         );
-        ctx.run(ctx.stamped(build)?)
-            .with_context(|| format!("build {binary} for {}", specs.join(", ")))?;
+        commands.push((ctx.stamped(build)?, specs));
     }
-    Ok(())
+    Ok(commands)
 }
 
 /// Rustflags, as a TOML array, that make the binary depend only on the

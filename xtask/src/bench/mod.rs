@@ -5,7 +5,11 @@
 //! `dist-manifest.json`, built if needed); `--glibc` adds the glibc build of
 //! `target/release` as a column of its own. Servers and paths alternate over several
 //! rounds and medians are reported, with p99 latency, errors and peak RSS.
-//! The report also goes to `target/bench/service.json`.
+//! The same run times the build tool against its floors (`tool`) and reads
+//! the shipped sizes from the manifest; everything goes to
+//! `target/bench/report.json` and `report.md` (`report`), and with
+//! `--write-docs` to `docs/benchmarks.md`. `--quick` (for `ci`) makes each
+//! part short and leaves out the upgrades and the cold builds.
 //!
 //! `--upgrade-every N` measures zero-downtime upgrades instead: runs against
 //! the service alone alternate between quiet ones and ones during which it
@@ -21,6 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use xshell::cmd;
+
+mod report;
+mod tool;
 
 use crate::build::Build;
 use crate::exec::Ctx;
@@ -53,6 +60,14 @@ pub struct Bench {
     /// (e.g. `--compare before=/tmp/old/app`); repeatable
     #[arg(long, value_name = "NAME=BINARY", value_parser = parse_comparison, conflicts_with = "upgrade_every")]
     compare: Vec<(String, std::path::PathBuf)>,
+    /// A short run of every part (under two minutes; what `ci` runs),
+    /// without the upgrades and the cold builds
+    #[arg(long, conflicts_with = "upgrade_every")]
+    quick: bool,
+    /// Also write the report to docs/benchmarks.md (a full run, with the
+    /// glibc column)
+    #[arg(long, conflicts_with_all = ["quick", "upgrade_every", "compare", "no_reference"])]
+    write_docs: bool,
 }
 
 /// `NAME=BINARY` of `--compare`: a short column name and an executable.
@@ -90,20 +105,39 @@ pub struct WrkResult {
 }
 
 #[derive(Serialize)]
-struct Row {
-    path: &'static str,
-    server: String,
-    median: WrkResult,
-    runs: Vec<WrkResult>,
+pub struct Row {
+    pub path: &'static str,
+    pub server: String,
+    pub median: WrkResult,
+    pub runs: Vec<WrkResult>,
 }
 
 #[derive(Serialize)]
-struct Report {
-    duration_seconds: u32,
-    connections: u32,
-    rounds: u32,
-    rows: Vec<Row>,
-    peak_rss_bytes: Vec<(String, u64)>,
+pub struct ServiceReport {
+    /// The wrk command of each counted run, with ADDR and PATH for the
+    /// server and path.
+    pub wrk_command: String,
+    /// The binary measured as `app`.
+    pub binary: String,
+    pub duration_seconds: u32,
+    pub connections: u32,
+    pub rounds: u32,
+    pub rows: Vec<Row>,
+    pub peak_rss_bytes: Vec<(String, u64)>,
+}
+
+impl ServiceReport {
+    /// Go's requests per second on `path`.
+    pub fn reference(&self, path: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|row| row.path == path && row.server == "go")
+            .map(|go| go.median.requests_per_second)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.rows.iter().map(|row| row.median.errors).sum()
+    }
 }
 
 struct Server {
@@ -120,8 +154,35 @@ impl Drop for Server {
 }
 
 impl Bench {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
+    /// `bench --quick`, as `ci` runs it.
+    pub fn quick() -> Bench {
+        Bench {
+            duration: 2,
+            connections: 64,
+            rounds: 1,
+            no_reference: false,
+            glibc: false,
+            upgrade_every: None,
+            compare: Vec::new(),
+            quick: true,
+            write_docs: false,
+        }
+    }
+
+    pub fn run(mut self, ctx: &Ctx) -> Result<()> {
+        if self.quick {
+            self.duration = self.duration.min(2);
+            self.rounds = 1;
+        }
+        if self.write_docs {
+            self.glibc = true;
+        }
         let wrk = tools::require(Tool::Wrk)?;
+        let hyperfine = if self.upgrade_every.is_none() {
+            Some(tools::require(Tool::Hyperfine)?)
+        } else {
+            None
+        };
         let go = if self.no_reference || self.upgrade_every.is_some() {
             None
         } else {
@@ -170,6 +231,14 @@ impl Bench {
         })?;
         eprintln!("app: {} (what dist ships)", app_binary.display());
 
+        if let Some(every) = self.upgrade_every {
+            let app = start_app(ctx, "app", &app_binary)?;
+            let report = self.measure_upgrades(ctx, &wrk, &app, every)?;
+            print_upgrade_report(&report);
+            write_report(&bench_dir, "upgrades.json", &report)?;
+            return upgrades_failed_no_request(&report);
+        }
+
         let mut servers = Vec::new();
         if go.is_some() {
             let addr = free_port()?;
@@ -185,26 +254,91 @@ impl Bench {
             });
         }
         servers.push(start_app(ctx, "app", &app_binary)?);
-        if self.upgrade_every.is_none() {
-            if let Some(glibc_binary) = &glibc_binary {
-                servers.push(start_app(ctx, "glibc", glibc_binary)?);
-            }
-            for (name, binary) in &self.compare {
-                servers.push(start_app(ctx, name, binary)?);
-            }
+        if let Some(glibc_binary) = &glibc_binary {
+            servers.push(start_app(ctx, "glibc", glibc_binary)?);
         }
-        if let Some(every) = self.upgrade_every {
-            return self.measure_upgrades(ctx, &wrk, &servers[0], every, &bench_dir);
+        for (name, binary) in &self.compare {
+            servers.push(start_app(ctx, name, binary)?);
         }
-        for server in &servers {
+        let mut service = self.measure_service(ctx, &wrk, &servers)?;
+        drop(servers);
+        service.binary = relative_to(&app_binary, &ctx.project.root);
+        print_report(&service);
+
+        let upgrades = if self.quick {
+            None
+        } else {
+            let app = start_app(ctx, "app", &app_binary)?;
+            let upgrades = self.measure_upgrades(ctx, &wrk, &app, 2)?;
+            print_upgrade_report(&upgrades);
+            Some(upgrades)
+        };
+
+        let hyperfine = hyperfine.expect("looked up for every run but --upgrade-every");
+        let tool = tool::measure(ctx, &hyperfine, &target, self.quick)?;
+        let report = report::Report {
+            command: self.command_line(),
+            commit: ctx.stamp()?.commit.clone(),
+            dirty: ctx.stamp()?.dirty,
+            rustc: ctx.stamp()?.rustc.clone(),
+            machine: report::Machine::read(),
+            service,
+            upgrades,
+            tool,
+            sizes: report::sizes(ctx, &target)?,
+        };
+        report::write(ctx, &report, self.write_docs)?;
+        println!("{}", report::markdown(&report));
+        if report.service.errors() > 0 {
+            bail!(
+                "{} requests failed under load: a healthy service fails none",
+                report.service.errors()
+            );
+        }
+        if let Some(upgrades) = &report.upgrades {
+            upgrades_failed_no_request(upgrades)?;
+        }
+        Ok(())
+    }
+
+    /// The command line this run reproduces, for the report.
+    fn command_line(&self) -> String {
+        let mut words = vec!["cargo xtask bench".to_owned()];
+        if self.write_docs {
+            words.push("--write-docs".to_owned());
+        } else if self.quick {
+            words.push("--quick".to_owned());
+        }
+        if !self.quick {
+            words.push(format!(
+                "--duration {} --rounds {}",
+                self.duration, self.rounds
+            ));
+        }
+        if self.connections != 64 {
+            words.push(format!("--connections {}", self.connections));
+        }
+        if self.glibc && !self.write_docs {
+            words.push("--glibc".to_owned());
+        }
+        if self.no_reference {
+            words.push("--no-reference".to_owned());
+        }
+        for (name, binary) in &self.compare {
+            words.push(format!("--compare {name}={}", binary.display()));
+        }
+        words.join(" ")
+    }
+
+    /// Every server on both paths, alternating, `rounds` times.
+    fn measure_service(&self, ctx: &Ctx, wrk: &Path, servers: &[Server]) -> Result<ServiceReport> {
+        for server in servers {
             wait_until_listening(server.addr)
                 .with_context(|| format!("wait for the {} server", server.name))?;
         }
-
-        for server in &servers {
-            self.warm_up(ctx, &wrk, &format!("http://{}{}", server.addr, PATHS[0]))?;
+        for server in servers {
+            self.warm_up(ctx, wrk, &format!("http://{}{}", server.addr, PATHS[0]))?;
         }
-
         let mut rows = Vec::new();
         for path in PATHS {
             let mut runs: Vec<Vec<WrkResult>> = vec![Vec::new(); servers.len()];
@@ -217,7 +351,7 @@ impl Bench {
                 }
                 for index in order {
                     let url = format!("http://{}{path}", servers[index].addr);
-                    runs[index].push(self.measure(ctx, &wrk, &url)?);
+                    runs[index].push(self.measure(ctx, wrk, &url)?);
                 }
             }
             for (server, runs) in servers.iter().zip(runs) {
@@ -238,16 +372,42 @@ impl Bench {
                 )
             })
             .collect();
-        let report = Report {
+        Ok(ServiceReport {
+            wrk_command: self.wrk_command("http://ADDR/PATH"),
+            binary: String::new(),
             duration_seconds: self.duration,
             connections: self.connections,
             rounds: self.rounds,
             rows,
             peak_rss_bytes,
-        };
-        print_report(&report);
-        write_report(&bench_dir, "service.json", &report)
+        })
     }
+
+    /// The counted wrk command for `url`, as it is run.
+    fn wrk_command(&self, url: &str) -> String {
+        format!(
+            "wrk -t2 -c{} -d{}s --latency {url}",
+            self.connections, self.duration
+        )
+    }
+}
+
+fn upgrades_failed_no_request(report: &UpgradeReport) -> Result<()> {
+    if report.upgraded.median.errors > 0 {
+        bail!(
+            "{} requests failed during upgrades: an upgrade must not fail a request",
+            report.upgraded.median.errors
+        );
+    }
+    Ok(())
+}
+
+/// `path` relative to `root` when inside it, for reports read elsewhere.
+fn relative_to(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 impl Bench {
@@ -255,7 +415,8 @@ impl Bench {
     /// counted.
     fn warm_up(&self, ctx: &Ctx, wrk: &Path, url: &str) -> Result<()> {
         let connections = self.connections.to_string();
-        ctx.read_echoed(cmd!(ctx.sh, "{wrk} -t2 -c{connections} -d3s {url}"))
+        let warm_up = if self.quick { "1s" } else { "3s" };
+        ctx.read_echoed(cmd!(ctx.sh, "{wrk} -t2 -c{connections} -d{warm_up} {url}"))
             .with_context(|| format!("warm up {url}"))?;
         Ok(())
     }
@@ -280,8 +441,7 @@ impl Bench {
         wrk: &Path,
         app: &Server,
         every: u32,
-        bench_dir: &Path,
-    ) -> Result<()> {
+    ) -> Result<UpgradeReport> {
         wait_until_listening(app.addr).context("wait for the service")?;
         // After the first upgrade the process serving is no longer our
         // child; whichever serves at the end is stopped, even on error.
@@ -316,7 +476,8 @@ impl Bench {
                 }
             }
         }
-        let report = UpgradeReport {
+        Ok(UpgradeReport {
+            wrk_command: self.wrk_command("http://ADDR/"),
             duration_seconds: self.duration,
             connections: self.connections,
             rounds: self.rounds,
@@ -331,35 +492,27 @@ impl Bench {
                 runs: upgraded,
                 upgrades,
             },
-        };
-        print_upgrade_report(&report);
-        write_report(bench_dir, "upgrades.json", &report)?;
-        if report.upgraded.median.errors > 0 {
-            bail!(
-                "{} requests failed during upgrades: an upgrade must not fail a request",
-                report.upgraded.median.errors
-            );
-        }
-        Ok(())
+        })
     }
 }
 
 #[derive(Serialize)]
-struct UpgradeRow {
-    median: WrkResult,
-    runs: Vec<WrkResult>,
+pub struct UpgradeRow {
+    pub median: WrkResult,
+    pub runs: Vec<WrkResult>,
     /// Upgrades completed during each run.
-    upgrades: Vec<u32>,
+    pub upgrades: Vec<u32>,
 }
 
 #[derive(Serialize)]
-struct UpgradeReport {
+pub struct UpgradeReport {
+    pub wrk_command: String,
     duration_seconds: u32,
     connections: u32,
-    rounds: u32,
-    upgrade_every_seconds: u32,
-    quiet: UpgradeRow,
-    upgraded: UpgradeRow,
+    pub rounds: u32,
+    pub upgrade_every_seconds: u32,
+    pub quiet: UpgradeRow,
+    pub upgraded: UpgradeRow,
 }
 
 fn print_upgrade_report(report: &UpgradeReport) {
@@ -567,7 +720,7 @@ fn median(runs: &[WrkResult]) -> WrkResult {
     }
 }
 
-fn print_report(report: &Report) {
+fn print_report(report: &ServiceReport) {
     println!(
         "wrk -t2 -c{} -d{}s, median of {} rounds",
         report.connections, report.duration_seconds, report.rounds
