@@ -274,6 +274,8 @@ impl Bench {
             Some(upgrades)
         };
 
+        // Read before the timed `dist` runs, which write a folder of their own.
+        let sizes = report::sizes(ctx, &target)?;
         let hyperfine = hyperfine.expect("looked up for every run but --upgrade-every");
         let tool = tool::measure(ctx, &hyperfine, &target, self.quick)?;
         let report = report::Report {
@@ -285,7 +287,7 @@ impl Bench {
             service,
             upgrades,
             tool,
-            sizes: report::sizes(ctx, &target)?,
+            sizes,
         };
         report::write(ctx, &report, self.write_docs)?;
         println!("{}", report::markdown(&report));

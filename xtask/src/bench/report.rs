@@ -250,14 +250,19 @@ pub fn markdown(report: &Report) -> String {
                 .map_or(("-".to_owned(), "-".to_owned()), |floor| {
                     (format!("`{}`", floor.command), milliseconds(floor.mean_ms))
                 });
+            let (runs, spread) = match figure.measured.runs {
+                1 => ("1 run".to_owned(), String::new()),
+                runs => (
+                    format!("{runs} runs"),
+                    format!(" ± {}", milliseconds(figure.measured.stddev_ms)),
+                ),
+            };
             let _ = writeln!(
                 text,
-                "| {} (`{}`, {} runs) | {} ± {} | {floor} | {floor_mean} | {} |",
+                "| {}: `{}`, {runs} | {}{spread} | {floor} | {floor_mean} | {} |",
                 figure.what,
                 figure.measured.command,
-                figure.measured.runs,
                 milliseconds(figure.measured.mean_ms),
-                milliseconds(figure.measured.stddev_ms),
                 figure
                     .ratio()
                     .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}×"))
