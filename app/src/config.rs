@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 /// The deployment environment, from `APP_ENV`; it picks `<env>.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl Env {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
@@ -57,7 +57,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -394,70 +394,58 @@ impl Settings {
     /// The effective settings as TOML, secrets redacted, with where they came
     /// from. This is what `app config show` prints.
     pub fn to_redacted_toml(&self) -> String {
-        #[derive(Serialize)]
-        struct View<'a> {
-            server: ServerView,
-            log: LogView,
-            service: ServiceView<'a>,
-            admin: AdminView,
-        }
-        #[derive(Serialize)]
-        struct ServerView {
-            listen: String,
-            drain_delay: String,
-            drain_timeout: String,
-            upgrade_timeout: String,
-            header_read_timeout: String,
-            idle_timeout: String,
-            request_timeout: String,
-            max_connections: usize,
-        }
-        #[derive(Serialize)]
-        struct LogView {
-            format: LogFormat,
-            level: LogLevel,
-        }
-        #[derive(Serialize)]
-        struct ServiceView<'a> {
-            name: &'a str,
-            greeting: &'a str,
-        }
-        #[derive(Serialize)]
-        struct AdminView {
-            token: &'static str,
-        }
-        let view = View {
-            server: ServerView {
-                listen: self.server.listen.to_string(),
-                drain_delay: format_duration(self.server.drain_delay),
-                drain_timeout: format_duration(self.server.drain_timeout),
-                upgrade_timeout: format_duration(self.server.upgrade_timeout),
-                header_read_timeout: format_duration(self.server.header_read_timeout),
-                idle_timeout: format_duration(self.server.idle_timeout),
-                request_timeout: format_duration(self.server.request_timeout),
-                max_connections: self.server.max_connections,
-            },
-            log: LogView {
-                format: self.log.format,
-                level: self.log.level,
-            },
-            service: ServiceView {
-                name: &self.service.name,
-                greeting: &self.service.greeting,
-            },
-            admin: AdminView {
-                token: if self.admin.token.is_some() {
-                    "[redacted]"
-                } else {
-                    "[not set]"
-                },
-            },
+        // Written by hand rather than through toml's serializer, which would
+        // add its writer to the binary for this one fixed table: strings are
+        // quoted as JSON strings, which are valid TOML basic strings.
+        let quoted = |text: &str| serde_json::to_string(text).expect("a string serializes");
+        let server = &self.server;
+        let token = if self.admin.token.is_some() {
+            "[redacted]"
+        } else {
+            "[not set]"
         };
-        let body = toml::to_string(&view).expect("the settings view serializes");
+        let format = match self.log.format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        let level = match self.log.level {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        };
         format!(
-            "# APP_ENV={}\n# sources, in order: {}\n\n{body}",
+            "# APP_ENV={}\n# sources, in order: {}\n\n\
+             [server]\n\
+             listen = {}\n\
+             drain_delay = {}\n\
+             drain_timeout = {}\n\
+             upgrade_timeout = {}\n\
+             header_read_timeout = {}\n\
+             idle_timeout = {}\n\
+             request_timeout = {}\n\
+             max_connections = {}\n\n\
+             [log]\n\
+             format = \"{format}\"\n\
+             level = \"{level}\"\n\n\
+             [service]\n\
+             name = {}\n\
+             greeting = {}\n\n\
+             [admin]\n\
+             token = \"{token}\"\n",
             self.env.name(),
-            self.sources.join(", ")
+            self.sources.join(", "),
+            quoted(&server.listen.to_string()),
+            quoted(&format_duration(server.drain_delay)),
+            quoted(&format_duration(server.drain_timeout)),
+            quoted(&format_duration(server.upgrade_timeout)),
+            quoted(&format_duration(server.header_read_timeout)),
+            quoted(&format_duration(server.idle_timeout)),
+            quoted(&format_duration(server.request_timeout)),
+            server.max_connections,
+            quoted(&self.service.name),
+            quoted(&self.service.greeting),
         )
     }
 }
@@ -976,5 +964,43 @@ mod tests {
             "{shown}"
         );
         assert!(!format!("{settings:?}").contains("canary-7d1f"));
+    }
+
+    #[test]
+    fn shown_config_is_toml_that_reads_back_as_the_settings() {
+        let greeting = "Hi \"there\" \\ ünï\ttab";
+        let settings = load(&[BASE], &[("APP__SERVICE__GREETING", greeting)], None).unwrap();
+        let shown: toml::Table = toml::from_str(&settings.to_redacted_toml()).unwrap();
+        assert_eq!(shown["service"]["greeting"].as_str(), Some(greeting));
+        assert_eq!(
+            shown["service"]["name"].as_str(),
+            Some(settings.service.name.as_str())
+        );
+        assert_eq!(
+            shown["server"]["max_connections"].as_integer(),
+            Some(settings.server.max_connections as i64)
+        );
+        assert_eq!(
+            shown["server"]["listen"].as_str(),
+            Some(settings.server.listen.to_string().as_str())
+        );
+        assert_eq!(shown["log"]["level"].as_str(), Some("info"));
+        assert_eq!(shown["admin"]["token"].as_str(), Some("[not set]"));
+        // Every duration reads back as the setting it shows.
+        for key in [
+            "drain_delay",
+            "drain_timeout",
+            "upgrade_timeout",
+            "header_read_timeout",
+            "idle_timeout",
+            "request_timeout",
+        ] {
+            assert!(
+                shown["server"][key]
+                    .as_str()
+                    .is_some_and(|value| value.ends_with('s')),
+                "{key}"
+            );
+        }
     }
 }
