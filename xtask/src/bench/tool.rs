@@ -54,6 +54,13 @@ pub fn measure(
     // of every `cargo xtask` (and of the floors, so the ratios stay fair).
     let cargo = Path::new("cargo");
     let xtask_binary = std::env::current_exe().context("find the running xtask binary")?;
+    // Rebuilt while it runs (`ci`'s test step rebuilds it), the running
+    // binary reads as "<path> (deleted)"; the binary now at that path is
+    // the one `cargo xtask` runs.
+    let xtask_binary = xtask_binary
+        .to_str()
+        .and_then(|path| path.strip_suffix(" (deleted)"))
+        .map_or(xtask_binary.clone(), PathBuf::from);
     let xtask_binary = xtask_binary
         .strip_prefix(&ctx.project.root)
         .unwrap_or(&xtask_binary);
