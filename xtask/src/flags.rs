@@ -68,7 +68,7 @@ pub enum Task {
     Lint(crate::lint::Lint),
     /// Run exactly what CI runs, in order, stopping at the first failure
     Ci(crate::ci::Ci),
-    /// Load-test the service next to a Go net/http reference (wrk)
+    /// Benchmark what ships: the service against Go (wrk), upgrades, the build tool, sizes
     Bench(crate::bench::Bench),
     /// Build, check and package release artifacts into target/dist/
     Dist(crate::dist::Dist),
