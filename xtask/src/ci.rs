@@ -13,7 +13,7 @@ use crate::lint;
 use crate::manifest::{ArtifactKind, MANIFEST, Manifest};
 use crate::targets;
 use crate::test::Test;
-use crate::tools::{self, Tool};
+use crate::tools::{self, Need, Tool};
 
 #[derive(clap::Args, Debug)]
 pub struct Ci {}
@@ -37,12 +37,11 @@ const STEPS: &[(&str, StepFn)] = &[
 /// `target/bench/`. Without the benchmark tools it is skipped, except
 /// under `CI=true`, where `setup --bench` has installed them.
 fn quick_bench(ctx: &Ctx) -> Result<()> {
-    let missing: Vec<Tool> = [Tool::Wrk, Tool::Hyperfine, Tool::Go]
+    let missing: Vec<Tool> = tools::ALL
         .into_iter()
-        .filter(|tool| tools::find(*tool).is_none())
+        .filter(|tool| tool.info().need == Need::Bench && tools::find(*tool).is_none())
         .collect();
-    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
-    if !missing.is_empty() && !in_ci {
+    if !missing.is_empty() && !crate::util::in_ci() {
         let names: Vec<&str> = missing.iter().map(|tool| tool.info().binary).collect();
         eprintln!(
             "skipped: {} not installed (`cargo xtask setup --bench` installs them)",

@@ -86,7 +86,7 @@ impl Setup {
         }
         println!();
         let still_missing = doctor::report(ctx);
-        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
+        let in_ci = crate::util::in_ci();
         if !left_for_user.is_empty() {
             println!("\nsetup could not run these; run them yourself:");
             for command in &left_for_user {

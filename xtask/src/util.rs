@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+/// Under `CI=true`, a tool a task or test needs and cannot find is a
+/// failure instead of a printed skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
 /// Writes `bytes` to a temporary name beside `path`, then renames it into
 /// place, so that a reader never sees a half-written file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {

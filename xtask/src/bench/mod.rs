@@ -278,11 +278,12 @@ impl Bench {
         let sizes = report::sizes(ctx, &target)?;
         let hyperfine = hyperfine.expect("looked up for every run but --upgrade-every");
         let tool = tool::measure(ctx, &hyperfine, &target, self.quick)?;
+        let stamp = ctx.stamp()?;
         let report = report::Report {
             command: self.command_line(),
-            commit: ctx.stamp()?.commit.clone(),
-            dirty: ctx.stamp()?.dirty,
-            rustc: ctx.stamp()?.rustc.clone(),
+            commit: stamp.commit.clone(),
+            dirty: stamp.dirty,
+            rustc: stamp.rustc.clone(),
             machine: report::Machine::read(),
             service,
             upgrades,

@@ -83,8 +83,7 @@ pub fn measure(
         &[],
         &[&xtask_help, &binary_help, &cargo_version, &up_to_date],
     )?;
-    let [xtask_help, binary_help, cargo_version, up_to_date] = <[Timing; 4]>::try_from(timings)
-        .map_err(|_| anyhow::anyhow!("hyperfine reported a different number of commands"))?;
+    let [xtask_help, binary_help, cargo_version, up_to_date] = exactly(timings)?;
     figures.push(ToolFigure {
         what: "help through cargo".to_owned(),
         measured: xtask_help.clone(),
@@ -131,8 +130,7 @@ pub fn measure(
         let _kept = SetAside::dist_folder(ctx)?;
         hyperfine_runs(ctx, hyperfine, runs, None, &env, &[&dist, &cargo_build])?
     };
-    let [dist, cargo_build] = <[Timing; 2]>::try_from(timings)
-        .map_err(|_| anyhow::anyhow!("hyperfine reported a different number of commands"))?;
+    let [dist, cargo_build] = exactly(timings)?;
     figures.push(ToolFigure {
         what: "no-op dist".to_owned(),
         measured: dist,
@@ -245,12 +243,21 @@ fn cold_builds(ctx: &Ctx, hyperfine: &Path) -> Result<ToolFigure> {
         &[&xtask_build, &empty_build],
     )?;
     let _ = std::fs::remove_dir_all(&scratch);
-    let [xtask_build, empty_build] = <[Timing; 2]>::try_from(timings)
-        .map_err(|_| anyhow::anyhow!("hyperfine reported a different number of commands"))?;
+    let [xtask_build, empty_build] = exactly(timings)?;
     Ok(ToolFigure {
         what: "cold build of the xtask (empty target directory)".to_owned(),
         measured: xtask_build,
         floor: Some(empty_build),
+    })
+}
+
+/// The timings of the `N` commands given to one hyperfine run.
+fn exactly<const N: usize>(timings: Vec<Timing>) -> Result<[Timing; N]> {
+    <[Timing; N]>::try_from(timings).map_err(|timings| {
+        anyhow::anyhow!(
+            "hyperfine reported {} results for {N} commands: run it again, its report may be stale",
+            timings.len()
+        )
     })
 }
 
@@ -354,5 +361,12 @@ mod tests {
         };
         assert!((figure.ratio().unwrap() - 82.5 / 21.0).abs() < 1e-9);
         assert!(parse_hyperfine("{}", 5).is_err());
+        let [first, second] = exactly(timings.clone()).unwrap();
+        assert_eq!(
+            (first.command.as_str(), second.command.as_str()),
+            ("cargo xtask --help", "cargo --version")
+        );
+        let mismatch = exactly::<3>(timings).unwrap_err().to_string();
+        assert!(mismatch.contains("2 results for 3 commands"), "{mismatch}");
     }
 }
