@@ -48,8 +48,14 @@ const SECTIONS: [(&str, &[Tool]); 7] = [
         &[Tool::CargoZigbuild, Tool::Zig, Tool::QemuAarch64],
     ),
     (
-        "container images",
-        &[Tool::Podman, Tool::Runc, Tool::Skopeo],
+        "container images and registries",
+        &[
+            Tool::Podman,
+            Tool::Runc,
+            Tool::Skopeo,
+            Tool::DockerRegistry,
+            Tool::Htpasswd,
+        ],
     ),
     (
         "systemd units",

@@ -103,37 +103,87 @@ impl Ctx {
 
     /// Like `run`, but a failure says what the command printed last on
     /// stderr (rustup's or ssh's own error line) instead of only its status.
-    /// Its stderr is still shown as it comes.
+    /// Its stderr is still shown as it comes, but for that last line.
     pub fn run_reporting(&self, cmd: Cmd<'_>) -> Result<()> {
+        self.run_reporting_redacted(cmd, &[])
+    }
+
+    /// `run_reporting` for a command that may print a secret: every
+    /// occurrence of one in the echo, in what it prints on stderr and in the
+    /// error is shown as `***`. A failure is a [`CommandFailed`], so that the
+    /// caller can explain what the tool's last line means.
+    pub fn run_reporting_redacted(&self, cmd: Cmd<'_>, secrets: &[&str]) -> Result<()> {
         use std::io::BufRead;
         let mut command = Command::from(cmd);
-        eprintln!("$ {}", self.display(&command, true));
+        eprintln!("$ {}", redact(&self.display(&command, true), secrets));
         if self.dry_run {
             return Ok(());
         }
-        let line = self.display(&command, false);
+        let line = redact(&self.display(&command, false), secrets);
         let mut child = command
             .stderr(std::process::Stdio::piped())
             .spawn()
             .with_context(|| format!("start `{line}`"))?;
+        // The last line is held back until the exit status is known: on a
+        // failure it is part of the error, and printing it twice is noise.
+        let mut held: Option<String> = None;
         let mut last_said = String::new();
         if let Some(stderr) = child.stderr.take() {
             for said in std::io::BufReader::new(stderr).lines() {
                 let Ok(said) = said else { break };
-                eprintln!("{said}");
+                let said = redact(&said, secrets);
                 if !said.trim().is_empty() {
                     last_said = said.trim().to_owned();
+                }
+                if let Some(earlier) = held.replace(said) {
+                    eprintln!("{earlier}");
                 }
             }
         }
         let status = child.wait().with_context(|| format!("wait for `{line}`"))?;
+        if let Some(earlier) = held.filter(|_| status.success()) {
+            eprintln!("{earlier}");
+        }
         if !status.success() {
-            if last_said.is_empty() {
-                bail!("`{line}` failed ({status})");
+            return Err(CommandFailed {
+                line,
+                status,
+                last_said,
             }
-            bail!("`{line}` failed ({status}): {last_said}");
+            .into());
         }
         Ok(())
+    }
+
+    /// Echoes a read-only command and returns its stdout as bytes, even on a
+    /// dry run (which returns nothing). Its stderr is kept for the error,
+    /// redacted like `run_reporting_redacted`'s.
+    pub fn read_bytes_echoed(&self, cmd: Cmd<'_>, secrets: &[&str]) -> Result<Vec<u8>> {
+        let mut command = Command::from(cmd);
+        eprintln!("$ {}", redact(&self.display(&command, true), secrets));
+        if self.dry_run {
+            return Ok(Vec::new());
+        }
+        let line = redact(&self.display(&command, false), secrets);
+        let output = command
+            .output()
+            .with_context(|| format!("start `{line}`"))?;
+        if !output.status.success() {
+            let stderr = redact(&String::from_utf8_lossy(&output.stderr), secrets);
+            return Err(CommandFailed {
+                line,
+                status: output.status,
+                last_said: stderr
+                    .lines()
+                    .rev()
+                    .find(|said| !said.trim().is_empty())
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            }
+            .into());
+        }
+        Ok(output.stdout)
     }
 
     /// Echoes a command and returns what it printed on stdout. For commands
@@ -194,6 +244,35 @@ impl Ctx {
     }
 }
 
+/// A command that ran and exited unsuccessfully, with the last line it
+/// printed on stderr.
+#[derive(Debug)]
+pub struct CommandFailed {
+    pub line: String,
+    pub status: std::process::ExitStatus,
+    pub last_said: String,
+}
+
+impl std::fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` failed ({})", self.line, self.status)?;
+        if !self.last_said.is_empty() {
+            write!(f, ": {}", self.last_said)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+/// `text` with every non-empty secret replaced by `***`.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    secrets
+        .iter()
+        .filter(|secret| !secret.is_empty())
+        .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
+}
+
 /// Quotes a word for a POSIX shell, leaving plain words as they are.
 pub fn shell_quote(word: &OsStr) -> String {
     let word = word.to_string_lossy();
@@ -208,6 +287,15 @@ pub fn shell_quote(word: &OsStr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_redacted_wherever_they_appear() {
+        assert_eq!(
+            redact("--creds ci:hunter2 and hunter2 again", &["hunter2", ""]),
+            "--creds ci:*** and *** again"
+        );
+        assert_eq!(redact("nothing secret", &[]), "nothing secret");
+    }
 
     #[test]
     fn words_are_quoted_only_where_the_shell_needs_it() {

@@ -180,11 +180,28 @@ fn usage_error(err: &clap::Error) -> String {
         .map(str::trim)
         .filter(|line| !line.is_empty());
     let headline = lines.next().unwrap_or("invalid command line");
-    let headline = headline.strip_prefix("error: ").unwrap_or(headline);
+    let mut headline = headline
+        .strip_prefix("error: ")
+        .unwrap_or(headline)
+        .to_owned();
+    let mut lines = lines.peekable();
+    // "the following required arguments were not provided:" lists them on
+    // the lines after it.
+    if headline.ends_with(':') {
+        let mut listed = Vec::new();
+        while let Some(line) =
+            lines.next_if(|line| !line.starts_with("Usage:") && !line.starts_with("tip:"))
+        {
+            listed.push(line);
+        }
+        headline = format!("{headline} {}", listed.join(", "));
+    }
     let tips: Vec<&str> = lines
         .filter_map(|line| line.strip_prefix("tip: "))
         .collect();
-    let mut message = headline.replace("subcommand", "task");
+    let mut message = headline
+        .trim_end_matches([':', ' '])
+        .replace("subcommand", "task");
     if !tips.is_empty() {
         message.push_str(&format!(
             " ({})",
@@ -257,6 +274,10 @@ mod tests {
         );
         check("xtask build --relase", "unexpected argument '--relase'");
         check("xtask help nope", "unknown task 'nope'");
+        check(
+            "xtask image --latest",
+            "the following required arguments were not provided: --push",
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::exec::Ctx;
 use crate::manifest::{
     Artifact, ArtifactKind, ImageInfo, ImagePlatform, MANIFEST, Manifest, SHA256SUMS,
 };
+use crate::registry;
 use crate::targets::{self, Target};
 use crate::tools::{self, Tool};
 use crate::util::write_atomically;
@@ -38,9 +39,22 @@ pub struct Image {
     /// Load the built image into podman (or docker)
     #[arg(long)]
     load: bool,
-    /// Push the image to REGISTRY/NAME with skopeo (all platforms)
-    #[arg(long, value_name = "REGISTRY/NAME")]
+    /// Push every platform with skopeo, then check the digest the registry
+    /// serves [default: the --tag reference; the tag defaults to its tag]
+    #[arg(
+        long,
+        value_name = "REGISTRY/NAME[:TAG]",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
     push: Option<String>,
+    /// Push without TLS verification to a registry not on loopback (loopback
+    /// registries never use TLS)
+    #[arg(long, requires = "push")]
+    insecure_registry: bool,
+    /// Also push the tag `latest` (from a clean tree at the version tag only)
+    #[arg(long, requires = "push")]
+    latest: bool,
 }
 
 /// Where things go inside the image.
@@ -92,37 +106,100 @@ impl Image {
         } else {
             None
         };
-        let push_tool = if self.push.is_some() {
-            Some(tools::require(Tool::Skopeo)?)
-        } else {
-            None
+        let push = match &self.push {
+            Some(destination) => Some(self.push_options(ctx, destination, &reference)?),
+            None => None,
+        };
+        let skopeo = match (&push, ctx.dry_run) {
+            (None, _) => None,
+            // A dry run prints the push even where skopeo is not installed.
+            (Some(_), true) => Some(tools::find(Tool::Skopeo).unwrap_or_else(|| "skopeo".into())),
+            (Some(_), false) => Some(tools::require(Tool::Skopeo)?),
         };
 
         let manifest = dist::binaries_for(ctx, &targets)?;
+        let dist_dir = ctx.project.dist_dir();
         if ctx.dry_run {
             eprintln!("(dry run: no image is written)");
+            if let (Some(push), Some(skopeo)) = (&push, &skopeo) {
+                let image = ImageInfo {
+                    reference: reference.clone(),
+                    index_digest: "sha256:<the index digest>".to_owned(),
+                    layout: LAYOUT.to_owned(),
+                    archive: archive_name(ctx),
+                    platforms: Vec::new(),
+                    pushed: Vec::new(),
+                };
+                let archive = dist_dir.join(&image.archive);
+                registry::push(ctx, skopeo, &archive, &image, push)?;
+            }
             return Ok(());
         }
-        let dist_dir = ctx.project.dist_dir();
-        let manifest = write_image(ctx, &dist_dir, manifest, &targets, &reference)?;
+        let mut manifest = write_image(ctx, &dist_dir, manifest, &targets, &reference)?;
         let image = manifest
             .image
-            .as_ref()
+            .as_mut()
             .expect("write_image records the image");
         let archive = dist_dir.join(&image.archive);
         if let Some(engine) = load_tool {
             ctx.run(cmd!(ctx.sh, "{engine} load -i {archive}"))
                 .context("load the image")?;
         }
-        if let (Some(skopeo), Some(destination)) = (push_tool, &self.push) {
-            let tag = reference.rsplit_once(':').map_or("latest", |(_, tag)| tag);
-            let source = format!("oci-archive:{}", archive.display());
-            let destination = format!("docker://{destination}:{tag}");
-            ctx.run(cmd!(ctx.sh, "{skopeo} copy --all {source} {destination}"))
-                .context("push the image")?;
+        if let (Some(push), Some(skopeo)) = (&push, &skopeo) {
+            let pushed = registry::push(ctx, skopeo, &archive, image, push)?;
+            image
+                .pushed
+                .retain(|earlier| pushed.iter().all(|now| now.tag != earlier.tag));
+            image.pushed.extend(pushed);
+            write_atomically(&dist_dir.join(MANIFEST), manifest.to_json()?.as_bytes())?;
         }
         Ok(())
     }
+
+    /// Checks everything about the push that can be checked before the image
+    /// is built: the destination, `--latest`, the credentials.
+    fn push_options(
+        &self,
+        ctx: &Ctx,
+        destination: &str,
+        reference: &str,
+    ) -> Result<registry::PushOptions> {
+        let destination = if destination.is_empty() {
+            reference
+        } else {
+            destination
+        };
+        if self.latest {
+            let stamp = ctx.stamp()?;
+            let version_tag = format!("v{}", ctx.project.version);
+            if stamp.dirty {
+                bail!(
+                    "--latest moves `latest` only from a clean tree, and this one has uncommitted changes (see `git status`): commit or stash them"
+                );
+            }
+            if !stamp.tags.contains(&version_tag) {
+                bail!(
+                    "--latest moves `latest` only from the release commit, and HEAD is not tagged {version_tag}: tag it, or push without --latest"
+                );
+            }
+        }
+        let default_tag = reference
+            .rsplit_once(':')
+            .map_or(ctx.project.version.as_str(), |(_, tag)| tag);
+        registry::PushOptions::new(
+            destination,
+            default_tag,
+            self.latest,
+            self.insecure_registry,
+        )
+    }
+}
+
+fn archive_name(ctx: &Ctx) -> String {
+    format!(
+        "{}-{}.oci.tar",
+        ctx.project.settings.binary, ctx.project.version
+    )
 }
 
 /// podman, else docker: whichever can load an OCI archive here.
@@ -280,10 +357,7 @@ fn write_image(
         });
     }
     let oci_archive = archive::tar(None, &layout_files, stamp.source_date_epoch)?;
-    let archive_name = format!(
-        "{}-{}.oci.tar",
-        ctx.project.settings.binary, ctx.project.version
-    );
+    let archive_name = archive_name(ctx);
 
     write_layout(dist_dir, &layout_files)?;
     write_atomically(&dist_dir.join(&archive_name), &oci_archive)?;
@@ -301,12 +375,20 @@ fn write_image(
     manifest
         .artifacts
         .sort_by(|left, right| left.path.cmp(&right.path));
+    // Pushes of this very index stay true; those of another are gone.
+    let pushed = manifest
+        .image
+        .take()
+        .filter(|previous| previous.index_digest == index_digest)
+        .map(|previous| previous.pushed)
+        .unwrap_or_default();
     manifest.image = Some(ImageInfo {
         reference: reference.to_owned(),
         index_digest: index_digest.clone(),
         layout: LAYOUT.to_owned(),
         archive: archive_name.clone(),
         platforms,
+        pushed,
     });
     write_atomically(&dist_dir.join(SHA256SUMS), manifest.sha256sums().as_bytes())?;
     write_atomically(&dist_dir.join(MANIFEST), manifest.to_json()?.as_bytes())?;

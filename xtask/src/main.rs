@@ -19,6 +19,7 @@ mod k8s;
 mod lint;
 mod manifest;
 mod project;
+mod registry;
 mod rustup;
 mod setup;
 mod stamp;

@@ -42,6 +42,18 @@ pub struct ImageInfo {
     /// The OCI archive (a tar of the layout), relative to the manifest.
     pub archive: String,
     pub platforms: Vec<ImagePlatform>,
+    /// Where `image --push` pushed this index, newest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pushed: Vec<PushedImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedImage {
+    /// `registry/name:tag`, as pushed.
+    pub tag: String,
+    /// `registry/name@sha256:...`, the index digest read back from the
+    /// registry: what `k8s` and deploy scripts pin.
+    pub pinned: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

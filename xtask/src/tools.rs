@@ -18,6 +18,8 @@ pub enum Tool {
     Podman,
     Runc,
     Skopeo,
+    DockerRegistry,
+    Htpasswd,
     SystemdAnalyze,
     SystemdSocketActivate,
     Actionlint,
@@ -32,7 +34,7 @@ pub enum Tool {
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 20] = [
+pub const ALL: [Tool; 22] = [
     Tool::Git,
     Tool::Rustup,
     Tool::CargoNextest,
@@ -42,6 +44,8 @@ pub const ALL: [Tool; 20] = [
     Tool::Podman,
     Tool::Runc,
     Tool::Skopeo,
+    Tool::DockerRegistry,
+    Tool::Htpasswd,
     Tool::SystemdAnalyze,
     Tool::SystemdSocketActivate,
     Tool::Actionlint,
@@ -146,6 +150,18 @@ impl Tool {
                 Apt("skopeo"),
                 Tests,
                 "inspecting and pushing images",
+            ),
+            Tool::DockerRegistry => (
+                "docker-registry",
+                Apt("docker-registry"),
+                Tests,
+                "the push tests, which start throwaway registries on loopback",
+            ),
+            Tool::Htpasswd => (
+                "htpasswd",
+                Apt("apache2-utils"),
+                Tests,
+                "the password file of the push tests' authenticated registry",
             ),
             Tool::SystemdAnalyze => (
                 "systemd-analyze",

@@ -236,7 +236,8 @@ impl K8s {
     }
 }
 
-/// The image `image` recorded, pinned by its index digest.
+/// The image `image` recorded, pinned by its index digest: by the name it
+/// was pushed to last, else by its `--tag` name.
 fn pinned_image(ctx: &Ctx) -> Result<String> {
     let path = ctx.project.dist_dir().join(MANIFEST);
     let manifest = Manifest::read(&path);
@@ -258,6 +259,10 @@ fn pinned_image(ctx: &Ctx) -> Result<String> {
             manifest.stamp.commit_short,
             stamp.commit_short
         );
+    }
+    // Where it was pushed last is where the cluster pulls it from.
+    if let Some(pushed) = image.pushed.last() {
+        return Ok(pushed.pinned.clone());
     }
     // `name:tag` → `name`; a registry port (`host:5000/name`) is not a tag.
     let reference = &image.reference;
