@@ -171,7 +171,7 @@ fn ci_dry_run_lists_its_steps_in_order() {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 16] = [
+    let cases: [(&Path, &[&str], i32, &str); 19] = [
         (
             &workspace_root(),
             &["deploy-everything"],
@@ -276,13 +276,36 @@ fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
         ),
         (
             &workspace_root(),
+            &["image", "--push", "acme/app"],
+            1,
+            "error: `acme/app` names no registry (`acme` is not a host): write REGISTRY/NAME[:TAG]",
+        ),
+        (
+            &workspace_root(),
+            &["image", "--push", "ghcr.io/acme/app:-x"],
+            1,
+            "error: `-x` is not an image tag",
+        ),
+        (
+            &workspace_root(),
+            &["image", "--latest"],
+            2,
+            "the following required arguments were not provided: --push",
+        ),
+        (
+            &workspace_root(),
             &["bench", "--compare", "before=/nonexistent/app"],
             2,
             "/nonexistent/app is not a file: pass the path of a built service binary",
         ),
     ];
     for (dir, args, code, expected) in cases {
-        let run = output(xtask(dir).args(args));
+        let run = output(
+            xtask(dir)
+                .args(args)
+                .env_remove("REGISTRY_USERNAME")
+                .env_remove("REGISTRY_PASSWORD"),
+        );
         let stderr = stderr_text(&run);
         assert_eq!(run.status.code(), Some(code), "xtask {args:?}: {stderr}");
         assert_eq!(
@@ -296,6 +319,90 @@ fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// What `image --push --dry-run` prints: TLS verification stays on for a
+/// registry off loopback unless `--insecure-registry` turns it off, and
+/// credentials reach skopeo as an auth file, never as words.
+#[test]
+fn image_push_dry_run_verifies_tls_off_loopback_and_keeps_credentials_off_the_command_line() {
+    let canary = format!("canary-{}", std::process::id());
+    let push = |args: &[&str], password: Option<&str>| -> Vec<String> {
+        let mut command = xtask(&workspace_root());
+        command
+            .args(["image", "--dry-run", "--target", "x86_64"])
+            .args(args)
+            .env_remove("REGISTRY_USERNAME")
+            .env_remove("REGISTRY_PASSWORD");
+        if let Some(password) = password {
+            command
+                .env("REGISTRY_USERNAME", "ci")
+                .env("REGISTRY_PASSWORD", password);
+        }
+        let run = output(&mut command);
+        let stderr = stderr_text(&run);
+        assert!(run.status.success(), "xtask image {args:?}: {stderr}");
+        assert!(!stderr.contains(&canary), "the password was printed: {stderr}");
+        stderr
+            .lines()
+            .filter(|line| line.starts_with("$ skopeo "))
+            // `[::1]` is quoted for the shell.
+            .map(|line| line.replace('\'', ""))
+            .collect()
+    };
+    let copy_and_reads = |lines: &[String], verify: bool, reference: &str| {
+        assert_eq!(lines.len(), 2, "one copy and one read-back: {lines:?}");
+        assert!(
+            lines[0].starts_with("$ skopeo copy --all --preserve-digests ")
+                && lines[0].contains(&format!(" --dest-tls-verify={verify} "))
+                && lines[0].ends_with(&format!(" docker://{reference}")),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with(&format!("$ skopeo inspect --raw --tls-verify={verify} "))
+                && lines[1].ends_with(&format!(" docker://{reference}")),
+            "{lines:?}"
+        );
+        let relaxed = lines.iter().any(|line| line.contains("verify=false"));
+        assert_eq!(relaxed, !verify, "{lines:?}");
+    };
+
+    let off_loopback = push(&["--push", "registry.example:5000/acme/app"], None);
+    copy_and_reads(&off_loopback, true, "registry.example:5000/acme/app:0.1.0");
+    assert!(!off_loopback[0].contains("authfile"), "{off_loopback:?}");
+    let insecure = push(
+        &["--push", "registry.example:5000/acme/app", "--insecure-registry"],
+        None,
+    );
+    copy_and_reads(&insecure, false, "registry.example:5000/acme/app:0.1.0");
+    for loopback in ["127.0.0.1:5000", "localhost:5000", "[::1]:5000"] {
+        let lines = push(&["--push", &format!("{loopback}/acme/app:edge")], None);
+        copy_and_reads(&lines, false, &format!("{loopback}/acme/app:edge"));
+    }
+    // No destination: the --tag reference, which defaults to the image
+    // setting and the version.
+    let default = push(&["--push"], None);
+    copy_and_reads(&default, true, "ghcr.io/example/app:0.1.0");
+
+    let with_credentials = push(&["--push", "registry.example:5000/acme/app"], Some(&canary));
+    copy_and_reads(&with_credentials, true, "registry.example:5000/acme/app:0.1.0");
+    assert!(
+        with_credentials[0].contains(" --dest-authfile ")
+            && with_credentials[1].contains(" --authfile "),
+        "{with_credentials:?}"
+    );
+
+    let half = output(
+        xtask(&workspace_root())
+            .args(["image", "--dry-run", "--push", "registry.example:5000/acme/app"])
+            .env_remove("REGISTRY_PASSWORD")
+            .env("REGISTRY_USERNAME", "ci"),
+    );
+    assert_eq!(half.status.code(), Some(1));
+    assert_eq!(
+        stderr_text(&half).trim(),
+        "error: REGISTRY_USERNAME is set but REGISTRY_PASSWORD is not: set both, or neither to use the auth file of `skopeo login`"
+    );
 }
 
 #[test]
