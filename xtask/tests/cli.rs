@@ -342,7 +342,10 @@ fn image_push_dry_run_verifies_tls_off_loopback_and_keeps_credentials_off_the_co
         let run = output(&mut command);
         let stderr = stderr_text(&run);
         assert!(run.status.success(), "xtask image {args:?}: {stderr}");
-        assert!(!stderr.contains(&canary), "the password was printed: {stderr}");
+        assert!(
+            !stderr.contains(&canary),
+            "the password was printed: {stderr}"
+        );
         stderr
             .lines()
             .filter(|line| line.starts_with("$ skopeo "))
@@ -371,7 +374,11 @@ fn image_push_dry_run_verifies_tls_off_loopback_and_keeps_credentials_off_the_co
     copy_and_reads(&off_loopback, true, "registry.example:5000/acme/app:0.1.0");
     assert!(!off_loopback[0].contains("authfile"), "{off_loopback:?}");
     let insecure = push(
-        &["--push", "registry.example:5000/acme/app", "--insecure-registry"],
+        &[
+            "--push",
+            "registry.example:5000/acme/app",
+            "--insecure-registry",
+        ],
         None,
     );
     copy_and_reads(&insecure, false, "registry.example:5000/acme/app:0.1.0");
@@ -385,7 +392,11 @@ fn image_push_dry_run_verifies_tls_off_loopback_and_keeps_credentials_off_the_co
     copy_and_reads(&default, true, "ghcr.io/example/app:0.1.0");
 
     let with_credentials = push(&["--push", "registry.example:5000/acme/app"], Some(&canary));
-    copy_and_reads(&with_credentials, true, "registry.example:5000/acme/app:0.1.0");
+    copy_and_reads(
+        &with_credentials,
+        true,
+        "registry.example:5000/acme/app:0.1.0",
+    );
     assert!(
         with_credentials[0].contains(" --dest-authfile ")
             && with_credentials[1].contains(" --authfile "),
@@ -394,7 +405,12 @@ fn image_push_dry_run_verifies_tls_off_loopback_and_keeps_credentials_off_the_co
 
     let half = output(
         xtask(&workspace_root())
-            .args(["image", "--dry-run", "--push", "registry.example:5000/acme/app"])
+            .args([
+                "image",
+                "--dry-run",
+                "--push",
+                "registry.example:5000/acme/app",
+            ])
             .env_remove("REGISTRY_PASSWORD")
             .env("REGISTRY_USERNAME", "ci"),
     );

@@ -3,6 +3,8 @@
 //! that must produce identical bytes, pass `sha256sum -c`, run under qemu,
 //! and rebuild nothing the second time.
 
+#[path = "support/registry.rs"]
+mod registry;
 mod support;
 
 use std::fs;
@@ -323,8 +325,10 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
         "the unchanged archive was rewritten"
     );
 
-    // The image, from these binaries, without building them again.
+    // The image, from these binaries, without building them again, then
+    // pushed to real registries on loopback.
     check_image(&first, &first_target);
+    push_to_local_registries(&first, &first_target);
 
     // release: same build, plus release notes, from a tagged clean tree.
     git(&first, &["tag", "v0.1.0"]);
@@ -611,6 +615,253 @@ fn check_image(clone: &Path, target_dir: &Path) {
         );
         build_dockerfile(&podman, clone, &dist, &commit);
     }
+}
+
+/// `image --push` as a user runs it, with credentials and auth files taken
+/// only from what each call sets: HOME-independent auth lookups point into
+/// `auth_home`, and no `REGISTRY_*` variable is inherited.
+fn push_command(clone: &Path, target_dir: &Path, auth_home: &Path) -> Command {
+    let mut command = xtask(clone);
+    command
+        .arg("image")
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env("XDG_RUNTIME_DIR", auth_home)
+        .env("XDG_CONFIG_HOME", auth_home)
+        .env("DOCKER_CONFIG", auth_home)
+        .env("REGISTRY_AUTH_FILE", auth_home.join("auth.json"))
+        .env_remove("REGISTRY_USERNAME")
+        .env_remove("REGISTRY_PASSWORD");
+    command
+}
+
+/// Pushes the image `check_image` built to a plain-HTTP registry on
+/// loopback and to one that requires a password, reads everything back, and
+/// watches `/proc` for the password while the authenticated push runs.
+fn push_to_local_registries(clone: &Path, target_dir: &Path) {
+    let registry_tool = tool_or_skip("docker-registry", "apt-get install -y docker-registry");
+    let htpasswd = tool_or_skip("htpasswd", "apt-get install -y apache2-utils");
+    let skopeo = tool_or_skip("skopeo", "apt-get install -y skopeo");
+    let (Some(registry_tool), Some(htpasswd), Some(skopeo)) = (registry_tool, htpasswd, skopeo)
+    else {
+        return;
+    };
+    let built = manifest(target_dir);
+    let index_digest = built["image"]["index_digest"].as_str().unwrap().to_owned();
+    let layout = dist_folder(target_dir).join(built["image"]["layout"].as_str().unwrap());
+    let platforms: Vec<String> = built["image"]["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|platform| platform["manifest_digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(platforms.len(), 2, "amd64 and arm64: {built:#}");
+    let auth_home = TempDir::new().unwrap();
+
+    // A registry without authentication, over plain HTTP on loopback.
+    let open = registry::Registry::start(&registry_tool, None);
+    let name = format!("{}/acme/app", open.address);
+    let refused = output(
+        push_command(clone, target_dir, auth_home.path()).args(["--push", &name, "--latest"]),
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_text(&refused));
+    assert!(
+        stderr_text(&refused).trim().ends_with(
+            "--latest moves `latest` only from the release commit, and HEAD is not tagged v0.1.0: tag it, or push without --latest"
+        ),
+        "{}",
+        stderr_text(&refused)
+    );
+    let pushed = output(push_command(clone, target_dir, auth_home.path()).args(["--push", &name]));
+    let stderr = stderr_text(&pushed);
+    assert!(pushed.status.success(), "{stderr}\n{}", open.log());
+    assert!(stderr.contains("--dest-tls-verify=false"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&pushed.stdout);
+    let pinned = format!("{name}@{index_digest}");
+    assert!(
+        stdout.ends_with(&format!("pushed {name}:0.1.0\n{pinned}\n")),
+        "{stdout}"
+    );
+    assert_eq!(
+        manifest(target_dir)["image"]["pushed"],
+        serde_json::json!([{"tag": format!("{name}:0.1.0"), "pinned": pinned}])
+    );
+    // Read back by skopeo alone: the index by tag, each platform by digest,
+    // byte for byte what the layout holds, then every blob pulled back.
+    let raw = |reference: &str, extra: &[&str]| {
+        let run = output(
+            Command::new(&skopeo)
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .args(extra)
+                .arg(format!("docker://{reference}")),
+        );
+        assert!(run.status.success(), "{reference}: {}", stderr_text(&run));
+        run.stdout
+    };
+    assert_eq!(
+        raw(&format!("{name}:0.1.0"), &[]),
+        blob(&layout, &index_digest)
+    );
+    for digest in &platforms {
+        assert_eq!(raw(&format!("{name}@{digest}"), &[]), blob(&layout, digest));
+    }
+    let pulled = TempDir::new().unwrap();
+    let pull = output(Command::new(&skopeo).args([
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{name}:0.1.0"),
+        &format!("oci:{}:pulled", pulled.path().display()),
+    ]));
+    assert!(pull.status.success(), "{}", stderr_text(&pull));
+    let blobs = |folder: &Path| {
+        let mut names: Vec<String> = fs::read_dir(folder.join("blobs/sha256"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        blobs(pulled.path()),
+        blobs(&layout),
+        "the pulled image differs"
+    );
+    for name in blobs(&layout) {
+        let digest = format!("sha256:{name}");
+        assert_eq!(
+            blob(pulled.path(), &digest),
+            blob(&layout, &digest),
+            "{digest}"
+        );
+    }
+
+    // `latest` moves only from the release commit, tagged and clean.
+    git(clone, &["tag", "v0.1.0"]);
+    let latest = output(
+        push_command(clone, target_dir, auth_home.path()).args(["--push", &name, "--latest"]),
+    );
+    git(clone, &["tag", "-d", "v0.1.0"]);
+    assert!(latest.status.success(), "{}", stderr_text(&latest));
+    assert_eq!(
+        raw(&format!("{name}:latest"), &[]),
+        blob(&layout, &index_digest)
+    );
+    drop(open);
+
+    // A registry that requires a password (bcrypt, read from stdin so that
+    // not even htpasswd's command line holds it).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let canary = format!("canary-{}-{nanos}", std::process::id());
+    let mut hashing = Command::new(&htpasswd)
+        .args(["-iBn", "ci"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut hashing.stdin.take().unwrap(), canary.as_bytes()).unwrap();
+    let hashed = hashing.wait_with_output().unwrap();
+    assert!(hashed.status.success());
+    let htpasswd_file = auth_home.path().join("htpasswd");
+    fs::write(&htpasswd_file, &hashed.stdout).unwrap();
+    let secured = registry::Registry::start(&registry_tool, Some(&htpasswd_file));
+    let name = format!("{}/acme/app", secured.address);
+
+    let anonymous =
+        output(push_command(clone, target_dir, auth_home.path()).args(["--push", &name]));
+    let stderr = stderr_text(&anonymous);
+    assert_eq!(anonymous.status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("error:"))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "error: push to {0}: the registry requires credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD, or log in once with `skopeo login {0}` (podman login and docker login write the same auth file)",
+            secured.address
+        )],
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "{stderr}");
+
+    // The push with the password, with /proc sampled until it ends.
+    let logs = TempDir::new().unwrap();
+    let (stdout_path, stderr_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut child = push_command(clone, target_dir, auth_home.path())
+        .args(["--push", &name])
+        .env("REGISTRY_USERNAME", "ci")
+        .env("REGISTRY_PASSWORD", &canary)
+        .stdout(fs::File::create(&stdout_path).unwrap())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let (mut samples, mut saw_skopeo, mut leaked) = (0, false, Vec::new());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the authenticated push took over 300 s");
+        }
+        samples += 1;
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            saw_skopeo |= cmdline.contains("skopeo copy");
+            if cmdline.contains(&canary) {
+                leaked.push(cmdline);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let (stdout, stderr) = (
+        fs::read_to_string(&stdout_path).unwrap(),
+        fs::read_to_string(&stderr_path).unwrap(),
+    );
+    assert!(status.success(), "{stderr}\n{}", secured.log());
+    assert!(
+        leaked.is_empty(),
+        "the password was on a command line: {leaked:?}"
+    );
+    assert!(
+        saw_skopeo,
+        "{samples} samples of /proc never saw the push running"
+    );
+    assert!(
+        !stdout.contains(&canary) && !stderr.contains(&canary),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("REGISTRY_USERNAME=ci and REGISTRY_PASSWORD=*** in a 0600 auth file"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.ends_with(&format!("{name}@{index_digest}\n")),
+        "{stdout}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(auth_home.path())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|file| file.starts_with("cargo-xtask-auth"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the auth file was left behind: {leftovers:?}"
+    );
+    let credentials = format!("ci:{canary}");
+    assert_eq!(
+        raw(&format!("{name}:0.1.0"), &["--creds", &credentials]),
+        blob(&layout, &index_digest)
+    );
 }
 
 /// Podman with settings of the test's own: runc and cgroupfs (crun and the
