@@ -34,11 +34,31 @@ pub struct Dist {
 #[derive(clap::Args, Debug)]
 pub struct Release {
     /// Target alias (x86_64, amd64, aarch64, arm64, all) or triple; repeatable
-    #[arg(long = "target", value_name = "TARGET", required = true)]
+    #[arg(
+        long = "target",
+        value_name = "TARGET",
+        required_unless_present_any = ["merge", "matrix"]
+    )]
     targets: Vec<String>,
-    /// Release even though the working tree has uncommitted changes
+    /// Release even though the working tree (or, with --merge, a part's) has
+    /// uncommitted changes
     #[arg(long)]
     allow_dirty: bool,
+    /// Write these targets' share of the release as a part, for --merge
+    /// (one CI runner per target)
+    #[arg(long, conflicts_with_all = ["merge", "matrix"])]
+    split: bool,
+    /// Where --split writes the part [default: target/dist-parts/<triples>]
+    #[arg(long, value_name = "DIR", requires = "split")]
+    out: Option<PathBuf>,
+    /// Check the parts --split wrote and combine them into target/dist/,
+    /// with one image index over every platform
+    #[arg(long, value_name = "PART", num_args = 1.., conflicts_with_all = ["targets", "matrix"])]
+    merge: Vec<PathBuf>,
+    /// Print the targets of [workspace.metadata.xtask] as a JSON array for a
+    /// CI matrix (also written to $GITHUB_OUTPUT as `targets=` when set)
+    #[arg(long, conflicts_with = "targets")]
+    matrix: bool,
 }
 
 /// Files shipped next to the binary in every archive, from the workspace root.
@@ -59,6 +79,12 @@ impl Dist {
 
 impl Release {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        if self.matrix {
+            return crate::parts::print_matrix(ctx);
+        }
+        if !self.merge.is_empty() {
+            return crate::parts::merge(ctx, &self.merge, self.allow_dirty);
+        }
         let targets = targets::resolve(&self.targets, &ctx.project.settings.targets)?;
         let stamp = ctx.stamp()?;
         if stamp.commit == crate::stamp::UNKNOWN {
@@ -87,6 +113,12 @@ impl Release {
             );
         }
         let notes = release_notes(ctx, &git, version_tags.contains(&expected_tag.as_str()))?;
+        if self.split {
+            let out = self
+                .out
+                .unwrap_or_else(|| crate::parts::default_out(ctx, &targets));
+            return crate::parts::split(ctx, &targets, notes, &out);
+        }
         build_and_package(ctx, &targets, Some(notes))
     }
 }
@@ -564,7 +596,7 @@ fn write_file(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
 
 /// Replaces `dist_dir` with the complete `staging` folder: the old output is
 /// moved aside, the new one renamed in, then the old one removed.
-fn swap_into_place(staging: &Path, dist_dir: &Path) -> Result<()> {
+pub fn swap_into_place(staging: &Path, dist_dir: &Path) -> Result<()> {
     let old = staging.with_file_name(format!(".dist-old-{}", std::process::id()));
     let had_old = dist_dir.exists();
     if had_old {
@@ -585,7 +617,7 @@ fn swap_into_place(staging: &Path, dist_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(dist_dir: &Path, manifest: &Manifest) {
+pub fn print_summary(dist_dir: &Path, manifest: &Manifest) {
     println!("{}:", dist_dir.display());
     for artifact in &manifest.artifacts {
         println!(

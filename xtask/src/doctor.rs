@@ -42,7 +42,7 @@ impl Doctor {
 }
 
 /// The tools of each section besides the core ones, in `tools::ALL` order.
-const SECTIONS: [(&str, &[Tool]); 7] = [
+const SECTIONS: [(&str, &[Tool]); 8] = [
     (
         "cross-compiling and running foreign binaries",
         &[Tool::CargoZigbuild, Tool::Zig, Tool::QemuAarch64],
@@ -70,6 +70,10 @@ const SECTIONS: [(&str, &[Tool]); 7] = [
     (
         "benchmarks (`cargo xtask setup --bench` installs them)",
         &[Tool::Hyperfine, Tool::Wrk, Tool::Go],
+    ),
+    (
+        "publishing releases (`publish`; GitHub's runners have it)",
+        &[Tool::Gh],
     ),
 ];
 

@@ -13,7 +13,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// every task appears here exactly once.
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     ("Develop", &["build", "test", "lint", "ci", "bench"]),
-    ("Release", &["dist", "release", "image", "units", "version"]),
+    (
+        "Release",
+        &["dist", "release", "image", "publish", "units", "version"],
+    ),
     ("Deploy", &["deploy", "rollback", "releases", "k8s"]),
     ("Maintain", &["setup", "doctor", "clean", "help"]),
 ];
@@ -76,6 +79,8 @@ pub enum Task {
     Release(crate::dist::Release),
     /// Build a multi-platform OCI image of the dist binaries, no daemon needed
     Image(crate::image::Image),
+    /// Publish target/dist/ as the GitHub release of the version tag (gh)
+    Publish(crate::publish::Publish),
     /// Render the systemd units and supervisord program for the service
     Units(crate::units::Units),
     /// Print the version stamp (commit, branch, build time) builds embed
@@ -270,8 +275,9 @@ mod tests {
         };
         check(
             "xtask bulid",
-            "unrecognized task 'bulid' (a similar task exists: 'build')",
+            "unrecognized task 'bulid' (some similar tasks exist:",
         );
+        check("xtask bulid", "'build')");
         check("xtask build --relase", "unexpected argument '--relase'");
         check("xtask help nope", "unknown task 'nope'");
         check(

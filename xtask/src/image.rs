@@ -20,8 +20,9 @@ use crate::archive::{self, Entry, sha256_hex};
 use crate::dist;
 use crate::exec::Ctx;
 use crate::manifest::{
-    Artifact, ArtifactKind, ImageInfo, ImagePlatform, MANIFEST, Manifest, SHA256SUMS,
+    Artifact, ArtifactKind, ImageInfo, ImagePlatform, MANIFEST, Manifest, ManifestStamp, SHA256SUMS,
 };
+use crate::project::Project;
 use crate::registry;
 use crate::targets::{self, Target};
 use crate::tools::{self, Tool};
@@ -126,7 +127,7 @@ impl Image {
                     reference: reference.clone(),
                     index_digest: "sha256:<the index digest>".to_owned(),
                     layout: LAYOUT.to_owned(),
-                    archive: archive_name(ctx),
+                    archive: archive_name(&ctx.project),
                     platforms: Vec::new(),
                     pushed: Vec::new(),
                 };
@@ -135,7 +136,12 @@ impl Image {
             }
             return Ok(());
         }
-        let mut manifest = write_image(ctx, &dist_dir, manifest, &targets, &reference)?;
+        let platforms = targets
+            .iter()
+            .map(|target| platform_image(&ctx.project, &dist_dir, &manifest, target))
+            .collect::<Result<Vec<_>>>()?;
+        let mut manifest = write_image(&ctx.project, &dist_dir, manifest, platforms, &reference)?;
+        print_image(&dist_dir, &manifest);
         let image = manifest
             .image
             .as_mut()
@@ -195,11 +201,8 @@ impl Image {
     }
 }
 
-fn archive_name(ctx: &Ctx) -> String {
-    format!(
-        "{}-{}.oci.tar",
-        ctx.project.settings.binary, ctx.project.version
-    )
+fn archive_name(project: &Project) -> String {
+    format!("{}-{}.oci.tar", project.settings.binary, project.version)
 }
 
 /// podman, else docker: whichever can load an OCI archive here.
@@ -233,7 +236,7 @@ pub fn binary_artifact<'a>(manifest: &'a Manifest, target: &Target) -> Option<&'
 
 /// Content-addressed blobs of the layout, by hex digest.
 #[derive(Default)]
-struct Blobs(BTreeMap<String, Vec<u8>>);
+pub struct Blobs(BTreeMap<String, Vec<u8>>);
 
 impl Blobs {
     /// Stores a blob and returns its OCI descriptor.
@@ -243,85 +246,161 @@ impl Blobs {
         self.0.insert(digest, bytes);
         descriptor
     }
+
+    /// Stores a blob read back from a part; its name is its digest.
+    pub fn insert(&mut self, bytes: Vec<u8>) {
+        self.0.insert(sha256_hex(&bytes), bytes);
+    }
+
+    pub fn get(&self, digest: &str) -> Option<&[u8]> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.0.get(hex).map(Vec::as_slice)
+    }
+
+    /// `(hex digest, bytes)`, sorted by digest.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Vec<u8>)> {
+        self.0.iter()
+    }
 }
 
-fn write_image(
-    ctx: &Ctx,
-    dist_dir: &Path,
-    mut manifest: Manifest,
-    targets: &[Target],
-    reference: &str,
-) -> Result<Manifest> {
-    let stamp = ctx.stamp()?;
-    let created = if stamp.commit_time == crate::stamp::UNKNOWN {
+/// One platform's image: its manifest, config and layer blobs, and its
+/// entry in the image index.
+pub struct PlatformImage {
+    pub info: ImagePlatform,
+    pub os: String,
+    pub architecture: String,
+    pub blobs: Blobs,
+}
+
+impl PlatformImage {
+    /// The index entry that points at this platform's manifest.
+    fn descriptor(&self) -> Value {
+        let manifest = self
+            .blobs
+            .get(&self.info.manifest_digest)
+            .expect("a platform image holds its manifest");
+        json!({
+            "mediaType": MEDIA_MANIFEST,
+            "digest": self.info.manifest_digest,
+            "size": manifest.len(),
+            "platform": {"architecture": self.architecture, "os": self.os},
+        })
+    }
+}
+
+/// The labels and annotations of every image of one build, from the stamp
+/// its binaries carry.
+fn annotations(project: &Project, stamp: &ManifestStamp) -> Value {
+    json!({
+        "org.opencontainers.image.created": created(stamp),
+        "org.opencontainers.image.revision": stamp.commit,
+        "org.opencontainers.image.source": project.repository.clone().unwrap_or_default(),
+        "org.opencontainers.image.title": project.settings.binary,
+        "org.opencontainers.image.version": project.version,
+    })
+}
+
+fn created(stamp: &ManifestStamp) -> String {
+    if stamp.commit_time == crate::stamp::UNKNOWN {
         crate::util::rfc3339_utc(stamp.source_date_epoch)
     } else {
         stamp.commit_time.clone()
-    };
-    let annotations = json!({
-        "org.opencontainers.image.created": created,
-        "org.opencontainers.image.revision": stamp.commit,
-        "org.opencontainers.image.source": ctx.project.repository.clone().unwrap_or_default(),
-        "org.opencontainers.image.title": ctx.project.settings.binary,
-        "org.opencontainers.image.version": ctx.project.version,
-    });
+    }
+}
 
+/// The image of one target's binary, as `dist` recorded it in `manifest`.
+pub fn platform_image(
+    project: &Project,
+    dist_dir: &Path,
+    manifest: &Manifest,
+    target: &Target,
+) -> Result<PlatformImage> {
+    let stamp = &manifest.stamp;
+    let artifact = binary_artifact(manifest, target).context("the dist manifest lost a binary")?;
+    let binary = std::fs::read(dist_dir.join(&artifact.path))
+        .with_context(|| format!("read {}", dist_dir.join(&artifact.path).display()))?;
+    if sha256_hex(&binary) != artifact.sha256 {
+        bail!(
+            "{} changed since dist wrote it: run `cargo xtask dist` again",
+            artifact.path
+        );
+    }
+    let (os, architecture) = target
+        .oci_platform()
+        .context("only static Linux targets have an image")?;
+    let annotations = annotations(project, stamp);
+    let created = created(stamp);
     let mut blobs = Blobs::default();
-    let mut platform_descriptors = Vec::new();
-    let mut platforms = Vec::new();
-    for target in targets {
-        let artifact =
-            binary_artifact(&manifest, target).context("the dist manifest lost a binary")?;
-        let binary = std::fs::read(dist_dir.join(&artifact.path))
-            .with_context(|| format!("read {}", dist_dir.join(&artifact.path).display()))?;
-        if sha256_hex(&binary) != artifact.sha256 {
-            bail!(
-                "{} changed since dist wrote it: run `cargo xtask dist` again",
-                artifact.path
-            );
-        }
-        let (os, architecture) = target.oci_platform().expect("only Linux targets get here");
-        let layer_tar = archive::tar(None, &layer_entries(ctx, binary)?, stamp.source_date_epoch)?;
-        let diff_id = format!("sha256:{}", sha256_hex(&layer_tar));
-        let uncompressed_size = layer_tar.len() as u64;
-        let layer_gz = archive::gzip(&layer_tar)?;
-        let compressed_size = layer_gz.len() as u64;
-        let layer = blobs.add(MEDIA_LAYER, layer_gz);
+    let layer_tar = archive::tar(
+        None,
+        &layer_entries(project, binary)?,
+        stamp.source_date_epoch,
+    )?;
+    let diff_id = format!("sha256:{}", sha256_hex(&layer_tar));
+    let uncompressed_size = layer_tar.len() as u64;
+    let layer_gz = archive::gzip(&layer_tar)?;
+    let compressed_size = layer_gz.len() as u64;
+    let layer = blobs.add(MEDIA_LAYER, layer_gz);
 
-        let config = json!({
-            "created": created,
-            "architecture": architecture,
-            "os": os,
-            "config": {
-                "User": USER,
-                "Entrypoint": [format!("/{BINARY_DIR}/{}", ctx.project.settings.binary)],
-                "ExposedPorts": {format!("{}/tcp", ctx.project.settings.port): {}},
-                "Env": ["APP_ENV=prod", format!("PATH=/{BINARY_DIR}")],
-                "WorkingDir": format!("/{WORKING_DIR}"),
-                "Labels": annotations,
-            },
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created": created, "created_by": "cargo xtask image"}],
-        });
-        let config = blobs.add(MEDIA_CONFIG, serde_json::to_vec(&config)?);
-        let image_manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": config,
-            "layers": [layer],
-            "annotations": annotations,
-        });
-        let mut descriptor = blobs.add(MEDIA_MANIFEST, serde_json::to_vec(&image_manifest)?);
-        descriptor["platform"] = json!({"architecture": architecture, "os": os});
-        platforms.push(ImagePlatform {
+    let config = json!({
+        "created": created,
+        "architecture": architecture,
+        "os": os,
+        "config": {
+            "User": USER,
+            "Entrypoint": [format!("/{BINARY_DIR}/{}", project.settings.binary)],
+            "ExposedPorts": {format!("{}/tcp", project.settings.port): {}},
+            "Env": ["APP_ENV=prod", format!("PATH=/{BINARY_DIR}")],
+            "WorkingDir": format!("/{WORKING_DIR}"),
+            "Labels": annotations,
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": "cargo xtask image"}],
+    });
+    let config = blobs.add(MEDIA_CONFIG, serde_json::to_vec(&config)?);
+    let image_manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": config,
+        "layers": [layer],
+        "annotations": annotations,
+    });
+    let descriptor = blobs.add(MEDIA_MANIFEST, serde_json::to_vec(&image_manifest)?);
+    Ok(PlatformImage {
+        info: ImagePlatform {
             platform: format!("{os}/{architecture}"),
             target: target.triple.to_owned(),
             manifest_digest: descriptor["digest"].as_str().unwrap_or_default().to_owned(),
             compressed_size,
             uncompressed_size,
-        });
-        platform_descriptors.push(descriptor);
+        },
+        os: os.to_owned(),
+        architecture: architecture.to_owned(),
+        blobs,
+    })
+}
+
+/// Writes the image index over `platforms` (in their order) as a layout
+/// folder and an OCI archive in `dist_dir`, and records it in the manifest
+/// there.
+pub fn write_image(
+    project: &Project,
+    dist_dir: &Path,
+    mut manifest: Manifest,
+    platforms: Vec<PlatformImage>,
+    reference: &str,
+) -> Result<Manifest> {
+    let stamp = manifest.stamp.clone();
+    let annotations = annotations(project, &stamp);
+    let mut blobs = Blobs::default();
+    let mut platform_descriptors = Vec::new();
+    let mut platform_infos = Vec::new();
+    for platform in platforms {
+        platform_descriptors.push(platform.descriptor());
+        blobs.0.extend(platform.blobs.0);
+        platform_infos.push(platform.info);
     }
+    let platforms = platform_infos;
     let index = json!({
         "schemaVersion": 2,
         "mediaType": MEDIA_INDEX,
@@ -357,7 +436,7 @@ fn write_image(
         });
     }
     let oci_archive = archive::tar(None, &layout_files, stamp.source_date_epoch)?;
-    let archive_name = archive_name(ctx);
+    let archive_name = archive_name(project);
 
     write_layout(dist_dir, &layout_files)?;
     write_atomically(&dist_dir.join(&archive_name), &oci_archive)?;
@@ -393,8 +472,16 @@ fn write_image(
     write_atomically(&dist_dir.join(SHA256SUMS), manifest.sha256sums().as_bytes())?;
     write_atomically(&dist_dir.join(MANIFEST), manifest.to_json()?.as_bytes())?;
 
-    println!("{reference}  index {index_digest}");
-    for platform in &manifest.image.as_ref().expect("just set").platforms {
+    Ok(manifest)
+}
+
+/// What `write_image` wrote, once it is in its place.
+pub fn print_image(dist_dir: &Path, manifest: &Manifest) {
+    let Some(image) = &manifest.image else {
+        return;
+    };
+    println!("{}  index {}", image.reference, image.index_digest);
+    for platform in &image.platforms {
         let binary = manifest
             .artifacts
             .iter()
@@ -413,17 +500,16 @@ fn write_image(
     }
     println!(
         "  layout {}  archive {}",
-        dist_dir.join(LAYOUT).display(),
-        dist_dir.join(&archive_name).display()
+        dist_dir.join(&image.layout).display(),
+        dist_dir.join(&image.archive).display()
     );
-    Ok(manifest)
 }
 
 /// The files of one platform's layer.
-fn layer_entries(ctx: &Ctx, binary: Vec<u8>) -> Result<Vec<Entry>> {
-    let root = &ctx.project.root;
+fn layer_entries(project: &Project, binary: Vec<u8>) -> Result<Vec<Entry>> {
+    let root = &project.root;
     let mut entries = vec![Entry {
-        path: format!("{BINARY_DIR}/{}", ctx.project.settings.binary),
+        path: format!("{BINARY_DIR}/{}", project.settings.binary),
         contents: binary,
         executable: true,
     }];

@@ -18,7 +18,9 @@ mod image;
 mod k8s;
 mod lint;
 mod manifest;
+mod parts;
 mod project;
+mod publish;
 mod registry;
 mod rustup;
 mod setup;
@@ -73,6 +75,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Dist(task) => task.run(&ctx),
         Task::Release(task) => task.run(&ctx),
         Task::Image(task) => task.run(&ctx),
+        Task::Publish(task) => task.run(&ctx),
         Task::Units(task) => task.run(&ctx),
         Task::Deploy(task) => task.run(&ctx),
         Task::Rollback(task) => task.run(&ctx),

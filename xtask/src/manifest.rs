@@ -153,6 +153,24 @@ impl Manifest {
         }
     }
 
+    /// A manifest from parts built elsewhere: their stamp and artifacts.
+    pub fn assembled(
+        name: &str,
+        version: &str,
+        stamp: ManifestStamp,
+        mut artifacts: Vec<Artifact>,
+    ) -> Manifest {
+        artifacts.sort_by(|left, right| left.path.cmp(&right.path));
+        Manifest {
+            format_version: FORMAT_VERSION,
+            name: name.to_owned(),
+            version: version.to_owned(),
+            stamp,
+            artifacts,
+            image: None,
+        }
+    }
+
     /// The manifest in a dist folder, if there is a readable one of this
     /// format; anything else means "no previous output".
     pub fn read(path: &Path) -> Option<Manifest> {

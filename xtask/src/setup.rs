@@ -19,6 +19,10 @@ pub struct Setup {
     /// Also install the benchmark tools (wrk, hyperfine, Go)
     #[arg(long)]
     bench: bool,
+    /// Install only what release, image --push and publish need (a release
+    /// runner): the Rust targets, cargo-zigbuild and zig, qemu-user, skopeo
+    #[arg(long, conflicts_with = "bench")]
+    release: bool,
     /// Install only this part; repeatable [default: all of them]
     #[arg(long, value_enum, value_name = "PART")]
     only: Vec<Part>,
@@ -63,6 +67,9 @@ impl Setup {
                 .into_iter()
                 .filter(|tool| {
                     let need = tool.info().need;
+                    if self.release {
+                        return tools::RELEASE.contains(tool);
+                    }
                     need == Need::Tests || (self.bench && need == Need::Bench)
                 })
                 .filter(|tool| tools::find(*tool).is_none())

@@ -31,10 +31,11 @@ pub enum Tool {
     Hyperfine,
     Wrk,
     Go,
+    Gh,
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 22] = [
+pub const ALL: [Tool; 23] = [
     Tool::Git,
     Tool::Rustup,
     Tool::CargoNextest,
@@ -57,6 +58,17 @@ pub const ALL: [Tool; 22] = [
     Tool::Hyperfine,
     Tool::Wrk,
     Tool::Go,
+    Tool::Gh,
+];
+
+/// What a release runner needs (`setup --release`): cross builds, the
+/// aarch64 run check, the image push. `gh` is on GitHub's runners already.
+pub const RELEASE: [Tool; 5] = [
+    Tool::Git,
+    Tool::CargoZigbuild,
+    Tool::Zig,
+    Tool::QemuAarch64,
+    Tool::Skopeo,
 ];
 
 /// Where a tool comes from: the package that `setup` installs.
@@ -79,6 +91,9 @@ pub enum Need {
     Tests,
     /// `cargo xtask bench` only (`setup --bench`).
     Bench,
+    /// `cargo xtask publish` only, on a machine that releases (GitHub's
+    /// runners have it); `setup` leaves it alone.
+    Publish,
 }
 
 /// What `doctor` shows for a tool, and what a task prints when it is missing.
@@ -104,7 +119,7 @@ impl ToolInfo {
 
 impl Tool {
     pub fn info(self) -> ToolInfo {
-        use Need::{Bench, Tests};
+        use Need::{Bench, Publish, Tests};
         use Source::{Apt, Crate, Manual, Pip};
         let (binary, source, need, needed_for) = match self {
             Tool::Git => ("git", Apt("git"), Tests, "the version stamp of every build"),
@@ -218,6 +233,12 @@ impl Tool {
                 Apt("golang-go"),
                 Bench,
                 "the Go reference server of `bench`",
+            ),
+            Tool::Gh => (
+                "gh",
+                Apt("gh"),
+                Publish,
+                "`publish`, which creates the GitHub release",
             ),
         };
         ToolInfo {

@@ -3,6 +3,8 @@
 //! that must produce identical bytes, pass `sha256sum -c`, run under qemu,
 //! and rebuild nothing the second time.
 
+#[path = "dist/parts.rs"]
+mod parts;
 #[path = "support/registry.rs"]
 mod registry;
 mod support;
@@ -346,6 +348,9 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     );
     let released = manifest_after_release(&first_target);
     assert_eq!(released["stamp"]["describe"], "v0.1.0");
+
+    // The same release from two runners' parts, merged.
+    parts::split_and_merge_equal_one_release(&first, &first_target);
 }
 
 /// `sha256sum -c SHA256SUMS` in the dist folder, as a user checks a download.
