@@ -95,6 +95,33 @@ pub fn split_and_merge_equal_one_release(clone: &Path, target_dir: &Path) {
             "a part holds no index"
         );
     }
+    // A folder of the user's is never replaced by a part.
+    let theirs = parts.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("notes.txt"), "mine").unwrap();
+    let refused = output(&mut in_clone(&[
+        "release",
+        "--target",
+        "x86_64",
+        "--split",
+        "--out",
+        theirs.to_str().unwrap(),
+    ]));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr_text(&refused).trim().ends_with(&format!(
+            "error: --out {} holds files that are not a release part: name a new or empty folder",
+            theirs.display()
+        )),
+        "{}",
+        stderr_text(&refused)
+    );
+    assert_eq!(
+        fs::read_to_string(theirs.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    fs::remove_dir_all(&theirs).unwrap();
+
     let merged = run_ok(&mut in_clone(&[
         "release",
         "--merge",
