@@ -242,7 +242,7 @@ pub fn build_commands<'a>(
             config.push(format!(
                 "target.{}.rustflags={}",
                 target.triple,
-                reproducible_flags(ctx)?
+                reproducible_flags(ctx, target)?
             ));
             if linker == Linker::RustLld {
                 config.push("--config".to_owned());
@@ -280,7 +280,14 @@ pub fn build_commands<'a>(
 /// and cargo's home out of it, so that two checkouts in different places
 /// build the same bytes. (The link time the Windows linker stamps into PE
 /// headers is replaced afterwards, see `binfmt::set_pe_timestamp`.)
-fn reproducible_flags(ctx: &Ctx) -> Result<String> {
+///
+/// Apple targets also link with `-S`: zig's Mach-O linker derives `LC_UUID`
+/// from a hash of the output, debug stabs included, and those name the
+/// objects in rustc's temporary folders, so without it every link gets
+/// another UUID (and code signature), even though rustc strips the stabs
+/// afterwards. With `-S` the linker writes no stabs, and two links of the
+/// same objects are byte-identical.
+fn reproducible_flags(ctx: &Ctx, target: &Target) -> Result<String> {
     let cargo_home = match std::env::var_os("CARGO_HOME") {
         Some(home) => PathBuf::from(home),
         None => {
@@ -295,10 +302,13 @@ fn reproducible_flags(ctx: &Ctx) -> Result<String> {
         (ctx.project.root.as_path(), "/build"),
         (ctx.project.target_dir.as_path(), "/build/target"),
     ];
-    let flags: Vec<String> = remaps
+    let mut flags: Vec<String> = remaps
         .iter()
         .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
         .collect();
+    if target.os == Os::Darwin {
+        flags.push("-Clink-arg=-Wl,-S".to_owned());
+    }
     let flags: Vec<String> = flags
         .iter()
         .map(|flag| serde_json::to_string(flag).expect("a string serializes"))

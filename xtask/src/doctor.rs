@@ -162,7 +162,12 @@ fn core_checks(ctx: &Ctx) -> Vec<Check> {
     checks
 }
 
-/// The release matrix and the targets lint checks, in that order.
+/// Targets the test suite builds besides the matrix and lint's: the zig
+/// reproducibility test links both Apple architectures.
+const TEST_TARGETS: [&str; 1] = ["x86_64-apple-darwin"];
+
+/// The release matrix, the targets lint checks, and the tests' own, in
+/// that order.
 pub fn wanted_targets(ctx: &Ctx) -> Vec<&str> {
     let mut triples: Vec<&str> = ctx
         .project
@@ -171,7 +176,7 @@ pub fn wanted_targets(ctx: &Ctx) -> Vec<&str> {
         .iter()
         .map(String::as_str)
         .collect();
-    for triple in CROSS_CHECK_TARGETS {
+    for triple in CROSS_CHECK_TARGETS.into_iter().chain(TEST_TARGETS) {
         if !triples.contains(&triple) {
             triples.push(triple);
         }

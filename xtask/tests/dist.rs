@@ -1009,6 +1009,21 @@ fn run_in_podman(podman: &Podman, archive: &Path, reference: &str, commit: &str)
     );
 }
 
+/// The load commands of a 64-bit little-endian Mach-O: (cmd, bytes).
+fn mach_o_load_commands(macho: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let word = |at: usize| u32::from_le_bytes(macho[at..at + 4].try_into().unwrap());
+    assert_eq!(word(0), 0xfeed_facf, "not a 64-bit Mach-O");
+    let count = word(16) as usize;
+    let mut at = 32;
+    let mut commands = Vec::new();
+    for _ in 0..count {
+        let (command, size) = (word(at), word(at + 4) as usize);
+        commands.push((command, macho[at..at + size].to_vec()));
+        at += size;
+    }
+    commands
+}
+
 fn manifest_after_release(target_dir: &Path) -> Value {
     let value = manifest(target_dir);
     let kinds: Vec<&str> = value["artifacts"]
@@ -1029,25 +1044,81 @@ fn manifest_after_release(target_dir: &Path) -> Value {
 }
 
 #[test]
-fn slow_zig_targets_give_a_pe_zip_and_a_mach_o_tarball() {
+fn slow_zig_targets_are_reproducible_and_give_a_pe_zip_and_mach_o_tarballs() {
     if tool_or_skip("cargo-zigbuild", "pip install cargo-zigbuild ziglang").is_none() {
         return;
     }
-    let target_dir = workspace_root().join("target/test-builds/zig");
-    let run = output(
-        xtask(&workspace_root())
+    // Two clones in different folders, as for the musl targets: Windows
+    // and both Apple architectures must give the same bytes.
+    let builds = workspace_root().join("target/test-builds");
+    let clones = builds.join("zig-clones");
+    if clones.exists() {
+        fs::remove_dir_all(&clones).unwrap();
+    }
+    fs::create_dir_all(&clones).unwrap();
+    let (first, second) = (
+        clone_head(&clones, "first"),
+        clone_head(&clones, "second checkout"),
+    );
+    let (target_dir, second_target) = (builds.join("zig-first"), builds.join("zig-second"));
+    let dist_in = |clone: &Path, target_dir: &Path| {
+        let mut command = xtask(clone);
+        command
             .args([
                 "dist",
                 "--target",
                 "x86_64-pc-windows-gnu",
                 "--target",
                 "aarch64-apple-darwin",
+                "--target",
+                "x86_64-apple-darwin",
             ])
-            .env("CARGO_TARGET_DIR", &target_dir),
+            .env("CARGO_TARGET_DIR", target_dir);
+        command
+    };
+    let (mut first_dist, mut second_dist) = (
+        dist_in(&first, &target_dir),
+        dist_in(&second, &second_target),
     );
-    assert!(run.status.success(), "{}", stderr_text(&run));
+    let in_parallel = std::thread::spawn(move || output(&mut second_dist));
+    let run = output(&mut first_dist);
+    let second_run = in_parallel.join().unwrap();
+    for run in [&run, &second_run] {
+        assert!(run.status.success(), "{}", stderr_text(run));
+    }
+    let sums =
+        |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        sums(&target_dir),
+        sums(&second_target),
+        "the two checkouts built different artifacts"
+    );
+    assert_eq!(
+        sums(&target_dir).lines().count(),
+        6,
+        "{}",
+        sums(&target_dir)
+    );
     let manifest = manifest(&target_dir);
     let dist = dist_folder(&target_dir);
+    for triple in ["aarch64-apple-darwin", "x86_64-apple-darwin"] {
+        let path = artifact(&manifest, "binary", triple)["path"]
+            .as_str()
+            .unwrap();
+        let commands = mach_o_load_commands(&fs::read(dist.join(path)).unwrap());
+        let uuid = commands
+            .iter()
+            .find(|(command, _)| *command == 0x1b)
+            .unwrap_or_else(|| panic!("{triple}: no LC_UUID"));
+        assert!(
+            uuid.1[8..24].iter().any(|byte| *byte != 0),
+            "{triple}: an all-zero UUID"
+        );
+        assert!(
+            commands.iter().any(|(command, _)| *command == 0x1d),
+            "{triple}: not signed (no LC_CODE_SIGNATURE)"
+        );
+    }
 
     let windows = artifact(&manifest, "binary", "x86_64-pc-windows-gnu")["path"]
         .as_str()

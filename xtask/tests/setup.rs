@@ -98,7 +98,7 @@ fn write_script(path: &Path, text: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-const WANTED_TARGETS: &str = "x86_64-unknown-linux-musl aarch64-unknown-linux-musl x86_64-pc-windows-gnu aarch64-apple-darwin";
+const WANTED_TARGETS: &str = "x86_64-unknown-linux-musl aarch64-unknown-linux-musl x86_64-pc-windows-gnu aarch64-apple-darwin x86_64-apple-darwin";
 
 #[test]
 fn two_processes_that_need_the_same_missing_targets_install_them_once() {
