@@ -4,8 +4,13 @@
 //! `STAMP_*` variables; this script only forwards them as `BUILD_*` and never
 //! runs git, so a no-op build stays a no-op. A plain `cargo build` gets clear
 //! defaults instead. Target and profile come from cargo itself.
+//!
+//! It also embeds the dependency list that `cargo xtask dist` wrote for the
+//! target (`$APP_DEP_V0_DIR/<target>.zlib`, cargo-auditable's format) as a
+//! `.dep-v0` section, which scanners read; a plain build embeds none.
 
 use std::env;
+use std::path::PathBuf;
 use std::process::Command;
 
 /// The stamp variables `cargo xtask` sets, and what a plain cargo build says.
@@ -32,6 +37,39 @@ fn main() {
     for name in ["TARGET", "PROFILE"] {
         let value = env::var(name).unwrap_or_else(|_| "unknown".to_owned());
         println!("cargo::rustc-env=BUILD_{name}={value}");
+    }
+    write_dependency_section();
+}
+
+/// `$OUT_DIR/dep_v0.rs`: the section static and `keep_dependency_list`,
+/// which references it so that the linker's section GC keeps it.
+fn write_dependency_section() {
+    println!("cargo::rerun-if-env-changed=APP_DEP_V0_DIR");
+    let target = env::var("TARGET").unwrap_or_default();
+    let list = env::var_os("APP_DEP_V0_DIR")
+        .map(|dir| PathBuf::from(dir).join(format!("{target}.zlib")))
+        .filter(|path| path.is_file());
+    let code = match list {
+        Some(path) => {
+            println!("cargo::rerun-if-changed={}", path.display());
+            let length = std::fs::metadata(&path).map_or(0, |metadata| metadata.len());
+            // Mach-O names a section by segment and name.
+            let section = if target.contains("-apple-") {
+                "__DATA,.dep-v0"
+            } else {
+                ".dep-v0"
+            };
+            format!(
+                "#[used]\n#[unsafe(link_section = {section:?})]\nstatic DEP_V0: [u8; {length}] = *include_bytes!({path:?});\n\
+                 pub fn keep_dependency_list() {{\n    std::hint::black_box(&DEP_V0);\n}}\n",
+                path = path.display().to_string(),
+            )
+        }
+        None => "pub fn keep_dependency_list() {}\n".to_owned(),
+    };
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("dep_v0.rs");
+    if std::fs::read_to_string(&out).ok().as_deref() != Some(code.as_str()) {
+        std::fs::write(&out, code).expect("write dep_v0.rs");
     }
 }
 

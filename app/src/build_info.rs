@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+// The dependency list for scanners, when `cargo xtask dist` built this.
+include!(concat!(env!("OUT_DIR"), "/dep_v0.rs"));
+
 /// The stamp as `cargo xtask version --json` prints it: same fields, same order.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildInfo {

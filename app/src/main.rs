@@ -39,6 +39,7 @@ const EXIT_CONFIG: u8 = 3;
 const EXIT_LISTEN: u8 = 4;
 
 fn main() -> ExitCode {
+    build_info::keep_dependency_list();
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
         Err(err) => {

@@ -19,6 +19,7 @@ use crate::archive::{self, Entry};
 use crate::binfmt;
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
+use crate::sbom;
 use crate::targets::{self, ArchiveFormat, Linker, Os, Runner, Target};
 use crate::tools::{self, Tool};
 use crate::units;
@@ -169,10 +170,11 @@ fn release_notes(ctx: &Ctx, git: &Path, head_is_tagged: bool) -> Result<String> 
     ))
 }
 
-/// A built and checked binary.
+/// A built and checked binary, and the SBOM of what is in it.
 struct Built {
     target: Target,
     bytes: Vec<u8>,
+    sbom: Vec<u8>,
 }
 
 pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -> Result<()> {
@@ -190,6 +192,12 @@ pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -
     }
     let triples: Vec<&str> = targets.iter().map(|target| target.triple).collect();
     crate::rustup::ensure_targets(ctx, &triples)?;
+    // The dependency lists the build embeds, and the SBOMs come from.
+    let dependencies = if ctx.dry_run {
+        Vec::new()
+    } else {
+        sbom::prepare(ctx, targets)?
+    };
     build(ctx, targets)?;
     if ctx.dry_run {
         eprintln!("(dry run: nothing was built, so nothing is checked or packaged)");
@@ -197,8 +205,14 @@ pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -
     }
     let previous = Manifest::read(&ctx.project.dist_dir().join(crate::manifest::MANIFEST));
     let mut built = Vec::new();
-    for target in targets {
-        built.push(check_binary(ctx, target, previous.as_ref())?);
+    for (target, dependencies) in targets.iter().zip(&dependencies) {
+        let mut binary = check_binary(ctx, target, previous.as_ref())?;
+        let stamp = crate::manifest::ManifestStamp::from(ctx.stamp()?);
+        let mut sbom =
+            serde_json::to_vec_pretty(&dependencies.cyclonedx(&stamp, env!("CARGO_PKG_VERSION")))?;
+        sbom.push(b'\n');
+        binary.sbom = sbom;
+        built.push(binary);
     }
     package(ctx, &built, notes, previous.as_ref())
 }
@@ -269,7 +283,8 @@ pub fn build_commands<'a>(
         let build = cmd!(
             ctx.sh,
             "{cargo} {subcommand} --release --locked --package {package} --bin {binary} {target_args...} {config...}"
-        );
+        )
+        .env(sbom::DEP_V0_DIR_VAR, sbom::dep_v0_dir(ctx));
         commands.push((ctx.stamped(build)?, specs));
     }
     Ok(commands)
@@ -358,6 +373,7 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
                 return Ok(Built {
                     target: target.clone(),
                     bytes,
+                    sbom: Vec::new(),
                 });
             }
         },
@@ -365,6 +381,7 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
             return Ok(Built {
                 target: target.clone(),
                 bytes,
+                sbom: Vec::new(),
             });
         }
     };
@@ -390,6 +407,7 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
     Ok(Built {
         target: target.clone(),
         bytes,
+        sbom: Vec::new(),
     })
 }
 
@@ -400,11 +418,18 @@ fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
         ctx.project.settings.binary,
         built.target.exe_suffix()
     );
-    let mut entries = vec![Entry {
-        path: binary,
-        contents: built.bytes.clone(),
-        executable: true,
-    }];
+    let mut entries = vec![
+        Entry {
+            path: binary,
+            contents: built.bytes.clone(),
+            executable: true,
+        },
+        Entry {
+            path: format!("{}.cdx.json", ctx.project.settings.binary),
+            contents: built.sbom.clone(),
+            executable: false,
+        },
+    ];
     for file in SHIPPED_FILES {
         let path = ctx.project.root.join(file);
         let contents = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
@@ -511,6 +536,16 @@ fn package(
                 ArtifactKind::Binary,
                 Some(binary.target.triple),
                 &binary.bytes,
+                None,
+            ));
+
+            let sbom_path = format!("{top}.cdx.json");
+            write_file(&staging.join(&sbom_path), &binary.sbom, false)?;
+            artifacts.push(Artifact::new(
+                &sbom_path,
+                ArtifactKind::Sbom,
+                Some(binary.target.triple),
+                &binary.sbom,
                 None,
             ));
 

@@ -66,7 +66,10 @@ const SECTIONS: [(&str, &[Tool]); 8] = [
         "Kubernetes manifests and alerts",
         &[Tool::KubernetesValidate, Tool::Promtool, Tool::Kubectl],
     ),
-    ("checks in the test suite", &[Tool::Actionlint]),
+    (
+        "checks in the test suite",
+        &[Tool::Actionlint, Tool::RustAuditInfo, Tool::CycloneDx],
+    ),
     (
         "benchmarks (`cargo xtask setup --bench` installs them)",
         &[Tool::Hyperfine, Tool::Wrk, Tool::Go],

@@ -69,6 +69,9 @@ const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// An SBOM referrer: an artifact manifest with the empty config (OCI 1.1).
+const MEDIA_SBOM: &str = "application/vnd.cyclonedx+json";
+const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 impl Image {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
@@ -234,6 +237,12 @@ pub fn binary_artifact<'a>(manifest: &'a Manifest, target: &Target) -> Option<&'
     })
 }
 
+fn sbom_artifact<'a>(manifest: &'a Manifest, target: &Target) -> Option<&'a Artifact> {
+    manifest.artifacts.iter().find(|artifact| {
+        artifact.kind == ArtifactKind::Sbom && artifact.target.as_deref() == Some(target.triple)
+    })
+}
+
 /// Content-addressed blobs of the layout, by hex digest.
 #[derive(Default)]
 pub struct Blobs(BTreeMap<String, Vec<u8>>);
@@ -273,6 +282,18 @@ pub struct PlatformImage {
 }
 
 impl PlatformImage {
+    /// The layout's entry for the SBOM referrer, if there is one.
+    fn referrer_descriptor(&self) -> Option<Value> {
+        let digest = self.info.sbom_referrer.as_ref()?;
+        let bytes = self.blobs.get(digest)?;
+        Some(json!({
+            "mediaType": MEDIA_MANIFEST,
+            "artifactType": MEDIA_SBOM,
+            "digest": digest,
+            "size": bytes.len(),
+        }))
+    }
+
     /// The index entry that points at this platform's manifest.
     fn descriptor(&self) -> Value {
         let manifest = self
@@ -366,6 +387,27 @@ pub fn platform_image(
         "annotations": annotations,
     });
     let descriptor = blobs.add(MEDIA_MANIFEST, serde_json::to_vec(&image_manifest)?);
+    let sbom_referrer = match sbom_artifact(manifest, target) {
+        Some(sbom) => {
+            let bytes = std::fs::read(dist_dir.join(&sbom.path))
+                .with_context(|| format!("read {}", dist_dir.join(&sbom.path).display()))?;
+            let mut layer = blobs.add(MEDIA_SBOM, bytes);
+            layer["annotations"] = json!({"org.opencontainers.image.title": sbom.path});
+            let empty = blobs.add(MEDIA_EMPTY, b"{}".to_vec());
+            let referrer = json!({
+                "schemaVersion": 2,
+                "mediaType": MEDIA_MANIFEST,
+                "artifactType": MEDIA_SBOM,
+                "config": empty,
+                "layers": [layer],
+                "subject": descriptor,
+                "annotations": {"org.opencontainers.image.created": created},
+            });
+            let referrer = blobs.add(MEDIA_MANIFEST, serde_json::to_vec(&referrer)?);
+            Some(referrer["digest"].as_str().unwrap_or_default().to_owned())
+        }
+        None => None,
+    };
     Ok(PlatformImage {
         info: ImagePlatform {
             platform: format!("{os}/{architecture}"),
@@ -373,6 +415,7 @@ pub fn platform_image(
             manifest_digest: descriptor["digest"].as_str().unwrap_or_default().to_owned(),
             compressed_size,
             uncompressed_size,
+            sbom_referrer,
         },
         os: os.to_owned(),
         architecture: architecture.to_owned(),
@@ -395,8 +438,10 @@ pub fn write_image(
     let mut blobs = Blobs::default();
     let mut platform_descriptors = Vec::new();
     let mut platform_infos = Vec::new();
+    let mut referrers = Vec::new();
     for platform in platforms {
         platform_descriptors.push(platform.descriptor());
+        referrers.extend(platform.referrer_descriptor());
         blobs.0.extend(platform.blobs.0);
         platform_infos.push(platform.info);
     }
@@ -413,8 +458,13 @@ pub fn write_image(
         .unwrap_or_default()
         .to_owned();
     index_descriptor["annotations"] = json!({"org.opencontainers.image.ref.name": reference});
+    // The referrers sit in the layout's own index beside the image, as
+    // `oras attach` and `cosign attach` leave them in a layout; the image
+    // index (and so its digest) does not change.
+    let mut layout_manifests = vec![index_descriptor];
+    layout_manifests.extend(referrers);
     let layout_index =
-        json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [index_descriptor]});
+        json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": layout_manifests});
 
     let mut layout_files = vec![
         Entry {

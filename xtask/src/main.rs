@@ -23,6 +23,7 @@ mod project;
 mod publish;
 mod registry;
 mod rustup;
+mod sbom;
 mod setup;
 mod stamp;
 mod targets;

@@ -66,6 +66,10 @@ pub struct ImagePlatform {
     /// Compressed (the layer blob) and uncompressed (the layer tar) size.
     pub compressed_size: u64,
     pub uncompressed_size: u64,
+    /// The OCI 1.1 referrer that attaches the target's SBOM to this
+    /// platform's manifest (its `subject`), when dist wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom_referrer: Option<String>,
 }
 
 /// The version stamp of the build, as `cargo xtask version --json` prints
@@ -82,6 +86,21 @@ pub struct ManifestStamp {
     pub rustc: String,
 }
 
+impl From<&Stamp> for ManifestStamp {
+    fn from(stamp: &Stamp) -> ManifestStamp {
+        ManifestStamp {
+            describe: stamp.describe.clone(),
+            commit: stamp.commit.clone(),
+            commit_short: stamp.commit_short.clone(),
+            branch: stamp.branch.clone(),
+            dirty: stamp.dirty,
+            commit_time: stamp.commit_time.clone(),
+            source_date_epoch: stamp.source_date_epoch,
+            rustc: stamp.rustc.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArtifactKind {
@@ -96,6 +115,8 @@ pub enum ArtifactKind {
     /// A Kubernetes manifest, alert rules file or kustomization, written
     /// by `k8s`.
     Kubernetes,
+    /// A CycloneDX SBOM of one target's binary.
+    Sbom,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,16 +159,7 @@ impl Manifest {
             format_version: FORMAT_VERSION,
             name: name.to_owned(),
             version: stamp.version.clone(),
-            stamp: ManifestStamp {
-                describe: stamp.describe.clone(),
-                commit: stamp.commit.clone(),
-                commit_short: stamp.commit_short.clone(),
-                branch: stamp.branch.clone(),
-                dirty: stamp.dirty,
-                commit_time: stamp.commit_time.clone(),
-                source_date_epoch: stamp.source_date_epoch,
-                rustc: stamp.rustc.clone(),
-            },
+            stamp: ManifestStamp::from(stamp),
             artifacts,
             image: None,
         }

@@ -85,6 +85,9 @@ pub struct Project {
     pub version: String,
     /// The shipped package's `repository`, for image labels.
     pub repository: Option<String>,
+    /// The root `Cargo.toml` and every member's: what the dependency
+    /// resolve depends on besides `Cargo.lock`.
+    pub manifests: Vec<PathBuf>,
 }
 
 impl Project {
@@ -116,7 +119,16 @@ impl Project {
         };
         let version = package.version.to_string();
         let repository = package.repository.clone();
+        let root = metadata.workspace_root.clone().into_std_path_buf();
+        let mut manifests = vec![root.join("Cargo.toml")];
+        for member in metadata.workspace_packages() {
+            let path = member.manifest_path.clone().into_std_path_buf();
+            if !manifests.contains(&path) {
+                manifests.push(path);
+            }
+        }
         Ok(Project {
+            manifests,
             root: metadata.workspace_root.into_std_path_buf(),
             target_dir: metadata.target_directory.into_std_path_buf(),
             version,

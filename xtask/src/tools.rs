@@ -28,6 +28,8 @@ pub enum Tool {
     KubernetesValidate,
     Promtool,
     Kubectl,
+    RustAuditInfo,
+    CycloneDx,
     Hyperfine,
     Wrk,
     Go,
@@ -35,7 +37,7 @@ pub enum Tool {
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 23] = [
+pub const ALL: [Tool; 25] = [
     Tool::Git,
     Tool::Rustup,
     Tool::CargoNextest,
@@ -55,6 +57,8 @@ pub const ALL: [Tool; 23] = [
     Tool::KubernetesValidate,
     Tool::Promtool,
     Tool::Kubectl,
+    Tool::RustAuditInfo,
+    Tool::CycloneDx,
     Tool::Hyperfine,
     Tool::Wrk,
     Tool::Go,
@@ -226,6 +230,18 @@ impl Tool {
                 Tests,
                 "rendering the kustomize overlays, and k8s --apply",
             ),
+            Tool::RustAuditInfo => (
+                "rust-audit-info",
+                Crate("rust-audit-info"),
+                Tests,
+                "reading the dependency list embedded in the binaries (the SBOM tests)",
+            ),
+            Tool::CycloneDx => (
+                "cyclonedx (Python)",
+                Pip("cyclonedx-python-lib[json-validation]"),
+                Tests,
+                "validating the SBOMs against the CycloneDX schema",
+            ),
             Tool::Hyperfine => ("hyperfine", Apt("hyperfine"), Bench, "benchmarks"),
             Tool::Wrk => ("wrk", Apt("wrk"), Bench, "benchmarks"),
             Tool::Go => (
@@ -262,8 +278,22 @@ pub fn find(tool: Tool) -> Option<PathBuf> {
         Tool::Sshd => which::which(binary)
             .ok()
             .or_else(|| Some(PathBuf::from("/usr/sbin/sshd")).filter(|path| path.is_file())),
+        // A Python library, found by importing it.
+        Tool::CycloneDx => python_module("cyclonedx.validation.json"),
         _ => which::which(binary).ok(),
     }
+}
+
+/// The python3 that can import `module`, if any.
+fn python_module(module: &str) -> Option<PathBuf> {
+    let python = which::which("python3").ok()?;
+    let status = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    status.success().then_some(python)
 }
 
 fn find_pip_zig() -> Option<PathBuf> {

