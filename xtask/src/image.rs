@@ -458,9 +458,12 @@ pub fn write_image(
         .unwrap_or_default()
         .to_owned();
     index_descriptor["annotations"] = json!({"org.opencontainers.image.ref.name": reference});
-    // The referrers sit in the layout's own index beside the image, as
-    // `oras attach` and `cosign attach` leave them in a layout; the image
-    // index (and so its digest) does not change.
+    // The referrers sit in the layout folder's own index beside the image,
+    // as `oras attach` leaves them in a layout; the image index (and so its
+    // digest) does not change. The archive's index names the image alone:
+    // `podman load` and `skopeo copy oci-archive:` refuse an archive that
+    // lists more than one manifest. Its blobs are the same.
+    let archive_index = json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [index_descriptor.clone()]});
     let mut layout_manifests = vec![index_descriptor];
     layout_manifests.extend(referrers);
     let layout_index =
@@ -485,7 +488,9 @@ pub fn write_image(
             executable: false,
         });
     }
-    let oci_archive = archive::tar(None, &layout_files, stamp.source_date_epoch)?;
+    let mut archive_files = layout_files.clone();
+    archive_files[1].contents = serde_json::to_vec(&archive_index)?;
+    let oci_archive = archive::tar(None, &archive_files, stamp.source_date_epoch)?;
     let archive_name = archive_name(project);
 
     write_layout(dist_dir, &layout_files)?;

@@ -1,7 +1,8 @@
 //! `cargo xtask publish`: the release in `target/dist/` (from `release`, or
 //! `release --merge`) checked once more and published as a GitHub release
-//! with the `gh` CLI: the archives, `SHA256SUMS`, `dist-manifest.json` and
-//! the OCI archive as assets, the release notes as its text.
+//! with the `gh` CLI: the archives, their SBOMs, `SHA256SUMS`,
+//! `dist-manifest.json` and the OCI archive as assets, the release notes as
+//! its text.
 //!
 //! It publishes only what a tag names: HEAD tagged `v<version>`, the tree
 //! clean, and the release built from HEAD. Bare binaries are not uploaded
@@ -72,7 +73,7 @@ impl Publish {
                 .filter(|artifact| {
                     matches!(
                         artifact.kind,
-                        ArtifactKind::Archive | ArtifactKind::OciArchive
+                        ArtifactKind::Archive | ArtifactKind::Sbom | ArtifactKind::OciArchive
                     )
                 })
                 .map(|artifact| dist_dir.join(&artifact.path)),
