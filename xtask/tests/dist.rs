@@ -732,12 +732,28 @@ fn push_to_local_registries(clone: &Path, target_dir: &Path) {
         names.sort();
         names
     };
-    assert_eq!(
-        blobs(pulled.path()),
-        blobs(&layout),
-        "the pulled image differs"
-    );
-    for name in blobs(&layout) {
+    // Everything the image index reaches (the SBOM referrers are not pushed).
+    let mut reachable = vec![index_digest.clone()];
+    for digest in &platforms {
+        let image_manifest = json_blob(&layout, digest);
+        reachable.push(digest.clone());
+        reachable.push(
+            image_manifest["config"]["digest"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        for layer in image_manifest["layers"].as_array().unwrap() {
+            reachable.push(layer["digest"].as_str().unwrap().to_owned());
+        }
+    }
+    let mut reachable: Vec<String> = reachable
+        .iter()
+        .map(|digest| digest.trim_start_matches("sha256:").to_owned())
+        .collect();
+    reachable.sort();
+    assert_eq!(blobs(pulled.path()), reachable, "the pulled image differs");
+    for name in blobs(pulled.path()) {
         let digest = format!("sha256:{name}");
         assert_eq!(
             blob(pulled.path(), &digest),
@@ -1106,6 +1122,31 @@ fn slow_zig_targets_are_reproducible_and_give_a_pe_zip_and_mach_o_tarballs() {
     );
     let manifest = manifest(&target_dir);
     let dist = dist_folder(&target_dir);
+    // The dependency list is embedded in PE and Mach-O binaries too.
+    if let Some(audit_info) =
+        tool_or_skip("rust-audit-info", "cargo install --locked rust-audit-info")
+    {
+        for triple in [
+            "x86_64-pc-windows-gnu",
+            "aarch64-apple-darwin",
+            "x86_64-apple-darwin",
+        ] {
+            let path = artifact(&manifest, "binary", triple)["path"]
+                .as_str()
+                .unwrap();
+            let listed: Value =
+                serde_json::from_str(&stdout_of(Command::new(&audit_info).arg(dist.join(path))))
+                    .unwrap();
+            let packages = listed["packages"].as_array().unwrap();
+            assert!(
+                packages
+                    .iter()
+                    .any(|p| p["name"] == "app" && p["root"] == true)
+                    && packages.iter().any(|p| p["name"] == "tokio"),
+                "{triple}: {listed}"
+            );
+        }
+    }
     for triple in ["aarch64-apple-darwin", "x86_64-apple-darwin"] {
         let path = artifact(&manifest, "binary", triple)["path"]
             .as_str()
