@@ -157,12 +157,7 @@ impl Dependencies {
 fn purl(krate: &Crate) -> String {
     let base = format!("pkg:cargo/{}@{}", krate.name, krate.version);
     match krate.source_id.as_deref() {
-        None => base,
-        Some(id) if krate.source == "crates.io" => {
-            let _ = id;
-            base
-        }
-        Some(id) => {
+        Some(id) if krate.source != "crates.io" => {
             let url = id.split_once('+').map_or(id, |(_, url)| url);
             let key = if krate.source == "git" {
                 "vcs_url"
@@ -171,6 +166,8 @@ fn purl(krate: &Crate) -> String {
             };
             format!("{base}?{key}={}", percent_encode(url))
         }
+        // crates.io is the purl type's default; a path crate has no source.
+        _ => base,
     }
 }
 

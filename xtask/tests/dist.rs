@@ -1116,8 +1116,8 @@ fn slow_zig_targets_are_reproducible_and_give_a_pe_zip_and_mach_o_tarballs() {
     );
     assert_eq!(
         sums(&target_dir).lines().count(),
-        6,
-        "{}",
+        9,
+        "a binary, an archive and an SBOM per target:\n{}",
         sums(&target_dir)
     );
     let manifest = manifest(&target_dir);
