@@ -75,7 +75,7 @@ pub enum Task {
     Bench(crate::bench::Bench),
     /// Build, check and package release artifacts into target/dist/
     Dist(crate::dist::Dist),
-    /// Like dist, for named targets, from a clean tagged tree, with notes
+    /// Like dist, for named targets, from a clean tagged tree, with notes; --split/--merge across machines
     Release(crate::dist::Release),
     /// Build a multi-platform OCI image of the dist binaries, no daemon needed
     Image(crate::image::Image),

@@ -1030,6 +1030,61 @@ fn run_in_podman(podman: &Podman, archive: &Path, reference: &str, commit: &str)
     );
 }
 
+/// An ad-hoc code signature matches the bytes it signs: the CodeDirectory
+/// in the signature's SuperBlob holds the SHA-256 of every page up to its
+/// code limit (the format is big-endian; no certificate is involved).
+fn check_ad_hoc_signature(macho: &[u8], command: &[u8]) {
+    use sha2::Digest;
+    let le = |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let be = |at: usize| u32::from_be_bytes(macho[at..at + 4].try_into().unwrap()) as usize;
+    let (offset, size) = (le(command, 8) as usize, le(command, 12) as usize);
+    assert!(
+        offset + size <= macho.len(),
+        "the signature lies outside the file"
+    );
+    assert_eq!(
+        be(offset),
+        0xfade_0cc0,
+        "not an embedded-signature SuperBlob"
+    );
+    let blobs = be(offset + 8);
+    let directory = (0..blobs)
+        .map(|slot| {
+            (
+                be(offset + 12 + slot * 8),
+                offset + be(offset + 16 + slot * 8),
+            )
+        })
+        .find(|(kind, _)| *kind == 0)
+        .map(|(_, at)| at)
+        .expect("a CodeDirectory");
+    assert_eq!(be(directory), 0xfade_0c02, "not a CodeDirectory");
+    let hash_offset = directory + be(directory + 16);
+    let code_slots = be(directory + 28);
+    let code_limit = be(directory + 32);
+    let (hash_size, hash_type, page_shift) = (
+        macho[directory + 36] as usize,
+        macho[directory + 37],
+        macho[directory + 39],
+    );
+    assert_eq!((hash_size, hash_type), (32, 2), "SHA-256 page hashes");
+    assert_eq!(
+        code_limit, offset,
+        "the signature covers everything before it"
+    );
+    let page = 1usize << page_shift;
+    assert_eq!(code_slots, code_limit.div_ceil(page));
+    for slot in 0..code_slots {
+        let bytes = &macho[slot * page..((slot + 1) * page).min(code_limit)];
+        let stored = &macho[hash_offset + slot * 32..hash_offset + (slot + 1) * 32];
+        assert_eq!(
+            sha2::Sha256::digest(bytes).as_slice(),
+            stored,
+            "page {slot} does not match its hash in the signature"
+        );
+    }
+}
+
 /// The load commands of a 64-bit little-endian Mach-O: (cmd, bytes).
 fn mach_o_load_commands(macho: &[u8]) -> Vec<(u32, Vec<u8>)> {
     let word = |at: usize| u32::from_le_bytes(macho[at..at + 4].try_into().unwrap());
@@ -1162,11 +1217,15 @@ fn slow_zig_targets_are_reproducible_and_give_a_pe_zip_and_mach_o_tarballs() {
         );
         // arm64 macOS runs only signed code, so the linker signs ad hoc
         // there; x86_64 binaries are left unsigned, as Apple's linker does.
+        let signature = commands.iter().find(|(command, _)| *command == 0x1d);
         assert_eq!(
-            commands.iter().any(|(command, _)| *command == 0x1d),
+            signature.is_some(),
             triple.starts_with("aarch64"),
             "{triple}: LC_CODE_SIGNATURE"
         );
+        if let Some((_, command)) = signature {
+            check_ad_hoc_signature(&fs::read(dist.join(path)).unwrap(), command);
+        }
     }
 
     let windows = artifact(&manifest, "binary", "x86_64-pc-windows-gnu")["path"]
