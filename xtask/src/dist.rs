@@ -204,10 +204,10 @@ pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -
         return Ok(());
     }
     let previous = Manifest::read(&ctx.project.dist_dir().join(crate::manifest::MANIFEST));
+    let stamp = crate::manifest::ManifestStamp::from(ctx.stamp()?);
     let mut built = Vec::new();
     for (target, dependencies) in targets.iter().zip(&dependencies) {
         let mut binary = check_binary(ctx, target, previous.as_ref())?;
-        let stamp = crate::manifest::ManifestStamp::from(ctx.stamp()?);
         let mut sbom =
             serde_json::to_vec_pretty(&dependencies.cyclonedx(&stamp, env!("CARGO_PKG_VERSION")))?;
         sbom.push(b'\n');

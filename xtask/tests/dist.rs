@@ -170,12 +170,15 @@ fn artifact<'a>(manifest: &'a Value, kind: &str, target: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} for {target} in {manifest:#}"))
 }
 
-#[test]
-fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
-    // Fixed places, and target directories kept between local runs, so that
-    // a rerun finds its builds (the paths are part of the build flags).
+/// Two clones of HEAD in different folders (one with a space in its
+/// name), each running `dist` for `targets` into its own target directory,
+/// at once; both must succeed with the same `SHA256SUMS`. Fixed places under
+/// `target/test-builds/<name>-*`, kept between local runs so that a rerun
+/// finds its builds (the paths are part of the build flags). Returns the
+/// first clone and both target directories.
+fn dist_in_two_checkouts(name: &str, targets: &[&str]) -> (PathBuf, [PathBuf; 2]) {
     let builds = workspace_root().join("target/test-builds");
-    let clones = builds.join("clones");
+    let clones = builds.join(format!("{name}-clones"));
     if clones.exists() {
         fs::remove_dir_all(&clones).unwrap();
     }
@@ -184,17 +187,21 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
         clone_head(&clones, "first"),
         clone_head(&clones, "second checkout"),
     );
-    let (first_target, second_target) = (builds.join("dist-first"), builds.join("dist-second"));
+    let target_dirs = [
+        builds.join(format!("{name}-first")),
+        builds.join(format!("{name}-second")),
+    ];
     let dist_in = |clone: &Path, target_dir: &Path| {
         let mut command = xtask(clone);
-        command
-            .args(["dist", "--target", "x86_64", "--target", "aarch64"])
-            .env("CARGO_TARGET_DIR", target_dir);
+        command.arg("dist").env("CARGO_TARGET_DIR", target_dir);
+        for target in targets {
+            command.args(["--target", target]);
+        }
         command
     };
     let (mut first_dist, mut second_dist) = (
-        dist_in(&first, &first_target),
-        dist_in(&second, &second_target),
+        dist_in(&first, &target_dirs[0]),
+        dist_in(&second, &target_dirs[1]),
     );
     let in_parallel = std::thread::spawn(move || output(&mut second_dist));
     let first_run = output(&mut first_dist);
@@ -202,15 +209,22 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     for run in [&first_run, &second_run] {
         assert!(run.status.success(), "{}", stderr_text(run));
     }
-
-    // Two checkouts in different places give the same bytes.
     let sums =
         |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
     assert_eq!(
-        sums(&first_target),
-        sums(&second_target),
+        sums(&target_dirs[0]),
+        sums(&target_dirs[1]),
         "the two checkouts built different artifacts"
     );
+    (first, target_dirs)
+}
+
+#[test]
+fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
+    let (first, [first_target, second_target]) =
+        dist_in_two_checkouts("dist", &["x86_64", "aarch64"]);
+    let sums =
+        |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
     assert_eq!(manifest(&first_target), manifest(&second_target));
     assert_eq!(
         sums(&first_target).lines().count(),
@@ -317,7 +331,11 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     // Nothing changed: nothing is compiled, and no archive is rewritten.
     let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
     let archive_inode = inode(&dist.join(&archive));
-    let again = output(&mut dist_in(&first, &first_target));
+    let again = output(
+        xtask(&first)
+            .args(["dist", "--target", "x86_64", "--target", "aarch64"])
+            .env("CARGO_TARGET_DIR", &first_target),
+    );
     assert!(again.status.success(), "{}", stderr_text(&again));
     assert!(
         !stderr_text(&again).contains("Compiling"),
@@ -1124,51 +1142,17 @@ fn slow_zig_targets_are_reproducible_and_give_a_pe_zip_and_mach_o_tarballs() {
     if tool_or_skip("cargo-zigbuild", "pip install cargo-zigbuild ziglang").is_none() {
         return;
     }
-    // Two clones in different folders, as for the musl targets: Windows
-    // and both Apple architectures must give the same bytes.
-    let builds = workspace_root().join("target/test-builds");
-    let clones = builds.join("zig-clones");
-    if clones.exists() {
-        fs::remove_dir_all(&clones).unwrap();
-    }
-    fs::create_dir_all(&clones).unwrap();
-    let (first, second) = (
-        clone_head(&clones, "first"),
-        clone_head(&clones, "second checkout"),
+    // Windows and both Apple architectures must give the same bytes too.
+    let (_, [target_dir, _]) = dist_in_two_checkouts(
+        "zig",
+        &[
+            "x86_64-pc-windows-gnu",
+            "aarch64-apple-darwin",
+            "x86_64-apple-darwin",
+        ],
     );
-    let (target_dir, second_target) = (builds.join("zig-first"), builds.join("zig-second"));
-    let dist_in = |clone: &Path, target_dir: &Path| {
-        let mut command = xtask(clone);
-        command
-            .args([
-                "dist",
-                "--target",
-                "x86_64-pc-windows-gnu",
-                "--target",
-                "aarch64-apple-darwin",
-                "--target",
-                "x86_64-apple-darwin",
-            ])
-            .env("CARGO_TARGET_DIR", target_dir);
-        command
-    };
-    let (mut first_dist, mut second_dist) = (
-        dist_in(&first, &target_dir),
-        dist_in(&second, &second_target),
-    );
-    let in_parallel = std::thread::spawn(move || output(&mut second_dist));
-    let run = output(&mut first_dist);
-    let second_run = in_parallel.join().unwrap();
-    for run in [&run, &second_run] {
-        assert!(run.status.success(), "{}", stderr_text(run));
-    }
     let sums =
         |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
-    assert_eq!(
-        sums(&target_dir),
-        sums(&second_target),
-        "the two checkouts built different artifacts"
-    );
     assert_eq!(
         sums(&target_dir).lines().count(),
         9,
