@@ -18,6 +18,7 @@ use crate::connections::{Limits, Server};
 use crate::http::{Shared, router};
 use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::Metrics;
+use crate::workers::Workers;
 
 struct Counting;
 
@@ -135,7 +136,8 @@ fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
             address_sender.send(listener.local_addr().unwrap()).unwrap();
             let metrics = Arc::new(Metrics::new(&BUILD_INFO));
             let limits = Limits {
@@ -150,9 +152,10 @@ fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
             ));
             server_lifecycle.advance(State::Ready);
             COUNTED.set(true);
-            Server::new(limits, app, server_lifecycle, metrics)
+            Server::new(limits, app, server_lifecycle, metrics, Workers::current())
                 .run(listener)
-                .await;
+                .await
+                .unwrap();
         });
     });
 

@@ -102,6 +102,25 @@ pub struct Server {
     /// Connections open at once; past it a new one closes the one that has
     /// waited longest without a request, or is refused.
     pub max_connections: usize,
+    /// Threads that run the connections.
+    pub workers: WorkerCount,
+}
+
+/// `server.workers`: `auto` (one per CPU the process may use) or a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerCount {
+    Auto,
+    Count(usize),
+}
+
+impl WorkerCount {
+    /// The number of worker threads this means on this machine.
+    pub fn resolve(self) -> usize {
+        match self {
+            WorkerCount::Auto => crate::workers::automatic_count(),
+            WorkerCount::Count(count) => count,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +175,8 @@ struct ServerLayer {
     request_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "optional_count")]
     max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "optional_workers")]
+    workers: Option<WorkerCount>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -277,6 +298,7 @@ impl Settings {
                 idle_timeout: Duration::from_secs(75),
                 request_timeout: Duration::from_secs(20),
                 max_connections: 4096,
+                workers: WorkerCount::Auto,
             },
             log: Log {
                 format: LogFormat::Text,
@@ -347,6 +369,7 @@ impl Settings {
         set(&mut self.server.idle_timeout, server.idle_timeout);
         set(&mut self.server.request_timeout, server.request_timeout);
         set(&mut self.server.max_connections, server.max_connections);
+        set(&mut self.server.workers, server.workers);
         set(&mut self.log.format, log.format);
         set(&mut self.log.level, log.level);
         set(&mut self.service.name, service.name);
@@ -388,6 +411,11 @@ impl Settings {
         if self.server.max_connections == 0 {
             bail!("server.max_connections is 0: no client could connect; set it to e.g. 4096");
         }
+        if self.server.workers == WorkerCount::Count(0) {
+            bail!(
+                "server.workers is 0: no thread would serve; set it to \"auto\" (one per CPU) or a count, e.g. 2"
+            );
+        }
         Ok(())
     }
 
@@ -425,7 +453,8 @@ impl Settings {
              header_read_timeout = {}\n\
              idle_timeout = {}\n\
              request_timeout = {}\n\
-             max_connections = {}\n\n\
+             max_connections = {}\n\
+             workers = {}\n\n\
              [log]\n\
              format = \"{format}\"\n\
              level = \"{level}\"\n\n\
@@ -444,6 +473,10 @@ impl Settings {
             quoted(&format_duration(server.idle_timeout)),
             quoted(&format_duration(server.request_timeout)),
             server.max_connections,
+            match server.workers {
+                WorkerCount::Auto => quoted("auto"),
+                WorkerCount::Count(count) => count.to_string(),
+            },
             quoted(&self.service.name),
             quoted(&self.service.greeting),
         )
@@ -590,6 +623,34 @@ fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u
     usize::try_from(number).map(Some).map_err(|_| {
         serde::de::Error::custom(format!("invalid count {number}: it cannot be negative"))
     })
+}
+
+/// `server.workers`: `"auto"`, or a count as `optional_count` reads it.
+fn optional_workers<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<WorkerCount>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Workers {
+        Number(i64),
+        Text(String),
+    }
+    let number = match Workers::deserialize(deserializer)? {
+        Workers::Text(text) if text.trim() == "auto" => return Ok(Some(WorkerCount::Auto)),
+        Workers::Number(number) => number,
+        Workers::Text(text) => text.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid worker count {text:?}: expected \"auto\" (one per CPU) or a whole number, e.g. 2"
+            ))
+        })?,
+    };
+    usize::try_from(number)
+        .map(|count| Some(WorkerCount::Count(count)))
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid worker count {number}: it cannot be negative"
+            ))
+        })
 }
 
 /// `250ms`, `5s`, `2m`, `1h`.
@@ -749,6 +810,23 @@ mod tests {
             from_env.server.max_connections, 250,
             "a string in a variable"
         );
+        // (file, variable, workers)
+        for (file, variable, expected) in [
+            ("", None, WorkerCount::Auto),
+            ("[server]\nworkers = 3\n", None, WorkerCount::Count(3)),
+            ("[server]\nworkers = \"auto\"\n", None, WorkerCount::Auto),
+            ("[server]\nworkers = 3\n", Some("auto"), WorkerCount::Auto),
+            ("", Some(" 2 "), WorkerCount::Count(2)),
+        ] {
+            let vars: Vec<(&str, &str)> = variable
+                .map(|value| ("APP__SERVER__WORKERS", value))
+                .into_iter()
+                .collect();
+            let settings = load(&[("base.toml", file)], &vars, None).unwrap();
+            assert_eq!(settings.server.workers, expected, "{file:?} {variable:?}");
+        }
+        assert!(WorkerCount::Auto.resolve() >= 1);
+        assert_eq!(WorkerCount::Count(5).resolve(), 5);
 
         let flag = load(&[BASE, prod], &vars, Some("127.0.0.1:4000")).unwrap();
         assert_eq!(flag.server.listen.port(), 4000);
@@ -849,6 +927,28 @@ mod tests {
             &[BASE],
             &[("APP__SERVER__MAX_CONNECTIONS", "0")],
             &["server.max_connections is 0"],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__WORKERS", "all")],
+            &[
+                "APP__SERVER__WORKERS",
+                "invalid worker count \"all\"",
+                "\"auto\"",
+            ],
+        );
+        check_error(
+            &[("base.toml", "[server]\nworkers = -2\n")],
+            &[],
+            &[
+                "base.toml",
+                "invalid worker count -2: it cannot be negative",
+            ],
+        );
+        check_error(
+            &[BASE],
+            &[("APP__SERVER__WORKERS", "0")],
+            &["server.workers is 0", "\"auto\" (one per CPU)"],
         );
         check_error(
             &[],
@@ -984,6 +1084,10 @@ mod tests {
             shown["server"]["listen"].as_str(),
             Some(settings.server.listen.to_string().as_str())
         );
+        assert_eq!(shown["server"]["workers"].as_str(), Some("auto"));
+        let fixed = load(&[BASE], &[("APP__SERVER__WORKERS", "3")], None).unwrap();
+        let shown_fixed: toml::Table = toml::from_str(&fixed.to_redacted_toml()).unwrap();
+        assert_eq!(shown_fixed["server"]["workers"].as_integer(), Some(3));
         assert_eq!(shown["log"]["level"].as_str(), Some("info"));
         assert_eq!(shown["admin"]["token"].as_str(), Some("[not set]"));
         // Every duration reads back as the setting it shows.

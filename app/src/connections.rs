@@ -38,6 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use axum::Router;
 use axum::extract::Request;
 use hyper::body::Incoming;
@@ -52,6 +54,7 @@ use tracing::{debug, info, warn};
 
 use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::{AcceptError, Metrics, Shed};
+use crate::workers::{Open, Workers};
 
 /// The connection settings, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +93,10 @@ struct Shared {
     http: http1::Builder,
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
+    workers: Arc<Workers>,
+    next_id: AtomicU64,
+    /// Shared by the workers' accept loops, which see the same failures.
+    accept_failures: Mutex<AcceptFailures>,
     table: Mutex<Table>,
     /// Woken whenever a connection closes.
     closed: Notify,
@@ -101,6 +108,7 @@ impl Server {
         router: Router,
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
+        workers: Arc<Workers>,
     ) -> Server {
         let mut http = http1::Builder::new();
         // No hyper timer: hyper's own header timeout would also cut idle
@@ -113,49 +121,96 @@ impl Server {
                 http,
                 lifecycle,
                 metrics,
+                workers,
+                next_id: AtomicU64::new(0),
+                accept_failures: Mutex::default(),
                 table: Mutex::new(Table::default()),
                 closed: Notify::new(),
             }),
         }
     }
 
-    /// Accepts until the lifecycle reaches `Stopped`, then closes the
-    /// listening socket and returns once every connection has closed.
-    pub async fn run(self, listener: TcpListener) {
+    /// Accepts on every worker until the lifecycle reaches `Stopped`, then
+    /// closes the listening socket and returns once every connection has
+    /// closed.
+    pub async fn run(self, listener: std::net::TcpListener) -> anyhow::Result<()> {
         let shared = &self.shared;
-        let mut failures = AcceptFailures::default();
-        let mut next_id: u64 = 0;
-        {
-            let stopped = shared.lifecycle.reached(State::Stopped);
-            tokio::pin!(stopped);
-            loop {
-                let accepted = tokio::select! {
+        // The first worker takes the socket itself (systemd's descriptor 3
+        // stays the one in use), the others a duplicate each.
+        let mut listeners = Vec::new();
+        for index in 1..shared.workers.len() {
+            listeners.push(
+                listener.try_clone().with_context(|| {
+                    format!("duplicate the listening socket for worker {index}")
+                })?,
+            );
+        }
+        listeners.insert(0, listener);
+        let mut loops = Vec::new();
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let server = self.clone();
+            let handle = shared.workers.handle(index);
+            // Registered with the worker's poller from its own thread.
+            loops.push(handle.spawn(async move {
+                let listener = TcpListener::from_std(listener)
+                    .with_context(|| format!("register the listening socket on worker {index}"))?;
+                server.accept(index, listener).await;
+                anyhow::Ok(())
+            }));
+        }
+        let mut outcome = Ok(());
+        for accept_loop in loops {
+            match accept_loop.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    outcome = Err(err);
+                    shared.lifecycle.advance(State::Stopped);
+                }
+                Err(join) => {
+                    outcome = Err(anyhow::anyhow!(join).context("an accept loop"));
+                    shared.lifecycle.advance(State::Stopped);
+                }
+            }
+        }
+        info!("stopped accepting");
+        self.all_closed().await;
+        outcome
+    }
+
+    /// The accept loop of worker `index`: takes a connection whenever it is
+    /// the worker's turn (see `workers`), and runs it on this worker.
+    async fn accept(&self, index: usize, listener: TcpListener) {
+        let shared = &self.shared;
+        let stopped = shared.lifecycle.reached(State::Stopped);
+        tokio::pin!(stopped);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut stopped => break,
+                () = shared.workers.turn(index) => tokio::select! {
                     biased;
                     () = &mut stopped => break,
                     accepted = listener.accept() => accepted,
-                };
-                match accepted {
-                    Ok((stream, _peer)) => {
-                        failures.succeeded();
-                        next_id += 1;
-                        self.admit(stream, next_id).await;
-                    }
-                    Err(err) => {
-                        let kind = AcceptError::of(&err);
-                        shared.metrics.accept_failed(kind);
-                        failures.failed(&err, kind);
-                        if kind.is_exhaustion() {
-                            self.make_room();
-                            let closed = shared.closed.notified();
-                            let _ = tokio::time::timeout(ACCEPT_RETRY, closed).await;
-                        }
+                },
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    shared.accept_failures().succeeded();
+                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    self.admit(stream, id, index).await;
+                }
+                Err(err) => {
+                    let kind = AcceptError::of(&err);
+                    shared.metrics.accept_failed(kind);
+                    shared.accept_failures().failed(&err, kind);
+                    if kind.is_exhaustion() {
+                        self.make_room();
+                        let closed = shared.closed.notified();
+                        let _ = tokio::time::timeout(ACCEPT_RETRY, closed).await;
                     }
                 }
             }
         }
-        drop(listener);
-        info!("stopped accepting");
-        self.all_closed().await;
     }
 
     /// Returns once no connection is open.
@@ -172,7 +227,7 @@ impl Server {
         }
     }
 
-    async fn admit(&self, stream: TcpStream, id: u64) {
+    async fn admit(&self, stream: TcpStream, id: u64, worker: usize) {
         let shared = &self.shared;
         // Small responses go out at once instead of waiting for an ACK.
         let _ = stream.set_nodelay(true);
@@ -213,7 +268,12 @@ impl Server {
             }
         }
         shared.metrics.connections_open().inc();
-        tokio::spawn(drive(self.shared.clone(), stream, id, activity));
+        let registered = Registered {
+            shared: self.shared.clone(),
+            id,
+            _on_worker: shared.workers.open(worker),
+        };
+        tokio::spawn(drive(registered, stream, activity));
     }
 
     /// Closes the connection that has waited longest without a request in
@@ -230,6 +290,10 @@ impl Server {
 impl Shared {
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().expect("connection table")
+    }
+
+    fn accept_failures(&self) -> std::sync::MutexGuard<'_, AcceptFailures> {
+        self.accept_failures.lock().expect("accept failures")
     }
 }
 
@@ -316,10 +380,11 @@ impl Table {
 }
 
 /// Takes the connection out of the table when its task ends, however it
-/// ends (the runtime drops tasks still running when the process exits).
+/// ends (a worker's runtime drops the tasks still running when it stops).
 struct Registered {
     shared: Arc<Shared>,
     id: u64,
+    _on_worker: Open,
 }
 
 impl Drop for Registered {
@@ -332,11 +397,8 @@ impl Drop for Registered {
 
 /// Runs one connection to its end: served by hyper, closed by the timeouts,
 /// an eviction, or the shutdown.
-async fn drive(shared: Arc<Shared>, stream: TcpStream, id: u64, activity: Arc<Activity>) {
-    let _registered = Registered {
-        shared: shared.clone(),
-        id,
-    };
+async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity>) {
+    let shared = &registered.shared;
     let io = TokioIo::new(TrackedStream {
         stream,
         activity: activity.clone(),

@@ -20,6 +20,7 @@ mod systemd;
 #[cfg(any(target_env = "musl", test))]
 mod thread_cache;
 mod upgrade;
+mod workers;
 
 use std::process::ExitCode;
 

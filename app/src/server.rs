@@ -28,6 +28,7 @@ use crate::lifecycle::{Lifecycle, State};
 use crate::metrics::Metrics;
 use crate::systemd::Notifier;
 use crate::upgrade::{self, Program, ReadySignal};
+use crate::workers::Workers;
 
 /// How long keep-alive connections may stay open after accepting stopped,
 /// so that each active one gets a response with `Connection: close` instead
@@ -43,13 +44,24 @@ pub enum ServeError {
     Runtime(anyhow::Error),
 }
 
+/// Serves until stopped. The main thread runs the signals, the upgrades, the
+/// accept loop and its share of the connections, on a single-threaded
+/// runtime; the other workers are threads of their own (see `workers`).
 pub fn run(settings: Settings) -> Result<(), ServeError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the async runtime")
         .map_err(ServeError::Runtime)?;
-    runtime.block_on(serve(settings))
+    let worker_count = settings.server.workers.resolve();
+    let (workers, threads) = runtime
+        .block_on(async { Workers::start(worker_count) })
+        .map_err(ServeError::Runtime)?;
+    let outcome = runtime.block_on(serve(settings, workers));
+    // The connections still running (past the drain timeout) end with the
+    // workers' runtimes, as the main one's end with it.
+    drop(threads);
+    outcome
 }
 
 /// Where the listening socket came from.
@@ -66,7 +78,7 @@ enum Stop {
     HandedOver { pid: u32 },
 }
 
-async fn serve(settings: Settings) -> Result<(), ServeError> {
+async fn serve(settings: Settings, workers: Arc<Workers>) -> Result<(), ServeError> {
     // Registered before listening, so that an early SIGTERM drains instead
     // of killing the process, and an early SIGHUP does not kill it either.
     let mut signals = Signals::new().map_err(ServeError::Runtime)?;
@@ -83,9 +95,6 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     let local_addr = listener
         .local_addr()
         .map_err(|err| ServeError::Listen(err.into()))?;
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .context("register the listening socket")
-        .map_err(ServeError::Listen)?;
 
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
@@ -100,7 +109,9 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         idle_timeout: settings.server.idle_timeout,
         max_connections: settings.server.max_connections,
     };
-    let connections = connections::Server::new(limits, app, lifecycle.clone(), metrics.clone());
+    let worker_count = workers.len();
+    let connections =
+        connections::Server::new(limits, app, lifecycle.clone(), metrics.clone(), workers);
     let mut server = tokio::spawn(connections.clone().run(listener));
 
     if let Some(limit) = open_files
@@ -125,6 +136,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
             Origin::Upgrade(_) => "from the previous process",
         },
         max_connections = limits.max_connections,
+        workers = worker_count,
         open_files_limit = open_files,
         header_read_timeout = %format_duration(limits.header_read_timeout),
         idle_timeout = %format_duration(limits.idle_timeout),
@@ -221,7 +233,8 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
         "closed idle connections: waiting for in-flight requests"
     );
     match tokio::time::timeout_at(deadline, server).await {
-        Ok(Ok(())) => info!("stopped"),
+        Ok(Ok(Ok(()))) => info!("stopped"),
+        Ok(Ok(Err(err))) => return Err(ServeError::Runtime(err.context("serve"))),
         Ok(Err(join)) => return Err(ServeError::Runtime(anyhow!(join).context("serve"))),
         Err(_) => warn!(
             in_flight = metrics.in_flight().get(),
