@@ -145,17 +145,25 @@ fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
                 idle_timeout: settings.server.idle_timeout,
                 max_connections: settings.server.max_connections,
             };
-            let app = router(Shared::new(
-                settings,
-                server_lifecycle.clone(),
-                metrics.clone(),
-            ));
+            let app = || {
+                router(Shared::new(
+                    settings.clone(),
+                    server_lifecycle.clone(),
+                    metrics.clone(),
+                ))
+            };
             server_lifecycle.advance(State::Ready);
             COUNTED.set(true);
-            Server::new(limits, app, server_lifecycle, metrics, Workers::current())
-                .run(listener)
-                .await
-                .unwrap();
+            Server::new(
+                limits,
+                app,
+                server_lifecycle.clone(),
+                metrics.clone(),
+                Workers::current(),
+            )
+            .run(listener)
+            .await
+            .unwrap();
         });
     });
 

@@ -3,20 +3,19 @@
 //! failed accepts), `app_build_info`, and the standard `process_*` metrics
 //! read from `/proc` at scrape time.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::build_info::BuildInfo;
@@ -26,7 +25,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: &'static str,
     /// The route template (`/users/{id}`), never the raw path, so that the
@@ -145,63 +144,177 @@ struct KindLabels {
     kind: &'static str,
 }
 
-type LatencyFamily = Family<HttpLabels, LatencyHistogram>;
-
-/// A latency histogram whose observations are a few atomic additions.
-/// prometheus-client's `Histogram` takes a mutex per observation, and one
-/// series (a route's 200s) is observed by every worker at once.
-#[derive(Debug, Clone, Default)]
-pub struct LatencyHistogram(Arc<LatencyCells>);
-
-#[derive(Debug, Default)]
-struct LatencyCells {
-    /// Observations per bucket of `LATENCY_BUCKETS`, then above the last.
-    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    /// The sum, in nanoseconds (584 years before it wraps).
-    sum_nanos: AtomicU64,
+/// The per-request metrics (`http_requests_total`, the latency histogram
+/// and `http_requests_in_flight`), kept per thread and added up at scrape.
+/// Every worker answers the same few series (a route's 200s): shared
+/// counters, even atomic ones, would move their cache lines between CPUs
+/// on every request, and prometheus-client's `Family` takes a read lock
+/// that every worker writes to. A shard is written by its own thread only
+/// (its mutex is taken by the scrape, rarely).
+#[derive(Debug)]
+struct RequestShards {
+    /// Tells apart the `Metrics` of one process (tests make several).
+    id: u64,
+    shards: Mutex<Vec<Arc<RequestShard>>>,
 }
 
-impl LatencyHistogram {
-    pub fn observe(&self, elapsed: Duration) {
+#[derive(Debug, Default)]
+struct RequestShard {
+    /// Requests started minus requests ended on this thread; only the sum
+    /// over the shards means anything (a request may end on another thread).
+    in_flight: AtomicI64,
+    series: Mutex<HashMap<HttpLabels, Series>>,
+}
+
+/// One series' count and latency histogram.
+#[derive(Debug, Clone, Default)]
+struct Series {
+    requests: u64,
+    /// Observations per bucket of `LATENCY_BUCKETS`, then above the last.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// The sum, in nanoseconds (584 years before it wraps).
+    sum_nanos: u64,
+}
+
+impl Series {
+    fn observe(&mut self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let bucket = LATENCY_BUCKETS
             .iter()
             .position(|upper| seconds <= *upper)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.0.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.requests += 1;
+        self.buckets[bucket] += 1;
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.sum_nanos = self.sum_nanos.wrapping_add(nanos);
     }
-}
 
-impl TypedMetric for LatencyHistogram {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for LatencyHistogram {
-    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        // Per-bucket counts, as prometheus-client's own histogram passes
-        // them (the encoder makes them cumulative), the last one `+Inf`.
-        let mut buckets = [(0.0, 0); LATENCY_BUCKETS.len() + 1];
-        for (index, (upper, count)) in buckets.iter_mut().enumerate() {
-            *upper = LATENCY_BUCKETS.get(index).copied().unwrap_or(f64::INFINITY);
-            *count = self.0.counts[index].load(Ordering::Relaxed);
+    fn add(&mut self, other: &Series) {
+        self.requests += other.requests;
+        for (total, count) in self.buckets.iter_mut().zip(other.buckets) {
+            *total += count;
         }
-        let count = buckets.iter().map(|(_, count)| count).sum();
-        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+        self.sum_nanos = self.sum_nanos.wrapping_add(other.sum_nanos);
+    }
+}
+
+thread_local! {
+    /// This thread's shard of each `RequestShards` it has written to, by id.
+    static LOCAL_SHARDS: RefCell<Vec<(u64, Arc<RequestShard>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl RequestShards {
+    fn new() -> RequestShards {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        RequestShards {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            shards: Mutex::default(),
+        }
     }
 
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
+    /// Runs `write` with this thread's shard, made on the thread's first
+    /// request.
+    fn with_local<T>(&self, write: impl FnOnce(&RequestShard) -> T) -> T {
+        LOCAL_SHARDS.with(|local| {
+            if let Some((_, shard)) = local.borrow().iter().find(|(id, _)| *id == self.id) {
+                return write(shard);
+            }
+            let shard = Arc::new(RequestShard::default());
+            self.shards
+                .lock()
+                .expect("request metric shards")
+                .push(shard.clone());
+            local.borrow_mut().push((self.id, shard.clone()));
+            write(&shard)
+        })
+    }
+
+    fn observe(&self, labels: &HttpLabels, elapsed: Duration) {
+        self.with_local(|shard| {
+            let mut series = shard.series.lock().expect("request metric series");
+            // Found without cloning the labels on all but a series' first
+            // request.
+            if let Some(series) = series.get_mut(labels) {
+                series.observe(elapsed);
+            } else {
+                series.entry(labels.clone()).or_default().observe(elapsed);
+            }
+        });
+    }
+
+    fn in_flight(&self) -> i64 {
+        let shards = self.shards.lock().expect("request metric shards");
+        shards
+            .iter()
+            .map(|shard| shard.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Every series, added up over the shards, in label order.
+    fn merged(&self) -> Vec<(HttpLabels, Series)> {
+        let mut merged: HashMap<HttpLabels, Series> = HashMap::new();
+        let shards = self.shards.lock().expect("request metric shards").clone();
+        for shard in shards {
+            let series = shard.series.lock().expect("request metric series");
+            for (labels, series) in series.iter() {
+                merged.entry(labels.clone()).or_default().add(series);
+            }
+        }
+        let mut merged: Vec<_> = merged.into_iter().collect();
+        merged.sort_by(|(left, _), (right, _)| left.cmp(right));
+        merged
+    }
+}
+
+/// Encodes the request metrics from their shards, as prometheus-client's
+/// `Family` of `Counter`s and of `Histogram`s with `LATENCY_BUCKETS` would.
+#[derive(Debug)]
+struct RequestCollector(Arc<RequestShards>);
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let merged = self.0.merged();
+        let mut requests = encoder.encode_descriptor(
+            "http_requests",
+            "HTTP requests answered, by method, route and status.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, series) in &merged {
+            ConstCounter::new(series.requests).encode(requests.encode_family(labels)?)?;
+        }
+        let mut latency = encoder.encode_descriptor(
+            "http_request_duration",
+            "Time from request to response, by method, route and status.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (labels, series) in &merged {
+            // Per-bucket counts, as prometheus-client's own histogram passes
+            // them (the encoder makes them cumulative), the last one `+Inf`.
+            let mut buckets = [(0.0, 0); LATENCY_BUCKETS.len() + 1];
+            for (index, (upper, count)) in buckets.iter_mut().enumerate() {
+                *upper = LATENCY_BUCKETS.get(index).copied().unwrap_or(f64::INFINITY);
+                *count = series.buckets[index];
+            }
+            let sum = series.sum_nanos as f64 / 1e9;
+            latency
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(sum, series.requests, &buckets, None)?;
+        }
+        let in_flight = ConstGauge::new(self.0.in_flight());
+        in_flight.encode(encoder.encode_descriptor(
+            "http_requests_in_flight",
+            "HTTP requests being handled now.",
+            None,
+            in_flight.metric_type(),
+        )?)
     }
 }
 
 pub struct Metrics {
     registry: Registry,
-    requests: Family<HttpLabels, Counter>,
-    latency: LatencyFamily,
-    in_flight: Gauge,
+    requests: Arc<RequestShards>,
     connections_open: Gauge,
     shed: Family<ReasonLabels, Counter>,
     accept_errors: Family<KindLabels, Counter>,
@@ -212,25 +325,8 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(build: &BuildInfo) -> Metrics {
         let mut registry = Registry::default();
-        let requests = Family::<HttpLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests answered, by method, route and status",
-            requests.clone(),
-        );
-        let latency = LatencyFamily::default();
-        registry.register_with_unit(
-            "http_request_duration",
-            "Time from request to response, by method, route and status",
-            Unit::Seconds,
-            latency.clone(),
-        );
-        let in_flight = Gauge::default();
-        registry.register(
-            "http_requests_in_flight",
-            "HTTP requests being handled now",
-            in_flight.clone(),
-        );
+        let requests = Arc::new(RequestShards::new());
+        registry.register_collector(Box::new(RequestCollector(requests.clone())));
         let connections_open = Gauge::default();
         registry.register(
             "http_connections_open",
@@ -286,8 +382,6 @@ impl Metrics {
         Metrics {
             registry,
             requests,
-            latency,
-            in_flight,
             connections_open,
             shed,
             accept_errors,
@@ -296,13 +390,25 @@ impl Metrics {
         }
     }
 
+    /// Counts a request answered, with its latency.
     pub fn observe(&self, labels: &HttpLabels, elapsed: Duration) {
-        self.requests.get_or_create(labels).inc();
-        self.latency.get_or_create(labels).observe(elapsed);
+        self.requests.observe(labels, elapsed);
     }
 
-    pub fn in_flight(&self) -> &Gauge {
-        &self.in_flight
+    /// Counts a request in `http_requests_in_flight` until `request_ended`.
+    pub fn request_started(&self) {
+        self.requests
+            .with_local(|shard| shard.in_flight.fetch_add(1, Ordering::Relaxed));
+    }
+
+    pub fn request_ended(&self) {
+        self.requests
+            .with_local(|shard| shard.in_flight.fetch_sub(1, Ordering::Relaxed));
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> i64 {
+        self.requests.in_flight()
     }
 
     pub fn connections_open(&self) -> &Gauge {
@@ -503,47 +609,101 @@ impl ProcessStats {
 mod tests {
     use super::*;
 
-    /// The same observations give the same exposition as prometheus-client's
-    /// own histogram with the same buckets (the sum aside, which that one
-    /// adds up in floating point).
+    /// Observations made on several threads encode as prometheus-client's
+    /// own `Family`s of counters and histograms with the same buckets would
+    /// (the sums aside, which those add up in floating point).
     #[test]
-    fn the_latency_histogram_encodes_like_prometheus_clients_own() {
+    fn request_metrics_from_every_thread_encode_like_prometheus_clients_own() {
+        use prometheus_client::metrics::counter::Counter;
+        use prometheus_client::metrics::family::Family;
         use prometheus_client::metrics::histogram::Histogram;
-        let encoded = |register: &dyn Fn(&mut Registry)| {
-            let mut registry = Registry::default();
-            register(&mut registry);
-            let mut text = String::new();
-            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-            text
+        let root = HttpLabels {
+            method: "GET",
+            route: "/",
+            status: 200,
         };
-        let observations = [0.0003, 0.0005, 0.002, 0.0021, 0.7, 10.0, 20.0];
-        let ours = LatencyHistogram::default();
-        let theirs = Histogram::new(LATENCY_BUCKETS);
-        for seconds in observations {
-            ours.observe(Duration::from_secs_f64(seconds));
-            theirs.observe(seconds);
+        let missing = HttpLabels {
+            method: "GET",
+            route: "unmatched",
+            status: 404,
+        };
+        let observations = [
+            (&root, 0.0003),
+            (&root, 0.0005),
+            (&missing, 0.002),
+            (&root, 0.0021),
+            (&missing, 0.7),
+            (&root, 10.0),
+            (&root, 20.0),
+        ];
+        let ours = Metrics::new(&crate::build_info::BUILD_INFO);
+        // Each observation on a thread of its own, one in flight on another.
+        std::thread::scope(|scope| {
+            for (labels, seconds) in observations {
+                let ours = &ours;
+                scope.spawn(move || ours.observe(labels, Duration::from_secs_f64(seconds)));
+            }
+            scope.spawn(|| ours.request_started());
+        });
+        let requests = Family::<HttpLabels, Counter>::default();
+        let latency = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS)
+        });
+        for (labels, seconds) in observations {
+            requests.get_or_create(labels).inc();
+            latency.get_or_create(labels).observe(seconds);
         }
-        let ours = encoded(&|registry| registry.register("latency", "help", ours.clone()));
-        let theirs = encoded(&|registry| registry.register("latency", "help", theirs.clone()));
-        let without_sum = |text: &str| -> Vec<String> {
-            text.lines()
-                .filter(|line| !line.starts_with("latency_sum"))
+        let mut registry = Registry::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            requests,
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request to response, by method, route and status",
+            Unit::Seconds,
+            latency,
+        );
+        let in_flight = Gauge::<i64>::default();
+        in_flight.set(1);
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled now",
+            in_flight,
+        );
+        let mut theirs = String::new();
+        prometheus_client::encoding::text::encode(&mut theirs, &registry).unwrap();
+        let ours = ours.encode();
+        // prometheus-client writes a family's series in hash order.
+        let request_lines = |text: &str| -> Vec<String> {
+            let mut lines: Vec<String> = text
+                .lines()
+                .filter(|line| line.contains("http_request") && !line.contains("_sum"))
                 .map(str::to_owned)
-                .collect()
+                .collect();
+            lines.sort();
+            lines
         };
-        assert_eq!(without_sum(&ours), without_sum(&theirs));
-        assert!(ours.contains("latency_bucket{le=\"+Inf\"} 7"), "{ours}");
-        assert!(ours.contains("latency_bucket{le=\"0.0005\"} 2"), "{ours}");
+        assert_eq!(request_lines(&ours), request_lines(&theirs), "{ours}");
+        assert!(
+            ours.contains(
+                "http_request_duration_seconds_bucket{le=\"+Inf\",method=\"GET\",route=\"/\",status=\"200\"} 5"
+            ),
+            "{ours}"
+        );
+        assert!(ours.contains("http_requests_in_flight 1"), "{ours}");
         let sum: f64 = ours
             .lines()
-            .find_map(|line| line.strip_prefix("latency_sum "))
+            .find_map(|line| {
+                line.strip_prefix(
+                    "http_request_duration_seconds_sum{method=\"GET\",route=\"/\",status=\"200\"} ",
+                )
+            })
             .unwrap()
             .parse()
             .unwrap();
-        assert!(
-            (sum - observations.iter().sum::<f64>()).abs() < 1e-6,
-            "{ours}"
-        );
+        assert!((sum - 30.0029).abs() < 1e-6, "{ours}");
     }
 
     #[test]

@@ -212,7 +212,7 @@ struct InFlight(Option<AppState>);
 
 impl InFlight {
     fn start(state: AppState) -> InFlight {
-        state.metrics.in_flight().inc();
+        state.metrics.request_started();
         InFlight(Some(state))
     }
 
@@ -222,7 +222,7 @@ impl InFlight {
 
     fn end(mut self) -> AppState {
         let state = self.0.take().expect("in flight");
-        state.metrics.in_flight().dec();
+        state.metrics.request_ended();
         state
     }
 }
@@ -230,7 +230,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(state) = &self.0 {
-            state.metrics.in_flight().dec();
+            state.metrics.request_ended();
         }
     }
 }
@@ -320,14 +320,25 @@ fn is_acceptable_request_id(value: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic)
 }
 
-/// 32 hex digits: a per-process random prefix and a counter, unique without
-/// a random number generator per request, written without a `String`.
+/// 32 hex digits: a per-process random prefix, then the thread's number
+/// (16 bits) and the thread's own count (48 bits). Unique without a random
+/// number generator per request or a counter every worker writes to (whose
+/// cache line would move between CPUs on each request), and written without
+/// a `String`.
 fn new_request_id() -> HeaderValue {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static THREADS: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static NEXT: std::cell::Cell<u64> =
+            std::cell::Cell::new((THREADS.fetch_add(1, Ordering::Relaxed) & 0xffff) << 48);
+    }
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let prefix = *PREFIX.get_or_init(|| RandomState::new().hash_one(std::process::id()));
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let count = NEXT.with(|next| {
+        let count = next.get();
+        next.set(count + 1);
+        count
+    });
     let mut digits = [0u8; 32];
     for (index, digit) in digits.iter_mut().enumerate() {
         let (number, shift) = if index < 16 {
@@ -450,5 +461,19 @@ mod tests {
         let count = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap();
         assert!(count(second) > count(first), "{first} {second}");
         assert!(first.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        // Other threads count on their own, and never give the same id.
+        let others: Vec<String> = (0..3)
+            .map(|_| {
+                std::thread::spawn(|| new_request_id().to_str().unwrap().to_owned())
+                    .join()
+                    .unwrap()
+            })
+            .collect();
+        let mut all: Vec<&str> = others.iter().map(String::as_str).collect();
+        all.extend([first, second]);
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert!(others.iter().all(|id| id[..16] == first[..16]));
     }
 }

@@ -99,11 +99,13 @@ async fn serve(settings: Settings, workers: Arc<Workers>) -> Result<(), ServeErr
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
     let metrics = Arc::new(Metrics::new(&BUILD_INFO));
-    let app = http::router(Shared::new(
-        settings.clone(),
-        lifecycle.clone(),
-        metrics.clone(),
-    ));
+    let app = || {
+        http::router(Shared::new(
+            settings.clone(),
+            lifecycle.clone(),
+            metrics.clone(),
+        ))
+    };
     let limits = Limits {
         header_read_timeout: settings.server.header_read_timeout,
         idle_timeout: settings.server.idle_timeout,
@@ -227,7 +229,7 @@ async fn serve(settings: Settings, workers: Arc<Workers>) -> Result<(), ServeErr
     let _ = tokio::time::timeout(grace, connections.all_closed()).await;
     lifecycle.advance(State::Closing);
     info!(
-        in_flight = metrics.in_flight().get(),
+        in_flight = metrics.in_flight(),
         connections = metrics.connections_open().get(),
         drain_timeout = %format_duration(settings.server.drain_timeout),
         "closed idle connections: waiting for in-flight requests"
@@ -237,7 +239,7 @@ async fn serve(settings: Settings, workers: Arc<Workers>) -> Result<(), ServeErr
         Ok(Ok(Err(err))) => return Err(ServeError::Runtime(err.context("serve"))),
         Ok(Err(join)) => return Err(ServeError::Runtime(anyhow!(join).context("serve"))),
         Err(_) => warn!(
-            in_flight = metrics.in_flight().get(),
+            in_flight = metrics.in_flight(),
             "drain timeout reached: exiting with requests still in flight"
         ),
     }
