@@ -339,7 +339,7 @@ impl Visit for JsonFields<'_> {
         if quote {
             self.0.push(b'"');
         }
-        let _ = write!(self.0, "{value}");
+        write_f64(self.0, value);
         if quote {
             self.0.push(b'"');
         }
@@ -431,6 +431,42 @@ fn write_decimal(line: &mut Vec<u8>, mut value: u64) {
     line.extend_from_slice(&digits[start..]);
 }
 
+/// `value` as `Display` writes it: the shortest decimal that reads back as
+/// the same number. Values with at most three decimals (a latency in
+/// milliseconds from whole microseconds, on every request line) take a path
+/// without `fmt`, whose float formatting costs more than the rest of a line.
+fn write_f64(line: &mut Vec<u8>, value: f64) {
+    // Below 2^43 thousandths a step between doubles is far below 0.001, so
+    // the three decimals are exactly the shortest form.
+    const LIMIT: f64 = (1u64 << 43) as f64;
+    let thousandths = value * 1000.0;
+    if (0.0..LIMIT).contains(&thousandths)
+        && value.is_sign_positive()
+        && thousandths.fract() == 0.0
+        && thousandths / 1000.0 == value
+    {
+        let thousandths = thousandths as u64;
+        write_decimal(line, thousandths / 1000);
+        let mut fraction = thousandths % 1000;
+        if fraction != 0 {
+            line.push(b'.');
+            let mut digits = 3;
+            while fraction % 10 == 0 {
+                fraction /= 10;
+                digits -= 1;
+            }
+            let mut text = [b'0'; 3];
+            for index in (0..digits).rev() {
+                text[index] = b'0' + (fraction % 10) as u8;
+                fraction /= 10;
+            }
+            line.extend_from_slice(&text[..digits]);
+        }
+        return;
+    }
+    let _ = write!(line, "{value}");
+}
+
 /// `2026-11-25T01:42:43.521686Z`
 fn timestamp(time: SystemTime) -> [u8; 27] {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -477,6 +513,34 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_are_written_as_display_writes_them() {
+        let mut values: Vec<f64> = (0..200_000u64)
+            .map(|micros| micros as f64 / 1_000.0)
+            .collect();
+        values.extend((0..2_000u64).map(|step| (step * 7_919_993) as f64 / 1_000.0));
+        values.extend([
+            -1.5,
+            -0.0,
+            0.1 + 0.2,
+            1e-7,
+            123_456.789_012,
+            8_796_093_022.207,
+            8_796_093_022.208,
+            1e300,
+            f64::MIN_POSITIVE,
+        ]);
+        for value in values {
+            let mut line = Vec::new();
+            write_f64(&mut line, value);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                value.to_string(),
+                "{value:?}"
+            );
+        }
+    }
 
     #[test]
     fn stdout_writes_are_whole_lines_of_at_most_the_atomic_size() {
