@@ -10,13 +10,12 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::build_info::BuildInfo;
 
@@ -266,49 +265,80 @@ impl RequestShards {
     }
 }
 
-/// Encodes the request metrics from their shards, as prometheus-client's
-/// `Family` of `Counter`s and of `Histogram`s with `LATENCY_BUCKETS` would.
-#[derive(Debug)]
-struct RequestCollector(Arc<RequestShards>);
+/// `LATENCY_BUCKETS` as prometheus-client writes them in `le` labels.
+const LATENCY_BOUNDS: [&str; LATENCY_BUCKETS.len()] = [
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0",
+    "2.5", "5.0", "10.0",
+];
 
-impl Collector for RequestCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let merged = self.0.merged();
-        let mut requests = encoder.encode_descriptor(
-            "http_requests",
-            "HTTP requests answered, by method, route and status.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (labels, series) in &merged {
-            ConstCounter::new(series.requests).encode(requests.encode_family(labels)?)?;
-        }
-        let mut latency = encoder.encode_descriptor(
-            "http_request_duration",
-            "Time from request to response, by method, route and status.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (labels, series) in &merged {
-            // Per-bucket counts, as prometheus-client's own histogram passes
-            // them (the encoder makes them cumulative), the last one `+Inf`.
-            let mut buckets = [(0.0, 0); LATENCY_BUCKETS.len() + 1];
-            for (index, (upper, count)) in buckets.iter_mut().enumerate() {
-                *upper = LATENCY_BUCKETS.get(index).copied().unwrap_or(f64::INFINITY);
-                *count = series.buckets[index];
+impl RequestShards {
+    /// The request metrics in the OpenMetrics text format, as
+    /// prometheus-client writes a `Family` of `Counter`s, one of `Histogram`s
+    /// and a `Gauge` (a test compares them). Written here rather than through
+    /// its encoder, whose generic code came to 16 KB of the binary.
+    fn write_text(&self, text: &mut String) {
+        use std::fmt::Write as _;
+        let merged = self.merged();
+        let labels = |text: &mut String, series: &HttpLabels, le: Option<&str>| {
+            text.push('{');
+            if let Some(le) = le {
+                let _ = write!(text, "le=\"{le}\",");
             }
-            let sum = series.sum_nanos as f64 / 1e9;
-            latency
-                .encode_family(labels)?
-                .encode_histogram::<NoLabelSet>(sum, series.requests, &buckets, None)?;
+            text.push_str("method=\"");
+            push_label_value(text, series.method);
+            text.push_str("\",route=\"");
+            push_label_value(text, series.route);
+            let _ = write!(text, "\",status=\"{}\"}}", series.status);
+        };
+        text.push_str(
+            "# HELP http_requests HTTP requests answered, by method, route and status.\n\
+             # TYPE http_requests counter\n",
+        );
+        for (series_labels, series) in &merged {
+            text.push_str("http_requests_total");
+            labels(text, series_labels, None);
+            let _ = writeln!(text, " {}", series.requests);
         }
-        let in_flight = ConstGauge::new(self.0.in_flight());
-        in_flight.encode(encoder.encode_descriptor(
-            "http_requests_in_flight",
-            "HTTP requests being handled now.",
-            None,
-            in_flight.metric_type(),
-        )?)
+        text.push_str(
+            "# HELP http_request_duration_seconds Time from request to response, by method, route and status.\n\
+             # TYPE http_request_duration_seconds histogram\n\
+             # UNIT http_request_duration_seconds seconds\n",
+        );
+        for (series_labels, series) in &merged {
+            text.push_str("http_request_duration_seconds_sum");
+            labels(text, series_labels, None);
+            let _ = writeln!(text, " {:?}", series.sum_nanos as f64 / 1e9);
+            text.push_str("http_request_duration_seconds_count");
+            labels(text, series_labels, None);
+            let _ = writeln!(text, " {}", series.requests);
+            let mut cumulative = 0;
+            for (index, count) in series.buckets.iter().enumerate() {
+                cumulative += count;
+                text.push_str("http_request_duration_seconds_bucket");
+                let le = LATENCY_BOUNDS.get(index).copied().unwrap_or("+Inf");
+                labels(text, series_labels, Some(le));
+                let _ = writeln!(text, " {cumulative}");
+            }
+        }
+        let _ = write!(
+            text,
+            "# HELP http_requests_in_flight HTTP requests being handled now.\n\
+             # TYPE http_requests_in_flight gauge\n\
+             http_requests_in_flight {}\n",
+            self.in_flight()
+        );
+    }
+}
+
+/// A label value, escaped as the text format requires.
+fn push_label_value(text: &mut String, value: &str) {
+    for character in value.chars() {
+        match character {
+            '\\' => text.push_str("\\\\"),
+            '"' => text.push_str("\\\""),
+            '\n' => text.push_str("\\n"),
+            other => text.push(other),
+        }
     }
 }
 
@@ -326,7 +356,6 @@ impl Metrics {
     pub fn new(build: &BuildInfo) -> Metrics {
         let mut registry = Registry::default();
         let requests = Arc::new(RequestShards::new());
-        registry.register_collector(Box::new(RequestCollector(requests.clone())));
         let connections_open = Gauge::default();
         registry.register(
             "http_connections_open",
@@ -439,9 +468,11 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::with_capacity(8 * 1024);
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
+        encode_registry(&mut text, &self.registry).expect("writing to a String cannot fail");
+        self.requests.write_text(&mut text);
+        encode_eof(&mut text).expect("writing to a String cannot fail");
         text
     }
 }
@@ -662,7 +693,7 @@ mod tests {
         registry.register_with_unit(
             "http_request_duration",
             "Time from request to response, by method, route and status",
-            Unit::Seconds,
+            prometheus_client::registry::Unit::Seconds,
             latency,
         );
         let in_flight = Gauge::<i64>::default();
