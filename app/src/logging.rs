@@ -451,7 +451,7 @@ fn write_f64(line: &mut Vec<u8>, value: f64) {
         if fraction != 0 {
             line.push(b'.');
             let mut digits = 3;
-            while fraction % 10 == 0 {
+            while fraction.is_multiple_of(10) {
                 fraction /= 10;
                 digits -= 1;
             }
