@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::build_info::BUILD_INFO;
 use crate::config::{Settings, token_matches};
@@ -65,9 +64,7 @@ impl Shared {
             lifecycle,
             metrics,
             greeting,
-            health: json!({"status": "ok", "pid": std::process::id()})
-                .to_string()
-                .into(),
+            health: format!("{{\"pid\":{},\"status\":\"ok\"}}", std::process::id()).into(),
         })
     }
 }
@@ -95,6 +92,28 @@ struct GreetRequest {
     name: String,
 }
 
+/// `{"error": "..."}`. The JSON bodies are structs rather than `json!`
+/// values, which would bring `serde_json::Value` and its map into the binary
+/// for these few answers.
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: &'a str,
+}
+
+/// What `/readyz` answers; keys in alphabetical order, as before.
+#[derive(Serialize)]
+struct Readiness {
+    checks: Checks,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<[&'static str; 1]>,
+    ready: bool,
+}
+
+#[derive(Serialize)]
+struct Checks {
+    lifecycle: &'static str,
+}
+
 #[derive(Serialize)]
 struct GreetResponse {
     message: String,
@@ -103,7 +122,9 @@ struct GreetResponse {
 async fn greet(State(state): State<AppState>, Json(request): Json<GreetRequest>) -> Response {
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        let error = json!({"error": "name must be 1 to 100 characters"});
+        let error = ErrorBody {
+            error: "name must be 1 to 100 characters",
+        };
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(error)).into_response();
     }
     let message = format!("{}, {name}!", state.settings.service.greeting);
@@ -121,11 +142,17 @@ async fn healthz(State(state): State<AppState>) -> Response {
 async fn readyz(State(state): State<AppState>) -> Response {
     // One read of the state, so that the status and the body agree.
     let lifecycle = state.lifecycle.state();
-    let checks = json!({"lifecycle": lifecycle.name()});
-    if lifecycle == LifecycleState::Ready {
-        Json(json!({"ready": true, "checks": checks})).into_response()
+    let ready = lifecycle == LifecycleState::Ready;
+    let body = Readiness {
+        checks: Checks {
+            lifecycle: lifecycle.name(),
+        },
+        failed: (!ready).then_some(["lifecycle"]),
+        ready,
+    };
+    if ready {
+        Json(body).into_response()
     } else {
-        let body = json!({"ready": false, "failed": ["lifecycle"], "checks": checks});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }

@@ -17,10 +17,9 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::config::format_duration;
-use crate::http::AppState;
+use crate::http::{AppState, ErrorBody};
 use crate::metrics::{HttpLabels, intern_route};
 
 /// A constant name: inserting a `&str` name that is not a standard header
@@ -193,7 +192,8 @@ fn timed_out(request: &Observation) -> Response {
         .as_ref()
         .is_some_and(|body_in| !body_in.load(Ordering::Relaxed));
     if body_missing {
-        let error = json!({"error": format!("the request body did not arrive within {timeout}")});
+        let error = format!("the request body did not arrive within {timeout}");
+        let error = ErrorBody { error: &error };
         (
             StatusCode::REQUEST_TIMEOUT,
             [(header::CONNECTION, HeaderValue::from_static("close"))],
@@ -201,7 +201,8 @@ fn timed_out(request: &Observation) -> Response {
         )
             .into_response()
     } else {
-        let error = json!({"error": format!("no answer within {timeout}")});
+        let error = format!("no answer within {timeout}");
+        let error = ErrorBody { error: &error };
         (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response()
     }
 }

@@ -590,6 +590,14 @@ fn check_image(clone: &Path, target_dir: &Path) {
             contents == &binary_bytes,
             "the {triple} image holds another binary"
         );
+        // The size budget of the shipped binary (README, "Performance").
+        if triple == "x86_64-unknown-linux-musl" {
+            assert!(
+                binary_bytes.len() <= 2_000_000,
+                "the stripped x86_64 binary is {} bytes, over its 2,000,000-byte budget",
+                binary_bytes.len()
+            );
+        }
         assert!(String::from_utf8_lossy(&files["etc/passwd"].1).contains(":65532:65532:"));
         assert!(
             files.contains_key("app/config/prod.toml") && !files.contains_key("bin/sh"),
