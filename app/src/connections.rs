@@ -117,6 +117,10 @@ impl Server {
         // No hyper timer: hyper's own header timeout would also cut idle
         // keep-alive connections, which `idle_timeout` governs here.
         http.keep_alive(true);
+        // Headers and body copied into one buffer and sent with one plain
+        // write instead of a `writev` of two: the bodies here are small, and
+        // it answered 2-3% more requests in three alternating runs.
+        http.writev(false);
         Server {
             shared: Arc::new(Shared {
                 limits,
