@@ -1,6 +1,7 @@
 //! The real `app` binary on loopback: every route, the readiness flip and
 //! drain on SIGTERM, an in-flight request that completes across SIGTERM, the
-//! second signal, start-up errors, and secrets that never leak.
+//! second signal, start-up errors, secrets that never leak, and keep-alive
+//! connections spread over the workers.
 
 mod support;
 
@@ -156,6 +157,112 @@ fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_delay_then_exits_
     let status = service.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", service.output());
     service.stdout.wait_for(|line| line.contains("\"stopped\""));
+}
+
+/// The status of the next response on a keep-alive connection, read up to
+/// the end of its body (by `content-length`).
+fn keep_alive_status(stream: &mut TcpStream) -> u16 {
+    use std::io::Read;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut buffer).expect("read a response");
+        assert_ne!(read, 0, "closed: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .expect("a content-length")
+            .parse()
+            .unwrap();
+        if body.len() >= length {
+            return head[9..12].parse().unwrap();
+        }
+    }
+}
+
+/// CPU time a thread of `pid` has run, in nanoseconds, by thread name.
+fn thread_run_times(pid: u32) -> Vec<(String, u64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(name), Ok(schedstat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ran: u64 = schedstat
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        threads.push((name.trim().to_owned(), ran));
+    }
+    threads.sort();
+    threads
+}
+
+#[test]
+fn keep_alive_connections_spread_over_the_workers_and_each_worker_serves() {
+    let mut command = app_command();
+    command.env("APP__SERVER__WORKERS", "3");
+    let mut service = Service::start(command);
+    let listening = service
+        .stdout
+        .wait_for(|line| line.contains("\"listening\""));
+    assert!(listening.contains("\"workers\":3"), "{listening}");
+    let pid = service.child.id();
+    let workers = |times: &[(String, u64)]| -> Vec<(String, u64)> {
+        times
+            .iter()
+            .filter(|(name, _)| name.starts_with("worker-") || name == "app")
+            .cloned()
+            .collect()
+    };
+    // The main thread is the first worker.
+    let names: Vec<String> = workers(&thread_run_times(pid))
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, ["app", "worker-1", "worker-2"]);
+
+    // A worker accepts only while at most one connection above the least
+    // loaded, so 9 connections leave each worker at least 2.
+    let keep_alive = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut clients: Vec<TcpStream> = (0..9)
+        .map(|_| {
+            let mut client = TcpStream::connect(service.addr).unwrap();
+            client.set_read_timeout(Some(BOUND)).unwrap();
+            client.write_all(keep_alive.as_bytes()).unwrap();
+            assert_eq!(keep_alive_status(&mut client), 200);
+            client
+        })
+        .collect();
+    // Only connections wake a worker now (no accepts, no timers due): a
+    // worker that runs while the clients send requests serves some of them.
+    let before = workers(&thread_run_times(pid));
+    for _ in 0..200 {
+        for client in &mut clients {
+            client.write_all(keep_alive.as_bytes()).unwrap();
+            assert_eq!(keep_alive_status(client), 200);
+        }
+    }
+    let after = workers(&thread_run_times(pid));
+    for ((name, ran_before), (_, ran_after)) in before.iter().zip(&after) {
+        assert!(
+            ran_after > ran_before,
+            "{name} did not run while 9 connections sent 1800 requests: {before:?} {after:?}"
+        );
+    }
+
+    service.signal("TERM");
+    assert!(service.wait_exit().success(), "{}", service.output());
 }
 
 #[test]
