@@ -605,52 +605,48 @@ fn optional_duration<'de, D: Deserializer<'de>>(
 
 /// A count: a TOML integer in files, a string in environment variables
 /// (which are all strings).
-fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Count {
-        Number(i64),
-        Text(String),
+/// A count in TOML (a number) or in a variable (a string).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Count {
+    Number(i64),
+    Text(String),
+}
+
+impl Count {
+    /// The count as a `usize`; `what` and `expected` name it in errors.
+    fn value<E: serde::de::Error>(self, what: &str, expected: &str) -> Result<usize, E> {
+        let number = match self {
+            Count::Number(number) => number,
+            Count::Text(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| E::custom(format!("invalid {what} {text:?}: expected {expected}")))?,
+        };
+        usize::try_from(number)
+            .map_err(|_| E::custom(format!("invalid {what} {number}: it cannot be negative")))
     }
-    let number = match Count::deserialize(deserializer)? {
-        Count::Number(number) => number,
-        Count::Text(text) => text.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!(
-                "invalid count {text:?}: expected a whole number, e.g. 4096"
-            ))
-        })?,
-    };
-    usize::try_from(number).map(Some).map_err(|_| {
-        serde::de::Error::custom(format!("invalid count {number}: it cannot be negative"))
-    })
+}
+
+fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    Count::deserialize(deserializer)?
+        .value("count", "a whole number, e.g. 4096")
+        .map(Some)
 }
 
 /// `server.workers`: `"auto"`, or a count as `optional_count` reads it.
 fn optional_workers<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<WorkerCount>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Workers {
-        Number(i64),
-        Text(String),
+    match Count::deserialize(deserializer)? {
+        Count::Text(text) if text.trim() == "auto" => Ok(Some(WorkerCount::Auto)),
+        count => count
+            .value(
+                "worker count",
+                "\"auto\" (one per CPU) or a whole number, e.g. 2",
+            )
+            .map(|count| Some(WorkerCount::Count(count))),
     }
-    let number = match Workers::deserialize(deserializer)? {
-        Workers::Text(text) if text.trim() == "auto" => return Ok(Some(WorkerCount::Auto)),
-        Workers::Number(number) => number,
-        Workers::Text(text) => text.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!(
-                "invalid worker count {text:?}: expected \"auto\" (one per CPU) or a whole number, e.g. 2"
-            ))
-        })?,
-    };
-    usize::try_from(number)
-        .map(|count| Some(WorkerCount::Count(count)))
-        .map_err(|_| {
-            serde::de::Error::custom(format!(
-                "invalid worker count {number}: it cannot be negative"
-            ))
-        })
 }
 
 /// `250ms`, `5s`, `2m`, `1h`.

@@ -144,17 +144,16 @@ impl Server {
         let shared = &self.shared;
         // The first worker takes the socket itself (systemd's descriptor 3
         // stays the one in use), the others a duplicate each.
-        let mut listeners = Vec::new();
-        for index in 1..shared.workers.len() {
-            listeners.push(
-                listener.try_clone().with_context(|| {
-                    format!("duplicate the listening socket for worker {index}")
-                })?,
-            );
-        }
-        listeners.insert(0, listener);
+        let duplicates = (1..shared.workers.len())
+            .map(|index| {
+                listener
+                    .try_clone()
+                    .with_context(|| format!("duplicate the listening socket for worker {index}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let listeners = std::iter::once(listener).chain(duplicates);
         let mut loops = Vec::new();
-        for (index, listener) in listeners.into_iter().enumerate() {
+        for (index, listener) in listeners.enumerate() {
             let server = self.clone();
             let handle = shared.workers.handle(index);
             // Registered with the worker's poller from its own thread.
@@ -278,8 +277,7 @@ impl Server {
         let registered = Registered {
             shared: self.shared.clone(),
             id,
-            worker,
-            _on_worker: shared.workers.open(worker),
+            on_worker: shared.workers.open(worker),
         };
         tokio::spawn(drive(registered, stream, activity));
     }
@@ -392,8 +390,8 @@ impl Table {
 struct Registered {
     shared: Arc<Shared>,
     id: u64,
-    worker: usize,
-    _on_worker: Open,
+    /// Counts the connection on the worker that runs it.
+    on_worker: Open,
 }
 
 impl Drop for Registered {
@@ -413,7 +411,7 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
         activity: activity.clone(),
     });
     let service = TrackedService {
-        inner: TowerToHyperService::new(shared.routers[registered.worker].clone()),
+        inner: TowerToHyperService::new(shared.routers[registered.on_worker.worker()].clone()),
         activity: activity.clone(),
     };
     let connection = shared.http.serve_connection(io, service);

@@ -54,9 +54,8 @@ pub fn run(settings: Settings) -> Result<(), ServeError> {
         .context("start the async runtime")
         .map_err(ServeError::Runtime)?;
     let worker_count = settings.server.workers.resolve();
-    let (workers, threads) = runtime
-        .block_on(async { Workers::start(worker_count) })
-        .map_err(ServeError::Runtime)?;
+    let (workers, threads) =
+        Workers::start(runtime.handle().clone(), worker_count).map_err(ServeError::Runtime)?;
     let outcome = runtime.block_on(serve(settings, workers));
     // The connections still running (past the drain timeout) end with the
     // workers' runtimes, as the main one's end with it.

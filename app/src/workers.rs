@@ -60,10 +60,10 @@ impl Workers {
         Workers::with_handles(vec![Handle::current()])
     }
 
-    /// `count` workers: the current runtime, which must be single-threaded
+    /// `count` workers: the `main` runtime, which must be single-threaded
     /// for the point of this to hold, and `count - 1` threads of their own.
-    pub fn start(count: usize) -> anyhow::Result<(Arc<Workers>, Threads)> {
-        let mut handles = vec![Handle::current()];
+    pub fn start(main: Handle, count: usize) -> anyhow::Result<(Arc<Workers>, Threads)> {
+        let mut handles = vec![main];
         let mut threads = Threads {
             stops: Vec::new(),
             threads: Vec::new(),
@@ -163,6 +163,13 @@ pub struct Open {
     index: usize,
 }
 
+impl Open {
+    /// The worker the connection runs on.
+    pub fn worker(&self) -> usize {
+        self.index
+    }
+}
+
 impl Drop for Open {
     fn drop(&mut self) {
         self.workers.workers[self.index]
@@ -225,7 +232,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (workers, threads) = Workers::start(2).unwrap();
+            let (workers, threads) = Workers::start(Handle::current(), 2).unwrap();
             assert_eq!(workers.len(), 2);
             let ahead: Vec<Open> = (0..2).map(|_| workers.open(0)).collect();
             let waiting = tokio::spawn({
