@@ -64,27 +64,27 @@ pub struct Flags {
 #[derive(Subcommand, Debug)]
 pub enum Task {
     /// Compile the shipped crates, stamped with the commit they come from
-    Build(crate::build::Build),
+    Build(crate::develop::build::Build),
     /// Run the test suite (cargo-nextest when installed, else cargo test)
-    Test(crate::test::Test),
+    Test(crate::develop::test::Test),
     /// Check formatting and lints (cargo fmt --check, clippy -D warnings)
-    Lint(crate::lint::Lint),
+    Lint(crate::develop::lint::Lint),
     /// Run exactly what CI runs, in order, stopping at the first failure
-    Ci(crate::ci::Ci),
+    Ci(crate::develop::ci::Ci),
     /// Benchmark what ships: the service against Go (wrk), upgrades, the build tool, sizes
-    Bench(crate::bench::Bench),
+    Bench(crate::develop::bench::Bench),
     /// Build, check and package release artifacts into target/dist/
-    Dist(crate::dist::Dist),
+    Dist(crate::release::dist::Dist),
     /// Like dist, for named targets, from a clean tagged tree, with notes; --split/--merge across machines
-    Release(crate::dist::Release),
+    Release(crate::release::dist::Release),
     /// Build a multi-platform OCI image of the dist binaries, no daemon needed
-    Image(crate::image::Image),
+    Image(crate::release::image::Image),
     /// Publish target/dist/ as the GitHub release of the version tag (gh)
-    Publish(crate::publish::Publish),
+    Publish(crate::release::publish::Publish),
     /// Render the systemd units and supervisord program for the service
-    Units(crate::units::Units),
+    Units(crate::release::units::Units),
     /// Print the version stamp (commit, branch, build time) builds embed
-    Version(crate::version::Version),
+    Version(crate::develop::version::Version),
     /// Deploy a release to a root on this machine or on hosts over ssh, proven or rolled back
     Deploy(crate::deploy::Deploy),
     /// Switch back to the previous good release (or --to one), and prove it
@@ -92,13 +92,13 @@ pub enum Task {
     /// List the releases on a root: version, commit, when deployed, current / previous / bad
     Releases(crate::deploy::Releases),
     /// Render Kubernetes manifests and Prometheus alerts from the settings, config and image; --check, --apply
-    K8s(crate::k8s::K8s),
+    K8s(crate::deploy::k8s::K8s),
     /// Install what the tasks and tests need: rustup parts, packages, Python tools
-    Setup(crate::setup::Setup),
+    Setup(crate::maintain::setup::Setup),
     /// Show what each task needs, what is missing, and how to install it
-    Doctor(crate::doctor::Doctor),
+    Doctor(crate::maintain::doctor::Doctor),
     /// Remove build outputs and everything the release tasks wrote
-    Clean(crate::clean::Clean),
+    Clean(crate::maintain::clean::Clean),
 }
 
 /// What the command line asks for.

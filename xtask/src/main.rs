@@ -4,35 +4,19 @@
 //! modules; each task lives in its own module with a `run` method.
 
 mod archive;
-mod bench;
-mod binfmt;
-mod build;
-mod ci;
-mod clean;
 mod deploy;
-mod dist;
-mod doctor;
+mod develop;
 mod exec;
 mod flags;
-mod image;
-mod k8s;
-mod lint;
+mod maintain;
 mod manifest;
-mod parts;
 mod project;
-mod publish;
-mod registry;
+mod release;
 mod rustup;
-mod sbom;
-mod setup;
 mod stamp;
 mod targets;
-mod test;
 mod tools;
-mod units;
 mod util;
-mod version;
-mod yaml;
 
 use std::process::ExitCode;
 

@@ -11,6 +11,7 @@
 //! a deploy runs, `.deploy.lock/`.
 
 mod host;
+pub mod k8s;
 mod source;
 mod state;
 
@@ -234,7 +235,8 @@ impl Deploy {
                     }
                     None => targets::host_default(&ctx.stamp()?.host)?,
                 };
-                let manifest = crate::dist::binaries_for(ctx, std::slice::from_ref(&target))?;
+                let manifest =
+                    crate::release::dist::binaries_for(ctx, std::slice::from_ref(&target))?;
                 if ctx.dry_run && manifest.artifacts.is_empty() {
                     eprintln!("(dry run: nothing was built, so there is nothing to deploy)");
                     return Ok(());

@@ -8,6 +8,7 @@
 mod alerts;
 mod checks;
 mod render;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +19,8 @@ use xshell::cmd;
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, MANIFEST, Manifest, SHA256SUMS};
 use crate::util::write_atomically;
-use crate::yaml::{self, Document};
 use render::{ENVIRONMENTS, EnvConfig, Inputs};
+use yaml::Document;
 
 #[derive(clap::Args, Debug)]
 pub struct K8s {

@@ -29,7 +29,7 @@ use xshell::cmd;
 mod report;
 mod tool;
 
-use crate::build::Build;
+use crate::develop::build::Build;
 use crate::exec::Ctx;
 use crate::tools::{self, Tool};
 use crate::util::write_atomically;
@@ -192,8 +192,8 @@ impl Bench {
             })?)
         };
         let target = crate::targets::host_default(&ctx.stamp()?.host)?;
-        let manifest = crate::dist::binaries_for(ctx, std::slice::from_ref(&target))?;
-        let shipped = crate::image::binary_artifact(&manifest, &target)
+        let manifest = crate::release::dist::binaries_for(ctx, std::slice::from_ref(&target))?;
+        let shipped = crate::release::image::binary_artifact(&manifest, &target)
             .map(|artifact| ctx.project.dist_dir().join(&artifact.path));
         let glibc_binary = if self.glibc {
             Build {

@@ -22,10 +22,10 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::sha256_hex;
-use crate::dist;
 use crate::exec::Ctx;
-use crate::image::{self, Blobs, PlatformImage};
 use crate::manifest::{Artifact, ImagePlatform, MANIFEST, Manifest, ManifestStamp, SHA256SUMS};
+use crate::release::dist;
+use crate::release::image::{self, Blobs, PlatformImage};
 use crate::targets::Target;
 
 /// The part's own description, at the top of its folder.

@@ -9,8 +9,8 @@
 use anyhow::{Result, bail};
 use xshell::cmd;
 
-use crate::doctor;
 use crate::exec::Ctx;
+use crate::maintain::doctor;
 use crate::rustup;
 use crate::tools::{self, Need, Source, Tool};
 

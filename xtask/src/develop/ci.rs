@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::Bench;
-use crate::dist::Dist;
+use crate::develop::bench::Bench;
+use crate::develop::lint;
+use crate::develop::test::Test;
 use crate::exec::Ctx;
-use crate::lint;
 use crate::manifest::{ArtifactKind, MANIFEST, Manifest};
+use crate::release::dist::Dist;
 use crate::targets;
-use crate::test::Test;
 use crate::tools::{self, Need, Tool};
 
 #[derive(clap::Args, Debug)]

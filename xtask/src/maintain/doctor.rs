@@ -5,8 +5,8 @@
 use anyhow::Result;
 use xshell::cmd;
 
+use crate::develop::lint::CROSS_CHECK_TARGETS;
 use crate::exec::Ctx;
-use crate::lint::CROSS_CHECK_TARGETS;
 use crate::rustup;
 use crate::tools::{self, Need, Tool};
 

@@ -16,13 +16,13 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::archive::{self, Entry};
-use crate::binfmt;
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
-use crate::sbom;
+use crate::release::binfmt;
+use crate::release::sbom;
+use crate::release::units;
 use crate::targets::{self, ArchiveFormat, Linker, Os, Runner, Target};
 use crate::tools::{self, Tool};
-use crate::units;
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Dist {
@@ -81,10 +81,10 @@ impl Dist {
 impl Release {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         if self.matrix {
-            return crate::parts::print_matrix(ctx);
+            return crate::release::parts::print_matrix(ctx);
         }
         if !self.merge.is_empty() {
-            return crate::parts::merge(ctx, &self.merge, self.allow_dirty);
+            return crate::release::parts::merge(ctx, &self.merge, self.allow_dirty);
         }
         let targets = targets::resolve(&self.targets, &ctx.project.settings.targets)?;
         let stamp = ctx.stamp()?;
@@ -117,8 +117,8 @@ impl Release {
         if self.split {
             let out = self
                 .out
-                .unwrap_or_else(|| crate::parts::default_out(ctx, &targets));
-            return crate::parts::split(ctx, &targets, notes, &out);
+                .unwrap_or_else(|| crate::release::parts::default_out(ctx, &targets));
+            return crate::release::parts::split(ctx, &targets, notes, &out);
         }
         build_and_package(ctx, &targets, Some(notes))
     }
@@ -686,7 +686,7 @@ pub fn binaries_for(ctx: &Ctx, targets: &[Target]) -> Result<Manifest> {
             && manifest.stamp.source_date_epoch == stamp.source_date_epoch
             && targets
                 .iter()
-                .all(|target| crate::image::binary_artifact(manifest, target).is_some())
+                .all(|target| crate::release::image::binary_artifact(manifest, target).is_some())
     });
     if let Some(manifest) = current {
         eprintln!("using the binaries in {}", path.display());

@@ -17,13 +17,13 @@ use serde_json::{Value, json};
 use xshell::cmd;
 
 use crate::archive::{self, Entry, sha256_hex};
-use crate::dist;
 use crate::exec::Ctx;
 use crate::manifest::{
     Artifact, ArtifactKind, ImageInfo, ImagePlatform, MANIFEST, Manifest, ManifestStamp, SHA256SUMS,
 };
 use crate::project::Project;
-use crate::registry;
+use crate::release::dist;
+use crate::release::registry;
 use crate::targets::{self, Target};
 use crate::tools::{self, Tool};
 use crate::util::write_atomically;

@@ -1,0 +1,9 @@
+//! The tasks of the edit-compile-test loop: `build`, `test`, `lint`, `ci`,
+//! `version` and `bench`.
+
+pub mod bench;
+pub mod build;
+pub mod ci;
+pub mod lint;
+pub mod test;
+pub mod version;
