@@ -12,13 +12,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::build_info::BUILD_INFO;
-use crate::config::{Environment, LogFormat, Overrides, Settings};
-use crate::connections::{Limits, Server};
-use crate::http::{Shared, router};
-use crate::lifecycle::{Lifecycle, State};
-use crate::metrics::Metrics;
-use crate::workers::Workers;
+use crate::platform::build_info::BUILD_INFO;
+use crate::platform::config::{Environment, LogFormat, Overrides, Settings};
+use crate::platform::connections::{Limits, Server};
+use crate::platform::http::{Shared, router};
+use crate::platform::lifecycle::{Lifecycle, State};
+use crate::platform::metrics::Metrics;
+use crate::platform::workers::Workers;
 
 struct Counting;
 
@@ -123,8 +123,8 @@ fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
     let mut settings = Settings::load(&overrides, &Environment::default()).unwrap();
     // The request log as shipped (JSON, at INFO), into a sink.
     settings.log.format = LogFormat::Json;
-    settings.log.level = crate::config::LogLevel::Info;
-    crate::logging::init_with_output(&settings.log, Box::new(std::io::sink()));
+    settings.log.level = crate::platform::config::LogLevel::Info;
+    crate::platform::logging::init_with_output(&settings.log, Box::new(std::io::sink()));
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
     let (address_sender, address) = std::sync::mpsc::channel::<SocketAddr>();

@@ -4,35 +4,20 @@
 
 #[cfg(test)]
 mod allocations;
-mod build_info;
-mod cli;
-mod config;
-mod connections;
-mod http;
-mod lifecycle;
-mod logging;
-#[cfg(all(target_arch = "x86_64", any(target_env = "musl", test)))]
-mod memcpy;
-mod metrics;
-mod observe;
-mod server;
-mod systemd;
-#[cfg(any(target_env = "musl", test))]
-mod thread_cache;
-mod upgrade;
-mod workers;
+mod platform;
 
 use std::process::ExitCode;
 
-use build_info::{BINARY, BUILD_INFO};
-use cli::Command;
-use config::{Environment, Overrides, Settings};
+use platform::build_info::{self, BINARY, BUILD_INFO};
+use platform::cli::{self, Command};
+use platform::config::{Environment, Overrides, Settings};
+use platform::{logging, server};
 
 /// musl's allocator takes a process-wide lock per call; the shipped (musl)
 /// builds put a per-thread cache in front of it (`thread_cache`).
 #[cfg(all(target_env = "musl", not(test)))]
 #[global_allocator]
-static ALLOCATOR: thread_cache::ThreadCached = thread_cache::ThreadCached;
+static ALLOCATOR: platform::thread_cache::ThreadCached = platform::thread_cache::ThreadCached;
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 2;

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::build_info::BuildInfo;
+use crate::platform::build_info::BuildInfo;
 
 /// Latency buckets in seconds, from 0.5 ms (a cached answer) to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -500,7 +500,7 @@ struct LogCollector;
 
 impl Collector for LogCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let dropped = ConstCounter::new(crate::logging::dropped_lines());
+        let dropped = ConstCounter::new(crate::platform::logging::dropped_lines());
         dropped.encode(encoder.encode_descriptor(
             "app_log_lines_dropped",
             "Log lines dropped because stdout could not keep up",
@@ -667,7 +667,7 @@ mod tests {
             (&root, 10.0),
             (&root, 20.0),
         ];
-        let ours = Metrics::new(&crate::build_info::BUILD_INFO);
+        let ours = Metrics::new(&crate::platform::build_info::BUILD_INFO);
         // Each observation on a thread of its own, one in flight on another.
         std::thread::scope(|scope| {
             for (labels, seconds) in observations {

@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use crate::build_info::BUILD_INFO;
-use crate::config::{Settings, token_matches};
-use crate::lifecycle::{Lifecycle, State as LifecycleState};
-use crate::metrics::Metrics;
-use crate::observe::ObserveLayer;
+use crate::platform::build_info::BUILD_INFO;
+use crate::platform::config::{Settings, token_matches};
+use crate::platform::lifecycle::{Lifecycle, State as LifecycleState};
+use crate::platform::metrics::Metrics;
+use crate::platform::observe::ObserveLayer;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
@@ -170,7 +170,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn version() -> Json<crate::build_info::BuildInfo> {
+async fn version() -> Json<crate::platform::build_info::BuildInfo> {
     Json(BUILD_INFO)
 }
 

@@ -18,9 +18,9 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::config::format_duration;
-use crate::http::{AppState, ErrorBody};
-use crate::metrics::{HttpLabels, intern_route};
+use crate::platform::config::format_duration;
+use crate::platform::http::{AppState, ErrorBody};
+use crate::platform::metrics::{HttpLabels, intern_route};
 
 /// A constant name: inserting a `&str` name that is not a standard header
 /// would allocate it anew on every response.
@@ -392,8 +392,8 @@ mod tests {
         use axum::routing::post;
         use tower::ServiceExt;
 
-        use crate::config::{Environment, Overrides, Settings};
-        use crate::http::Shared;
+        use crate::platform::config::{Environment, Overrides, Settings};
+        use crate::platform::http::Shared;
 
         let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
         let overrides = Overrides {
@@ -402,12 +402,14 @@ mod tests {
         };
         let mut settings = Settings::load(&overrides, &Environment::default()).unwrap();
         settings.server.request_timeout = Duration::from_millis(200);
-        let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
-        lifecycle.advance(crate::lifecycle::State::Ready);
+        let lifecycle = Arc::new(crate::platform::lifecycle::Lifecycle::default());
+        lifecycle.advance(crate::platform::lifecycle::State::Ready);
         let state = Shared::new(
             Arc::new(settings),
             lifecycle,
-            Arc::new(crate::metrics::Metrics::new(&crate::build_info::BUILD_INFO)),
+            Arc::new(crate::platform::metrics::Metrics::new(
+                &crate::platform::build_info::BUILD_INFO,
+            )),
         );
         let sleep = || tokio::time::sleep(Duration::from_secs(30));
         let router = Router::new()

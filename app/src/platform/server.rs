@@ -20,15 +20,15 @@ use anyhow::{Context, anyhow};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::build_info::BUILD_INFO;
-use crate::config::{Settings, format_duration};
-use crate::connections::{self, Limits};
-use crate::http::{self, Shared};
-use crate::lifecycle::{Lifecycle, State};
-use crate::metrics::Metrics;
-use crate::systemd::Notifier;
-use crate::upgrade::{self, Program, ReadySignal};
-use crate::workers::Workers;
+use crate::platform::build_info::BUILD_INFO;
+use crate::platform::config::{Settings, format_duration};
+use crate::platform::connections::{self, Limits};
+use crate::platform::http::{self, Shared};
+use crate::platform::lifecycle::{Lifecycle, State};
+use crate::platform::metrics::Metrics;
+use crate::platform::systemd::Notifier;
+use crate::platform::upgrade::{self, Program, ReadySignal};
+use crate::platform::workers::Workers;
 
 /// How long keep-alive connections may stay open after accepting stopped,
 /// so that each active one gets a response with `Connection: close` instead
@@ -165,7 +165,7 @@ async fn serve(settings: Settings, workers: Arc<Workers>) -> Result<(), ServeErr
                     info!(signal = number, program = %program.path().display(), "upgrade requested");
                     notifier.notify(&format!(
                         "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=upgrading: starting {}",
-                        crate::systemd::monotonic_usec(),
+                        crate::platform::systemd::monotonic_usec(),
                         program.path().display()
                     ));
                     upgrading = Some(Box::pin(upgrade::start(
@@ -299,7 +299,7 @@ async fn exit_on_stop_signals(mut signals: Signals, patience: u32) {
                 seen += 1;
                 if seen >= patience {
                     warn!(signal = number, "stop signal while draining: exiting now");
-                    crate::logging::flush();
+                    crate::platform::logging::flush();
                     std::process::exit(128 + number);
                 }
                 info!(signal = number, "stop signal: already draining");
@@ -312,7 +312,8 @@ async fn exit_on_stop_signals(mut signals: Signals, patience: u32) {
 /// (socket activation), else a new one bound to `addr`. Either way it is
 /// made non-blocking before tokio registers it.
 fn listen(addr: SocketAddr) -> anyhow::Result<(std::net::TcpListener, Origin)> {
-    let (listener, origin) = if let Some(listener) = crate::systemd::inherited_listener()? {
+    let (listener, origin) = if let Some(listener) = crate::platform::systemd::inherited_listener()?
+    {
         (listener, Origin::Systemd)
     } else if let Some(inherited) = upgrade::inherited()? {
         (inherited.listener, Origin::Upgrade(inherited.ready))

@@ -42,7 +42,7 @@ pub fn inherited_listener() -> Result<Option<std::net::TcpListener>> {
     let listener = unsafe { std::net::TcpListener::from_raw_fd(FIRST_FD) };
     // As sd_listen_fds does: the socket must not leak into a child, which
     // gets it only through an upgrade's handover.
-    crate::upgrade::close_on_exec(FIRST_FD)?;
+    crate::platform::upgrade::close_on_exec(FIRST_FD)?;
     listener
         .local_addr()
         .context("descriptor 3 from systemd is not a TCP listening socket")?;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::Overrides;
+use crate::platform::config::Overrides;
 
 pub const USAGE: &str = concat!(
     "Usage: ",

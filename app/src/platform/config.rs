@@ -117,7 +117,7 @@ impl WorkerCount {
     /// The number of worker threads this means on this machine.
     pub fn resolve(self) -> usize {
         match self {
-            WorkerCount::Auto => crate::workers::automatic_count(),
+            WorkerCount::Auto => crate::platform::workers::automatic_count(),
             WorkerCount::Count(count) => count,
         }
     }
@@ -305,7 +305,7 @@ impl Settings {
                 level: LogLevel::Info,
             },
             service: Service {
-                name: crate::build_info::BINARY.to_owned(),
+                name: crate::platform::build_info::BINARY.to_owned(),
                 greeting: "Hello".to_owned(),
             },
             admin: Admin { token: None },
