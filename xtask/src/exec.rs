@@ -75,7 +75,8 @@ impl Ctx {
         if let Some(stamp) = self.stamp.get() {
             return Ok(stamp);
         }
-        let stamp = Stamp::compute(self).context("compute the version stamp")?;
+        let stamp = Stamp::compute(&self.sh, &self.rustc(), &self.project)
+            .context("compute the version stamp")?;
         Ok(self.stamp.get_or_init(|| stamp))
     }
 

@@ -219,6 +219,14 @@ impl Manifest {
             .iter()
             .find(|artifact| artifact.path == path && artifact.inputs.as_deref() == Some(inputs))
     }
+
+    /// The artifact of `kind` built for the target `triple` (its binary, its
+    /// SBOM): how the tasks after `dist` find what it wrote.
+    pub fn artifact_for(&self, kind: ArtifactKind, triple: &str) -> Option<&Artifact> {
+        self.artifacts
+            .iter()
+            .find(|artifact| artifact.kind == kind && artifact.target.as_deref() == Some(triple))
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use xshell::{Shell, cmd};
 
-use crate::exec::Ctx;
+use crate::project::Project;
 use crate::tools::{self, Tool};
 
 /// What a stamp field says when the source is not a git checkout.
@@ -74,19 +74,19 @@ struct GitFacts {
 }
 
 impl Stamp {
-    pub fn compute(ctx: &Ctx) -> Result<Stamp> {
-        let sh = &ctx.sh;
-        let rustc_program = ctx.rustc();
+    /// Asks `rustc_program` and git (in `project`'s root) once; the context
+    /// calls this on first use and hands the result to every task.
+    pub fn compute(sh: &Shell, rustc_program: &Path, project: &Project) -> Result<Stamp> {
         let rustc_verbose = cmd!(sh, "{rustc_program} -vV")
             .quiet()
             .read()
             .context("ask rustc for its version")?;
         let (rustc, host) = parse_rustc_version(&rustc_verbose)?;
         let epoch_override = source_date_epoch_from_env()?;
-        let git = read_git(sh, &ctx.project.root, &ctx.project.target_dir)?;
+        let git = read_git(sh, &project.root, &project.target_dir)?;
         let stamp = match git {
             Some(git) => Stamp {
-                version: ctx.project.version.clone(),
+                version: project.version.clone(),
                 describe: if git.dirty {
                     format!("{}-dirty", git.describe)
                 } else {
@@ -103,7 +103,7 @@ impl Stamp {
                 host,
             },
             None => Stamp {
-                version: ctx.project.version.clone(),
+                version: project.version.clone(),
                 describe: UNKNOWN.into(),
                 commit: UNKNOWN.into(),
                 commit_short: UNKNOWN.into(),

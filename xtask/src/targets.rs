@@ -4,6 +4,11 @@
 
 use anyhow::{Result, bail};
 
+/// The targets clippy checks the shipped package for besides this machine.
+/// Checking needs only their standard library, no linker; `setup` and
+/// `lint` install it when missing.
+pub const CROSS_CHECK_TARGETS: [&str; 2] = ["x86_64-pc-windows-gnu", "aarch64-apple-darwin"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     X86_64,

@@ -236,7 +236,7 @@ impl Deploy {
                     None => targets::host_default(&ctx.stamp()?.host)?,
                 };
                 let manifest =
-                    crate::release::dist::binaries_for(ctx, std::slice::from_ref(&target))?;
+                    crate::release::pipeline::binaries_for(ctx, std::slice::from_ref(&target))?;
                 if ctx.dry_run && manifest.artifacts.is_empty() {
                     eprintln!("(dry run: nothing was built, so there is nothing to deploy)");
                     return Ok(());

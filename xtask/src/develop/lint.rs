@@ -6,14 +6,10 @@ use anyhow::{Context, Result};
 use xshell::cmd;
 
 use crate::exec::Ctx;
+use crate::targets::CROSS_CHECK_TARGETS;
 
 #[derive(clap::Args, Debug)]
 pub struct Lint {}
-
-/// The targets clippy checks the shipped package for besides this machine.
-/// Checking needs only their standard library, no linker; `setup` and
-/// `lint` install it when missing.
-pub const CROSS_CHECK_TARGETS: [&str; 2] = ["x86_64-pc-windows-gnu", "aarch64-apple-darwin"];
 
 impl Lint {
     pub fn run(self, ctx: &Ctx) -> Result<()> {

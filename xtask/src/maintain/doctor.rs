@@ -5,9 +5,9 @@
 use anyhow::Result;
 use xshell::cmd;
 
-use crate::develop::lint::CROSS_CHECK_TARGETS;
 use crate::exec::Ctx;
 use crate::rustup;
+use crate::targets::CROSS_CHECK_TARGETS;
 use crate::tools::{self, Need, Tool};
 
 #[derive(clap::Args, Debug)]

@@ -5,7 +5,9 @@
 pub mod binfmt;
 pub mod dist;
 pub mod image;
+pub mod oci;
 pub mod parts;
+pub mod pipeline;
 pub mod publish;
 pub mod registry;
 pub mod sbom;

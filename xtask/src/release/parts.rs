@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::archive::sha256_hex;
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ImagePlatform, MANIFEST, Manifest, ManifestStamp, SHA256SUMS};
-use crate::release::dist;
-use crate::release::image::{self, Blobs, PlatformImage};
+use crate::release::oci::{self, Blobs, PlatformImage};
+use crate::release::pipeline;
 use crate::targets::Target;
 
 /// The part's own description, at the top of its folder.
@@ -78,7 +78,7 @@ pub fn default_out(ctx: &Ctx, targets: &[Target]) -> PathBuf {
 /// does), then writes it as a part into `out`.
 pub fn split(ctx: &Ctx, targets: &[Target], notes: String, out: &Path) -> Result<()> {
     check_out_folder(out)?;
-    dist::build_and_package(ctx, targets, Some(notes))?;
+    pipeline::build_and_package(ctx, targets, Some(notes))?;
     if ctx.dry_run {
         eprintln!("(dry run: no part is written to {})", out.display());
         return Ok(());
@@ -111,7 +111,7 @@ pub fn split(ctx: &Ctx, targets: &[Target], notes: String, out: &Path) -> Result
             .iter()
             .filter(|target| target.oci_platform().is_some())
         {
-            let platform = image::platform_image(&ctx.project, &dist_dir, &manifest, target)?;
+            let platform = oci::platform_image(&ctx.project, &dist_dir, &manifest, target)?;
             let folder = staging.join(BLOBS);
             std::fs::create_dir_all(&folder)
                 .with_context(|| format!("create {}", folder.display()))?;
@@ -155,7 +155,7 @@ pub fn split(ctx: &Ctx, targets: &[Target], notes: String, out: &Path) -> Result
             return Err(err);
         }
     };
-    dist::swap_into_place(&staging, out)?;
+    pipeline::swap_into_place(&staging, out)?;
     println!(
         "part {}: {} ({} artifacts, {} images) from {}",
         out.display(),
@@ -486,7 +486,7 @@ pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
                 });
             }
             let reference = format!("{}:{}", ctx.project.settings.image, ctx.project.version);
-            image::write_image(&ctx.project, &staging, manifest, platforms, &reference)?;
+            oci::write_image(&ctx.project, &staging, manifest, platforms, &reference)?;
         }
         Ok(())
     })();
@@ -494,10 +494,10 @@ pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(err);
     }
-    dist::swap_into_place(&staging, &dist_dir)?;
+    pipeline::swap_into_place(&staging, &dist_dir)?;
     let manifest = Manifest::require(&dist_dir.join(MANIFEST))?;
-    dist::print_summary(&dist_dir, &manifest);
-    image::print_image(&dist_dir, &manifest);
+    pipeline::print_summary(&dist_dir, &manifest);
+    oci::print_image(&dist_dir, &manifest);
     eprintln!(
         "merged {} parts: {} from {}",
         parts.len(),

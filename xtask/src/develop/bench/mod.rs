@@ -192,8 +192,9 @@ impl Bench {
             })?)
         };
         let target = crate::targets::host_default(&ctx.stamp()?.host)?;
-        let manifest = crate::release::dist::binaries_for(ctx, std::slice::from_ref(&target))?;
-        let shipped = crate::release::image::binary_artifact(&manifest, &target)
+        let manifest = crate::release::pipeline::binaries_for(ctx, std::slice::from_ref(&target))?;
+        let shipped = manifest
+            .artifact_for(crate::manifest::ArtifactKind::Binary, target.triple)
             .map(|artifact| ctx.project.dist_dir().join(&artifact.path));
         let glibc_binary = if self.glibc {
             Build {

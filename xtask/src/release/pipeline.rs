@@ -1,0 +1,565 @@
+//! The release pipeline that `dist`, `release` (whole, `--split` and
+//! `--merge`), `image`, `deploy` and `bench` share: release builds of the
+//! shipped binary for one or more targets, checked, packaged and
+//! checksummed into `target/dist/`, with `dist-manifest.json` describing
+//! every artifact for the tasks that come after (images, deploys).
+//!
+//! The output is reproducible: paths are remapped out of the binaries, the
+//! only time recorded is the source date epoch, and archives are written by
+//! `archive`, whose bytes depend only on their contents. It is also
+//! incremental and atomic: an artifact whose inputs did not change is kept
+//! as it is, and the folder is assembled beside the old one and swapped in
+//! only once complete, so a failed run leaves the previous output whole.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::cmd;
+
+use crate::archive::{self, Entry};
+use crate::exec::Ctx;
+use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
+use crate::release::binfmt;
+use crate::release::sbom;
+use crate::release::units;
+use crate::targets::{self, ArchiveFormat, Linker, Os, Runner, Target};
+use crate::tools::{self, Tool};
+
+/// Files shipped next to the binary in every archive, from the workspace root.
+const SHIPPED_FILES: [&str; 2] = ["README.md", "LICENSE"];
+/// Folders whose files are shipped too.
+const SHIPPED_DIRS: [&str; 1] = ["config"];
+/// A built and checked binary, and the SBOM of what is in it.
+struct Built {
+    target: Target,
+    bytes: Vec<u8>,
+    sbom: Vec<u8>,
+}
+
+pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -> Result<()> {
+    if std::env::var_os("RUSTFLAGS").is_some()
+        || std::env::var_os("CARGO_ENCODED_RUSTFLAGS").is_some()
+    {
+        bail!(
+            "RUSTFLAGS is set, which would replace the flags that make release builds reproducible: unset it, or move the flags to [target.<triple>] rustflags in .cargo/config.toml"
+        );
+    }
+    // Missing tools fail before anything is downloaded or compiled.
+    if targets.iter().any(|target| target.linker() == Linker::Zig) {
+        tools::require(Tool::CargoZigbuild)?;
+        tools::require(Tool::Zig)?;
+    }
+    let triples: Vec<&str> = targets.iter().map(|target| target.triple).collect();
+    crate::rustup::ensure_targets(ctx, &triples)?;
+    // The dependency lists the build embeds, and the SBOMs come from.
+    let dependencies = if ctx.dry_run {
+        Vec::new()
+    } else {
+        sbom::prepare(ctx, targets)?
+    };
+    build(ctx, targets)?;
+    if ctx.dry_run {
+        eprintln!("(dry run: nothing was built, so nothing is checked or packaged)");
+        return Ok(());
+    }
+    let previous = Manifest::read(&ctx.project.dist_dir().join(crate::manifest::MANIFEST));
+    let stamp = crate::manifest::ManifestStamp::from(ctx.stamp()?);
+    let mut built = Vec::new();
+    for (target, dependencies) in targets.iter().zip(&dependencies) {
+        let mut binary = check_binary(ctx, target, previous.as_ref())?;
+        let mut sbom =
+            serde_json::to_vec_pretty(&dependencies.cyclonedx(&stamp, env!("CARGO_PKG_VERSION")))?;
+        sbom.push(b'\n');
+        binary.sbom = sbom;
+        built.push(binary);
+    }
+    package(ctx, &built, notes, previous.as_ref())
+}
+
+/// One cargo invocation per linker, all of that linker's targets at once, so
+/// that build scripts and proc macros compile once.
+fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
+    for (build, specs) in build_commands(ctx, targets)? {
+        ctx.run(build).with_context(|| {
+            format!(
+                "build {} for {}",
+                ctx.project.settings.binary,
+                specs.join(", ")
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The cargo commands `dist` runs for `targets`, stamped, each with the
+/// targets it builds (`bench` times one against `dist` itself).
+pub fn build_commands<'a>(
+    ctx: &'a Ctx,
+    targets: &[Target],
+) -> Result<Vec<(xshell::Cmd<'a>, Vec<String>)>> {
+    let settings = &ctx.project.settings;
+    let (package, binary) = (&settings.package, &settings.binary);
+    let cargo = ctx.cargo_path();
+    let mut commands = Vec::new();
+    for linker in [Linker::RustLld, Linker::Zig] {
+        let group: Vec<&Target> = targets
+            .iter()
+            .filter(|target| target.linker() == linker)
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut config = Vec::new();
+        for target in &group {
+            config.push("--config".to_owned());
+            config.push(format!(
+                "target.{}.rustflags={}",
+                target.triple,
+                reproducible_flags(ctx, target)?
+            ));
+            if linker == Linker::RustLld {
+                config.push("--config".to_owned());
+                config.push(format!("target.{}.linker=\"rust-lld\"", target.triple));
+            }
+        }
+        let (subcommand, specs): (&str, Vec<String>) = match linker {
+            Linker::RustLld => (
+                "build",
+                group
+                    .iter()
+                    .map(|target| target.triple.to_owned())
+                    .collect(),
+            ),
+            Linker::Zig => (
+                "zigbuild",
+                group.iter().map(|target| target.zig_spec()).collect(),
+            ),
+        };
+        let target_args: Vec<String> = specs
+            .iter()
+            .flat_map(|spec| ["--target".to_owned(), spec.clone()])
+            .collect();
+        let build = cmd!(
+            ctx.sh,
+            "{cargo} {subcommand} --release --locked --package {package} --bin {binary} {target_args...} {config...}"
+        )
+        .env(sbom::DEP_V0_DIR_VAR, sbom::dep_v0_dir(ctx));
+        commands.push((ctx.stamped(build)?, specs));
+    }
+    Ok(commands)
+}
+
+/// Rustflags, as a TOML array, that make the binary depend only on the
+/// sources: `--remap-path-prefix` takes the checkout, the target directory
+/// and cargo's home out of it, so that two checkouts in different places
+/// build the same bytes. (The link time the Windows linker stamps into PE
+/// headers is replaced afterwards, see `binfmt::set_pe_timestamp`.)
+///
+/// Apple targets also link with `-S`: zig's Mach-O linker derives `LC_UUID`
+/// from a hash of the output, debug stabs included, and those name the
+/// objects in rustc's temporary folders, so without it every link gets
+/// another UUID (and code signature), even though rustc strips the stabs
+/// afterwards. With `-S` the linker writes no stabs, and two links of the
+/// same objects are byte-identical.
+fn reproducible_flags(ctx: &Ctx, target: &Target) -> Result<String> {
+    let cargo_home = match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?)
+                .join(".cargo")
+        }
+    };
+    // The last matching prefix wins, so the target directory (usually inside
+    // the checkout) comes after the checkout.
+    let remaps = [
+        (cargo_home.as_path(), "/cargo"),
+        (ctx.project.root.as_path(), "/build"),
+        (ctx.project.target_dir.as_path(), "/build/target"),
+    ];
+    let mut flags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
+        .collect();
+    if target.os == Os::Darwin {
+        flags.push("-Clink-arg=-Wl,-S".to_owned());
+    }
+    let flags: Vec<String> = flags
+        .iter()
+        .map(|flag| serde_json::to_string(flag).expect("a string serializes"))
+        .collect();
+    Ok(format!("[{}]", flags.join(",")))
+}
+
+fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Result<Built> {
+    let binary = format!("{}{}", ctx.project.settings.binary, target.exe_suffix());
+    let path = ctx
+        .project
+        .target_dir
+        .join(target.triple)
+        .join("release")
+        .join(&binary);
+    let mut bytes = std::fs::read(&path)
+        .with_context(|| format!("read the built binary {}", path.display()))?;
+    if target.os == Os::Windows {
+        // The linker stamps the wall-clock link time into the PE header;
+        // the shipped copy carries the source date instead.
+        binfmt::set_pe_timestamp(&mut bytes, ctx.stamp()?.source_date_epoch)
+            .with_context(|| format!("set the timestamp of {}", path.display()))?;
+    }
+    let format =
+        binfmt::verify(target, &bytes).with_context(|| format!("check {}", path.display()))?;
+    eprintln!("checked {}: {}", target.triple, format.describe());
+
+    // Running the binary is slower than reading its header; a binary whose
+    // bytes were already run by a previous dist is not run again.
+    let sha256 = archive::sha256_hex(&bytes);
+    let already_run = previous.is_some_and(|manifest| {
+        manifest
+            .artifacts
+            .iter()
+            .any(|artifact| artifact.kind == ArtifactKind::Binary && artifact.sha256 == sha256)
+    });
+    let host = targets::host(&ctx.stamp()?.host);
+    let runner = match target.runner(&host) {
+        Runner::Native => None,
+        Runner::Qemu(qemu) => match which::which(qemu) {
+            Ok(path) => Some(path),
+            Err(_) => {
+                eprintln!(
+                    "note: {qemu} not found, so the {} binary was not run (install it with `apt-get install -y qemu-user`)",
+                    target.triple
+                );
+                return Ok(Built {
+                    target: target.clone(),
+                    bytes,
+                    sbom: Vec::new(),
+                });
+            }
+        },
+        Runner::Unavailable => {
+            return Ok(Built {
+                target: target.clone(),
+                bytes,
+                sbom: Vec::new(),
+            });
+        }
+    };
+    if !already_run {
+        let expected = &ctx.stamp()?.commit_short;
+        let sh = &ctx.sh;
+        let output = match &runner {
+            Some(qemu) => cmd!(sh, "{qemu} {path} --version").quiet().read(),
+            None => cmd!(sh, "{path} --version").quiet().read(),
+        }
+        .with_context(|| format!("run the {} binary with --version", target.triple))?;
+        if !output.contains(&format!("({expected} ")) {
+            bail!(
+                "the {} binary reports `{output}`, not commit {expected}",
+                target.triple
+            );
+        }
+        let how = runner.as_ref().map_or("natively".to_owned(), |qemu| {
+            format!("under {}", qemu.display())
+        });
+        eprintln!("ran {} {how}: {output}", target.triple);
+    }
+    Ok(Built {
+        target: target.clone(),
+        bytes,
+        sbom: Vec::new(),
+    })
+}
+
+/// The files of one archive, in no particular order (the archive sorts).
+fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
+    let binary = format!(
+        "{}{}",
+        ctx.project.settings.binary,
+        built.target.exe_suffix()
+    );
+    let mut entries = vec![
+        Entry {
+            path: binary,
+            contents: built.bytes.clone(),
+            executable: true,
+        },
+        Entry {
+            path: format!("{}.cdx.json", ctx.project.settings.binary),
+            contents: built.sbom.clone(),
+            executable: false,
+        },
+    ];
+    for file in SHIPPED_FILES {
+        let path = ctx.project.root.join(file);
+        let contents = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        entries.push(Entry {
+            path: file.to_owned(),
+            contents,
+            executable: false,
+        });
+    }
+    // Linux archives carry the systemd units and the supervisord program,
+    // rendered for an install under the default prefix.
+    if built.target.os == Os::Linux {
+        let settings = &ctx.project.settings;
+        for (name, text) in units::render(settings, &units::default_prefix(settings)) {
+            entries.push(Entry {
+                path: format!("units/{name}"),
+                contents: text.into_bytes(),
+                executable: false,
+            });
+        }
+    }
+    for dir in SHIPPED_DIRS {
+        for (name, contents) in config_files(&ctx.project.root.join(dir))? {
+            entries.push(Entry {
+                path: format!("{dir}/{name}"),
+                contents,
+                executable: false,
+            });
+        }
+    }
+    Ok(entries)
+}
+
+/// The files of a folder (not its subfolders), sorted by name.
+pub fn config_files(folder: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).with_context(|| format!("list {}", folder.display()))? {
+        let path = entry
+            .with_context(|| format!("list {}", folder.display()))?
+            .path();
+        if path.is_file() {
+            let contents =
+                std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+            files.push((
+                path.file_name()
+                    .expect("a file has a name")
+                    .to_string_lossy()
+                    .into_owned(),
+                contents,
+            ));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A fingerprint of everything that decides an archive's bytes.
+fn inputs_fingerprint(top: &str, entries: &[Entry], epoch: u64) -> String {
+    let mut description = format!("archive-v1 {top} {epoch}\n");
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|left, right| left.path.cmp(&right.path));
+    for entry in sorted {
+        description.push_str(&format!(
+            "{} {:o} {}\n",
+            entry.path,
+            entry.mode(),
+            archive::sha256_hex(&entry.contents)
+        ));
+    }
+    archive::sha256_hex(description.as_bytes())
+}
+
+fn package(
+    ctx: &Ctx,
+    built: &[Built],
+    notes: Option<String>,
+    previous: Option<&Manifest>,
+) -> Result<()> {
+    let stamp = ctx.stamp()?;
+    let dist_dir = ctx.project.dist_dir();
+    let staging = ctx
+        .project
+        .target_dir
+        .join(format!(".dist-staging-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("remove {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
+    let result = (|| {
+        let mut artifacts = Vec::new();
+        for binary in built {
+            let name = &ctx.project.settings.binary;
+            let top = format!("{name}-{}-{}", ctx.project.version, binary.target.triple);
+
+            let binary_path = format!(
+                "{}/{name}{}",
+                binary.target.triple,
+                binary.target.exe_suffix()
+            );
+            write_file(&staging.join(&binary_path), &binary.bytes, true)?;
+            artifacts.push(Artifact::new(
+                &binary_path,
+                ArtifactKind::Binary,
+                Some(binary.target.triple),
+                &binary.bytes,
+                None,
+            ));
+
+            let sbom_path = format!("{top}.cdx.json");
+            write_file(&staging.join(&sbom_path), &binary.sbom, false)?;
+            artifacts.push(Artifact::new(
+                &sbom_path,
+                ArtifactKind::Sbom,
+                Some(binary.target.triple),
+                &binary.sbom,
+                None,
+            ));
+
+            let entries = archive_entries(ctx, binary)?;
+            let archive_path = format!("{top}.{}", binary.target.archive_extension());
+            let inputs = inputs_fingerprint(&top, &entries, stamp.source_date_epoch);
+            let unchanged =
+                previous.and_then(|manifest| manifest.unchanged(&archive_path, &inputs));
+            let archive_artifact = match unchanged {
+                // Same inputs, same bytes: keep the file (and its mtime) by
+                // linking it into the new folder instead of writing it again.
+                Some(old)
+                    if std::fs::hard_link(
+                        dist_dir.join(&archive_path),
+                        staging.join(&archive_path),
+                    )
+                    .is_ok() =>
+                {
+                    eprintln!("unchanged {archive_path}");
+                    Artifact {
+                        inputs: Some(inputs),
+                        ..old.clone()
+                    }
+                }
+                _ => {
+                    let bytes = match binary.target.archive_format() {
+                        ArchiveFormat::TarGz => {
+                            archive::tar_gz(&top, &entries, stamp.source_date_epoch)?
+                        }
+                        ArchiveFormat::Zip => archive::zip(&top, &entries)?,
+                    };
+                    write_file(&staging.join(&archive_path), &bytes, false)?;
+                    eprintln!("wrote {archive_path} ({} bytes)", bytes.len());
+                    Artifact::new(
+                        &archive_path,
+                        ArtifactKind::Archive,
+                        Some(binary.target.triple),
+                        &bytes,
+                        Some(inputs),
+                    )
+                }
+            };
+            artifacts.push(archive_artifact);
+        }
+        if let Some(notes) = &notes {
+            write_file(&staging.join("RELEASE_NOTES.md"), notes.as_bytes(), false)?;
+            artifacts.push(Artifact::new(
+                "RELEASE_NOTES.md",
+                ArtifactKind::ReleaseNotes,
+                None,
+                notes.as_bytes(),
+                None,
+            ));
+        }
+        artifacts.sort_by(|left, right| left.path.cmp(&right.path));
+        let manifest = Manifest::new(&ctx.project.settings.binary, stamp, artifacts);
+        write_file(
+            &staging.join(SHA256SUMS),
+            manifest.sha256sums().as_bytes(),
+            false,
+        )?;
+        write_file(
+            &staging.join(crate::manifest::MANIFEST),
+            manifest.to_json()?.as_bytes(),
+            false,
+        )?;
+        Ok(manifest)
+    })();
+    let manifest = match result {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(err);
+        }
+    };
+    swap_into_place(&staging, &dist_dir)?;
+    print_summary(&dist_dir, &manifest);
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("write {}", path.display()))?;
+    if executable {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("make {} executable", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Replaces `dist_dir` with the complete `staging` folder: the old output is
+/// moved aside, the new one renamed in, then the old one removed.
+pub fn swap_into_place(staging: &Path, dist_dir: &Path) -> Result<()> {
+    let old = staging.with_file_name(format!(".dist-old-{}", std::process::id()));
+    let had_old = dist_dir.exists();
+    if had_old {
+        std::fs::rename(dist_dir, &old)
+            .with_context(|| format!("move the previous {} aside", dist_dir.display()))?;
+    }
+    if let Err(err) = std::fs::rename(staging, dist_dir) {
+        if had_old {
+            let _ = std::fs::rename(&old, dist_dir);
+        }
+        return Err(err)
+            .with_context(|| format!("move the new output into {}", dist_dir.display()));
+    }
+    if had_old {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("remove the previous output {}", old.display()))?;
+    }
+    Ok(())
+}
+
+pub fn print_summary(dist_dir: &Path, manifest: &Manifest) {
+    println!("{}:", dist_dir.display());
+    for artifact in &manifest.artifacts {
+        println!(
+            "  {:<48} {:>10} bytes  sha256:{}",
+            artifact.path,
+            artifact.size,
+            &artifact.sha256[..16]
+        );
+    }
+    println!("  {SHA256SUMS}, {}", crate::manifest::MANIFEST);
+}
+
+/// The dist manifest with binaries for `targets` from this very tree;
+/// `dist` runs first when there is none (it is a no-op when nothing changed).
+pub fn binaries_for(ctx: &Ctx, targets: &[Target]) -> Result<Manifest> {
+    let path = ctx.project.dist_dir().join(crate::manifest::MANIFEST);
+    let stamp = ctx.stamp()?;
+    let current = Manifest::read(&path).filter(|manifest| {
+        !stamp.dirty
+            && manifest.stamp.commit == stamp.commit
+            && manifest.stamp.source_date_epoch == stamp.source_date_epoch
+            && targets.iter().all(|target| {
+                manifest
+                    .artifact_for(ArtifactKind::Binary, target.triple)
+                    .is_some()
+            })
+    });
+    if let Some(manifest) = current {
+        eprintln!("using the binaries in {}", path.display());
+        return Ok(manifest);
+    }
+    build_and_package(ctx, targets, None)?;
+    if ctx.dry_run {
+        return Ok(Manifest::new(
+            &ctx.project.settings.binary,
+            stamp,
+            Vec::new(),
+        ));
+    }
+    Manifest::require(&path)
+}
