@@ -12,13 +12,16 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::platform::Service;
 use crate::platform::build_info::BUILD_INFO;
-use crate::platform::config::{Environment, LogFormat, Overrides, Settings};
+use crate::platform::config::LogFormat;
 use crate::platform::connections::{Limits, Server};
-use crate::platform::http::{Shared, router};
+use crate::platform::http::router;
 use crate::platform::lifecycle::{Lifecycle, State};
 use crate::platform::metrics::Metrics;
+use crate::platform::state::Shared;
 use crate::platform::workers::Workers;
+use crate::service::Greeter;
 
 struct Counting;
 
@@ -115,12 +118,8 @@ fn exchange(stream: &mut TcpStream, request: &[u8], buffer: &mut [u8]) {
 
 #[test]
 fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
-    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    let overrides = Overrides {
-        config_dir: Some(config),
-        listen: None,
-    };
-    let mut settings = Settings::load(&overrides, &Environment::default()).unwrap();
+    let mut settings = crate::platform::test_settings();
+    let business = crate::platform::Started::<Greeter>::new(Default::default()).unwrap();
     // The request log as shipped (JSON, at INFO), into a sink.
     settings.log.format = LogFormat::Json;
     settings.log.level = crate::platform::config::LogLevel::Info;
@@ -146,11 +145,10 @@ fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
                 max_connections: settings.server.max_connections,
             };
             let app = || {
-                router(Shared::new(
-                    settings.clone(),
-                    server_lifecycle.clone(),
-                    metrics.clone(),
-                ))
+                router(
+                    Shared::new(settings.clone(), server_lifecycle.clone(), metrics.clone()),
+                    business.service.routes(),
+                )
             };
             server_lifecycle.advance(State::Ready);
             COUNTED.set(true);

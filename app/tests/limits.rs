@@ -214,10 +214,11 @@ fn a_body_sent_a_byte_at_a_time_is_cut_by_the_request_timeout_with_408() {
     command.env("APP__SERVER__REQUEST_TIMEOUT", "1s");
     let service = Service::start(command);
 
-    let body = br#"{"name": "slow client"}"#;
+    let body = business::BODY.as_bytes();
     let mut stream = connect(service.addr);
     let head = format!(
-        "POST /greet HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        business::BODY_ROUTE,
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
@@ -245,14 +246,20 @@ fn a_body_sent_a_byte_at_a_time_is_cut_by_the_request_timeout_with_408() {
     assert_eq!(
         metric(
             &service,
-            "http_requests_total{method=\"POST\",route=\"/greet\",status=\"408\"}"
+            &format!(
+                "http_requests_total{{method=\"POST\",route=\"{}\",status=\"408\"}}",
+                business::BODY_ROUTE
+            )
         ),
         1.0
     );
     let logged = service
         .stdout
         .wait_for(|line| line.contains("\"status\":408"));
-    assert!(logged.contains("\"route\":\"/greet\""), "{logged}");
+    assert!(
+        logged.contains(&format!("\"route\":\"{}\"", business::BODY_ROUTE)),
+        "{logged}"
+    );
 }
 
 #[test]
@@ -270,7 +277,10 @@ fn running_out_of_descriptors_logs_once_a_second_without_spinning_and_recovers()
 
     // Requests in progress (a body that does not come), which no limit may
     // cut short, hold every descriptor; the rest wait in the backlog.
-    let head = "POST /greet HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        business::BODY_ROUTE
+    );
     let clients: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| {
             let mut stream = connect(service.addr);

@@ -9,10 +9,8 @@
 mod support;
 
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::*;
@@ -239,59 +237,6 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
     }
 }
 
-/// Starts the app on a free loopback port, read from its "listening" log
-/// line.
-// The caller kills and waits for the child it is handed.
-#[allow(clippy::zombie_processes)]
-fn start_app(binary: &Path) -> (std::process::Child, u16) {
-    let mut child = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--config-dir"])
-        .arg(workspace_root().join("config"))
-        .env("APP__LOG__FORMAT", "json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let started = Instant::now();
-    let mut seen = String::new();
-    let mut buffer = [0u8; 4096];
-    loop {
-        let read = stdout.read(&mut buffer).unwrap_or(0);
-        if read == 0 || started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the app exited or never logged its listening line: {seen}");
-        }
-        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
-        let port = seen.lines().find_map(|line| {
-            let entry: Value = serde_json::from_str(line).ok()?;
-            let address = entry["addr"].as_str()?;
-            address.rsplit_once(':')?.1.parse::<u16>().ok()
-        });
-        if let Some(port) = port {
-            // Keep draining its logs so that it never blocks on them.
-            std::thread::spawn(move || while stdout.read(&mut buffer).is_ok_and(|n| n > 0) {});
-            return (child, port);
-        }
-    }
-}
-
-fn get(port: u16, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
 #[test]
 fn every_metric_an_alert_names_is_exported_by_the_running_app() {
     let repo = repository();
@@ -327,12 +272,11 @@ fn every_metric_an_alert_names_is_exported_by_the_running_app() {
     let binary = std::env::var_os("APP_TEST_BINARY")
         .map(PathBuf::from)
         .unwrap_or_else(|| app_built_at(&"f".repeat(40), "k8s"));
-    let (mut app, port) = start_app(&binary);
+    let app = RunningApp::start(Command::new(&binary), &workspace_root().join("config"));
     // One request, so that the request counters and histogram have series.
-    assert!(get(port, "/").starts_with("HTTP/1.1 200"));
-    let metrics = get(port, "/metrics");
-    let _ = app.kill();
-    let _ = app.wait();
+    assert!(app.get("/version").starts_with("HTTP/1.1 200"));
+    let metrics = app.get("/metrics");
+    drop(app);
     for name in &names {
         assert!(
             metrics

@@ -1,7 +1,10 @@
 //! Slow end to end: adopting the workspace for another service. Renaming
-//! the package and its binary (to `hello`) in a copy, as README's "Make it
-//! your service" says, gives `hello` archives, units and image, and a binary
-//! that calls itself `hello`.
+//! the package and its binary (to `hello`) in a copy, and replacing the
+//! business part (`app/src/service/`, its tests, and the routes the
+//! platform's tests use) with another one, as README's "Make it your
+//! service" says, gives `hello` archives and units, a binary that calls
+//! itself `hello` and serves the new route, setting and metric, and the
+//! platform's integration tests pass against that binary.
 
 mod support;
 
@@ -10,6 +13,82 @@ use std::path::Path;
 use std::process::Command;
 
 use support::*;
+
+/// Another business part: one route that reads a body, one setting (a
+/// count, so that the environment's text is read as a number), one metric.
+const ORDERS: &str = r#"//! Orders: `POST /orders` accepts up to `service.max_count` items.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+
+use crate::platform::{Router, Service, Setup};
+
+#[derive(Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub max_count: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { max_count: 3 }
+    }
+}
+
+pub struct Orders {
+    max_count: u32,
+    accepted: Counter,
+}
+
+impl Service for Orders {
+    type Settings = Settings;
+
+    fn new(settings: Settings, setup: &mut Setup<'_>) -> Result<Orders, String> {
+        if settings.max_count == 0 {
+            return Err("max_count is 0: no order could be accepted; set it to e.g. 3".into());
+        }
+        let accepted = Counter::default();
+        setup.register("orders_accepted", "Items accepted by POST /orders", accepted.clone());
+        Ok(Orders { max_count: settings.max_count, accepted })
+    }
+
+    fn routes(self: &Arc<Self>) -> Router {
+        Router::new().route("/orders", post(order)).with_state(self.clone())
+    }
+}
+
+#[derive(Deserialize)]
+struct Order {
+    item: String,
+    count: u32,
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    item: String,
+    count: u32,
+}
+
+async fn order(State(orders): State<Arc<Orders>>, Json(order): Json<Order>) -> Response {
+    if order.count == 0 || order.count > orders.max_count {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    }
+    orders.accepted.inc_by(u64::from(order.count));
+    Json(Accepted { item: order.item, count: order.count }).into_response()
+}
+"#;
+
+const ORDERS_ROUTES_FOR_THE_PLATFORM_TESTS: &str = r##"//! The routes of the business part the platform's tests use.
+pub const BODY_ROUTE: &str = "/orders";
+pub const BODY: &str = r#"{"item":"tea","count":2}"#;
+"##;
 
 fn replace_in(path: &Path, from: &str, to: &str) {
     let text = fs::read_to_string(path).unwrap();
@@ -34,6 +113,33 @@ fn slow_a_renamed_service_names_itself_everywhere() {
         &manifest,
         "image = \"ghcr.io/example/app\"",
         "image = \"ghcr.io/example/hello\"",
+    );
+    // The business part replaced: the folder, its tests, the line in
+    // main.rs that names it, the routes the platform's tests use.
+    let service = root.join("app/src/service");
+    fs::remove_dir_all(&service).unwrap();
+    fs::create_dir(&service).unwrap();
+    fs::write(service.join("mod.rs"), ORDERS).unwrap();
+    replace_in(
+        &root.join("app/src/main.rs"),
+        "service::Greeter",
+        "service::Orders",
+    );
+    replace_in(
+        &root.join("app/src/allocations.rs"),
+        "use crate::service::Greeter;",
+        "use crate::service::Orders as Greeter;",
+    );
+    fs::remove_file(root.join("app/tests/greeter.rs")).unwrap();
+    fs::write(
+        root.join("app/tests/support/business.rs"),
+        ORDERS_ROUTES_FOR_THE_PLATFORM_TESTS,
+    )
+    .unwrap();
+    replace_in(
+        &root.join("config/base.toml"),
+        "greeting = \"Hello\"",
+        "max_count = 5",
     );
     stdout_of(
         Command::new(env!("CARGO"))
@@ -79,6 +185,35 @@ fn slow_a_renamed_service_names_itself_everywhere() {
             .env_remove("APP_ENV"),
     );
     assert!(config.contains("name = \"hello\""), "{config}");
+    assert!(config.contains("max_count = 5"), "{config}");
+
+    // The new route, setting and metric, served by the shipped binary.
+    let mut command = Command::new(&binary);
+    command.env("APP__SERVICE__MAX_COUNT", "2");
+    let served = RunningApp::start(command, &root.join("config"));
+    let accepted = served.post("/orders", r#"{"item":"tea","count":2}"#);
+    assert!(accepted.starts_with("HTTP/1.1 200"), "{accepted}");
+    let refused = served.post("/orders", r#"{"item":"tea","count":3}"#);
+    assert!(
+        refused.starts_with("HTTP/1.1 422"),
+        "the setting applies: {refused}"
+    );
+    let metrics = served.get("/metrics");
+    assert!(metrics.contains("orders_accepted_total 2\n"), "{metrics}");
+    assert!(
+        served.get("/").starts_with("HTTP/1.1 404"),
+        "the greeter is gone"
+    );
+    drop(served);
+
+    // The platform's integration tests, against the shipped binary.
+    stdout_of(
+        xtask(root)
+            .args(["test", "--app-binary"])
+            .arg(&binary)
+            .args(["--package", "hello", "--test", "*"])
+            .env("CARGO_TARGET_DIR", &target_dir),
+    );
 
     let units = copy.path().join("units-out");
     stdout_of(xtask(root).arg("units").arg("--out").arg(&units));

@@ -131,11 +131,19 @@ pub struct Log {
 
 #[derive(Debug, Clone)]
 pub struct Service {
-    /// The name the service reports on `/` and in logs.
+    /// The name the service reports in its logs, `/version` and to the
+    /// business part.
     pub name: String,
-    /// The greeting of `GET /`: the business logic a team replaces.
-    pub greeting: String,
+    /// The rest of `[service]`: the business part's own settings, merged
+    /// over the layers and checked by it layer by layer
+    /// (`crate::platform::Service::Settings`); after loading, every one of
+    /// them with its effective value, defaults included.
+    pub own: toml::Table,
 }
+
+/// How the business part checks one layer's keys of `[service]`: `Err` is
+/// the serde message naming the key.
+pub type CheckOwn = fn(&toml::Table) -> Result<(), String>;
 
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -186,11 +194,13 @@ struct LogLayer {
     level: Option<LogLevel>,
 }
 
+/// `name` is the platform's; every other key is the business part's, which
+/// checks them itself (unknown keys included).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ServiceLayer {
     name: Option<String>,
-    greeting: Option<String>,
+    #[serde(flatten)]
+    own: toml::Table,
 }
 
 /// Secrets only: nothing here may come from a file.
@@ -241,7 +251,11 @@ fn is_ours(name: &str) -> bool {
 }
 
 impl Settings {
-    pub fn load(overrides: &Overrides, environment: &Environment) -> Result<Settings> {
+    pub fn load(
+        overrides: &Overrides,
+        environment: &Environment,
+        check_own: CheckOwn,
+    ) -> Result<Settings> {
         let env = Env::parse(environment.get("APP_ENV").unwrap_or("dev"))?;
         let mut settings = Settings::defaults(env);
 
@@ -258,10 +272,10 @@ impl Settings {
                 base.display()
             )
         })?;
-        settings.apply_file(&base, &base_text)?;
+        settings.apply_file(&base, &base_text, check_own)?;
         let env_file = config_dir.join(format!("{}.toml", env.name()));
         match std::fs::read_to_string(&env_file) {
-            Ok(text) => settings.apply_file(&env_file, &text)?,
+            Ok(text) => settings.apply_file(&env_file, &text, check_own)?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(anyhow!(err).context(format!("read {}", env_file.display()))),
         }
@@ -274,7 +288,7 @@ impl Settings {
             if secret_of(&section, &key).is_some() {
                 continue;
             }
-            settings.apply_env(name, &section, &key, value)?;
+            settings.apply_env(name, &section, &key, value, check_own)?;
         }
 
         if let Some(listen) = overrides.listen {
@@ -306,14 +320,14 @@ impl Settings {
             },
             service: Service {
                 name: crate::platform::build_info::BINARY.to_owned(),
-                greeting: "Hello".to_owned(),
+                own: toml::Table::new(),
             },
             admin: Admin { token: None },
             sources: vec!["defaults".to_owned()],
         }
     }
 
-    fn apply_file(&mut self, path: &Path, text: &str) -> Result<()> {
+    fn apply_file(&mut self, path: &Path, text: &str, check_own: CheckOwn) -> Result<()> {
         let source = path.display().to_string();
         let table: toml::Table =
             toml::from_str(text).map_err(|err| toml_error(&source, text, &err))?;
@@ -331,16 +345,40 @@ impl Settings {
             }
         }
         let layer: Layer = toml::from_str(text).map_err(|err| toml_error(&source, text, &err))?;
+        check_own(&layer.service.own).map_err(|err| anyhow!("{source}: [service] {err}"))?;
         self.apply(layer);
         self.sources.push(source);
         Ok(())
     }
 
-    fn apply_env(&mut self, name: &str, section: &str, key: &str, value: &str) -> Result<()> {
-        // Every setting is a string in TOML (durations and addresses too), so
-        // a variable's value is used as a TOML string.
+    fn apply_env(
+        &mut self,
+        name: &str,
+        section: &str,
+        key: &str,
+        value: &str,
+        check_own: CheckOwn,
+    ) -> Result<()> {
+        // Every setting of the platform is a string in TOML (durations and
+        // addresses too), so a variable's value is used as a TOML string.
+        // A key of the business part that is not a string (a count, a flag)
+        // is read as the TOML value the text spells, if it is one.
         let mut inner = toml::Table::new();
         inner.insert(key.to_owned(), toml::Value::String(value.to_owned()));
+        if section == "service"
+            && key != "name"
+            && let Err(as_string) = check_own(&inner)
+        {
+            let typed = toml::from_str::<toml::Table>(&format!("value = {value}"))
+                .ok()
+                .and_then(|mut table| table.remove("value"))
+                .map(|typed| toml::Table::from_iter([(key.to_owned(), typed)]))
+                .filter(|typed| check_own(typed).is_ok());
+            match typed {
+                Some(typed) => inner = typed,
+                None => bail!("{name}: {as_string}"),
+            }
+        }
         let mut outer = toml::Table::new();
         outer.insert(section.to_owned(), toml::Value::Table(inner));
         let layer = toml::Value::Table(outer)
@@ -373,7 +411,7 @@ impl Settings {
         set(&mut self.log.format, log.format);
         set(&mut self.log.level, log.level);
         set(&mut self.service.name, service.name);
-        set(&mut self.service.greeting, service.greeting);
+        self.service.own.extend(service.own);
     }
 
     fn validate(&self) -> Result<()> {
@@ -460,7 +498,7 @@ impl Settings {
              level = \"{level}\"\n\n\
              [service]\n\
              name = {}\n\
-             greeting = {}\n\n\
+             {}\n\
              [admin]\n\
              token = \"{token}\"\n",
             self.env.name(),
@@ -478,8 +516,49 @@ impl Settings {
                 WorkerCount::Count(count) => count.to_string(),
             },
             quoted(&self.service.name),
-            quoted(&self.service.greeting),
+            self.service
+                .own
+                .iter()
+                .map(|(key, value)| format!("{} = {}\n", toml_key(key), toml_text(value)))
+                .collect::<String>(),
         )
+    }
+}
+
+/// A key as TOML: bare where TOML allows it, else quoted.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if bare {
+        key.to_owned()
+    } else {
+        serde_json::to_string(key).expect("a string serializes")
+    }
+}
+
+/// A TOML value as TOML text, strings quoted as JSON strings (valid TOML
+/// basic strings), without toml's serializer.
+fn toml_text(value: &toml::Value) -> String {
+    let quoted = |text: &str| serde_json::to_string(text).expect("a string serializes");
+    match value {
+        toml::Value::String(text) => quoted(text),
+        toml::Value::Integer(number) => number.to_string(),
+        toml::Value::Float(number) => format!("{number:?}"),
+        toml::Value::Boolean(flag) => flag.to_string(),
+        toml::Value::Datetime(datetime) => datetime.to_string(),
+        toml::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(toml_text).collect();
+            format!("[{}]", items.join(", "))
+        }
+        toml::Value::Table(table) => {
+            let entries: Vec<String> = table
+                .iter()
+                .map(|(key, value)| format!("{} = {}", toml_key(key), toml_text(value)))
+                .collect();
+            format!("{{ {} }}", entries.join(", "))
+        }
     }
 }
 
@@ -735,7 +814,7 @@ mod tests {
             config_dir: Some(dir.path().to_owned()),
             listen: listen.map(|addr| addr.parse().unwrap()),
         };
-        Settings::load(&overrides, &environment).map_err(|err| format!("{err:#}"))
+        Settings::load(&overrides, &environment, |_| Ok(())).map_err(|err| format!("{err:#}"))
     }
 
     fn check_error(files: &[(&str, &str)], vars: &[(&str, &str)], expected: &[&str]) {

@@ -420,6 +420,16 @@ impl Metrics {
     }
 
     /// Counts a request answered, with its latency.
+    /// Adds a metric of the business part's to what `/metrics` shows.
+    pub fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry.register(name, help, metric);
+    }
+
     pub fn observe(&self, labels: &HttpLabels, elapsed: Duration) {
         self.requests.observe(labels, elapsed);
     }

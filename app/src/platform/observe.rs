@@ -19,8 +19,8 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::platform::config::format_duration;
-use crate::platform::http::{AppState, ErrorBody};
 use crate::platform::metrics::{HttpLabels, intern_route};
+use crate::platform::state::{AppState, ErrorBody};
 
 /// A constant name: inserting a `&str` name that is not a standard header
 /// would allocate it anew on every response.
@@ -392,15 +392,9 @@ mod tests {
         use axum::routing::post;
         use tower::ServiceExt;
 
-        use crate::platform::config::{Environment, Overrides, Settings};
-        use crate::platform::http::Shared;
+        use crate::platform::state::Shared;
 
-        let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-        let overrides = Overrides {
-            config_dir: Some(config),
-            listen: None,
-        };
-        let mut settings = Settings::load(&overrides, &Environment::default()).unwrap();
+        let mut settings = crate::platform::test_settings();
         settings.server.request_timeout = Duration::from_millis(200);
         let lifecycle = Arc::new(crate::platform::lifecycle::Lifecycle::default());
         lifecycle.advance(crate::platform::lifecycle::State::Ready);

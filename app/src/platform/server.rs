@@ -23,9 +23,10 @@ use tracing::{info, warn};
 use crate::platform::build_info::BUILD_INFO;
 use crate::platform::config::{Settings, format_duration};
 use crate::platform::connections::{self, Limits};
-use crate::platform::http::{self, Shared};
+use crate::platform::http;
 use crate::platform::lifecycle::{Lifecycle, State};
 use crate::platform::metrics::Metrics;
+use crate::platform::state::Shared;
 use crate::platform::systemd::Notifier;
 use crate::platform::upgrade::{self, Program, ReadySignal};
 use crate::platform::workers::Workers;
@@ -47,7 +48,13 @@ pub enum ServeError {
 /// Serves until stopped. The main thread runs the signals, the upgrades, the
 /// accept loop and its share of the connections, on a single-threaded
 /// runtime; the other workers are threads of their own (see `workers`).
-pub fn run(settings: Settings) -> Result<(), ServeError> {
+/// `metrics` holds the business part's metrics already; `business` makes
+/// its routes, once per worker.
+pub fn run(
+    settings: Settings,
+    metrics: Metrics,
+    business: impl Fn() -> axum::Router,
+) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -56,7 +63,7 @@ pub fn run(settings: Settings) -> Result<(), ServeError> {
     let worker_count = settings.server.workers.resolve();
     let (workers, threads) =
         Workers::start(runtime.handle().clone(), worker_count).map_err(ServeError::Runtime)?;
-    let outcome = runtime.block_on(serve(settings, workers));
+    let outcome = runtime.block_on(serve(settings, metrics, business, workers));
     // The connections still running (past the drain timeout) end with the
     // workers' runtimes, as the main one's end with it.
     drop(threads);
@@ -77,7 +84,12 @@ enum Stop {
     HandedOver { pid: u32 },
 }
 
-async fn serve(settings: Settings, workers: Arc<Workers>) -> Result<(), ServeError> {
+async fn serve(
+    settings: Settings,
+    metrics: Metrics,
+    business: impl Fn() -> axum::Router,
+    workers: Arc<Workers>,
+) -> Result<(), ServeError> {
     // Registered before listening, so that an early SIGTERM drains instead
     // of killing the process, and an early SIGHUP does not kill it either.
     let mut signals = Signals::new().map_err(ServeError::Runtime)?;
@@ -97,13 +109,12 @@ async fn serve(settings: Settings, workers: Arc<Workers>) -> Result<(), ServeErr
 
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
-    let metrics = Arc::new(Metrics::new(&BUILD_INFO));
+    let metrics = Arc::new(metrics);
     let app = || {
-        http::router(Shared::new(
-            settings.clone(),
-            lifecycle.clone(),
-            metrics.clone(),
-        ))
+        http::router(
+            Shared::new(settings.clone(), lifecycle.clone(), metrics.clone()),
+            business(),
+        )
     };
     let limits = Limits {
         header_read_timeout: settings.server.header_read_timeout,

@@ -10,6 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod business;
 #[path = "../../../xtask/tests/support/tools.rs"]
 mod tools;
 #[allow(unused_imports)] // Used by some of the test binaries that include this module.
@@ -24,8 +25,25 @@ pub const BOUND: Duration = Duration::from_secs(15);
 pub fn app_binary() -> &'static str {
     static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BINARY.get_or_init(|| {
-        std::env::var("APP_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_app").to_owned())
+        std::env::var("APP_TEST_BINARY")
+            .ok()
+            .or_else(|| option_env!("CARGO_BIN_EXE_app").map(str::to_owned))
+            .unwrap_or_else(renamed_binary)
     })
+}
+
+/// The package's binary after a rename (README, "Make it your service"):
+/// cargo builds it beside the test's `deps/` folder, named as the package.
+fn renamed_binary() -> String {
+    let test = std::env::current_exe().expect("the test's own path");
+    let profile_dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from <target>/<profile>/deps");
+    profile_dir
+        .join(env!("CARGO_PKG_NAME"))
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn config_dir() -> PathBuf {

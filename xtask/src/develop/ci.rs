@@ -23,6 +23,7 @@ type StepFn = fn(&Ctx) -> Result<()>;
 /// The steps, cheapest and most likely to fail first.
 const STEPS: &[(&str, StepFn)] = &[
     ("fmt", lint::fmt),
+    ("layering", crate::develop::layering::check),
     ("clippy", |ctx| {
         lint::clippy(ctx)?;
         lint::clippy_cross(ctx)

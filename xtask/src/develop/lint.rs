@@ -1,6 +1,7 @@
-//! `cargo xtask lint`: formatting and clippy, warnings denied, for this
-//! machine and for one Windows and one macOS target, so that code gated by
-//! `cfg(unix)` stays warning-free on every platform `dist` builds.
+//! `cargo xtask lint`: formatting, the layering of imports (`layering`), and
+//! clippy, warnings denied, for this machine and for one Windows and one
+//! macOS target, so that code gated by `cfg(unix)` stays warning-free on
+//! every platform `dist` builds.
 
 use anyhow::{Context, Result};
 use xshell::cmd;
@@ -14,6 +15,7 @@ pub struct Lint {}
 impl Lint {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         fmt(ctx)?;
+        crate::develop::layering::check(ctx)?;
         clippy(ctx)?;
         clippy_cross(ctx)
     }

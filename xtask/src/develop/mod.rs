@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod build;
 pub mod ci;
+pub mod layering;
 pub mod lint;
 pub mod test;
 pub mod version;

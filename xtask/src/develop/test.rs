@@ -45,15 +45,20 @@ impl Test {
             None => None,
         };
         let args = &self.args;
+        // The whole workspace, unless the arguments pick packages.
+        let picks_packages = args
+            .iter()
+            .any(|arg| arg == "-p" || arg.starts_with("--package"));
+        let workspace = (!picks_packages).then_some("--workspace");
         let cargo = ctx.cargo_path();
         let test = if tools::find(Tool::CargoNextest).is_some() {
-            cmd!(ctx.sh, "{cargo} nextest run --workspace {args...}")
+            cmd!(ctx.sh, "{cargo} nextest run {workspace...} {args...}")
         } else {
             let hint = Tool::CargoNextest.info().install();
             eprintln!(
                 "note: cargo-nextest not found, running cargo test instead (install it with `{hint}`)"
             );
-            cmd!(ctx.sh, "{cargo} test --workspace {args...}")
+            cmd!(ctx.sh, "{cargo} test {workspace...} {args...}")
         };
         let mut test = ctx.stamped(test)?;
         if let Some(binary) = app_binary {

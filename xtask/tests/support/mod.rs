@@ -149,3 +149,82 @@ pub fn manifest_at(commit: &str) -> serde_json::Value {
         "artifacts": [],
     })
 }
+
+/// The app binary serving on a free loopback port (read from its
+/// "listening" log line), killed when dropped.
+pub struct RunningApp {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RunningApp {
+    /// Starts `command` (the binary, with any environment) with `config`.
+    pub fn start(mut command: Command, config: &Path) -> RunningApp {
+        use std::io::Read;
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0", "--config-dir"])
+            .arg(config)
+            .env("APP__LOG__FORMAT", "json")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let started = std::time::Instant::now();
+        let mut seen = String::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let read = stdout.read(&mut buffer).unwrap_or(0);
+            if read == 0 || started.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the app exited or never logged its listening line: {seen}");
+            }
+            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+            let port = seen.lines().find_map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+                let address = entry["addr"].as_str()?;
+                address.rsplit_once(':')?.1.parse::<u16>().ok()
+            });
+            if let Some(port) = port {
+                // Keep draining its logs so that it never blocks on them.
+                std::thread::spawn(move || while stdout.read(&mut buffer).is_ok_and(|n| n > 0) {});
+                return RunningApp { child, port };
+            }
+        }
+    }
+
+    /// The raw response to `GET path`.
+    pub fn get(&self, path: &str) -> String {
+        self.exchange(&format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        ))
+    }
+
+    /// The raw response to a `POST` of a JSON body.
+    pub fn post(&self, path: &str, json: &str) -> String {
+        self.exchange(&format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        ))
+    }
+
+    fn exchange(&self, request: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

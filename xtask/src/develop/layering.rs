@@ -1,0 +1,482 @@
+//! The directions imports may take between the modules of the workspace,
+//! checked by `lint` (and `ci`) from the sources: the xtask's stages import
+//! the core and never the other way, `release/` never imports `deploy/`,
+//! the service's business part reaches the platform only through the
+//! surface `app/src/platform/mod.rs` declares, and no crate has an import
+//! circle.
+//!
+//! An import is a `crate::…` or `super::…` path anywhere in a module's code
+//! (a `use` line or a path written inline), braces expanded. Relative paths
+//! from a `mod.rs` into its own children are declarations of the folder,
+//! not arrows, and are not read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::exec::Ctx;
+
+/// How one crate is layered: which layer a module is in, and which layers
+/// each layer may import.
+pub struct Rules {
+    pub crate_dir: &'static str,
+    pub layer_of: fn(&str) -> &'static str,
+    /// `(layer, the layers it may import)`; a layer imports itself freely.
+    pub allowed: &'static [(&'static str, &'static [&'static str])],
+}
+
+/// The xtask: `main`/`flags` dispatch to the stages; the stages use the core
+/// at the root of `src/`; develop and deploy may use the release pipeline.
+pub const XTASK: Rules = Rules {
+    crate_dir: "xtask",
+    layer_of: |module| match module.split("::").next().unwrap_or_default() {
+        "" | "flags" => "entry",
+        "develop" => "develop",
+        "release" => "release",
+        "deploy" => "deploy",
+        "maintain" => "maintain",
+        _ => "core",
+    },
+    allowed: &[
+        (
+            "entry",
+            &["core", "develop", "release", "deploy", "maintain"],
+        ),
+        ("develop", &["core", "release"]),
+        ("release", &["core"]),
+        ("deploy", &["core", "release"]),
+        ("maintain", &["core"]),
+        ("core", &[]),
+    ],
+};
+
+/// The service: `main.rs` joins the business part (`service/`) to the
+/// platform; the business part sees only the surface (`platform/mod.rs`),
+/// and the platform never sees the business part.
+pub const APP: Rules = Rules {
+    crate_dir: "app",
+    layer_of: |module| {
+        let mut segments = module.split("::");
+        match (segments.next().unwrap_or_default(), segments.next()) {
+            ("service", _) => "business",
+            ("platform", None) => "surface",
+            ("platform", Some(_)) => "platform",
+            _ => "entry",
+        }
+    },
+    allowed: &[
+        ("entry", &["business", "surface", "platform"]),
+        ("business", &["surface"]),
+        ("surface", &["platform"]),
+        ("platform", &["surface"]),
+    ],
+};
+
+/// `cargo xtask lint`'s check of both crates.
+pub fn check(ctx: &Ctx) -> Result<()> {
+    let mut problems = Vec::new();
+    for rules in [&XTASK, &APP] {
+        let src = ctx.project.root.join(rules.crate_dir).join("src");
+        let modules = read_modules(&src)?;
+        problems.extend(
+            violations(&modules, rules)
+                .into_iter()
+                .map(|problem| format!("{}: {problem}", rules.crate_dir)),
+        );
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} import(s) against the layering (ARCHITECTURE.md, \"Layers\"): {}; move the shared code down a layer, or into the surface",
+            problems.len(),
+            problems.join("; ")
+        );
+    }
+    eprintln!("layering: xtask and app import only in the allowed directions, with no circle");
+    Ok(())
+}
+
+/// Every `.rs` file under `src`, as (module path, source text).
+pub fn read_modules(src: &Path) -> Result<BTreeMap<String, String>> {
+    let mut modules = BTreeMap::new();
+    let mut folders = vec![src.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in
+            std::fs::read_dir(&folder).with_context(|| format!("read {}", folder.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let relative = path.strip_prefix(src).expect("under src");
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("read {}", path.display()))?;
+                modules.insert(module_path(&relative.to_string_lossy()), text);
+            }
+        }
+    }
+    Ok(modules)
+}
+
+/// `release/dist.rs` → `release::dist`, `deploy/mod.rs` → `deploy`,
+/// `main.rs` → `` (the crate root).
+fn module_path(relative: &str) -> String {
+    let without = relative.trim_end_matches(".rs").replace('\\', "/");
+    let mut segments: Vec<&str> = without.split('/').collect();
+    if matches!(segments.last(), Some(&"mod" | &"main" | &"lib")) {
+        segments.pop();
+    }
+    segments.join("::")
+}
+
+/// What breaks the rules: forbidden arrows, then circles.
+pub fn violations(modules: &BTreeMap<String, String>, rules: &Rules) -> Vec<String> {
+    let graph = imports(modules);
+    let mut problems = Vec::new();
+    for (from, targets) in &graph {
+        let from_layer = (rules.layer_of)(from);
+        let allowed = rules
+            .allowed
+            .iter()
+            .find(|(layer, _)| *layer == from_layer)
+            .map_or(&[][..], |(_, allowed)| *allowed);
+        for to in targets {
+            let to_layer = (rules.layer_of)(to);
+            if to_layer != from_layer && !allowed.contains(&to_layer) {
+                problems.push(format!(
+                    "{} imports {} ({from_layer} may import {})",
+                    display(from),
+                    display(to),
+                    if allowed.is_empty() {
+                        format!("only {from_layer}")
+                    } else {
+                        format!("{from_layer}, {}", allowed.join(", "))
+                    }
+                ));
+            }
+        }
+    }
+    problems.extend(circles(&graph).into_iter().map(|circle| {
+        let names: Vec<&str> = circle.iter().map(|module| display(module)).collect();
+        format!("import circle {}", names.join(" -> "))
+    }));
+    problems
+}
+
+fn display(module: &str) -> &str {
+    if module.is_empty() { "main" } else { module }
+}
+
+/// For each module, the other modules its code names.
+fn imports(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph = BTreeMap::new();
+    for (module, text) in modules {
+        let mut targets = BTreeSet::new();
+        for path in paths_in(text) {
+            let absolute = match path.first().map(String::as_str) {
+                Some("crate") => path[1..].to_vec(),
+                Some("super") => {
+                    let mut base: Vec<String> = module.split("::").map(str::to_owned).collect();
+                    let mut rest = &path[..];
+                    while rest.first().is_some_and(|segment| segment == "super") {
+                        base.pop();
+                        rest = &rest[1..];
+                    }
+                    // `super::` from a file's own `mod tests` names the file.
+                    if rest.first().is_some_and(|segment| segment == "*") {
+                        continue;
+                    }
+                    base.extend(rest.iter().cloned());
+                    base
+                }
+                _ => continue,
+            };
+            let target = longest_module(modules, &absolute);
+            if target != *module {
+                targets.insert(target);
+            }
+        }
+        graph.insert(module.clone(), targets);
+    }
+    graph
+}
+
+/// The longest prefix of `path` that is a module of the crate.
+fn longest_module(modules: &BTreeMap<String, String>, path: &[String]) -> String {
+    (0..=path.len())
+        .rev()
+        .map(|length| path[..length].join("::"))
+        .find(|candidate| modules.contains_key(candidate))
+        .unwrap_or_default()
+}
+
+/// `text` with its comments and the insides of its string and character
+/// literals blanked out, so that only code is read.
+fn code_only(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut code = String::with_capacity(text.len());
+    let mut at = 0;
+    while at < chars.len() {
+        let rest = &chars[at..];
+        match rest {
+            ['/', '/', ..] => {
+                while at < chars.len() && chars[at] != '\n' {
+                    at += 1;
+                }
+            }
+            ['/', '*', ..] => {
+                at += 2;
+                while at < chars.len() && !(chars[at] == '*' && chars.get(at + 1) == Some(&'/')) {
+                    at += 1;
+                }
+                at += 2;
+            }
+            ['r', '#' | '"', ..] if at == 0 || !is_ident(chars[at - 1]) => {
+                let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
+                if rest.get(1 + hashes) != Some(&'"') {
+                    code.push('r');
+                    at += 1;
+                    continue;
+                }
+                at += 2 + hashes;
+                while at < chars.len()
+                    && !(chars[at] == '"'
+                        && chars[at + 1..]
+                            .iter()
+                            .take(hashes)
+                            .filter(|c| **c == '#')
+                            .count()
+                            == hashes)
+                {
+                    at += 1;
+                }
+                at += 1 + hashes;
+                code.push_str("\"\"");
+            }
+            ['"', ..] => {
+                at += 1;
+                while at < chars.len() && chars[at] != '"' {
+                    at += if chars[at] == '\\' { 2 } else { 1 };
+                }
+                at += 1;
+                code.push_str("\"\"");
+            }
+            ['\'', '\\', ..] => {
+                at += 2;
+                while at < chars.len() && chars[at] != '\'' {
+                    at += 1;
+                }
+                at += 1;
+            }
+            ['\'', _, '\'', ..] => at += 3,
+            [c, ..] => {
+                code.push(*c);
+                at += 1;
+            }
+            [] => break,
+        }
+    }
+    code
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Every `crate::…` and `super::…` path in `text` outside comments, with
+/// `{a, b::c}` groups expanded into one path each.
+fn paths_in(text: &str) -> Vec<Vec<String>> {
+    let code = code_only(text);
+    let bytes = code.as_bytes();
+    let mut paths = Vec::new();
+    for start in ["crate::", "super::"] {
+        let mut from = 0;
+        while let Some(found) = code[from..].find(start) {
+            let at = from + found;
+            from = at + start.len();
+            let preceded_by_ident = at > 0 && {
+                let before = bytes[at - 1];
+                before.is_ascii_alphanumeric() || before == b'_' || before == b':'
+            };
+            if preceded_by_ident {
+                continue;
+            }
+            let root = start.trim_end_matches("::").to_owned();
+            paths.extend(use_tree(&code[from..], vec![root]).0);
+        }
+    }
+    paths
+}
+
+/// Parses the use tree at the start of `text`, after `prefix::`: the
+/// paths it names and how many bytes it takes.
+fn use_tree(text: &str, prefix: Vec<String>) -> (Vec<Vec<String>>, usize) {
+    let skip_blanks = |at: usize| at + (text[at..].len() - text[at..].trim_start().len());
+    let mut at = skip_blanks(0);
+    if text[at..].starts_with('{') {
+        at += 1;
+        let mut paths = Vec::new();
+        loop {
+            at = skip_blanks(at);
+            if at >= text.len() || text[at..].starts_with('}') {
+                return (paths, (at + 1).min(text.len()));
+            }
+            let (found, used) = use_tree(&text[at..], prefix.clone());
+            paths.extend(found);
+            at = skip_blanks(at + used);
+            match text[at..].chars().next() {
+                Some(',') => at += 1,
+                Some('}') => return (paths, at + 1),
+                _ => return (paths, at),
+            }
+        }
+    }
+    let length = text[at..]
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '*'))
+        .unwrap_or(text.len() - at);
+    let mut path = prefix;
+    if length == 0 {
+        return (vec![path], at);
+    }
+    path.push(text[at..at + length].to_owned());
+    at += length;
+    if text[at..].starts_with("::") {
+        let (paths, used) = use_tree(&text[at + 2..], path);
+        return (paths, at + 2 + used);
+    }
+    (vec![path], at)
+}
+
+/// The circles of the graph, each once, as the modules around it.
+fn circles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let mut reported = BTreeSet::new();
+    for start in graph.keys() {
+        // Depth-first from `start`, looking for a way back to it.
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        let mut seen = BTreeSet::new();
+        while let Some((module, path)) = stack.pop() {
+            for next in graph.get(&module).into_iter().flatten() {
+                if next == start {
+                    let mut members: Vec<String> = path.clone();
+                    members.sort();
+                    if reported.insert(members) {
+                        let mut circle = path.clone();
+                        circle.push(start.clone());
+                        found.push(circle);
+                    }
+                } else if seen.insert(next.clone()) {
+                    let mut longer = path.clone();
+                    longer.push(next.clone());
+                    stack.push((next.clone(), longer));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modules(files: &[(&str, &str)]) -> BTreeMap<String, String> {
+        files
+            .iter()
+            .map(|(path, text)| (module_path(path), (*text).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn paths_are_read_from_use_trees_and_inline_paths_but_not_comments() {
+        let text = "use crate::release::{dist::{self, Dist}, oci};\n\
+                    // crate::deploy is only mentioned\n\
+                    let x = crate::targets::resolve(a);\n\
+                    use super::host::Host;\n\
+                    use super::*;";
+        let paths: Vec<String> = paths_in(text).iter().map(|path| path.join("::")).collect();
+        assert_eq!(
+            paths,
+            [
+                "crate::release::dist::self",
+                "crate::release::dist::Dist",
+                "crate::release::oci",
+                "crate::targets::resolve",
+                "super::host::Host",
+                "super::*",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_workspace_imports_only_in_the_allowed_directions() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        for rules in [&XTASK, &APP] {
+            let src = root.join(rules.crate_dir).join("src");
+            let found = violations(&read_modules(&src).unwrap(), rules);
+            assert!(found.is_empty(), "{}: {found:#?}", rules.crate_dir);
+        }
+    }
+
+    #[test]
+    fn an_arrow_up_from_the_core_or_from_release_into_deploy_is_refused() {
+        let tree = modules(&[
+            ("main.rs", "use crate::release::dist::Dist;"),
+            ("manifest.rs", "use crate::release::oci::Blobs;"),
+            ("release/mod.rs", ""),
+            ("release/dist.rs", "use crate::manifest::Manifest;"),
+            (
+                "release/oci.rs",
+                "let h = crate::deploy::host::Host::local();",
+            ),
+            ("deploy/mod.rs", ""),
+            ("deploy/host.rs", "use crate::release::pipeline;"),
+            ("release/pipeline.rs", ""),
+        ]);
+        let found = violations(&tree, &XTASK);
+        assert_eq!(
+            found,
+            [
+                "manifest imports release::oci (core may import only core)",
+                "release::oci imports deploy::host (release may import release, core)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_circle_is_refused_even_within_a_layer() {
+        let tree = modules(&[
+            ("exec.rs", "use crate::stamp::Stamp;"),
+            ("stamp.rs", "fn f(ctx: &crate::exec::Ctx) {}"),
+            ("targets.rs", "use crate::exec;"),
+        ]);
+        assert_eq!(
+            violations(&tree, &XTASK),
+            ["import circle exec -> stamp -> exec"]
+        );
+    }
+
+    #[test]
+    fn the_business_part_sees_the_surface_and_not_the_platform_inside() {
+        let tree = modules(&[
+            (
+                "main.rs",
+                "use crate::platform::server; use crate::service::Greeter;",
+            ),
+            ("platform/mod.rs", "pub trait Service {}"),
+            ("platform/config.rs", "use crate::platform::Service;"),
+            (
+                "service/mod.rs",
+                "use crate::platform::{Service, Setup, config::Settings};",
+            ),
+            ("platform/server.rs", "use crate::service::Greeter;"),
+        ]);
+        assert_eq!(
+            violations(&tree, &APP),
+            [
+                "platform::server imports service (platform may import platform, surface)",
+                "service imports platform::config (business may import business, surface)",
+            ]
+        );
+    }
+}
