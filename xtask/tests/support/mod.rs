@@ -159,6 +159,8 @@ pub struct RunningApp {
 
 impl RunningApp {
     /// Starts `command` (the binary, with any environment) with `config`.
+    // Dropping the result kills and waits for the child.
+    #[allow(clippy::zombie_processes)]
     pub fn start(mut command: Command, config: &Path) -> RunningApp {
         use std::io::Read;
         let mut child = command
