@@ -148,15 +148,17 @@ fn ci_dry_run_lists_its_steps_in_order() {
     assert!(run.status.success(), "{}", stderr_text(&run));
     let echoed = stderr_text(&run);
     let expected_in_order = [
-        "==> ci step 1/5: fmt",
+        "==> ci step 1/6: fmt",
         "cargo fmt --all --check",
-        "==> ci step 2/5: clippy",
+        "==> ci step 2/6: layering",
+        "layering: xtask and app import only in the allowed directions, with no circle",
+        "==> ci step 3/6: clippy",
         "cargo clippy --workspace --all-targets -- -D warnings",
         "cargo clippy --package app --target x86_64-pc-windows-gnu --target aarch64-apple-darwin -- -D warnings",
-        "==> ci step 3/5: dist",
+        "==> ci step 4/6: dist",
         "cargo build --release --locked --package app --bin app --target x86_64-unknown-linux-musl",
-        "==> ci step 4/5: test",
-        "==> ci step 5/5: bench",
+        "==> ci step 5/6: test",
+        "==> ci step 6/6: bench",
         "==> ci summary",
     ];
     let mut rest = echoed.as_str();
