@@ -159,8 +159,9 @@ struct Layer {
     server: ServerLayer,
     #[serde(default)]
     log: LogLayer,
-    #[serde(default)]
-    service: ServiceLayer,
+    /// Read from the table by `apply_file` (`ServiceLayer`); skipped here.
+    #[serde(default, rename = "service")]
+    _service: serde::de::IgnoredAny,
     #[serde(default)]
     admin: AdminLayer,
 }
@@ -194,13 +195,41 @@ struct LogLayer {
     level: Option<LogLevel>,
 }
 
-/// `name` is the platform's; every other key is the business part's, which
-/// checks them itself (unknown keys included).
-#[derive(Debug, Default, Deserialize)]
+/// `[service]`: `name` is the platform's; every other key is the business
+/// part's, which checks them itself (unknown keys included). Taken from the
+/// layer's table by hand rather than deserialized: a `toml::Table` field or
+/// `#[serde(flatten)]` would add serde's buffering and toml's value visitor
+/// for every deserializer, 60 KB of the binary.
+#[derive(Debug, Default)]
 struct ServiceLayer {
     name: Option<String>,
-    #[serde(flatten)]
     own: toml::Table,
+}
+
+impl ServiceLayer {
+    fn from_table(table: &mut toml::Table) -> Result<ServiceLayer, String> {
+        let mut own = match table.remove("service") {
+            None => return Ok(ServiceLayer::default()),
+            Some(toml::Value::Table(own)) => own,
+            Some(other) => {
+                return Err(format!(
+                    "service is a {}: make it a table, [service]",
+                    other.type_str()
+                ));
+            }
+        };
+        let name = match own.remove("name") {
+            None => None,
+            Some(toml::Value::String(name)) => Some(name),
+            Some(other) => {
+                return Err(format!(
+                    "service.name is a {}: set it to a string",
+                    other.type_str()
+                ));
+            }
+        };
+        Ok(ServiceLayer { name, own })
+    }
 }
 
 /// Secrets only: nothing here may come from a file.
@@ -329,7 +358,7 @@ impl Settings {
 
     fn apply_file(&mut self, path: &Path, text: &str, check_own: CheckOwn) -> Result<()> {
         let source = path.display().to_string();
-        let table: toml::Table =
+        let mut table: toml::Table =
             toml::from_str(text).map_err(|err| toml_error(&source, text, &err))?;
         for (section, key) in SECRETS {
             if table
@@ -344,9 +373,12 @@ impl Settings {
                 );
             }
         }
+        let service =
+            ServiceLayer::from_table(&mut table).map_err(|err| anyhow!("{source}: {err}"))?;
+        check_own(&service.own).map_err(|err| anyhow!("{source}: [service] {err}"))?;
         let layer: Layer = toml::from_str(text).map_err(|err| toml_error(&source, text, &err))?;
-        check_own(&layer.service.own).map_err(|err| anyhow!("{source}: [service] {err}"))?;
         self.apply(layer);
+        self.apply_service(service);
         self.sources.push(source);
         Ok(())
     }
@@ -365,35 +397,54 @@ impl Settings {
         // is read as the TOML value the text spells, if it is one.
         let mut inner = toml::Table::new();
         inner.insert(key.to_owned(), toml::Value::String(value.to_owned()));
-        if section == "service"
-            && key != "name"
-            && let Err(as_string) = check_own(&inner)
-        {
-            let typed = toml::from_str::<toml::Table>(&format!("value = {value}"))
-                .ok()
-                .and_then(|mut table| table.remove("value"))
-                .map(|typed| toml::Table::from_iter([(key.to_owned(), typed)]))
-                .filter(|typed| check_own(typed).is_ok());
-            match typed {
-                Some(typed) => inner = typed,
-                None => bail!("{name}: {as_string}"),
-            }
+        if section == "service" {
+            let service = if key == "name" {
+                ServiceLayer {
+                    name: Some(value.to_owned()),
+                    own: toml::Table::new(),
+                }
+            } else if check_own(&inner).is_ok() {
+                ServiceLayer {
+                    name: None,
+                    own: inner,
+                }
+            } else {
+                let typed = toml::from_str::<toml::Table>(&format!("value = {value}"))
+                    .ok()
+                    .and_then(|mut table| table.remove("value"))
+                    .map(|typed| toml::Table::from_iter([(key.to_owned(), typed)]))
+                    .filter(|typed| check_own(typed).is_ok());
+                match typed {
+                    Some(own) => ServiceLayer { name: None, own },
+                    None => bail!("{name}: {}", check_own(&inner).unwrap_err()),
+                }
+            };
+            self.apply_service(service);
+            self.sources.push(name.to_owned());
+            return Ok(());
         }
-        let mut outer = toml::Table::new();
-        outer.insert(section.to_owned(), toml::Value::Table(inner));
-        let layer = toml::Value::Table(outer)
-            .try_into::<Layer>()
-            .map_err(|err| anyhow!("{name}: {}", err.message().trim()))?;
+        // As one-key TOML text, so that files and variables share one
+        // deserializer (a second one, over `toml::Value`, costs the binary
+        // 20 KB); a JSON string is a valid TOML basic string.
+        let quoted = serde_json::to_string(value).expect("a string serializes");
+        let text = format!("[{section}]\n{key} = {quoted}\n");
+        let layer: Layer = toml::from_str(&text)
+            .map_err(|err: toml::de::Error| anyhow!("{name}: {}", err.message().trim()))?;
         self.apply(layer);
         self.sources.push(name.to_owned());
         Ok(())
+    }
+
+    fn apply_service(&mut self, service: ServiceLayer) {
+        set(&mut self.service.name, service.name);
+        self.service.own.extend(service.own);
     }
 
     fn apply(&mut self, layer: Layer) {
         let Layer {
             server,
             log,
-            service,
+            _service: _,
             admin: AdminLayer {},
         } = layer;
         set(&mut self.server.listen, server.listen);
@@ -410,8 +461,6 @@ impl Settings {
         set(&mut self.server.workers, server.workers);
         set(&mut self.log.format, log.format);
         set(&mut self.log.level, log.level);
-        set(&mut self.service.name, service.name);
-        self.service.own.extend(service.own);
     }
 
     fn validate(&self) -> Result<()> {
@@ -579,11 +628,19 @@ fn check_config_dir(dir: &Path) -> Result<()> {
 
 /// `APP__SERVER__LISTEN` → (`server`, `listen`).
 fn split_key(name: &str, path: &str) -> Result<(String, String)> {
+    let word = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+    };
     match path.split("__").collect::<Vec<_>>()[..] {
-        [section, key] if !section.is_empty() && !key.is_empty() => {
+        [section, key] if word(section) && word(key) => {
             Ok((section.to_ascii_lowercase(), key.to_ascii_lowercase()))
         }
-        _ => bail!("{name}: expected APP__<SECTION>__<KEY>, e.g. APP__SERVER__LISTEN"),
+        _ => bail!(
+            "{name}: expected APP__<SECTION>__<KEY> of letters, digits and _, e.g. APP__SERVER__LISTEN"
+        ),
     }
 }
 

@@ -28,7 +28,9 @@ pub fn router(state: AppState, business: Router) -> Router {
         .route("/version", get(version))
         .route("/admin/config", get(admin_config))
         .with_state(state.clone())
-        .merge(business)
+        // `with_state` turns the business routes' handlers into services
+        // once, here, rather than on every request.
+        .merge(business.with_state(()))
         .layer(ObserveLayer::new(state))
 }
 

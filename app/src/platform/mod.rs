@@ -35,7 +35,6 @@ pub mod thread_cache;
 pub mod upgrade;
 pub mod workers;
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -233,18 +232,12 @@ fn check_layer<S: Service>(table: &toml::Table) -> Result<(), String> {
 }
 
 /// The business part's settings with their effective values, for `config
-/// show` and `/admin/config` (through JSON, since toml's writer is not in
-/// the binary).
+/// show` and `/admin/config`.
 fn effective<T: Serialize>(settings: &T) -> toml::Table {
-    let json = serde_json::to_string(settings).expect("settings serialize");
-    serde_json::from_str::<BTreeMap<String, Option<toml::Value>>>(&json)
-        .map(|values| {
-            values
-                .into_iter()
-                .filter_map(|(key, value)| Some((key, value?)))
-                .collect()
-        })
-        .unwrap_or_default()
+    match toml::Value::try_from(settings) {
+        Ok(toml::Value::Table(table)) => table,
+        _ => toml::Table::new(),
+    }
 }
 
 /// Prints one line, `error: <what failed>: <cause>`, and returns the code.
