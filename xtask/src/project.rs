@@ -148,7 +148,7 @@ impl Project {
 pub fn parse_settings(workspace_metadata: &serde_json::Value) -> Result<Settings> {
     let Some(table) = workspace_metadata.get("xtask") else {
         bail!(
-            "the root Cargo.toml has no [workspace.metadata.xtask] table: add one (see README.md, \"Project settings\")"
+            "the root Cargo.toml has no [workspace.metadata.xtask] table: add one (see docs/releasing.md, \"Project settings\")"
         );
     };
     serde_json::from_value(table.clone())

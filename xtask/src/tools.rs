@@ -10,6 +10,7 @@ use anyhow::{Result, anyhow};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     Git,
+    Curl,
     Rustup,
     CargoNextest,
     CargoZigbuild,
@@ -37,8 +38,9 @@ pub enum Tool {
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 25] = [
+pub const ALL: [Tool; 26] = [
     Tool::Git,
+    Tool::Curl,
     Tool::Rustup,
     Tool::CargoNextest,
     Tool::CargoZigbuild,
@@ -127,6 +129,12 @@ impl Tool {
         use Source::{Apt, Crate, Manual, Pip};
         let (binary, source, need, needed_for) = match self {
             Tool::Git => ("git", Apt("git"), Tests, "the version stamp of every build"),
+            Tool::Curl => (
+                "curl",
+                Apt("curl"),
+                Tests,
+                "the README's quick start, run as written by a test",
+            ),
             Tool::Rustup => (
                 "rustup",
                 Manual("curl --proto '=https' -sSf https://sh.rustup.rs | sh"),

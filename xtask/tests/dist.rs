@@ -590,7 +590,7 @@ fn check_image(clone: &Path, target_dir: &Path) {
             contents == &binary_bytes,
             "the {triple} image holds another binary"
         );
-        // The size budget of the shipped binary (README, "Performance").
+        // The size budget of the shipped binary (docs/performance.md).
         if triple == "x86_64-unknown-linux-musl" {
             assert!(
                 binary_bytes.len() <= 2_000_000,

@@ -199,7 +199,7 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     };
     let sshd_installed = Path::new("/usr/sbin/sshd").is_file();
     let packages = format!(
-        "qemu-user podman runc skopeo docker-registry apache2-utils systemd openssh-client{} prometheus",
+        "curl qemu-user podman runc skopeo docker-registry apache2-utils systemd openssh-client{} prometheus",
         if sshd_installed {
             ""
         } else {

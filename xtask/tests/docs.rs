@@ -1,0 +1,218 @@
+//! The README and the docs say what is true: the quick start, run as
+//! written, answers as written; the README's performance figures are those
+//! of `docs/benchmarks.md`; every relative link leads to a file; the README
+//! stays short.
+
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn read(relative: &str) -> String {
+    fs::read_to_string(workspace_root().join(relative)).unwrap()
+}
+
+/// The lines of the first ```sh block after `heading`.
+fn shell_block(markdown: &str, heading: &str) -> Vec<String> {
+    let after = &markdown[markdown.find(heading).expect("the heading")..];
+    let start = after.find("```sh\n").expect("a sh block") + 6;
+    let end = start + after[start..].find("```").unwrap();
+    after[start..end].lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_readme_is_at_most_250_lines() {
+    let lines = read("README.md").lines().count();
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines: move detail into docs/"
+    );
+}
+
+#[test]
+fn every_ratio_in_the_readme_is_one_of_the_benchmark_run() {
+    let readme = read("README.md");
+    let benchmarks = read("docs/benchmarks.md");
+    let mut checked = 0;
+    for (at, _) in readme.match_indices('×') {
+        let figure: String = readme[..at]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if figure.is_empty() || figure == "1.00" {
+            continue;
+        }
+        checked += 1;
+        assert!(
+            benchmarks.contains(&format!("{figure}×")),
+            "README.md says {figure}×, which docs/benchmarks.md does not: copy the figures of the last `cargo xtask bench --write-docs` run"
+        );
+    }
+    assert!(checked >= 5, "only {checked} figures found in README.md");
+}
+
+#[test]
+fn every_relative_link_in_the_docs_leads_to_a_file() {
+    let root = workspace_root();
+    let mut pages = vec![
+        root.join("README.md"),
+        root.join("ARCHITECTURE.md"),
+        root.join("CONTRIBUTING.md"),
+    ];
+    for entry in fs::read_dir(root.join("docs")).unwrap() {
+        pages.push(entry.unwrap().path());
+    }
+    for page in pages
+        .iter()
+        .filter(|page| page.extension().is_some_and(|ext| ext == "md"))
+    {
+        let text = fs::read_to_string(page).unwrap();
+        for (at, _) in text.match_indices("](") {
+            let target: String = text[at + 2..].chars().take_while(|c| *c != ')').collect();
+            if target.contains("://") || target.starts_with('#') {
+                continue;
+            }
+            let path = target.split('#').next().unwrap();
+            let resolved = page.parent().unwrap().join(path);
+            assert!(
+                resolved.exists(),
+                "{} links to {target}, which does not exist",
+                page.display()
+            );
+        }
+    }
+}
+
+/// Slow end to end: the quick start as the README writes it. The service is
+/// started with the README's command (on a free port instead of 8080, which
+/// may be taken), and each `curl` line's answer starts as its comment says.
+#[test]
+fn slow_the_quick_start_answers_as_the_readme_says() {
+    let Some(curl) = tool_or_skip("curl", "apt-get install -y curl") else {
+        return;
+    };
+    let readme = read("README.md");
+    let start = shell_block(&readme, "## Quick start");
+    let run = start[0].split('#').next().unwrap().trim();
+    assert_eq!(run, "cargo run -p app", "the quick start's command changed");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut service = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "-p", "app"])
+        .current_dir(workspace_root())
+        .env("APP__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("APP__LOG__FORMAT", "json")
+        .env_remove("APP_ENV")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(service.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    loop {
+        let line = lines
+            .next()
+            .expect("the service logs until it listens")
+            .unwrap();
+        if line.contains("\"listening\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no listening line"
+        );
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+
+    // The curl lines, each with the answer its comment (on its line or the
+    // next) begins with.
+    let block = shell_block(&readme, "In another terminal");
+    let mut checked = 0;
+    let mut index = 0;
+    while index < block.len() {
+        let line = &block[index];
+        index += 1;
+        let (command, comment) = line.split_once('#').unwrap_or((line, ""));
+        if !command.trim_start().starts_with("curl ") {
+            continue;
+        }
+        let mut comment = comment.trim().to_owned();
+        if comment.is_empty() && index < block.len() && block[index].trim_start().starts_with('#') {
+            comment = block[index].trim_start()[1..].trim().to_owned();
+            index += 1;
+        }
+        let expected = comment
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(':');
+        let args = shell_words(command.trim())
+            .into_iter()
+            .skip(1)
+            .map(|arg| arg.replace("localhost:8080", &format!("127.0.0.1:{port}")));
+        let output = Command::new(&curl).arg("-s").args(args).output().unwrap();
+        let answer = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{command}: curl failed");
+        if expected.starts_with('{') {
+            assert_eq!(answer.trim(), comment, "{command}");
+        } else {
+            assert!(
+                answer.contains("# TYPE http_requests"),
+                "{command}: {answer}"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 4, "the README's quick start has four curl lines");
+    let _ = service.kill();
+    let _ = service.wait();
+}
+
+/// Splits a command line written with single quotes, as the README's are.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            other => {
+                word.push(other);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(word);
+    }
+    words
+}
+
+#[test]
+fn shell_words_keep_quoted_spaces() {
+    assert_eq!(
+        shell_words("curl -d '{\"name\": \"Ada\"}' -H 'A: b' x"),
+        ["curl", "-d", "{\"name\": \"Ada\"}", "-H", "A: b", "x"]
+    );
+}
