@@ -60,7 +60,8 @@ impl Service for Orders {
     }
 
     fn routes(self: &Arc<Self>) -> Router {
-        Router::new().route("/orders", post(order)).with_state(self.clone())
+        // With a state of its own, as axum's guide writes it.
+        axum::Router::new().route("/orders", post(order)).with_state(self.clone())
     }
 }
 

@@ -53,7 +53,7 @@ pub enum ServeError {
 pub fn run(
     settings: Settings,
     metrics: Metrics,
-    business: impl Fn() -> axum::Router,
+    business: impl Fn() -> crate::platform::Router,
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -87,7 +87,7 @@ enum Stop {
 async fn serve(
     settings: Settings,
     metrics: Metrics,
-    business: impl Fn() -> axum::Router,
+    business: impl Fn() -> crate::platform::Router,
     workers: Arc<Workers>,
 ) -> Result<(), ServeError> {
     // Registered before listening, so that an early SIGTERM drains instead

@@ -68,10 +68,18 @@ impl Service for Greeter {
     }
 
     fn routes(self: &Arc<Self>) -> Router {
-        // The handlers capture the state rather than take a
-        // `State<Arc<Greeter>>`: a router whose state is not `()` would
-        // bring a second copy of axum's routing into the binary (15 KB).
-        let (for_root, for_greet) = (self.clone(), self.clone());
+        // Each worker gets a copy of its own of what requests touch (its
+        // own `Arc`, its own `Bytes`), so that no reference count a request
+        // takes is shared between CPUs: a shared one cost 10% of `GET /`.
+        let mine = Arc::new(Greeter {
+            greeting: self.greeting.clone(),
+            root: Bytes::copy_from_slice(&self.root),
+            greeted: self.greeted.clone(),
+        });
+        // The handlers capture it rather than take a `State<Arc<Greeter>>`:
+        // a router with a state of its own would bring a second copy of
+        // axum's routing into the binary (15 KB).
+        let (for_root, for_greet) = (mine.clone(), mine);
         Router::new()
             .route("/", get(move || root(for_root.clone())))
             .route("/greet", post(move |body| greet(for_greet.clone(), body)))
