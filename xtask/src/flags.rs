@@ -75,7 +75,7 @@ pub enum Task {
     Bench(crate::develop::bench::Bench),
     /// Build, check and package release artifacts into target/dist/
     Dist(crate::release::dist::Dist),
-    /// Like dist, for named targets, from a clean tagged tree, with notes; --split/--merge across machines
+    /// Like dist, for named targets, from a committed tree whose v* tag (if any) matches the version, with notes; --split/--merge across machines
     Release(crate::release::dist::Release),
     /// Build a multi-platform OCI image of the dist binaries, no daemon needed
     Image(crate::release::image::Image),
@@ -83,7 +83,7 @@ pub enum Task {
     Publish(crate::release::publish::Publish),
     /// Render the systemd units and supervisord program for the service
     Units(crate::release::units::Units),
-    /// Print the version stamp (commit, branch, build time) builds embed
+    /// Print the version stamp (version, commit, branch, commit time) builds embed
     Version(crate::develop::version::Version),
     /// Deploy a release to a root on this machine or on hosts over ssh, proven or rolled back
     Deploy(crate::deploy::Deploy),

@@ -78,6 +78,22 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
     assert!(!out.exists());
 
     record_image(repo.path());
+    // A dry run renders and checks, and writes nothing: no folder, the
+    // manifest as it was.
+    let manifest_path = repo.path().join("target/dist/dist-manifest.json");
+    let manifest_before = fs::read(&manifest_path).unwrap();
+    let run = output(
+        xtask(repo.path())
+            .args(["--dry-run", "k8s", "--check"])
+            .env("CARGO_TARGET_DIR", repo.path().join("target")),
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(run.status.success(), "{stdout}\n{}", stderr_text(&run));
+    assert!(stdout.contains("(dry run) "), "{stdout}");
+    assert_eq!(stdout.matches("  ok      ").count(), 3 * 17, "{stdout}");
+    assert!(!out.exists(), "a dry run wrote {}", out.display());
+    assert_eq!(fs::read(&manifest_path).unwrap(), manifest_before);
+
     let run = k8s(repo.path(), &["--check"]);
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(run.status.success(), "{stdout}\n{}", stderr_text(&run));

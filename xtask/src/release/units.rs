@@ -129,11 +129,13 @@ ExecReload=/bin/kill -HUP $MAINPID
 Environment=APP_ENV=prod
 Restart=on-failure
 RestartSec=1s
-# The drain delay and drain timeout of the config, plus a margin.
+# A fixed figure, not read from the config: the drain delay and drain
+# timeout of config/base.toml (5 s + 30 s) plus a margin. Raise it with them.
 TimeoutStopSec={STOP_TIMEOUT_SECONDS}s
-# Soft and hard open-files limit: server.max_connections of the config plus
-# 64 for the service itself, at least. Set here because the system call
-# filter below forbids the service to raise its own (setrlimit).
+# Soft and hard open-files limit, a fixed figure: twice server.max_connections
+# of config/base.toml (4096); it must stay at least max_connections plus 64
+# for the service itself. Set here because the system call filter below
+# forbids the service to raise its own (setrlimit).
 LimitNOFILE={OPEN_FILES_LIMIT}
 # The admin token, if used: put it in /etc/credstore/admin.token and
 # uncomment. The service reads it from $CREDENTIALS_DIRECTORY.

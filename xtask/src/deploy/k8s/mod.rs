@@ -68,15 +68,33 @@ impl K8s {
         let dist_dir = ctx.project.dist_dir();
         let out = self.out.clone().unwrap_or_else(|| dist_dir.join(OUT));
         let files = self.render(ctx, &envs)?;
-        write_folder(&out, &files)?;
-        if out.starts_with(&dist_dir) {
-            record(&dist_dir, &out, &files)?;
+        // A dry run renders (so that every error shows) and checks in a
+        // folder of its own, and leaves `out` and the manifest alone.
+        let scratch = if ctx.dry_run {
+            Some(crate::util::TempFolder::new("xtask-k8s-dry-run")?)
+        } else {
+            None
+        };
+        let written = scratch
+            .as_ref()
+            .map_or(out.as_path(), |scratch| scratch.path());
+        write_folder(written, &files)?;
+        if scratch.is_some() {
+            println!(
+                "(dry run) {} files would be written in {}",
+                files.len(),
+                out.display()
+            );
+        } else {
+            if out.starts_with(&dist_dir) {
+                record(&dist_dir, &out, &files)?;
+            }
+            println!("{} files in {}", files.len(), out.display());
         }
-        println!("{} files in {}", files.len(), out.display());
         if self.check {
             let mut failed = Vec::new();
             for env in &envs {
-                let file = out.join(format!("{env}.yaml"));
+                let file = written.join(format!("{env}.yaml"));
                 failed.extend(check_files(&[file], &[])?);
             }
             report_failures(&failed)?;
