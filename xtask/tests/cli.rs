@@ -566,3 +566,34 @@ fn release_matrix_is_the_targets_setting_as_json_and_a_github_output() {
         format!("earlier=1\ntargets={expected}\n")
     );
 }
+
+#[test]
+fn a_test_run_without_a_tool_says_what_it_did_not_exercise() {
+    // A PATH with the toolchain and git and nothing else, so that
+    // systemd-analyze is missing; the skips go to a log of this test's own.
+    let bin = TempDir::new().unwrap();
+    let git = which("git").expect("git is on PATH");
+    std::os::unix::fs::symlink(git, bin.path().join("git")).unwrap();
+    let toolchain = Path::new(env!("CARGO")).parent().unwrap();
+    let path = std::env::join_paths([toolchain, bin.path()]).unwrap();
+    let run = output(
+        xtask(&workspace_root())
+            .args(["test", "--package", "xtask", "--test", "units"])
+            .env("PATH", path)
+            .env("XTASK_SKIPPED", bin.path().join("skipped.tsv"))
+            .env_remove("CI"),
+    );
+    let stderr = stderr_text(&run);
+    assert!(run.status.success(), "{stderr}");
+    let summary = &stderr[stderr
+        .find("not exercised:")
+        .expect("a summary of what was skipped")..];
+    assert!(
+        summary.starts_with(
+            "not exercised: 1 test(s) passed without running their real part, for want of 1 tool:\n  \
+             systemd-analyze is not installed (`apt-get install -y systemd`): rendered_units_verify_and_are_locked_down\n  \
+             `cargo xtask setup` installs every one of them"
+        ),
+        "{summary}"
+    );
+}

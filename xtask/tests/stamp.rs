@@ -292,7 +292,10 @@ fn stamp_of_a_git_worktree() {
 fn stamp_of_this_repository_matches_git() {
     let root = workspace_root();
     if !root.join(".git").exists() {
-        eprintln!("skipped: {} is not a git checkout", root.display());
+        skip(
+            &format!("{} is not a git checkout", root.display()),
+            "git clone",
+        );
         return;
     }
     let stamp = stamp_in(&root);

@@ -107,6 +107,12 @@ impl Ci {
             }
         }
         print_summary(&outcomes);
+        let tested = outcomes
+            .iter()
+            .any(|(name, outcome)| *name == "test" && !matches!(outcome, Outcome::NotRun));
+        if tested && let Some(summary) = crate::develop::test::skipped_summary(ctx) {
+            eprintln!("{summary}");
+        }
         if let Some((name, err)) = failure {
             bail!("ci step `{name}` failed: {err:#}");
         }

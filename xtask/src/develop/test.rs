@@ -30,6 +30,8 @@ pub struct Test {
 
 /// Read by `app/tests/support` to pick the binary under test.
 const APP_BINARY_VARIABLE: &str = "APP_TEST_BINARY";
+/// The file the tests record their skips in (`tests/support/tools.rs`).
+const SKIPPED_VARIABLE: &str = "XTASK_SKIPPED";
 
 impl Test {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
@@ -64,6 +66,101 @@ impl Test {
         if let Some(binary) = app_binary {
             test = test.env(APP_BINARY_VARIABLE, binary);
         }
-        ctx.run(test).context("run the tests")
+        let log = skipped_log(ctx);
+        if let Some(folder) = log.parent() {
+            std::fs::create_dir_all(folder)
+                .with_context(|| format!("create {}", folder.display()))?;
+        }
+        match std::fs::remove_file(&log) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).with_context(|| format!("remove {}", log.display()));
+            }
+            _ => {}
+        }
+        let outcome = ctx
+            .run(test.env(SKIPPED_VARIABLE, &log))
+            .context("run the tests");
+        if let Some(summary) = skipped_summary(ctx) {
+            eprintln!("{summary}");
+        }
+        outcome
+    }
+}
+
+/// `target/xtask/skipped.tsv`, or where `$XTASK_SKIPPED` says (a test of
+/// this task runs it inside another run, whose log it must leave alone).
+fn skipped_log(ctx: &Ctx) -> PathBuf {
+    std::env::var_os(SKIPPED_VARIABLE).map_or_else(
+        || ctx.project.target_dir.join("xtask/skipped.tsv"),
+        PathBuf::from,
+    )
+}
+
+/// What the last test run did not exercise, from the skips the tests
+/// recorded: `None` when every test ran its real part.
+pub fn skipped_summary(ctx: &Ctx) -> Option<String> {
+    let text = std::fs::read_to_string(skipped_log(ctx)).ok()?;
+    summarize_skips(&text)
+}
+
+fn summarize_skips(text: &str) -> Option<String> {
+    let mut skips: Vec<(&str, &str, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, '\t');
+            Some((fields.next()?, fields.next()?, fields.next()?))
+        })
+        .collect();
+    if skips.is_empty() {
+        return None;
+    }
+    skips.sort_unstable();
+    skips.dedup();
+    let mut reasons: Vec<(&str, &str)> = skips
+        .iter()
+        .map(|(_, reason, fix)| (*reason, *fix))
+        .collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    let mut summary = format!(
+        "not exercised: {} test(s) passed without running their real part, for want of {}:",
+        skips.len(),
+        reasons.len().to_string()
+            + if reasons.len() == 1 {
+                " tool"
+            } else {
+                " tools"
+            }
+    );
+    for (reason, fix) in &reasons {
+        let tests: Vec<&str> = skips
+            .iter()
+            .filter(|(_, other, _)| other == reason)
+            .map(|(test, _, _)| *test)
+            .collect();
+        summary.push_str(&format!("\n  {reason} (`{fix}`): {}", tests.join(", ")));
+    }
+    summary.push_str("\n  `cargo xtask setup` installs every one of them; under CI=true a missing one fails its test");
+    Some(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarize_skips;
+
+    #[test]
+    fn skips_are_summarized_by_what_was_missing() {
+        assert_eq!(summarize_skips(""), None);
+        let log = "units::verify\tsystemd-analyze is not installed\tapt-get install -y systemd\n\
+                   dist::image\tpodman is not installed\tapt-get install -y podman\n\
+                   dist::push\tpodman is not installed\tapt-get install -y podman\n\
+                   dist::push\tpodman is not installed\tapt-get install -y podman\n";
+        assert_eq!(
+            summarize_skips(log).unwrap(),
+            "not exercised: 3 test(s) passed without running their real part, for want of 2 tools:\n  \
+             podman is not installed (`apt-get install -y podman`): dist::image, dist::push\n  \
+             systemd-analyze is not installed (`apt-get install -y systemd`): units::verify\n  \
+             `cargo xtask setup` installs every one of them; under CI=true a missing one fails its test"
+        );
     }
 }

@@ -121,9 +121,7 @@ fn validate_cyclonedx(sbom: &Path) -> Option<()> {
                 "the cyclonedx Python library is required under CI=true: install it with `{install}`"
             );
         }
-        eprintln!(
-            "skipped: the cyclonedx Python library is not installed (install it with `{install}`)"
-        );
+        skip("the cyclonedx Python library is not installed", install);
         return None;
     }
     let run = output(Command::new("python3").args(["-c", script]).arg(sbom));

@@ -14,8 +14,31 @@ pub fn tool_or_skip(name: &str, install: &str) -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|value| value == "true") {
         panic!("{name} is required under CI=true: install it with `{install}`");
     }
-    eprintln!("skipped: {name} is not installed (install it with `{install}`)");
+    skip(&format!("{name} is not installed"), install);
     None
+}
+
+/// Prints why a test did not run its real part, and records it for the
+/// summary of `cargo xtask test` (in the file `$XTASK_SKIPPED` names, one
+/// tab-separated line per skip: test, reason, how to fix it).
+pub fn skip(reason: &str, install: &str) {
+    eprintln!("skipped: {reason} (install it with `{install}`)");
+    let Some(log) = std::env::var_os("XTASK_SKIPPED") else {
+        return;
+    };
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!("{test}\t{reason}\t{install}\n");
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+    if let Err(err) = appended {
+        eprintln!(
+            "could not record the skip in {}: {err}",
+            log.to_string_lossy()
+        );
+    }
 }
 
 /// The first `name` on this process's PATH, else in the system folders a
