@@ -19,8 +19,6 @@ pub struct Settings {
     pub image: String,
     /// The release matrix: what `--target all` means.
     pub targets: Vec<String>,
-    /// The port the service listens on by default.
-    pub port: u16,
     /// Releases `deploy` keeps on each host (default 5).
     #[serde(default)]
     pub keep_releases: Option<usize>,
@@ -91,6 +89,46 @@ pub struct Project {
 }
 
 impl Project {
+    /// The port the service listens on as deployed: the one place it lives,
+    /// `server.listen` of `config/base.toml`, unless `config/prod.toml`
+    /// names an address with another (a host alone keeps base's port).
+    pub fn service_port(&self) -> Result<u16> {
+        let config = self.root.join("config");
+        let mut port = None;
+        for file in ["base.toml", "prod.toml"] {
+            let path = config.join(file);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound && file != "base.toml" => {
+                    continue;
+                }
+                Err(err) => return Err(err).with_context(|| format!("read {}", path.display())),
+            };
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("read {}", path.display()))?;
+            let Some(listen) = table.get("server").and_then(|server| server.get("listen")) else {
+                continue;
+            };
+            let listen = listen
+                .as_str()
+                .with_context(|| format!("{}: server.listen is not a string", path.display()))?;
+            if let Ok(address) = listen.parse::<std::net::SocketAddr>() {
+                port = Some(address.port());
+            } else if listen.parse::<std::net::IpAddr>().is_err() {
+                bail!(
+                    "{}: server.listen = \"{listen}\" is neither an address with a port nor a host",
+                    path.display()
+                );
+            }
+        }
+        port.with_context(|| {
+            format!(
+                "{}: server.listen names no port: set it, e.g. listen = \"127.0.0.1:8080\"",
+                config.join("base.toml").display()
+            )
+        })
+    }
+
     pub fn load(cargo: &Path) -> Result<Project> {
         let metadata = cargo_metadata::MetadataCommand::new()
             .cargo_path(cargo)
@@ -151,6 +189,11 @@ pub fn parse_settings(workspace_metadata: &serde_json::Value) -> Result<Settings
             "the root Cargo.toml has no [workspace.metadata.xtask] table: add one (see docs/releasing.md, \"Project settings\")"
         );
     };
+    if table.get("port").is_some() {
+        bail!(
+            "[workspace.metadata.xtask] port is no longer read: the service's port lives in server.listen of config/base.toml, which the image, units, k8s objects and deploy proof follow; remove `port` from the root Cargo.toml"
+        );
+    }
     serde_json::from_value(table.clone())
         .context("read [workspace.metadata.xtask] in the root Cargo.toml")
 }
@@ -195,7 +238,7 @@ mod tests {
     fn sample() -> serde_json::Value {
         json!({"xtask": {
             "package": "app", "binary": "app", "image": "ghcr.io/example/app",
-            "targets": ["x86_64-unknown-linux-musl"], "port": 8080
+            "targets": ["x86_64-unknown-linux-musl"]
         }})
     }
 
@@ -208,7 +251,6 @@ mod tests {
                 binary: "app".into(),
                 image: "ghcr.io/example/app".into(),
                 targets: vec!["x86_64-unknown-linux-musl".into()],
-                port: 8080,
                 keep_releases: None,
                 k8s: Default::default(),
             }),
@@ -225,8 +267,11 @@ mod tests {
         let mut missing = sample();
         missing["xtask"].as_object_mut().unwrap().remove("binary");
         check(missing, Err("missing field `binary`"));
-        let mut bad_port = sample();
-        bad_port["xtask"]["port"] = json!(70000);
-        check(bad_port, Err("invalid value: integer `70000`"));
+        let mut old_port = sample();
+        old_port["xtask"]["port"] = json!(8080);
+        check(
+            old_port,
+            Err("port lives in server.listen of config/base.toml"),
+        );
     }
 }

@@ -448,7 +448,7 @@ fn settings_come_from_workspace_metadata() {
 
     fs::write(
         &manifest,
-        edited.replace("port = 8080", "port = 8080\nprot = 80"),
+        edited.replace("keep-releases = 5", "keep-releases = 5\nprot = 80"),
     )
     .unwrap();
     let run = output(xtask(workspace.path()).arg("version"));
@@ -457,6 +457,20 @@ fn settings_come_from_workspace_metadata() {
     assert!(
         stderr.contains("[workspace.metadata.xtask]") && stderr.contains("unknown field `prot`"),
         "{stderr}"
+    );
+
+    // The port has one home, the config; the old key says where it went.
+    fs::write(
+        &manifest,
+        edited.replace("keep-releases = 5", "keep-releases = 5\nport = 8080"),
+    )
+    .unwrap();
+    let run = output(xtask(workspace.path()).arg("version"));
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr_text(&run).contains("port lives in server.listen of config/base.toml"),
+        "{}",
+        stderr_text(&run)
     );
 }
 
@@ -569,16 +583,26 @@ fn release_matrix_is_the_targets_setting_as_json_and_a_github_output() {
 
 #[test]
 fn a_test_run_without_a_tool_says_what_it_did_not_exercise() {
-    // A PATH with the toolchain and git and nothing else, so that
-    // systemd-analyze is missing; the skips go to a log of this test's own.
+    // This machine's PATH without systemd-analyze: a folder of links to
+    // everything on it but that; the skips go to a log of this test's own.
     let bin = TempDir::new().unwrap();
-    let git = which("git").expect("git is on PATH");
-    std::os::unix::fs::symlink(git, bin.path().join("git")).unwrap();
-    let toolchain = Path::new(env!("CARGO")).parent().unwrap();
-    let path = std::env::join_paths([toolchain, bin.path()]).unwrap();
+    let toolchain = Path::new(env!("CARGO")).parent().unwrap().to_owned();
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    for folder in std::iter::once(toolchain).chain(std::env::split_paths(&inherited)) {
+        let Ok(entries) = fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let link = bin.path().join(entry.file_name());
+            if entry.file_name() != "systemd-analyze" && !link.exists() {
+                std::os::unix::fs::symlink(entry.path(), link).unwrap();
+            }
+        }
+    }
+    let path = bin.path().as_os_str().to_owned();
     let run = output(
         xtask(&workspace_root())
-            .args(["test", "--package", "xtask", "--test", "units"])
+            .args(["test", "--test", "units"])
             .env("PATH", path)
             .env("XTASK_SKIPPED", bin.path().join("skipped.tsv"))
             .env_remove("CI"),

@@ -231,10 +231,14 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
         text.replace("[server]\n", "[server]\ndrain_timeout = \"50s\"\n"),
     )
     .unwrap();
-    // ...and every port follows the port setting.
-    let cargo_toml = repo.path().join("Cargo.toml");
-    let text = fs::read_to_string(&cargo_toml).unwrap();
-    fs::write(&cargo_toml, text.replace("port = 8080", "port = 9091")).unwrap();
+    // ...and every port follows server.listen in config/base.toml.
+    let base_toml = repo.path().join("config/base.toml");
+    let text = fs::read_to_string(&base_toml).unwrap();
+    fs::write(
+        &base_toml,
+        text.replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:9091\""),
+    )
+    .unwrap();
     let run = k8s(repo.path(), &["--check"]);
     assert!(run.status.success(), "{}", stderr_text(&run));
     let objects = prod_objects(&out);

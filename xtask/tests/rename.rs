@@ -142,6 +142,12 @@ fn slow_a_renamed_service_names_itself_everywhere() {
         "greeting = \"Hello\"",
         "max_count = 5",
     );
+    // And another port, in the one place it lives.
+    replace_in(
+        &root.join("config/base.toml"),
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:9191\"",
+    );
     stdout_of(
         Command::new(env!("CARGO"))
             .args(["update", "--workspace", "--offline"])
@@ -187,6 +193,24 @@ fn slow_a_renamed_service_names_itself_everywhere() {
     );
     assert!(config.contains("name = \"hello\""), "{config}");
     assert!(config.contains("max_count = 5"), "{config}");
+    assert!(config.contains("listen = \"127.0.0.1:9191\""), "{config}");
+    let prod = stdout_of(
+        Command::new(&binary)
+            .args(["config", "show"])
+            .current_dir(root)
+            .env("APP_ENV", "prod"),
+    );
+    assert!(prod.contains("listen = \"0.0.0.0:9191\""), "{prod}");
+    let archived_socket = stdout_of(
+        Command::new("tar")
+            .arg("-xzOf")
+            .arg(&archive)
+            .arg("hello-0.1.0-x86_64-unknown-linux-musl/units/hello.socket"),
+    );
+    assert!(
+        archived_socket.contains("\nListenStream=9191\n"),
+        "{archived_socket}"
+    );
 
     // The new route, setting and metric, served by the shipped binary.
     let mut command = Command::new(&binary);
@@ -216,7 +240,9 @@ fn slow_a_renamed_service_names_itself_everywhere() {
             .env("CARGO_TARGET_DIR", &target_dir),
     );
 
-    let units = copy.path().join("units-out");
+    // Outputs outside the copy, which must stay a clean tree.
+    let outputs = TempDir::new().unwrap();
+    let units = outputs.path().join("units");
     stdout_of(xtask(root).arg("units").arg("--out").arg(&units));
     let service = fs::read_to_string(units.join("hello.service")).unwrap();
     assert!(
@@ -224,5 +250,45 @@ fn slow_a_renamed_service_names_itself_everywhere() {
             .contains("ExecStart=/opt/hello/current/hello --config-dir /opt/hello/current/config"),
         "{service}"
     );
-    assert!(units.join("hello.socket").is_file());
+    let socket = fs::read_to_string(units.join("hello.socket")).unwrap();
+    assert!(socket.contains("\nListenStream=9191\n"), "{socket}");
+    let supervisor = fs::read_to_string(units.join("hello.supervisor.conf")).unwrap();
+    assert!(supervisor.contains("--listen 0.0.0.0:9191"), "{supervisor}");
+
+    // The image's config, the Kubernetes objects and the deploy proof
+    // follow the port too.
+    stdout_of(
+        xtask(root)
+            .args(["image", "--target", "x86_64"])
+            .env("CARGO_TARGET_DIR", &target_dir),
+    );
+    let exposed = fs::read_dir(dist.join("image/blobs/sha256"))
+        .unwrap()
+        .map(|blob| fs::read(blob.unwrap().path()).unwrap())
+        .filter(|bytes| bytes.windows(12).any(|window| window == b"ExposedPorts"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(exposed.len(), 1, "one image config");
+    assert!(exposed[0].contains("\"9191/tcp\""), "{}", exposed[0]);
+    stdout_of(xtask(root).arg("k8s").env("CARGO_TARGET_DIR", &target_dir));
+    let objects = fs::read_to_string(dist.join("k8s/prod.yaml")).unwrap();
+    for expected in [
+        "containerPort: 9191",
+        "port: 9191",
+        "value: \"0.0.0.0:9191\"",
+    ] {
+        assert!(objects.contains(expected), "no `{expected}` in:\n{objects}");
+    }
+    let deploy_root = outputs.path().join("deploy-root");
+    let dry_deploy = output(
+        xtask(root)
+            .args(["--dry-run", "deploy", "--root"])
+            .arg(&deploy_root)
+            .env("CARGO_TARGET_DIR", &target_dir),
+    );
+    assert!(
+        stderr_text(&dry_deploy).contains("would wait for 127.0.0.1:9191 to answer /readyz"),
+        "{}",
+        stderr_text(&dry_deploy)
+    );
 }

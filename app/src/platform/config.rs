@@ -77,6 +77,9 @@ pub struct Settings {
     pub admin: Admin,
     /// Every file and variable that contributed, in the order applied.
     pub sources: Vec<String>,
+    /// Whether a layer named the port of `server.listen` (there is no
+    /// default one).
+    listen_has_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +172,8 @@ struct Layer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerLayer {
-    listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "optional_listen")]
+    listen: Option<Listen>,
     #[serde(default, deserialize_with = "optional_duration")]
     drain_delay: Option<Duration>,
     #[serde(default, deserialize_with = "optional_duration")]
@@ -322,6 +326,7 @@ impl Settings {
 
         if let Some(listen) = overrides.listen {
             settings.server.listen = listen;
+            settings.listen_has_port = true;
             settings.sources.push("--listen".to_owned());
         }
         settings.admin.token = load_secret("admin", "token", environment)?;
@@ -333,7 +338,9 @@ impl Settings {
         Settings {
             env,
             server: Server {
-                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                // No port: base.toml names it (the one place it lives), and
+                // `validate` says so if it does not.
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 drain_delay: Duration::from_secs(5),
                 drain_timeout: Duration::from_secs(30),
                 upgrade_timeout: Duration::from_secs(30),
@@ -353,6 +360,7 @@ impl Settings {
             },
             admin: Admin { token: None },
             sources: vec!["defaults".to_owned()],
+            listen_has_port: false,
         }
     }
 
@@ -447,7 +455,14 @@ impl Settings {
             _service: _,
             admin: AdminLayer {},
         } = layer;
-        set(&mut self.server.listen, server.listen);
+        match server.listen {
+            Some(Listen::Address(address)) => {
+                self.server.listen = address;
+                self.listen_has_port = true;
+            }
+            Some(Listen::Host(host)) => self.server.listen.set_ip(host),
+            None => {}
+        }
         set(&mut self.server.drain_delay, server.drain_delay);
         set(&mut self.server.drain_timeout, server.drain_timeout);
         set(&mut self.server.upgrade_timeout, server.upgrade_timeout);
@@ -464,6 +479,11 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<()> {
+        if !self.listen_has_port {
+            bail!(
+                "server.listen names no port: set it with one in base.toml, e.g. listen = \"127.0.0.1:8080\" (the other files may name the host alone, e.g. \"0.0.0.0\")"
+            );
+        }
         if self.service.name.trim().is_empty() {
             bail!("service.name is empty: set it to the name the service reports");
         }
@@ -730,6 +750,27 @@ fn toml_error(source: &str, text: &str, err: &toml::de::Error) -> anyhow::Error 
     }
 }
 
+/// `server.listen`: an address with its port, or a host alone, which keeps
+/// the port of the layer below (so that the port is written once, in
+/// base.toml).
+#[derive(Debug, Clone, Copy)]
+enum Listen {
+    Address(SocketAddr),
+    Host(std::net::IpAddr),
+}
+
+fn optional_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Listen>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if let Ok(address) = text.parse() {
+        return Ok(Some(Listen::Address(address)));
+    }
+    text.parse().map(|host| Some(Listen::Host(host))).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is neither an address with a port (127.0.0.1:8080, [::1]:8080) nor a host (0.0.0.0)"
+        ))
+    })
+}
+
 fn optional_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
@@ -895,7 +936,12 @@ mod tests {
             "prod.toml",
             "[server]\nlisten = \"127.0.0.1:2000\"\n[log]\nformat = \"json\"\n",
         );
-        let defaults_only = load(&[("base.toml", "")], &[], None).unwrap();
+        let defaults_only = load(
+            &[("base.toml", "[server]\nlisten = \"127.0.0.1:1\"\n")],
+            &[],
+            None,
+        )
+        .unwrap();
         assert_eq!(defaults_only.server.drain_timeout, Duration::from_secs(30));
         assert_eq!(defaults_only.env, Env::Dev);
 
@@ -930,7 +976,10 @@ mod tests {
         );
 
         let limits = load(
-            &[("base.toml", "[server]\nmax_connections = 100\n")],
+            &[(
+                "base.toml",
+                "[server]\nlisten = \"127.0.0.1:1\"\nmax_connections = 100\n",
+            )],
             &[("APP__SERVER__HEADER_READ_TIMEOUT", "2s")],
             None,
         )
@@ -945,16 +994,17 @@ mod tests {
         // (file, variable, workers)
         for (file, variable, expected) in [
             ("", None, WorkerCount::Auto),
-            ("[server]\nworkers = 3\n", None, WorkerCount::Count(3)),
-            ("[server]\nworkers = \"auto\"\n", None, WorkerCount::Auto),
-            ("[server]\nworkers = 3\n", Some("auto"), WorkerCount::Auto),
+            ("workers = 3\n", None, WorkerCount::Count(3)),
+            ("workers = \"auto\"\n", None, WorkerCount::Auto),
+            ("workers = 3\n", Some("auto"), WorkerCount::Auto),
             ("", Some(" 2 "), WorkerCount::Count(2)),
         ] {
             let vars: Vec<(&str, &str)> = variable
                 .map(|value| ("APP__SERVER__WORKERS", value))
                 .into_iter()
                 .collect();
-            let settings = load(&[("base.toml", file)], &vars, None).unwrap();
+            let file = format!("[server]\nlisten = \"127.0.0.1:1\"\n{file}");
+            let settings = load(&[("base.toml", &file)], &vars, None).unwrap();
             assert_eq!(settings.server.workers, expected, "{file:?} {variable:?}");
         }
         assert!(WorkerCount::Auto.resolve() >= 1);
@@ -1000,7 +1050,7 @@ mod tests {
         check_error(
             &[BASE],
             &[("APP__SERVER__LISTEN", "localhost")],
-            &["APP__SERVER__LISTEN", "invalid socket address"],
+            &["APP__SERVER__LISTEN", "is neither an address with a port"],
         );
         check_error(
             &[BASE],
@@ -1185,6 +1235,31 @@ mod tests {
         for wrong in ["", "s3cret", "s3cret-token2", "S3cret-token"] {
             assert!(!token_matches(&token, wrong), "{wrong}");
         }
+    }
+
+    #[test]
+    fn a_host_alone_keeps_the_port_of_the_layer_below_and_a_port_is_required() {
+        let prod = ("prod.toml", "[server]\nlisten = \"0.0.0.0\"\n");
+        let settings = load(&[BASE, prod], &[("APP_ENV", "prod")], None).unwrap();
+        assert_eq!(settings.server.listen.to_string(), "0.0.0.0:1000");
+        let settings = load(&[BASE], &[("APP__SERVER__LISTEN", "::1")], None).unwrap();
+        assert_eq!(settings.server.listen.to_string(), "[::1]:1000");
+        check_error(
+            &[("base.toml", "[server]\nlisten = \"0.0.0.0\"\n")],
+            &[],
+            &["server.listen names no port", "base.toml"],
+        );
+        check_error(
+            &[("base.toml", "[server]\nlisten = \"localhost\"\n")],
+            &[],
+            &[
+                "base.toml line 2",
+                "`localhost` is neither an address with a port",
+            ],
+        );
+        // --listen names a port of its own.
+        let flag = load(&[("base.toml", "")], &[], Some("127.0.0.1:0")).unwrap();
+        assert_eq!(flag.server.listen.port(), 0);
     }
 
     #[test]

@@ -192,21 +192,22 @@ impl Where {
 }
 
 impl Activation {
-    fn plan<'a>(&self, ctx: &'a Ctx) -> Plan<'a> {
+    fn plan<'a>(&self, ctx: &'a Ctx) -> Result<Plan<'a>> {
         let settings = &ctx.project.settings;
-        Plan {
+        let service = match &self.service {
+            Some(service) => service.clone(),
+            None => format!("127.0.0.1:{}", ctx.project.service_port()?),
+        };
+        Ok(Plan {
             activate: self
                 .activate
                 .clone()
                 .unwrap_or_else(|| format!("systemctl reload {}", settings.binary)),
-            service: self
-                .service
-                .clone()
-                .unwrap_or_else(|| format!("127.0.0.1:{}", settings.port)),
+            service,
             timeout: self.timeout,
             lock_wait: self.lock_wait,
             ctx,
-        }
+        })
     }
 }
 
@@ -223,7 +224,7 @@ impl Deploy {
         }
         let control = TempFolder::new("xtask-ssh")?;
         let hosts = self.place.hosts(&control)?;
-        let plan = self.activation.plan(ctx);
+        let plan = self.activation.plan(ctx)?;
         // Everything about the release is checked before any host changes.
         let source = match &self.archive {
             Some(archive) => source::from_archive(archive)?,
@@ -683,7 +684,7 @@ impl Rollback {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let control = TempFolder::new("xtask-ssh")?;
         let hosts = self.place.hosts(&control)?;
-        let plan = self.activation.plan(ctx);
+        let plan = self.activation.plan(ctx)?;
         catch_interrupts();
         let mut result = Ok(());
         for host in &hosts {

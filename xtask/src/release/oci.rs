@@ -172,7 +172,7 @@ pub fn platform_image(
         "config": {
             "User": USER,
             "Entrypoint": [format!("/{BINARY_DIR}/{}", project.settings.binary)],
-            "ExposedPorts": {format!("{}/tcp", project.settings.port): {}},
+            "ExposedPorts": {format!("{}/tcp", project.service_port()?): {}},
             "Env": ["APP_ENV=prod", format!("PATH=/{BINARY_DIR}")],
             "WorkingDir": format!("/{WORKING_DIR}"),
             "Labels": annotations,

@@ -302,7 +302,8 @@ fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
     // rendered for an install under the default prefix.
     if built.target.os == Os::Linux {
         let settings = &ctx.project.settings;
-        for (name, text) in units::render(settings, &units::default_prefix(settings)) {
+        let port = ctx.project.service_port()?;
+        for (name, text) in units::render(settings, port, &units::default_prefix(settings)) {
             entries.push(Entry {
                 path: format!("units/{name}"),
                 contents: text.into_bytes(),

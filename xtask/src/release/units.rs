@@ -57,7 +57,7 @@ impl Units {
         let out = self
             .out
             .unwrap_or_else(|| ctx.project.target_dir.join("units"));
-        let files = render(settings, &prefix);
+        let files = render(settings, ctx.project.service_port()?, &prefix);
         if ctx.dry_run {
             for (name, _) in &files {
                 eprintln!("(dry run: would write {})", out.join(name).display());
@@ -82,9 +82,9 @@ pub fn default_prefix(settings: &Settings) -> PathBuf {
 
 /// The files, by name: the socket unit, the service unit, the supervisord
 /// program.
-pub fn render(settings: &Settings, prefix: &Path) -> Vec<(String, String)> {
+/// `port` is the service's (`Project::service_port`, from the config).
+pub fn render(settings: &Settings, port: u16, prefix: &Path) -> Vec<(String, String)> {
     let name = &settings.binary;
-    let port = settings.port;
     let binary = prefix.join(name);
     let config = prefix.join("config");
     let exec = format!("{} --config-dir {}", binary.display(), config.display());
@@ -234,11 +234,10 @@ mod tests {
             binary: "svc".into(),
             image: "example/svc".into(),
             targets: Vec::new(),
-            port: 9090,
             keep_releases: None,
             k8s: Default::default(),
         };
-        let files = render(&settings, Path::new("/srv/svc"));
+        let files = render(&settings, 9090, Path::new("/srv/svc"));
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["svc.socket", "svc.service", "svc.supervisor.conf"]);
         let (socket, service, supervisor) = (&files[0].1, &files[1].1, &files[2].1);

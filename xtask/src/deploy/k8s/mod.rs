@@ -125,7 +125,7 @@ impl K8s {
         let inputs = Inputs {
             binary: &settings.binary,
             version: &ctx.project.version,
-            port: settings.port,
+            port: ctx.project.service_port()?,
             image: pinned_image(ctx)?,
             settings: k8s,
             service_monitor: self.service_monitor,
