@@ -271,7 +271,7 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     for file in [
         "app",
         "app.cdx.json",
-        "README.md",
+        "OPERATING.md",
         "LICENSE",
         "config/base.toml",
         "config/dev.toml",

@@ -211,6 +211,18 @@ fn slow_a_renamed_service_names_itself_everywhere() {
         archived_socket.contains("\nListenStream=9191\n"),
         "{archived_socket}"
     );
+    let guide = stdout_of(
+        Command::new("tar")
+            .arg("-xzOf")
+            .arg(&archive)
+            .arg("hello-0.1.0-x86_64-unknown-linux-musl/OPERATING.md"),
+    );
+    assert!(
+        guide.starts_with("# Operating hello\n")
+            && guide.contains("systemctl reload hello")
+            && guide.contains("app_upgrades_failed_total"),
+        "{guide}"
+    );
 
     // The new route, setting and metric, served by the shipped binary.
     let mut command = Command::new(&binary);

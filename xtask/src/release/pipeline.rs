@@ -26,7 +26,10 @@ use crate::targets::{self, ArchiveFormat, Linker, Os, Runner, Target};
 use crate::tools::{self, Tool};
 
 /// Files shipped next to the binary in every archive, from the workspace root.
-const SHIPPED_FILES: [&str; 2] = ["README.md", "LICENSE"];
+const SHIPPED_FILES: [&str; 1] = ["LICENSE"];
+/// The operator's guide, shipped as `OPERATING.md` with the binary's name
+/// in place of `app` (the developer README stays in the repository).
+const OPERATING_GUIDE: &str = "docs/operating.md";
 /// Folders whose files are shipped too.
 const SHIPPED_DIRS: [&str; 1] = ["config"];
 /// A built and checked binary, and the SBOM of what is in it.
@@ -289,6 +292,14 @@ fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
             executable: false,
         },
     ];
+    let guide = ctx.project.root.join(OPERATING_GUIDE);
+    let guide_text =
+        std::fs::read_to_string(&guide).with_context(|| format!("read {}", guide.display()))?;
+    entries.push(Entry {
+        path: "OPERATING.md".to_owned(),
+        contents: named_for(&guide_text, &ctx.project.settings.binary).into_bytes(),
+        executable: false,
+    });
     for file in SHIPPED_FILES {
         let path = ctx.project.root.join(file);
         let contents = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
@@ -499,6 +510,28 @@ fn write_file(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
     Ok(())
 }
 
+/// `text` with the word `app` (the template's binary) replaced by `binary`:
+/// `/opt/app/current` and `app.service` follow a renamed service, while
+/// `app_*` metric names and `APP_*` variables, which do not change, stay.
+fn named_for(text: &str, binary: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut named = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("app") {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + 3..].chars().next();
+        named.push_str(&rest[..at]);
+        if before.is_some_and(is_word) || after.is_some_and(is_word) {
+            named.push_str("app");
+        } else {
+            named.push_str(binary);
+        }
+        rest = &rest[at + 3..];
+    }
+    named.push_str(rest);
+    named
+}
+
 /// Replaces `dist_dir` with the complete `staging` folder: the old output is
 /// moved aside, the new one renamed in, then the old one removed.
 pub fn swap_into_place(staging: &Path, dist_dir: &Path) -> Result<()> {
@@ -563,4 +596,20 @@ pub fn binaries_for(ctx: &Ctx, targets: &[Target]) -> Result<Manifest> {
         ));
     }
     Manifest::require(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_for;
+
+    #[test]
+    fn the_guide_follows_the_binary_name_and_keeps_the_contracts() {
+        assert_eq!(
+            named_for(
+                "# Operating app\n/opt/app/current app.service `app` app_ready APP_ENV happy apps",
+                "hello"
+            ),
+            "# Operating hello\n/opt/hello/current hello.service `hello` app_ready APP_ENV happy apps"
+        );
+    }
 }
