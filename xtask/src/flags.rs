@@ -67,7 +67,7 @@ pub enum Task {
     Build(crate::develop::build::Build),
     /// Run the test suite (cargo-nextest when installed, else cargo test)
     Test(crate::develop::test::Test),
-    /// Check formatting and lints (cargo fmt --check, clippy -D warnings)
+    /// Check formatting, the import layering and lints (cargo fmt --check, clippy -D warnings)
     Lint(crate::develop::lint::Lint),
     /// Run exactly what CI runs, in order, stopping at the first failure
     Ci(crate::develop::ci::Ci),
