@@ -411,21 +411,17 @@ impl Settings {
                     name: Some(value.to_owned()),
                     own: toml::Table::new(),
                 }
-            } else if check_own(&inner).is_ok() {
-                ServiceLayer {
-                    name: None,
-                    own: inner,
-                }
             } else {
-                let typed = toml::from_str::<toml::Table>(&format!("value = {value}"))
-                    .ok()
-                    .and_then(|mut table| table.remove("value"))
-                    .map(|typed| toml::Table::from_iter([(key.to_owned(), typed)]))
-                    .filter(|typed| check_own(typed).is_ok());
-                match typed {
-                    Some(own) => ServiceLayer { name: None, own },
-                    None => bail!("{name}: {}", check_own(&inner).unwrap_err()),
-                }
+                let own = match check_own(&inner) {
+                    Ok(()) => inner,
+                    Err(as_string) => toml::from_str::<toml::Table>(&format!("value = {value}"))
+                        .ok()
+                        .and_then(|mut table| table.remove("value"))
+                        .map(|typed| toml::Table::from_iter([(key.to_owned(), typed)]))
+                        .filter(|typed| check_own(typed).is_ok())
+                        .ok_or_else(|| anyhow!("{name}: {as_string}"))?,
+                };
+                ServiceLayer { name: None, own }
             };
             self.apply_service(service);
             self.sources.push(name.to_owned());

@@ -178,13 +178,21 @@ fn load<S: Service>(overrides: &Overrides) -> anyhow::Result<(Settings, Metrics,
         .try_into()
         .map_err(|err| anyhow::anyhow!("[service] {}", err.message().trim()))?;
     settings.service.own = effective(&own);
+    let (metrics, service) =
+        start(own, &settings.service.name).map_err(|err| anyhow::anyhow!("service.{err}"))?;
+    Ok((settings, metrics, service))
+}
+
+/// Starts the business part with its settings, and the metrics registry it
+/// registered with.
+fn start<S: Service>(settings: S::Settings, name: &str) -> Result<(Metrics, Arc<S>), String> {
     let mut metrics = Metrics::new(&BUILD_INFO);
     let mut setup = Setup {
-        name: &settings.service.name,
+        name,
         metrics: &mut metrics,
     };
-    let service = S::new(own, &mut setup).map_err(|err| anyhow::anyhow!("service.{err}"))?;
-    Ok((settings, metrics, Arc::new(service)))
+    let service = S::new(settings, &mut setup)?;
+    Ok((metrics, Arc::new(service)))
 }
 
 /// The business part started as `main` starts it, for its own tests.
@@ -198,12 +206,7 @@ pub struct Started<S> {
 impl<S: Service> Started<S> {
     /// Starts `S` with `settings`, as `main` would.
     pub fn new(settings: S::Settings) -> Result<Started<S>, String> {
-        let mut metrics = Metrics::new(&BUILD_INFO);
-        let mut setup = Setup {
-            name: BINARY,
-            metrics: &mut metrics,
-        };
-        let service = Arc::new(S::new(settings, &mut setup)?);
+        let (metrics, service) = start(settings, BINARY)?;
         Ok(Started { service, metrics })
     }
 

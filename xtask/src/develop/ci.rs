@@ -63,12 +63,7 @@ fn test_with_the_dist_binary(ctx: &Ctx) -> Result<()> {
         let manifest = Manifest::require(&ctx.project.dist_dir().join(MANIFEST))?;
         let host = targets::host_default(&ctx.stamp()?.host)?;
         let binary = manifest
-            .artifacts
-            .iter()
-            .find(|artifact| {
-                artifact.kind == ArtifactKind::Binary
-                    && artifact.target.as_deref() == Some(host.triple)
-            })
+            .artifact_for(ArtifactKind::Binary, host.triple)
             .with_context(|| format!("the dist manifest lists no {} binary", host.triple))?;
         Some(ctx.project.dist_dir().join(&binary.path))
     };

@@ -123,14 +123,10 @@ fn summarize_skips(text: &str) -> Option<String> {
     reasons.sort_unstable();
     reasons.dedup();
     let mut summary = format!(
-        "not exercised: {} test(s) passed without running their real part, for want of {}:",
+        "not exercised: {} test(s) passed without running their real part, for want of {} {}:",
         skips.len(),
-        reasons.len().to_string()
-            + if reasons.len() == 1 {
-                " tool"
-            } else {
-                " tools"
-            }
+        reasons.len(),
+        if reasons.len() == 1 { "tool" } else { "tools" }
     );
     for (reason, fix) in &reasons {
         let tests: Vec<&str> = skips

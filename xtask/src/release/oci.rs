@@ -340,12 +340,7 @@ pub fn print_image(dist_dir: &Path, manifest: &Manifest) {
     println!("{}  index {}", image.reference, image.index_digest);
     for platform in &image.platforms {
         let binary = manifest
-            .artifacts
-            .iter()
-            .find(|artifact| {
-                artifact.kind == ArtifactKind::Binary
-                    && artifact.target.as_deref() == Some(&platform.target)
-            })
+            .artifact_for(ArtifactKind::Binary, &platform.target)
             .map_or(0, |artifact| artifact.size);
         println!(
             "  {:<12} {}  layer {} bytes compressed, {} uncompressed (binary {binary})",

@@ -274,7 +274,8 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
 }
 
 /// The files of one archive, in no particular order (the archive sorts).
-fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
+/// `port` is the service's, which the units listen on.
+fn archive_entries(ctx: &Ctx, built: &Built, port: u16) -> Result<Vec<Entry>> {
     let binary = format!(
         "{}{}",
         ctx.project.settings.binary,
@@ -313,7 +314,6 @@ fn archive_entries(ctx: &Ctx, built: &Built) -> Result<Vec<Entry>> {
     // rendered for an install under the default prefix.
     if built.target.os == Os::Linux {
         let settings = &ctx.project.settings;
-        let port = ctx.project.service_port()?;
         for (name, text) in units::render(settings, port, &units::default_prefix(settings)) {
             entries.push(Entry {
                 path: format!("units/{name}"),
@@ -380,6 +380,7 @@ fn package(
     previous: Option<&Manifest>,
 ) -> Result<()> {
     let stamp = ctx.stamp()?;
+    let port = ctx.project.service_port()?;
     let dist_dir = ctx.project.dist_dir();
     let staging = ctx
         .project
@@ -420,7 +421,7 @@ fn package(
                 None,
             ));
 
-            let entries = archive_entries(ctx, binary)?;
+            let entries = archive_entries(ctx, binary, port)?;
             let archive_path = format!("{top}.{}", binary.target.archive_extension());
             let inputs = inputs_fingerprint(&top, &entries, stamp.source_date_epoch);
             let unchanged =

@@ -90,7 +90,8 @@ pub fn render(settings: &Settings, port: u16, prefix: &Path) -> Vec<(String, Str
     let exec = format!("{} --config-dir {}", binary.display(), config.display());
     let socket = format!(
         "\
-# Rendered by `cargo xtask units` from [workspace.metadata.xtask]; edit there.
+# Rendered by `cargo xtask units` from [workspace.metadata.xtask] and the
+# port in server.listen of config/base.toml; edit there.
 # systemd owns the port: connections queue here while the service starts or
 # restarts, instead of being refused.
 [Unit]
@@ -108,7 +109,8 @@ WantedBy=sockets.target
     );
     let service = format!(
         "\
-# Rendered by `cargo xtask units` from [workspace.metadata.xtask]; edit there.
+# Rendered by `cargo xtask units` from [workspace.metadata.xtask] and the
+# port in server.listen of config/base.toml; edit there.
 [Unit]
 Description={name}
 Requires={name}.socket
@@ -193,7 +195,8 @@ WantedBy=multi-user.target
     );
     let supervisor = format!(
         "\
-; Rendered by `cargo xtask units` from [workspace.metadata.xtask]; edit there.
+; Rendered by `cargo xtask units` from [workspace.metadata.xtask] and the
+; port in server.listen of config/base.toml; edit there.
 ; supervisord has no socket activation and cannot follow a process that hands
 ; its socket to a successor, so here an upgrade is a restart
 ; (`supervisorctl restart {name}`), and the program must not be sent SIGHUP
