@@ -258,6 +258,44 @@ mod tests {
     }
 
     #[test]
+    fn the_service_port_is_base_toml_s_unless_prod_names_another() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("config")).unwrap();
+        let project = Project {
+            root: root.path().to_owned(),
+            target_dir: root.path().join("target"),
+            settings: parse_settings(&sample()).unwrap(),
+            version: "0.1.0".into(),
+            repository: None,
+            manifests: Vec::new(),
+        };
+        let write = |file: &str, text: &str| {
+            std::fs::write(root.path().join("config").join(file), text).unwrap();
+        };
+        let port = || project.service_port().map_err(|err| format!("{err:#}"));
+        assert!(port().unwrap_err().contains("base.toml"), "no base.toml");
+        write("base.toml", "[server]\nlisten = \"127.0.0.1:9191\"\n");
+        assert_eq!(port(), Ok(9191), "base alone");
+        write("prod.toml", "[server]\nlisten = \"0.0.0.0\"\n");
+        assert_eq!(port(), Ok(9191), "a host alone keeps the port");
+        write("prod.toml", "[server]\nlisten = \"0.0.0.0:7000\"\n");
+        assert_eq!(port(), Ok(7000), "prod's own port");
+        write("prod.toml", "[server]\nlisten = \"localhost\"\n");
+        assert!(
+            port()
+                .unwrap_err()
+                .contains("neither an address with a port nor a host")
+        );
+        write("prod.toml", "");
+        write("base.toml", "[server]\nlisten = \"0.0.0.0\"\n");
+        assert!(
+            port()
+                .unwrap_err()
+                .contains("server.listen names no port: set it")
+        );
+    }
+
+    #[test]
     fn bad_settings_name_the_problem() {
         check(json!({}), Err("has no [workspace.metadata.xtask] table"));
         check(json!(null), Err("has no [workspace.metadata.xtask] table"));
