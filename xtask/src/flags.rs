@@ -12,7 +12,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// Tasks in the order and groups `--help` lists them. A unit test checks that
 /// every task appears here exactly once.
 const TASK_GROUPS: &[(&str, &[&str])] = &[
-    ("Develop", &["build", "test", "lint", "ci", "bench"]),
+    ("Develop", &["build", "test", "lint", "ci", "bench", "docs"]),
     (
         "Release",
         &["dist", "release", "image", "publish", "units", "version"],
@@ -73,6 +73,8 @@ pub enum Task {
     Ci(crate::develop::ci::Ci),
     /// Benchmark what ships: the service against Go (wrk), upgrades, the build tool, sizes
     Bench(crate::develop::bench::Bench),
+    /// Write the reference pages of docs/reference/ from the code; --check fails if they differ
+    Docs(crate::reference::Docs),
     /// Build, check and package release artifacts into target/dist/
     Dist(crate::release::dist::Dist),
     /// Like dist, for named targets, from a committed tree whose v* tag (if any) matches the version, with notes; --split/--merge across machines
@@ -165,6 +167,23 @@ pub fn command() -> clap::Command {
         .before_help(task_list.trim_end().to_owned())
         .after_help(AFTER_HELP)
         .help_template("{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}Options:\n{options}{after-help}")
+}
+
+/// Every help text as a user sees it: `cargo xtask --help`, then each
+/// task's `--help` in the order the task list gives them.
+pub fn help_texts() -> Vec<(String, String)> {
+    let mut command = command();
+    command.build();
+    let mut texts = vec![("cargo xtask".to_owned(), command.render_help().to_string())];
+    for name in TASK_GROUPS.iter().flat_map(|(_, tasks)| tasks.iter()) {
+        if let Some(sub) = command.find_subcommand_mut(name) {
+            texts.push((
+                format!("cargo xtask {name}"),
+                sub.render_long_help().to_string(),
+            ));
+        }
+    }
+    texts
 }
 
 fn clap_outcome(err: &clap::Error) -> Result<Parsed, String> {

@@ -11,6 +11,7 @@ mod flags;
 mod maintain;
 mod manifest;
 mod project;
+mod reference;
 mod release;
 mod rustup;
 mod stamp;
@@ -29,6 +30,7 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    tools::put_python_venv_on_path();
     let flags = match flags::parse(std::env::args_os()) {
         Ok(flags::Parsed::Run(flags)) => flags,
         Ok(flags::Parsed::Exit(text)) => {
@@ -57,6 +59,9 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Lint(task) => task.run(&ctx),
         Task::Ci(task) => task.run(&ctx),
         Task::Version(task) => task.run(&ctx),
+        // The help texts come from here: `reference` must not import `flags`,
+        // which names its flags.
+        Task::Docs(task) => task.run(&ctx, &flags::help_texts()),
         Task::Dist(task) => task.run(&ctx),
         Task::Release(task) => task.run(&ctx),
         Task::Image(task) => task.run(&ctx),

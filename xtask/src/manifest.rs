@@ -15,7 +15,129 @@ use crate::stamp::Stamp;
 pub const MANIFEST: &str = "dist-manifest.json";
 pub const SHA256SUMS: &str = "SHA256SUMS";
 /// Bumped when a field changes meaning or disappears.
-const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What each field means, by its JSON path (`[]` for an array's items): the
+/// reference page `docs/reference/manifest.md` is written from this table
+/// and an example manifest, and `cargo xtask docs` fails when a field has
+/// no entry here or an entry names no field.
+pub const FIELDS: &[(&str, &str)] = &[
+    (
+        "format_version",
+        "The schema's version; bumped when a field changes meaning or disappears.",
+    ),
+    (
+        "name",
+        "The binary's name (`binary` of `[workspace.metadata.xtask]`).",
+    ),
+    (
+        "version",
+        "The version of the shipped crate, from its `Cargo.toml`.",
+    ),
+    (
+        "stamp",
+        "The version stamp every binary embeds, as `cargo xtask version --json` prints it, without the per-target fields.",
+    ),
+    (
+        "stamp.describe",
+        "`git describe` of the commit: the last tag, commits since, the short commit, `-dirty`.",
+    ),
+    ("stamp.commit", "The full commit hash."),
+    ("stamp.commit_short", "The short commit hash."),
+    ("stamp.branch", "The branch, or `HEAD` when detached."),
+    (
+        "stamp.dirty",
+        "Whether the tree had uncommitted changes (`release` refuses them).",
+    ),
+    (
+        "stamp.commit_time",
+        "The commit's time, RFC 3339, UTC: the only time a build records.",
+    ),
+    (
+        "stamp.source_date_epoch",
+        "The commit's time in seconds: every timestamp in the archives and the image.",
+    ),
+    (
+        "stamp.rustc",
+        "`rustc --version` of the toolchain that built it.",
+    ),
+    (
+        "artifacts",
+        "Every file `dist`, `release`, `image` and `k8s` wrote, sorted by path; `SHA256SUMS` is derived from it.",
+    ),
+    (
+        "artifacts[].path",
+        "Relative to the folder holding the manifest, `/`-separated.",
+    ),
+    (
+        "artifacts[].kind",
+        "One of `archive`, `binary`, `release-notes`, `oci-archive`, `kubernetes`, `sbom`.",
+    ),
+    (
+        "artifacts[].target",
+        "The target triple, for artifacts built for one.",
+    ),
+    ("artifacts[].size", "Size in bytes."),
+    ("artifacts[].sha256", "SHA-256 of the bytes, lowercase hex."),
+    (
+        "artifacts[].inputs",
+        "A fingerprint of what the artifact was made from; equal inputs give equal bytes, so an unchanged artifact is not rewritten.",
+    ),
+    (
+        "image",
+        "The container image `cargo xtask image` built from the binaries; absent before.",
+    ),
+    (
+        "image.reference",
+        "`name:tag` the layout and archive refer to the image by.",
+    ),
+    (
+        "image.index_digest",
+        "The digest of the multi-platform image index: what a registry serves for `reference` once pushed.",
+    ),
+    (
+        "image.layout",
+        "The OCI image layout folder, relative to the manifest.",
+    ),
+    (
+        "image.archive",
+        "The OCI archive (a tar of the layout), relative to the manifest.",
+    ),
+    ("image.platforms", "One entry per platform of the index."),
+    (
+        "image.platforms[].platform",
+        "`linux/amd64` or `linux/arm64`.",
+    ),
+    (
+        "image.platforms[].target",
+        "The target triple whose binary the platform's layer holds.",
+    ),
+    (
+        "image.platforms[].manifest_digest",
+        "The digest of this platform's image manifest.",
+    ),
+    (
+        "image.platforms[].compressed_size",
+        "Size of the layer blob, gzip-compressed.",
+    ),
+    (
+        "image.platforms[].uncompressed_size",
+        "Size of the layer tar.",
+    ),
+    (
+        "image.platforms[].sbom_referrer",
+        "The OCI 1.1 referrer that attaches the target's SBOM to this platform's manifest, when dist wrote one.",
+    ),
+    (
+        "image.pushed",
+        "Where `image --push` pushed this index, newest last; absent before a push.",
+    ),
+    ("image.pushed[].tag", "`registry/name:tag`, as pushed."),
+    (
+        "image.pushed[].pinned",
+        "`registry/name@sha256:...`, the index digest read back from the registry: what `k8s` and deploy scripts pin.",
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -181,6 +303,49 @@ impl Manifest {
             artifacts,
             image: None,
         }
+    }
+
+    /// A manifest with every optional field present, for the reference page.
+    pub fn example() -> Manifest {
+        let stamp = ManifestStamp {
+            describe: "v1.4.0-3-g0123abc".to_owned(),
+            commit: "0123abc".repeat(5) + "01234",
+            commit_short: "0123abc".to_owned(),
+            branch: "main".to_owned(),
+            dirty: false,
+            commit_time: "2026-01-02T03:04:05Z".to_owned(),
+            source_date_epoch: 1_767_323_045,
+            rustc: "rustc 1.91.0".to_owned(),
+        };
+        let target = "x86_64-unknown-linux-musl";
+        let archive = Artifact::new(
+            &format!("app-1.4.0-{target}.tar.gz"),
+            ArtifactKind::Archive,
+            Some(target),
+            b"",
+            Some("0".repeat(64)),
+        );
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let mut manifest = Manifest::assembled("app", "1.4.0", stamp, vec![archive]);
+        manifest.image = Some(ImageInfo {
+            reference: "app:1.4.0".to_owned(),
+            index_digest: digest.clone(),
+            layout: "image/oci".to_owned(),
+            archive: "image/app-1.4.0.oci.tar".to_owned(),
+            platforms: vec![ImagePlatform {
+                platform: "linux/amd64".to_owned(),
+                target: target.to_owned(),
+                manifest_digest: digest.clone(),
+                compressed_size: 1,
+                uncompressed_size: 1,
+                sbom_referrer: Some(digest.clone()),
+            }],
+            pushed: vec![PushedImage {
+                tag: "registry.example/app:1.4.0".to_owned(),
+                pinned: format!("registry.example/app@{digest}"),
+            }],
+        });
+        manifest
     }
 
     /// The manifest in a dist folder, if there is a readable one of this

@@ -82,7 +82,8 @@ pub const RELEASE: [Tool; 5] = [
 pub enum Source {
     /// A Debian package, installed with `apt-get`.
     Apt(&'static str),
-    /// A PyPI package, installed with `pip`.
+    /// A PyPI package, installed with pip into the project's own Python
+    /// virtual environment (`python_venv`), never into the system Python.
     Pip(&'static str),
     /// A crate, installed with `cargo install --locked`.
     Crate(&'static str),
@@ -116,7 +117,9 @@ impl ToolInfo {
     pub fn install(&self) -> String {
         match self.source {
             Source::Apt(package) => format!("apt-get install -y {package}"),
-            Source::Pip(package) => format!("pip install {package}"),
+            // One command for every Python tool: it creates the virtual
+            // environment when needed, which a bare `pip install` cannot.
+            Source::Pip(_) => "cargo xtask setup --only python".to_owned(),
             Source::Crate(name) => format!("cargo install --locked {name}"),
             Source::Manual(command) => command.to_owned(),
         }
@@ -274,6 +277,48 @@ impl Tool {
     }
 }
 
+/// The Python virtual environment `setup` installs the PyPI tools into:
+/// `$XTASK_VENV`, else `$XDG_DATA_HOME/cargo-xtask/venv`, else
+/// `~/.local/share/cargo-xtask/venv`. One per user, not per clone, so a
+/// `cargo clean` or a second clone does not download them again; outside the
+/// system Python, which Debian 12 and Ubuntu 24.04 mark as externally
+/// managed (PEP 668) and whose pip refuses to install into it.
+pub fn python_venv() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XTASK_VENV").filter(|dir| !dir.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+        })?;
+    Some(data.join("cargo-xtask/venv"))
+}
+
+/// Puts the virtual environment's `bin/` first on this process's PATH when
+/// it exists, so that every command the tasks run (and the tests `test` and
+/// `ci` start) finds the Python tools, and `python3` is the one that has
+/// them (cargo-zigbuild finds zig through `python3 -m ziglang`).
+pub fn put_python_venv_on_path() {
+    let Some(bin) = python_venv().map(|venv| venv.join("bin")) else {
+        return;
+    };
+    if !bin.join("python3").is_file() {
+        return;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).next().as_deref() == Some(bin.as_path()) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // SAFETY: called first thing in `main`, before any thread exists
+        // that could read the environment.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
+}
+
 /// The tool's path, if it is installed.
 pub fn find(tool: Tool) -> Option<PathBuf> {
     let binary = tool.info().binary;
@@ -288,35 +333,53 @@ pub fn find(tool: Tool) -> Option<PathBuf> {
             .or_else(|| Some(PathBuf::from("/usr/sbin/sshd")).filter(|path| path.is_file())),
         // A Python library, found by importing it.
         Tool::CycloneDx => python_module("cyclonedx.validation.json"),
-        _ => which::which(binary).ok(),
+        _ => which::which(binary).ok().or_else(|| {
+            // A Python tool not yet on PATH (a plain `cargo test`, or a
+            // venv created by this very `setup`).
+            let from_pip = matches!(tool.info().source, Source::Pip(_));
+            python_venv()
+                .filter(|_| from_pip)
+                .map(|venv| venv.join("bin").join(binary))
+                .filter(|path| path.is_file())
+        }),
     }
 }
 
-/// The python3 that can import `module`, if any.
+/// The Pythons to look in: the virtual environment's, then `python3` on PATH.
+fn pythons() -> impl Iterator<Item = PathBuf> {
+    python_venv()
+        .map(|venv| venv.join("bin/python3"))
+        .filter(|python| python.is_file())
+        .into_iter()
+        .chain(which::which("python3").ok())
+}
+
+/// The Python that can import `module`, if any.
 fn python_module(module: &str) -> Option<PathBuf> {
-    let python = which::which("python3").ok()?;
-    let status = std::process::Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    status.success().then_some(python)
+    pythons().find(|python| {
+        std::process::Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
 }
 
 fn find_pip_zig() -> Option<PathBuf> {
-    let python = which::which("python3").ok()?;
-    let output = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import ziglang, os; print(os.path.dirname(ziglang.__file__))",
-        ])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let dir = String::from_utf8(output.stdout).ok()?;
-    let zig = PathBuf::from(dir.trim()).join("zig");
-    (output.status.success() && zig.is_file()).then_some(zig)
+    pythons().find_map(|python| {
+        let output = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import ziglang, os; print(os.path.dirname(ziglang.__file__))",
+            ])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let dir = String::from_utf8(output.stdout).ok()?;
+        let zig = PathBuf::from(dir.trim()).join("zig");
+        (output.status.success() && zig.is_file()).then_some(zig)
+    })
 }
 
 /// The tool's path, or an error that says how to install it.
@@ -346,7 +409,7 @@ mod tests {
         }
         let check = |tool: Tool, expected: &str| assert_eq!(tool.info().install(), expected);
         check(Tool::QemuAarch64, "apt-get install -y qemu-user");
-        check(Tool::Zig, "pip install ziglang");
+        check(Tool::Zig, "cargo xtask setup --only python");
         check(Tool::CargoNextest, "cargo install --locked cargo-nextest");
     }
 }

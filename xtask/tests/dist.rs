@@ -77,7 +77,7 @@ fn bad_targets_and_environments_fail_before_building() {
     }
     run_fails(
         xtask_in(&["dist", "--target", "x86_64-apple-darwin"]).env("PATH", bin.path()),
-        "cargo-zigbuild not found on PATH (needed for glibc, macOS and Windows targets): install it with `pip install cargo-zigbuild` or `cargo xtask setup`",
+        "cargo-zigbuild not found on PATH (needed for glibc, macOS and Windows targets): install it with `cargo xtask setup --only python` or `cargo xtask setup`",
     );
 
     run_fails(
@@ -1147,7 +1147,7 @@ fn manifest_after_release(target_dir: &Path) -> Value {
 
 #[test]
 fn slow_zig_targets_are_reproducible_and_give_a_pe_zip_and_mach_o_tarballs() {
-    if tool_or_skip("cargo-zigbuild", "pip install cargo-zigbuild ziglang").is_none() {
+    if tool_or_skip("cargo-zigbuild", "cargo xtask setup --only python").is_none() {
         return;
     }
     // Windows and both Apple architectures must give the same bytes too.

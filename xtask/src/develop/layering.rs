@@ -26,12 +26,13 @@ pub struct Rules {
     pub allowed: &'static [(&'static str, &'static [&'static str])],
 }
 
-/// The xtask: `main`/`flags` dispatch to the stages; the stages use the core
+/// The xtask: `main`/`flags` dispatch to the stages, and `reference` describes
+/// them all (the generated docs); the stages use the core
 /// at the root of `src/`; develop and deploy may use the release pipeline.
 pub const XTASK: Rules = Rules {
     crate_dir: "xtask",
     layer_of: |module| match module.split("::").next().unwrap_or_default() {
-        "" | "flags" => "entry",
+        "" | "flags" | "reference" => "entry",
         "develop" => "develop",
         "release" => "release",
         "deploy" => "deploy",

@@ -6,7 +6,7 @@
 //! `doctor`'s table. CI runs it before `cargo xtask ci`, so no install list
 //! lives in shell or YAML.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::exec::Ctx;
@@ -82,10 +82,17 @@ impl Setup {
                 .then(rustup::InstallLock::packages)
                 .transpose()?;
             let missing = missing_now();
+            let python_packages = if parts.contains(&Part::Python) {
+                python_prerequisites(ctx, &missing)
+            } else {
+                &[]
+            };
             for part in &parts {
                 match part {
                     Part::Rust => {}
-                    Part::Packages => install_packages(ctx, &missing, &mut left_for_user)?,
+                    Part::Packages => {
+                        install_packages(ctx, &missing, python_packages, &mut left_for_user)?
+                    }
                     Part::Python => install_python_tools(ctx, &missing, &mut left_for_user)?,
                     Part::Crates => install_crates(ctx, &missing)?,
                 }
@@ -138,11 +145,38 @@ fn packages(missing: &[Tool], pick: fn(Source) -> Option<&'static str>) -> Vec<&
     packages
 }
 
-fn install_packages(ctx: &Ctx, missing: &[Tool], left_for_user: &mut Vec<String>) -> Result<()> {
-    let packages = packages(missing, |source| match source {
+/// Packages whose install enables and starts a daemon: the tests need only
+/// their binaries, and start throwaway copies on loopback themselves.
+const DAEMONS: [(&str, &str); 3] = [
+    ("docker-registry", "docker-registry.service"),
+    ("openssh-server", "ssh.service"),
+    ("prometheus", "prometheus.service"),
+];
+
+/// Debian's switch that forbids maintainer scripts to start services
+/// (`invoke-rc.d` and `deb-systemd-invoke` obey it; exit code 101: "action
+/// forbidden by policy").
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Installs the Debian packages without their recommends (which would add
+/// more daemons, such as prometheus-node-exporter on :9100) and without
+/// starting or enabling any service: on a workstation, `setup` must not
+/// leave Prometheus on :9090, a registry on :5000 or sshd on :22.
+fn install_packages(
+    ctx: &Ctx,
+    missing: &[Tool],
+    extra: &[&'static str],
+    left_for_user: &mut Vec<String>,
+) -> Result<()> {
+    let mut packages = packages(missing, |source| match source {
         Source::Apt(package) => Some(package),
         _ => None,
     });
+    for package in extra {
+        if !packages.contains(package) {
+            packages.push(package);
+        }
+    }
     if packages.is_empty() {
         return Ok(());
     }
@@ -153,25 +187,63 @@ fn install_packages(ctx: &Ctx, missing: &[Tool], left_for_user: &mut Vec<String>
         ));
         return Ok(());
     };
+    let via_sudo = match privilege(ctx) {
+        Privilege::Root => false,
+        Privilege::Sudo => true,
+        Privilege::None => {
+            left_for_user.push(format!(
+                "sudo apt-get update && sudo apt-get install -y --no-install-recommends {}",
+                packages.join(" ")
+            ));
+            return Ok(());
+        }
+    };
     let sh = &ctx.sh;
-    let noninteractive = "DEBIAN_FRONTEND=noninteractive";
-    match privilege(ctx) {
-        Privilege::Root => {
-            let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
-            ctx.run_reporting(cmd!(sh, "{apt_get} update -qq"))?;
-            ctx.run_reporting(cmd!(sh, "{apt_get} install -y -qq {packages...}"))?;
-        }
-        Privilege::Sudo => {
-            ctx.run_reporting(cmd!(sh, "sudo {noninteractive} {apt_get} update -qq"))?;
-            ctx.run_reporting(cmd!(
+    // As root the variable is set on the command; through sudo it is
+    // passed as sudo's `VAR=value` argument.
+    let _env = (!via_sudo).then(|| sh.push_env("DEBIAN_FRONTEND", "noninteractive"));
+    let as_root = |program: &std::path::Path, args: &[&str]| {
+        if via_sudo {
+            cmd!(
                 sh,
-                "sudo {noninteractive} {apt_get} install -y -qq {packages...}"
-            ))?;
+                "sudo DEBIAN_FRONTEND=noninteractive {program} {args...}"
+            )
+        } else {
+            cmd!(sh, "{program} {args...}")
         }
-        Privilege::None => left_for_user.push(format!(
-            "sudo apt-get update && sudo apt-get install -y {}",
-            packages.join(" ")
-        )),
+    };
+    // Forbid service starts for the length of the install, unless the
+    // machine already does (container images often ship the file).
+    let forbid_starts = !std::path::Path::new(POLICY_RC_D).exists();
+    let shell = std::path::Path::new("sh");
+    if forbid_starts {
+        let script =
+            format!("printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}");
+        ctx.run_reporting(as_root(shell, &["-c", &script]))?;
+    }
+    let install: Vec<&str> = ["install", "-y", "-qq", "--no-install-recommends"]
+        .into_iter()
+        .chain(packages.iter().copied())
+        .collect();
+    let installed = ctx
+        .run_reporting(as_root(&apt_get, &["update", "-qq"]))
+        .and_then(|()| ctx.run_reporting(as_root(&apt_get, &install)));
+    if forbid_starts {
+        ctx.run_reporting(as_root(shell, &["-c", &format!("rm -f {POLICY_RC_D}")]))?;
+    }
+    installed?;
+    // Maintainer scripts enable the units even when they may not start
+    // them, so the daemons would start at the next boot.
+    let units: Vec<&str> = DAEMONS
+        .iter()
+        .filter(|(package, _)| packages.contains(package))
+        .map(|(_, unit)| *unit)
+        .collect();
+    if !units.is_empty()
+        && let Ok(systemctl) = which::which("systemctl")
+    {
+        let disable: Vec<&str> = ["disable", "--quiet"].into_iter().chain(units).collect();
+        ctx.run_reporting(as_root(&systemctl, &disable))?;
     }
     Ok(())
 }
@@ -188,38 +260,59 @@ fn install_python_tools(
     if packages.is_empty() {
         return Ok(());
     }
+    let venv = tools::python_venv().context(
+        "cannot place the Python tools' virtual environment: set HOME, or XTASK_VENV to a folder",
+    )?;
     let sh = &ctx.sh;
-    let python = which::which("python3").ok();
-    let has_pip = python.as_ref().is_some_and(|python| {
-        cmd!(sh, "{python} -m pip --version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-    });
-    let Some(python) = python.filter(|_| has_pip) else {
-        left_for_user.push(format!(
-            "install Python 3 with pip (apt-get install -y python3-pip), then: pip install {}",
-            packages.join(" ")
-        ));
-        return Ok(());
-    };
-    // pip warns about running as root; here that is the point.
-    let root_flags: &[&str] = if matches!(privilege(ctx), Privilege::Root) {
-        &["--root-user-action=ignore"]
-    } else {
-        &[]
-    };
+    let venv_python = venv.join("bin/python3");
+    if !venv_python.is_file() {
+        // A dry run cannot know whether the packages step would have
+        // installed the venv module, so it shows the command regardless.
+        let python = which::which("python3")
+            .ok()
+            .filter(|python| ctx.dry_run || can_make_venvs(ctx, python));
+        let Some(python) = python else {
+            left_for_user.push(format!(
+                "install Python 3 with its venv module (apt-get install -y python3 python3-venv), then run `cargo xtask setup --only python` again (it installs {} into {})",
+                packages.join(" "),
+                venv.display()
+            ));
+            return Ok(());
+        };
+        ctx.run_reporting(cmd!(sh, "{python} -m venv {venv}"))?;
+    }
     ctx.run_reporting(cmd!(
         sh,
-        "{python} -m pip install --quiet --disable-pip-version-check {root_flags...} {packages...}"
+        "{venv_python} -m pip install --quiet --disable-pip-version-check {packages...}"
     ))?;
-    // pyenv puts console scripts behind shims that appear only after a rehash.
-    if let Ok(pyenv) = which::which("pyenv") {
-        ctx.run(cmd!(sh, "{pyenv} rehash"))?;
-    }
     Ok(())
+}
+
+/// The Debian packages the Python step needs first: Python itself and its
+/// venv module, when a Python tool is missing and no virtual environment
+/// exists yet that could take it.
+fn python_prerequisites(ctx: &Ctx, missing: &[Tool]) -> &'static [&'static str] {
+    let wanted = missing
+        .iter()
+        .any(|tool| matches!(tool.info().source, Source::Pip(_)));
+    let venv_exists = tools::python_venv().is_some_and(|venv| venv.join("bin/python3").is_file());
+    let can_make_one = which::which("python3").is_ok_and(|python| can_make_venvs(ctx, &python));
+    if wanted && !venv_exists && !can_make_one {
+        &["python3", "python3-venv"]
+    } else {
+        &[]
+    }
+}
+
+/// Whether this Python can create a virtual environment with pip in it
+/// (Debian ships `ensurepip` in the separate `python3-venv` package).
+fn can_make_venvs(ctx: &Ctx, python: &std::path::Path) -> bool {
+    cmd!(ctx.sh, "{python} -c 'import venv, ensurepip'")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
 }
 
 fn install_crates(ctx: &Ctx, missing: &[Tool]) -> Result<()> {

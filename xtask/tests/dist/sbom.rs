@@ -109,13 +109,19 @@ fn validate_cyclonedx(sbom: &Path) -> Option<()> {
         error = JsonStrictValidator(SchemaVersion.V1_5).validate_str(open(sys.argv[1]).read())\n\
         print(error or 'valid')\n\
         sys.exit(1 if error else 0)\n";
-    let importable = Command::new("python3")
+    // The Python `cargo xtask setup` installed the library into, else the
+    // one on PATH.
+    let python = python_venv()
+        .map(|venv| venv.join("bin/python3"))
+        .filter(|python| python.is_file())
+        .unwrap_or_else(|| "python3".into());
+    let importable = Command::new(&python)
         .args(["-c", "import cyclonedx.validation.json"])
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
     if !importable {
-        let install = "pip install 'cyclonedx-python-lib[json-validation]'";
+        let install = "cargo xtask setup --only python";
         if std::env::var("CI").is_ok_and(|value| value == "true") {
             panic!(
                 "the cyclonedx Python library is required under CI=true: install it with `{install}`"
@@ -124,7 +130,7 @@ fn validate_cyclonedx(sbom: &Path) -> Option<()> {
         skip("the cyclonedx Python library is not installed", install);
         return None;
     }
-    let run = output(Command::new("python3").args(["-c", script]).arg(sbom));
+    let run = output(Command::new(&python).args(["-c", script]).arg(sbom));
     assert!(
         run.status.success(),
         "{} is not valid CycloneDX 1.5: {}{}",

@@ -13,7 +13,7 @@ pub use tempfile::TempDir;
 #[path = "tools.rs"]
 mod tools;
 #[allow(unused_imports)] // Used by some of the test binaries that include this module.
-pub use tools::{skip, tool_or_skip, which};
+pub use tools::{python_venv, skip, tool_or_skip, which};
 
 /// The root of the real workspace these tests belong to.
 pub fn workspace_root() -> PathBuf {

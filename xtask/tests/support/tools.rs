@@ -42,11 +42,26 @@ pub fn skip(reason: &str, install: &str) {
 }
 
 /// The first `name` on this process's PATH, else in the system folders a
-/// user's PATH often lacks (Debian puts `sshd` in /usr/sbin).
+/// user's PATH often lacks (Debian puts `sshd` in /usr/sbin), else in the
+/// virtual environment `cargo xtask setup` installs the Python tools into
+/// (`cargo xtask test` puts it on PATH; a plain `cargo test` does not).
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .chain(python_venv().map(|venv| venv.join("bin")))
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+/// Where `cargo xtask setup` puts the Python tools; the same rule as
+/// `tools::python_venv` in the xtask.
+pub fn python_venv() -> Option<PathBuf> {
+    let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    set("XTASK_VENV").map(PathBuf::from).or_else(|| {
+        let data = set("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
+        Some(data.join("cargo-xtask/venv"))
+    })
 }

@@ -247,8 +247,23 @@ pub fn tests_file(settings: &K8sSettings, binary: &str) -> Result<Value> {
 #[cfg(test)]
 pub fn metric_names(groups: &Value) -> Vec<String> {
     let mut names = Vec::new();
+    for (_, read) in metrics_read(groups) {
+        for name in read {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// Each alert with the metric names its expression reads (a word followed
+/// by a selector), in rule order.
+pub fn metrics_read(groups: &Value) -> Vec<(String, Vec<String>)> {
+    let mut alerts = Vec::new();
     for rule in groups[0]["rules"].as_array().into_iter().flatten() {
         let expr = rule["expr"].as_str().unwrap_or_default();
+        let mut names: Vec<String> = Vec::new();
         for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if word.contains('_')
                 && expr.contains(&format!("{word}{{"))
@@ -257,8 +272,10 @@ pub fn metric_names(groups: &Value) -> Vec<String> {
                 names.push(word.to_owned());
             }
         }
+        let alert = rule["alert"].as_str().unwrap_or_default().to_owned();
+        alerts.push((alert, names));
     }
-    names
+    alerts
 }
 
 #[cfg(test)]

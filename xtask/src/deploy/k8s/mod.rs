@@ -257,6 +257,15 @@ impl K8s {
 
 /// The image `image` recorded, pinned by its index digest: by the name it
 /// was pushed to last, else by its `--tag` name.
+/// Each alert `k8s` renders with the metrics it reads, for the metrics
+/// reference.
+pub fn alerts_and_their_metrics(
+    settings: &crate::project::Settings,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let groups = alerts::groups(&settings.k8s, &settings.binary)?;
+    Ok(alerts::metrics_read(&groups))
+}
+
 fn pinned_image(ctx: &Ctx) -> Result<String> {
     let path = ctx.project.dist_dir().join(MANIFEST);
     let manifest = Manifest::read(&path);

@@ -140,9 +140,9 @@ impl ServiceReport {
     }
 }
 
-struct Server {
+pub struct Server {
     name: String,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     child: Child,
 }
 
@@ -616,7 +616,9 @@ impl Drop for StopServingProcess {
     }
 }
 
-fn start_app(ctx: &Ctx, name: &str, binary: &Path) -> Result<Server> {
+/// Starts the service's `binary` on a free loopback port with the
+/// project's config (prod); it is killed when the `Server` drops.
+pub fn start_app(ctx: &Ctx, name: &str, binary: &Path) -> Result<Server> {
     let addr = free_port()?;
     let command = Command::new(binary)
         .arg("--config-dir")
@@ -638,7 +640,7 @@ fn free_port() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-fn wait_until_listening(addr: SocketAddr) -> Result<()> {
+pub fn wait_until_listening(addr: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {
