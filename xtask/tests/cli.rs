@@ -200,15 +200,9 @@ fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
         ),
         (
             &workspace_root(),
-            &[
-                "units",
-                "--prefix",
-                "opt/app/current",
-                "--out",
-                "/nonexistent/units",
-            ],
+            &["units", "--root", "opt/app", "--out", "/nonexistent/units"],
             1,
-            "error: --prefix opt/app/current: systemd needs an absolute path for ExecStart=",
+            "error: --root opt/app: systemd needs an absolute path for ExecStart=: pass the deploy root, e.g. /opt/app",
         ),
         (
             outside.path(),

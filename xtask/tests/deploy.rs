@@ -3,7 +3,8 @@
 //! commits; the service runs from `current` under a stand-in for systemd
 //! (an activation script that starts it or sends SIGHUP, and a
 //! `NOTIFY_SOCKET` listener that follows `MAINPID=` through upgrades).
-//! Also: archives and locks that must be refused with nothing changed.
+//! Also: archives and locks that must be refused with nothing changed, and
+//! a deploy whose installed unit runs another root's binary.
 //! (That `current` never disappears during a switch is a unit test of
 //! `deploy::switch`.)
 
@@ -867,4 +868,49 @@ fn deploy_over_ssh_to_two_hosts_undoes_the_first_when_the_second_fails() {
     assert!(clear.starts_with("ssh -F "), "{clear}");
     stdout_of(Command::new("sh").arg("-c").arg(&clear));
     assert!(!root_beta.join(".deploy.lock").exists());
+}
+
+/// A `systemctl` whose `show` describes an installed `app.service` that
+/// runs `exec_path`; `reload` records that it was called.
+fn fake_systemctl(dir: &Path, exec_path: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\n  show) printf 'LoadState=loaded\\nExecStart={{ path={exec_path} ; argv[]={exec_path} --config-dir /x ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }}\\n' ;;\n  *) echo \"$*\" >> '{}' ;;\nesac\n",
+        dir.join("calls").display()
+    );
+    let path = dir.join("systemctl");
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_deploy_whose_unit_runs_another_root_is_refused_before_anything_changes() {
+    let scratch = TempDir::new().unwrap();
+    let bin = scratch.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    // The units of the archives, rendered for /opt/app, are installed; the
+    // deploy goes to another root.
+    fake_systemctl(&bin, "/opt/app/current/app");
+    let root = scratch.path().join("srv-app");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    for task in ["deploy", "rollback"] {
+        let run = output(
+            xtask(&workspace_root())
+                .args([task, "--root"])
+                .arg(&root)
+                .env("PATH", &path),
+        );
+        assert_eq!(run.status.code(), Some(1), "{task}");
+        let stderr = stderr_text(&run);
+        let last = stderr.lines().last().unwrap();
+        let expected = format!(
+            "error: local: app.service runs /opt/app/current/app, not {root}/current/app (deploy to --root /opt/app for that one); the default activation, `systemctl reload app`, needs the units rendered for this root installed there (`cargo xtask units --root {root}`, installed as docs/service.md, \"Under systemd\", says), or pass --activate CMD",
+            root = root.display()
+        );
+        assert_eq!(last, expected, "{task}");
+        // Refused before any build, upload or change on the host.
+        assert!(!root.exists(), "{task} created {}", root.display());
+        assert!(!stderr.contains("cargo build"), "{task}: {stderr}");
+        assert!(!bin.join("calls").exists(), "{task} reloaded a unit");
+    }
 }

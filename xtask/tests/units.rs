@@ -13,15 +13,16 @@ fn rendered_units_verify_and_are_locked_down() {
         return;
     };
     let scratch = TempDir::new().unwrap();
-    let (prefix, out) = (scratch.path().join("current"), scratch.path().join("units"));
+    let (root, out) = (scratch.path().to_owned(), scratch.path().join("units"));
+    let prefix = root.join("current");
     // `verify` checks that ExecStart names an executable.
     std::fs::create_dir_all(prefix.join("config")).unwrap();
     std::fs::copy(env!("CARGO_BIN_EXE_xtask"), prefix.join("app")).unwrap();
     stdout_of(
         xtask(&workspace_root())
             .arg("units")
-            .arg("--prefix")
-            .arg(&prefix)
+            .arg("--root")
+            .arg(&root)
             .arg("--out")
             .arg(&out),
     );

@@ -152,6 +152,9 @@ fn check_interrupted() -> Result<()> {
 /// Everything a step needs to know besides the host.
 struct Plan<'a> {
     activate: String,
+    /// The unit the default activation reloads (`<binary>.service`); `None`
+    /// with `--activate`, whose command is the user's to choose.
+    reloaded_unit: Option<String>,
     service: String,
     timeout: Duration,
     lock_wait: Duration,
@@ -203,6 +206,10 @@ impl Activation {
                 .activate
                 .clone()
                 .unwrap_or_else(|| format!("systemctl reload {}", settings.binary)),
+            reloaded_unit: self
+                .activate
+                .is_none()
+                .then(|| format!("{}.service", settings.binary)),
             service,
             timeout: self.timeout,
             lock_wait: self.lock_wait,
@@ -225,6 +232,7 @@ impl Deploy {
         let control = TempFolder::new("xtask-ssh")?;
         let hosts = self.place.hosts(&control)?;
         let plan = self.activation.plan(ctx)?;
+        check_units(&plan, &hosts)?;
         // Everything about the release is checked before any host changes.
         let source = match &self.archive {
             Some(archive) => source::from_archive(archive)?,
@@ -280,6 +288,90 @@ impl Deploy {
         );
         Ok(())
     }
+}
+
+/// With the default activation, checks on every host, before any changes,
+/// that the unit `systemctl reload` would reload runs the binary of this
+/// deploy root (`<root>/current/<binary>`). Units are installed once per
+/// host by its operator and are not `deploy`'s to rewrite; a unit rendered
+/// for another root would restart that root's release and prove nothing
+/// about this one. A dry run reports what a real run would refuse.
+fn check_units(plan: &Plan, hosts: &[Host]) -> Result<()> {
+    let Some(unit) = &plan.reloaded_unit else {
+        return Ok(());
+    };
+    let binary = &plan.ctx.project.settings.binary;
+    for host in hosts {
+        let shown = host
+            .read(
+                plan.ctx,
+                &[
+                    "systemctl",
+                    "show",
+                    "--property=LoadState",
+                    "--property=ExecStart",
+                    unit,
+                ],
+            )
+            .map(|output| output.stdout);
+        let verdict = shown
+            .map_err(|err| format!("cannot read {unit}: {err:#}"))
+            .and_then(|shown| {
+                unit_runs_from_root(&shown, unit, &host.path(&format!("current/{binary}")))
+            });
+        if let Err(problem) = verdict {
+            let message = format!(
+                "{}: {problem}; the default activation, `systemctl reload {binary}`, needs the units rendered for this root installed there (`cargo xtask units --root {}`, installed as docs/service.md, \"Under systemd\", says), or pass --activate CMD",
+                host.label, host.root
+            );
+            if plan.ctx.dry_run {
+                eprintln!("(dry run: a real run would refuse here: {message})");
+            } else {
+                bail!(message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `systemctl show --property=LoadState --property=ExecStart`
+/// output says the unit is installed and starts `expected`; the reason if
+/// not.
+fn unit_runs_from_root(shown: &str, unit: &str, expected: &str) -> Result<(), String> {
+    let property = |name: &str| {
+        shown
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or("")
+    };
+    let load_state = property("LoadState");
+    if load_state != "loaded" {
+        return Err(format!("{unit} is not installed (LoadState={load_state})"));
+    }
+    // `ExecStart={ path=/opt/app/current/app ; argv[]=... ; ... }`
+    let exec_start = property("ExecStart");
+    let path = exec_start
+        .split(" ; ")
+        .find_map(|field| field.trim_start_matches('{').trim().strip_prefix("path="))
+        .unwrap_or("");
+    if path != expected {
+        let root = path
+            .strip_suffix(&format!(
+                "/current/{}",
+                expected.rsplit('/').next().unwrap_or("")
+            ))
+            .map(|root| format!(" (deploy to --root {root} for that one)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "{unit} runs {}, not {expected}{root}",
+            if path.is_empty() {
+                "no ExecStart"
+            } else {
+                path
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// Rolls back the hosts a fleet deploy already switched; says what it did.
@@ -685,6 +777,7 @@ impl Rollback {
         let control = TempFolder::new("xtask-ssh")?;
         let hosts = self.place.hosts(&control)?;
         let plan = self.activation.plan(ctx)?;
+        check_units(&plan, &hosts)?;
         catch_interrupts();
         let mut result = Ok(());
         for host in &hosts {
@@ -768,6 +861,32 @@ impl Releases {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reloaded_unit_must_run_the_binary_of_the_root() {
+        let shown = |path: &str| {
+            format!(
+                "LoadState=loaded\nExecStart={{ path={path} ; argv[]={path} --config-dir /x ; ignore_errors=no ; start_time=[n/a] ; pid=0 }}\n"
+            )
+        };
+        let expected = "/srv/app/current/app";
+        assert_eq!(
+            unit_runs_from_root(&shown(expected), "app.service", expected),
+            Ok(())
+        );
+        assert_eq!(
+            unit_runs_from_root(&shown("/opt/app/current/app"), "app.service", expected),
+            Err("app.service runs /opt/app/current/app, not /srv/app/current/app (deploy to --root /opt/app for that one)".to_owned())
+        );
+        assert_eq!(
+            unit_runs_from_root(&shown("/usr/bin/app"), "app.service", expected),
+            Err("app.service runs /usr/bin/app, not /srv/app/current/app".to_owned())
+        );
+        assert_eq!(
+            unit_runs_from_root("LoadState=not-found\nExecStart=\n", "app.service", expected),
+            Err("app.service is not installed (LoadState=not-found)".to_owned())
+        );
+    }
 
     #[test]
     fn durations_and_release_names_parse() {

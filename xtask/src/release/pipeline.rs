@@ -314,7 +314,7 @@ fn archive_entries(ctx: &Ctx, built: &Built, port: u16) -> Result<Vec<Entry>> {
     // rendered for an install under the default prefix.
     if built.target.os == Os::Linux {
         let settings = &ctx.project.settings;
-        for (name, text) in units::render(settings, port, &units::default_prefix(settings)) {
+        for (name, text) in units::render(settings, port, &units::default_root(settings)) {
             entries.push(Entry {
                 path: format!("units/{name}"),
                 contents: text.into_bytes(),

@@ -9,7 +9,7 @@
 //! sandboxed as far as systemd allows, with a comment on each relaxation
 //! that remains. Checked with `systemd-analyze verify` and `systemd-analyze
 //! security --offline=yes --threshold=2` in the tests. `dist` ships the same
-//! files, rendered for the default prefix, in every Linux archive.
+//! files, rendered for the default deploy root, in every Linux archive.
 
 use std::path::{Path, PathBuf};
 
@@ -21,10 +21,11 @@ use crate::util::write_atomically;
 
 #[derive(clap::Args, Debug)]
 pub struct Units {
-    /// Folder the release is installed in (the binary and config/ inside)
-    /// [default: /opt/<binary>/current]
+    /// The deploy root the units are for, as given to `deploy --root`: they
+    /// run DIR/current/<binary> with DIR/current/config [default:
+    /// /opt/<binary>]
     #[arg(long, value_name = "DIR")]
-    prefix: Option<PathBuf>,
+    root: Option<PathBuf>,
     /// Folder to write the units into [default: target/units]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -46,18 +47,18 @@ const OPEN_FILES_LIMIT: u32 = 8192;
 impl Units {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let settings = &ctx.project.settings;
-        let prefix = self.prefix.unwrap_or_else(|| default_prefix(settings));
-        if !prefix.is_absolute() {
+        let root = self.root.unwrap_or_else(|| default_root(settings));
+        if !root.is_absolute() {
             bail!(
-                "--prefix {}: systemd needs an absolute path for ExecStart=: pass the folder the release is installed in, e.g. {}",
-                prefix.display(),
-                default_prefix(settings).display()
+                "--root {}: systemd needs an absolute path for ExecStart=: pass the deploy root, e.g. {}",
+                root.display(),
+                default_root(settings).display()
             );
         }
         let out = self
             .out
             .unwrap_or_else(|| ctx.project.target_dir.join("units"));
-        let files = render(settings, ctx.project.service_port()?, &prefix);
+        let files = render(settings, ctx.project.service_port()?, &root);
         if ctx.dry_run {
             for (name, _) in &files {
                 eprintln!("(dry run: would write {})", out.join(name).display());
@@ -74,17 +75,19 @@ impl Units {
     }
 }
 
-/// Where a release is installed: `/opt/<binary>/current`, a symlink to the
-/// unpacked archive of the running release.
-pub fn default_prefix(settings: &Settings) -> PathBuf {
-    Path::new("/opt").join(&settings.binary).join("current")
+/// The deploy root the archives' units are rendered for: `/opt/<binary>`.
+pub fn default_root(settings: &Settings) -> PathBuf {
+    Path::new("/opt").join(&settings.binary)
 }
 
 /// The files, by name: the socket unit, the service unit, the supervisord
-/// program.
+/// program, for the deploy root `root`: they run the release its `current`
+/// symlink points at, which is what `deploy --root` switches (and checks
+/// before a `systemctl reload`).
 /// `port` is the service's (`Project::service_port`, from the config).
-pub fn render(settings: &Settings, port: u16, prefix: &Path) -> Vec<(String, String)> {
+pub fn render(settings: &Settings, port: u16, root: &Path) -> Vec<(String, String)> {
     let name = &settings.binary;
+    let prefix = root.join("current");
     let binary = prefix.join(name);
     let config = prefix.join("config");
     let exec = format!("{} --config-dir {}", binary.display(), config.display());
@@ -240,14 +243,14 @@ mod tests {
             keep_releases: None,
             k8s: Default::default(),
         };
-        let files = render(&settings, 9090, Path::new("/srv/svc"));
+        let files = render(&settings, 9090, Path::new("/srv"));
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["svc.socket", "svc.service", "svc.supervisor.conf"]);
         let (socket, service, supervisor) = (&files[0].1, &files[1].1, &files[2].1);
         assert!(socket.contains("\nListenStream=9090\n"), "{socket}");
         assert!(service.contains("\nRequires=svc.socket\n"), "{service}");
         assert!(
-            service.contains("\nExecStart=/srv/svc/svc --config-dir /srv/svc/config\n"),
+            service.contains("\nExecStart=/srv/current/svc --config-dir /srv/current/config\n"),
             "{service}"
         );
         assert!(
@@ -256,6 +259,6 @@ mod tests {
                 && service.contains("\nExecReload=/bin/kill -HUP $MAINPID\n")
                 && service.contains("\nRestrictAddressFamilies=AF_UNIX\n")
         );
-        assert!(supervisor.contains("[program:svc]\ncommand=/srv/svc/svc --config-dir /srv/svc/config --listen 0.0.0.0:9090\n"));
+        assert!(supervisor.contains("[program:svc]\ncommand=/srv/current/svc --config-dir /srv/current/config --listen 0.0.0.0:9090\n"));
     }
 }
