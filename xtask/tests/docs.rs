@@ -57,6 +57,25 @@ fn every_ratio_in_the_readme_is_one_of_the_benchmark_run() {
         );
     }
     assert!(checked >= 5, "only {checked} figures found in README.md");
+    // The upgrades the README says went by without a failed request are
+    // those of the run.
+    let upgrades = benchmarks
+        .lines()
+        .find(|line| line.starts_with("| upgrading |"))
+        .and_then(|line| line.trim_end_matches(" |").rsplit("| ").next())
+        .expect("an upgrading row in docs/benchmarks.md");
+    assert!(
+        readme.contains(&format!("across {upgrades} upgrades under load")),
+        "README.md does not say `across {upgrades} upgrades under load`, as docs/benchmarks.md does"
+    );
+    // docs/performance.md quotes no current figure: above its history, it
+    // only links to the run.
+    let performance = read("docs/performance.md");
+    let current = &performance[..performance.find("\n## ").expect("a history section")];
+    assert!(
+        !current.contains('×') && !current.contains(" ms"),
+        "docs/performance.md quotes a figure above its history; link to docs/benchmarks.md instead"
+    );
 }
 
 #[test]
