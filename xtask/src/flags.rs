@@ -12,7 +12,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// Tasks in the order and groups `--help` lists them. A unit test checks that
 /// every task appears here exactly once.
 const TASK_GROUPS: &[(&str, &[&str])] = &[
-    ("Develop", &["build", "test", "lint", "ci", "bench", "docs"]),
+    (
+        "Develop",
+        &["build", "run", "dev", "test", "lint", "ci", "bench", "docs"],
+    ),
     (
         "Release",
         &["dist", "release", "image", "publish", "units", "version"],
@@ -65,6 +68,10 @@ pub struct Flags {
 pub enum Task {
     /// Compile the shipped crates, stamped with the commit they come from
     Build(crate::develop::build::Build),
+    /// Build the service and run it in the foreground with the dev config; Ctrl-C drains and stops it
+    Run(crate::develop::run::Run),
+    /// Like run, then rebuild on every save and upgrade the running service in place, without dropping a connection
+    Dev(crate::develop::run::Dev),
     /// Run the test suite (cargo-nextest when installed, else cargo test)
     Test(crate::develop::test::Test),
     /// Check formatting, the import layering and lints (cargo fmt --check, clippy -D warnings)

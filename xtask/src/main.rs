@@ -55,6 +55,8 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
     let ctx = Ctx::new(flags.dry_run)?;
     match flags.task {
         Task::Build(task) => task.run(&ctx),
+        Task::Run(task) => task.run(&ctx),
+        Task::Dev(task) => task.run(&ctx),
         Task::Test(task) => task.run(&ctx),
         Task::Lint(task) => task.run(&ctx),
         Task::Ci(task) => task.run(&ctx),

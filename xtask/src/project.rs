@@ -83,6 +83,9 @@ pub struct Project {
     pub version: String,
     /// The shipped package's `repository`, for image labels.
     pub repository: Option<String>,
+    /// The shipped package's folder (its `Cargo.toml`'s), which `dev`
+    /// watches.
+    pub package_dir: PathBuf,
     /// The root `Cargo.toml` and every member's: what the dependency
     /// resolve depends on besides `Cargo.lock`.
     pub manifests: Vec<PathBuf>,
@@ -157,6 +160,11 @@ impl Project {
         };
         let version = package.version.to_string();
         let repository = package.repository.clone();
+        let package_dir = package
+            .manifest_path
+            .parent()
+            .map(|dir| dir.as_std_path().to_owned())
+            .unwrap_or_default();
         let root = metadata.workspace_root.clone().into_std_path_buf();
         let mut manifests = vec![root.join("Cargo.toml")];
         for member in metadata.workspace_packages() {
@@ -171,6 +179,7 @@ impl Project {
             target_dir: metadata.target_directory.into_std_path_buf(),
             version,
             repository,
+            package_dir,
             settings,
         })
     }
@@ -267,6 +276,7 @@ mod tests {
             settings: parse_settings(&sample()).unwrap(),
             version: "0.1.0".into(),
             repository: None,
+            package_dir: root.path().join("app"),
             manifests: Vec::new(),
         };
         let write = |file: &str, text: &str| {
