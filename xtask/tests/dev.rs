@@ -289,7 +289,9 @@ fn slow_dev_upgrades_the_service_on_each_save_without_a_failed_request() {
     assert!(load.latest.lock().unwrap().contains("edit 3"));
     edit(&handler, "edit 3\" +", "edit 4\"");
     wait_served(&load, "from app, edit 4", Duration::from_secs(600));
-    lines.wait_for_nth(4, Duration::from_secs(30), |line| line.starts_with("==> upgraded"));
+    lines.wait_for_nth(4, Duration::from_secs(30), |line| {
+        line.starts_with("==> upgraded")
+    });
 
     // An invalid config: reported in one line, not applied.
     let upgrades_before = lines.count(|line| line.starts_with("==> upgraded"));
