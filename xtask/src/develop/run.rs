@@ -287,7 +287,7 @@ impl Service {
 fn listen_override(args: &[String]) -> Vec<String> {
     args.windows(2)
         .find(|pair| pair[0] == "--listen")
-        .map(|pair| pair.to_vec())
+        .map(<[String]>::to_vec)
         .or_else(|| {
             args.iter()
                 .find(|arg| arg.starts_with("--listen="))
