@@ -60,6 +60,9 @@ impl Run {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let service = Service::new(ctx, self.release, self.args);
         service.build(ctx)?;
+        if ctx.dry_run {
+            return service.show_start(ctx);
+        }
         let mut running = service.start(ctx)?;
         loop {
             if let Some(outcome) = running.step()? {
@@ -76,6 +79,14 @@ impl Dev {
         let watched = Watched::new(ctx);
         let mut seen = watched.scan();
         service.build(ctx)?;
+        if ctx.dry_run {
+            service.show_start(ctx)?;
+            eprintln!(
+                "(dry run: would watch {} and upgrade the service on each change)",
+                watched.describe(ctx)
+            );
+            return Ok(());
+        }
         let mut running = Some(service.start(ctx)?);
         println!(
             "watching {} for changes (every {} ms); Ctrl-C stops",
@@ -245,6 +256,14 @@ impl Service {
             address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         Ok(address)
+    }
+
+    /// What `start` would run, for `--dry-run`.
+    fn show_start(&self, ctx: &Ctx) -> Result<()> {
+        let mut command = self.command();
+        command.args(&self.args);
+        eprintln!("$ {}", ctx.display(&command, true));
+        Ok(())
     }
 
     fn start(&self, ctx: &Ctx) -> Result<Running> {
