@@ -215,3 +215,89 @@ fn more_than_one_passed_socket_is_a_clear_error() {
         "{error}"
     );
 }
+
+/// Data-driven: the service started with forged inheritance
+/// variables, through `sh`, which sets up descriptors 3 and 4 and then
+/// becomes the service (`exec`, so `$$` is the service's pid and its parent
+/// is this test). Each is refused with one line naming the variable and the
+/// descriptor, exit code 4, before anything takes the descriptor.
+#[test]
+fn forged_inherited_descriptors_are_refused_before_they_are_owned() {
+    let handover = format!("APP_HANDOVER='{} 3 4'", std::process::id());
+    let cases: [(&str, String, &str); 6] = [
+        // Nothing inherited at 3: the descriptor is closed, or one the
+        // service opened itself by the time it looks.
+        (
+            "",
+            "LISTEN_PID=$$ LISTEN_FDS=1".into(),
+            "LISTEN_FDS=1 (socket activation): descriptor 3 ",
+        ),
+        (
+            "exec 3</dev/null;",
+            "LISTEN_PID=$$ LISTEN_FDS=1".into(),
+            "LISTEN_FDS=1 (socket activation): descriptor 3 is not a listening TCP socket",
+        ),
+        ("", handover.clone(), "APP_HANDOVER="),
+        (
+            "exec 3</dev/null 4</dev/null;",
+            handover.clone(),
+            "descriptor 3 is not a listening TCP socket",
+        ),
+        // A real listening socket at 3 (put there below, as descriptor 5),
+        // but a file where the pipe should be.
+        (
+            "exec 3<&5 5<&- 4</dev/null;",
+            handover.clone(),
+            "descriptor 4 is not a pipe",
+        ),
+        ("exec 4</dev/null;", handover, "APP_HANDOVER="),
+    ];
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    for (descriptors, variables, expected) in cases {
+        let script = format!("{descriptors} {variables} exec \"$0\" \"$@\"");
+        let command = app_command();
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(&script)
+            .arg(program)
+            .args(args)
+            .envs(
+                command
+                    .get_envs()
+                    .filter_map(|(key, value)| Some((key, value?))),
+            )
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("APP_HANDOVER");
+        let passes_listener = descriptors.contains("<&5");
+        // SAFETY: dup2 is async-signal-safe; it gives the child the test's
+        // listening socket as descriptor 5, without close-on-exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut shell, move || {
+                if passes_listener && libc::dup2(listener_fd, 5) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let output = shell.stdin(Stdio::null()).output().unwrap();
+        let printed = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(4), "{script}: {printed}");
+        let error = printed
+            .lines()
+            .find(|line| line.starts_with("error: "))
+            .unwrap_or_else(|| panic!("{script}: {printed}"));
+        assert!(error.contains(expected), "{script}: {error}");
+        eprintln!("{script}\n  {error}");
+        assert!(
+            error.contains("is not open")
+                || error.contains("opened by this process")
+                || error.contains("is not a"),
+            "{script}: {error}"
+        );
+    }
+}

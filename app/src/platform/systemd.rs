@@ -36,16 +36,20 @@ pub fn inherited_listener() -> Result<Option<std::net::TcpListener>> {
             "systemd passed {count} sockets: the service listens on one, so its socket unit should have one ListenStream="
         ),
     }
+    use crate::platform::upgrade::{Inheritable, check_inherited, close_on_exec};
+    check_inherited(
+        FIRST_FD,
+        Inheritable::ListeningSocket,
+        "LISTEN_FDS=1 (socket activation)",
+    )?;
     // SAFETY: by the socket activation protocol, descriptor 3 is a socket
-    // that systemd opened for this process (LISTEN_PID matched) and nothing
-    // else in this process owns it; it is taken once, here, at start-up.
+    // that systemd opened for this process (LISTEN_PID matched), and it was
+    // inherited (no close-on-exec) and listens on TCP, so nothing else in
+    // this process owns it; it is taken once, here, at start-up.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(FIRST_FD) };
     // As sd_listen_fds does: the socket must not leak into a child, which
     // gets it only through an upgrade's handover.
-    crate::platform::upgrade::close_on_exec(FIRST_FD)?;
-    listener
-        .local_addr()
-        .context("descriptor 3 from systemd is not a TCP listening socket")?;
+    close_on_exec(FIRST_FD)?;
     Ok(Some(listener))
 }
 

@@ -112,9 +112,14 @@ pub fn inherited() -> Result<Option<Inherited>> {
     if socket_fd == pipe_fd {
         bail!("{HANDOVER}={value:?} names one descriptor twice");
     }
+    let origin = format!("{HANDOVER}={value:?}");
+    check_inherited(socket_fd, Inheritable::ListeningSocket, &origin)?;
+    check_inherited(pipe_fd, Inheritable::Pipe, &origin)?;
     // SAFETY: the parent process (its pid is checked above) passed these two
     // descriptors to this process for exactly this use, and nothing else in
-    // this process owns them; they are taken once, here, at start-up.
+    // this process owns them: both were inherited across exec (no
+    // close-on-exec, which every descriptor this process opens has) and are
+    // of the kind the handover names. They are taken once, here, at start-up.
     let (listener, pipe) = unsafe {
         (
             std::net::TcpListener::from_raw_fd(socket_fd),
@@ -277,6 +282,90 @@ fn exited(status: std::process::ExitStatus) -> String {
 
 /// Sets close-on-exec on an inherited descriptor, which exec left without it.
 #[cfg(unix)]
+/// What an inherited descriptor must be.
+#[cfg(unix)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inheritable {
+    /// A listening TCP socket (IPv4 or IPv6).
+    ListeningSocket,
+    /// A pipe.
+    Pipe,
+}
+
+/// Checks, before anything takes ownership of `fd`, that it was inherited
+/// across exec and is what the protocol that named it says. Every
+/// descriptor this process opens itself has close-on-exec (the standard
+/// library and tokio open them all so), while an inherited one cannot: so
+/// a stale or forged `LISTEN_FDS` or `APP_HANDOVER` gives an error and
+/// never takes, then closes, one of the process's own descriptors.
+/// `origin` names the variable in the error.
+#[cfg(unix)]
+pub fn check_inherited(fd: std::os::fd::RawFd, expected: Inheritable, origin: &str) -> Result<()> {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags == -1 {
+        bail!("{origin}: descriptor {fd} is not open in this process");
+    }
+    if flags & libc::FD_CLOEXEC != 0 {
+        bail!(
+            "{origin}: descriptor {fd} was opened by this process, not inherited; the variable is stale or forged: unset it"
+        );
+    }
+    let what = match expected {
+        Inheritable::ListeningSocket => "a listening TCP socket",
+        Inheritable::Pipe => "a pipe",
+    };
+    let is_expected = match expected {
+        Inheritable::ListeningSocket => {
+            socket_option(fd, libc::SO_ACCEPTCONN) == Some(1)
+                && socket_option(fd, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+                && matches!(
+                    socket_family(fd),
+                    Some(family) if family == libc::AF_INET || family == libc::AF_INET6
+                )
+        }
+        Inheritable::Pipe => {
+            // SAFETY: fstat writes into the zeroed struct it is given.
+            let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+            (unsafe { libc::fstat(fd, &mut stat) }) == 0
+                && stat.st_mode & libc::S_IFMT == libc::S_IFIFO
+        }
+    };
+    if !is_expected {
+        bail!("{origin}: descriptor {fd} is not {what}");
+    }
+    Ok(())
+}
+
+/// An integer socket option of `fd`, if it is a socket.
+#[cfg(unix)]
+fn socket_option(fd: std::os::fd::RawFd, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut length = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `length` bytes into `value`.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&raw mut value).cast(),
+            &mut length,
+        )
+    };
+    (result == 0).then_some(value)
+}
+
+/// The address family of the socket `fd` is bound to.
+#[cfg(unix)]
+fn socket_family(fd: std::os::fd::RawFd) -> Option<libc::c_int> {
+    // SAFETY: getsockname writes at most `length` bytes into the zeroed
+    // storage, which is large enough for any address.
+    let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut length = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let result = unsafe { libc::getsockname(fd, (&raw mut address).cast(), &mut length) };
+    (result == 0).then_some(libc::c_int::from(address.ss_family))
+}
+
 pub fn close_on_exec(fd: std::os::fd::RawFd) -> Result<()> {
     // SAFETY: fcntl on a descriptor this process owns; F_SETFD only changes
     // the descriptor's flags.
