@@ -27,7 +27,9 @@
 //!
 //! No memory is ever handed out twice or written after `free`: a block is
 //! either on exactly one free list or in use, and the list links live in
-//! the free blocks themselves, whose smallest class is 16 bytes.
+//! the free blocks themselves, whose smallest class is 16 bytes. A caller's
+//! double free would break that; debug builds (and so the tests) abort at
+//! the second free of a block still on its list.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -143,6 +145,8 @@ impl ThreadCache {
         if self.phase != Phase::Caching || self.lengths[class] >= class_capacity(class) {
             return Err(block);
         }
+        #[cfg(debug_assertions)]
+        self.abort_if_listed(class, block);
         let block = block.cast::<FreeBlock>();
         // SAFETY: the block is at least 16 bytes, aligned to 16, and ours
         // from here on: its owner freed it.
@@ -154,6 +158,29 @@ impl ThreadCache {
         self.heads[class] = block;
         self.lengths[class] += 1;
         Ok(())
+    }
+
+    /// A block freed twice would be handed out twice, and the damage seen
+    /// much later and far away; debug builds (and the tests) stop at the
+    /// second free instead. Release builds do not look: the list holds at
+    /// most `MAX_BLOCKS` blocks, but a walk per free is still a walk.
+    #[cfg(debug_assertions)]
+    fn abort_if_listed(&self, class: usize, block: *mut u8) {
+        let mut listed = self.heads[class];
+        while !listed.is_null() {
+            if listed.cast::<u8>() == block {
+                let message: &[u8] =
+                    b"thread_cache: a block was freed twice (double free); aborting\n";
+                // SAFETY: write(2) and abort(3) allocate nothing; the buffer
+                // outlives the call.
+                unsafe {
+                    libc::write(2, message.as_ptr().cast(), message.len());
+                    libc::abort();
+                }
+            }
+            // SAFETY: blocks on the list hold their link in the first word.
+            listed = unsafe { (*listed).next };
+        }
     }
 
     /// Gives every cached block back to musl and caches nothing more.
@@ -400,6 +427,41 @@ mod tests {
                 ThreadCached.dealloc(block, layout);
             }
         }
+    }
+
+    /// A block freed twice stops the process at the second free (in debug
+    /// builds): run in a child process of this test binary, which must die
+    /// of SIGABRT with the message.
+    #[test]
+    #[cfg(debug_assertions)]
+    fn a_double_free_aborts_in_debug_builds() {
+        const CHILD: &str = "THREAD_CACHE_DOUBLE_FREE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let layout = Layout::from_size_align(48, 8).unwrap();
+            // SAFETY: deliberately wrong, freed twice: the point of the test.
+            unsafe {
+                let block = ThreadCached.alloc(layout);
+                ThreadCached.dealloc(block, layout);
+                ThreadCached.dealloc(block, layout);
+            }
+            return;
+        }
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "platform::thread_cache::tests::a_double_free_aborts_in_debug_builds",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{stderr}");
+        assert!(
+            stderr.contains("thread_cache: a block was freed twice (double free); aborting"),
+            "{stderr}"
+        );
     }
 
     /// Blocks cross threads (allocated on one, freed on another), threads
