@@ -157,10 +157,16 @@ mod tests {
 
     /// As musl's `memmove` uses it: the destination before the source,
     /// overlapping it; the result is the source as it was before the copy.
+    /// Every distance at every length up to past the 256-byte switch.
     #[test]
     fn copies_forwards_over_an_overlapping_source_after_the_destination() {
         for length in (0..=300).chain([700]) {
-            for distance in [1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 100] {
+            let distances: Vec<usize> = if length <= 300 {
+                (1..=length + 1).collect()
+            } else {
+                vec![1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 100, 255, 256, 257]
+            };
+            for distance in distances {
                 let mut buffer: Vec<u8> =
                     (0..length + distance).map(|i| (i * 13 + 5) as u8).collect();
                 let expected = buffer[distance..].to_vec();
@@ -173,6 +179,62 @@ mod tests {
                     "length {length}, distance {distance}"
                 );
             }
+        }
+    }
+
+    /// Neither end is passed by a single byte, read or write: the source
+    /// ends (or starts) right at a page that may not be touched, and so
+    /// does the destination, at every length to 2048. A stray access is a
+    /// SIGSEGV, which fails the test.
+    #[test]
+    fn never_touches_a_byte_outside_either_range() {
+        const PAGE: usize = 4096;
+        // Two usable pages each for source and destination, each pair
+        // between inaccessible pages: [guard][source x2][guard][dest x2][guard].
+        let total = PAGE * 7;
+        // SAFETY: a fresh private anonymous mapping; it is unmapped at the end.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let base = base.cast::<u8>();
+        for guard in [0, 3, 6] {
+            // SAFETY: the pages lie in the mapping made above.
+            let protected =
+                unsafe { libc::mprotect(base.add(guard * PAGE).cast(), PAGE, libc::PROT_NONE) };
+            assert_eq!(protected, 0);
+        }
+        // SAFETY: every pointer below stays within the two usable pages of
+        // its range; only `app_memcpy` could stray, which is the test.
+        unsafe {
+            let (source_start, source_end) = (base.add(PAGE), base.add(3 * PAGE));
+            let (destination_start, destination_end) = (base.add(4 * PAGE), base.add(6 * PAGE));
+            for i in 0..2 * PAGE {
+                *source_start.add(i) = (i * 31 + 7) as u8;
+            }
+            for length in 0..=2048 {
+                // Both ranges against the guard after them, then both
+                // against the guard before them.
+                for (source, destination) in [
+                    (source_end.sub(length), destination_end.sub(length)),
+                    (source_start, destination_start),
+                ] {
+                    app_memcpy(destination, source, length);
+                    assert_eq!(
+                        std::slice::from_raw_parts(destination, length),
+                        std::slice::from_raw_parts(source, length),
+                        "length {length}"
+                    );
+                }
+            }
+            libc::munmap(base.cast(), total);
         }
     }
 }
