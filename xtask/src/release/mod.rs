@@ -1,10 +1,12 @@
 //! The release stage: `dist`, `release` (one machine, or split over runners
 //! and merged), `image`, `publish`, and what they are made of (SBOMs,
-//! binary checks, systemd units, the registry client).
+//! binary checks, the memcpy linkage check, systemd units, the registry
+//! client).
 
 pub mod binfmt;
 pub mod dist;
 pub mod image;
+pub mod linkage;
 pub mod oci;
 pub mod parts;
 pub mod pipeline;

@@ -19,10 +19,10 @@ use xshell::cmd;
 use crate::archive::{self, Entry};
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
-use crate::release::binfmt;
 use crate::release::sbom;
 use crate::release::units;
-use crate::targets::{self, ArchiveFormat, Linker, Os, Runner, Target};
+use crate::release::{binfmt, linkage};
+use crate::targets::{self, Arch, ArchiveFormat, Libc, Linker, Os, Runner, Target};
 use crate::tools::{self, Tool};
 
 /// Files shipped next to the binary in every archive, from the workspace root.
@@ -212,6 +212,14 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
     let format =
         binfmt::verify(target, &bytes).with_context(|| format!("check {}", path.display()))?;
     eprintln!("checked {}: {}", target.triple, format.describe());
+    if (target.arch, target.os, target.libc) == (Arch::X86_64, Os::Linux, Libc::Musl) {
+        let at = linkage::check_memcpy(&bytes)
+            .with_context(|| format!("check the memcpy of {}", path.display()))?;
+        eprintln!(
+            "checked {}: memcpy, __memcpy_fwd and memmove's forward copies are the service's own (at {at:#x})",
+            target.triple
+        );
+    }
 
     // Running the binary is slower than reading its header; a binary whose
     // bytes were already run by a previous dist is not run again.
