@@ -14,7 +14,9 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     (
         "Develop",
-        &["build", "run", "dev", "test", "lint", "ci", "bench", "docs"],
+        &[
+            "build", "run", "dev", "test", "lint", "sanitize", "ci", "bench", "docs",
+        ],
     ),
     (
         "Release",
@@ -76,6 +78,8 @@ pub enum Task {
     Test(crate::develop::test::Test),
     /// Check formatting, the import layering and lints (cargo fmt --check, clippy -D warnings)
     Lint(crate::develop::lint::Lint),
+    /// Check the unsafe code that ships with Miri, AddressSanitizer and ThreadSanitizer (a pinned nightly)
+    Sanitize(crate::develop::sanitize::Sanitize),
     /// Run exactly what CI runs, in order, stopping at the first failure
     Ci(crate::develop::ci::Ci),
     /// Benchmark what ships: the service against Go (wrk), upgrades, the build tool, sizes

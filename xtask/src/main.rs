@@ -59,6 +59,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Dev(task) => task.run(&ctx),
         Task::Test(task) => task.run(&ctx),
         Task::Lint(task) => task.run(&ctx),
+        Task::Sanitize(task) => task.run(&ctx),
         Task::Ci(task) => task.run(&ctx),
         Task::Version(task) => task.run(&ctx),
         // The help texts come from here: `reference` must not import `flags`,

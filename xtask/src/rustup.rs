@@ -77,6 +77,53 @@ pub fn ensure_components(ctx: &Ctx, names: &[&str]) -> Result<()> {
         .with_context(|| format!("install the rustup component {what}"))
 }
 
+/// The dated nightly `sanitize` runs Miri and the sanitizers with, pinned
+/// so that CI does not change under us; move it forward on purpose.
+pub const NIGHTLY: &str = "nightly-2026-05-20";
+/// What `sanitize` needs of it: Miri, and the standard library's sources
+/// (`-Zbuild-std` builds an instrumented std for the sanitizers).
+const NIGHTLY_COMPONENTS: [&str; 2] = ["miri", "rust-src"];
+
+/// Whether the pinned nightly has Miri and the standard library's sources.
+pub fn nightly_ready(ctx: &Ctx) -> bool {
+    let Some(rustup) = tools::find(Tool::Rustup) else {
+        return false;
+    };
+    let listed = cmd!(
+        ctx.sh,
+        "{rustup} component list --installed --toolchain {NIGHTLY}"
+    )
+    .quiet()
+    .ignore_stderr()
+    .read();
+    listed.is_ok_and(|listed| {
+        NIGHTLY_COMPONENTS
+            .iter()
+            .all(|name| listed.lines().any(|line| is_component(line, name)))
+    })
+}
+
+/// Installs the pinned nightly with its components (minimal profile),
+/// under the install lock; a no-op when it is there.
+pub fn ensure_nightly(ctx: &Ctx) -> Result<()> {
+    if nightly_ready(ctx) {
+        return Ok(());
+    }
+    let rustup = tools::require(Tool::Rustup)?;
+    let _lock = (!ctx.dry_run)
+        .then(|| InstallLock::acquire(LOCK_FILE, "Rust targets or components"))
+        .transpose()?;
+    if nightly_ready(ctx) {
+        return Ok(());
+    }
+    let components = NIGHTLY_COMPONENTS.join(",");
+    ctx.run_reporting(cmd!(
+        ctx.sh,
+        "{rustup} toolchain install {NIGHTLY} --profile minimal --component {components}"
+    ))
+    .with_context(|| format!("install the toolchain {NIGHTLY} with {components}"))
+}
+
 /// The targets of `triples` whose standard library is not installed.
 pub fn missing_targets(ctx: &Ctx, triples: &[&str]) -> Result<Vec<String>> {
     // A target's standard library sits in the toolchain's lib/rustlib;

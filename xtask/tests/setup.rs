@@ -19,7 +19,11 @@ use support::*;
 const FAKE_RUSTUP: &str = r#"#!/bin/sh
 echo "$*" >> "$FAKE_STATE/calls"
 case "$1 $2" in
-  "component list") printf 'rustfmt-x86_64-unknown-linux-gnu\nclippy-x86_64-unknown-linux-gnu\n' ;;
+  "component list")
+    case "$*" in
+      *--toolchain*) [ -z "$FAKE_NIGHTLY_MISSING" ] && printf 'miri-x86_64-unknown-linux-gnu\nrust-src\n' ;;
+      *) printf 'rustfmt-x86_64-unknown-linux-gnu\nclippy-x86_64-unknown-linux-gnu\n' ;;
+    esac ;;
   "target add")
     if [ -n "$FAKE_RUSTUP_FAIL" ]; then echo "$FAKE_RUSTUP_FAIL" >&2; exit 1; fi
     if ! mkdir "$FAKE_STATE/running" 2>/dev/null; then
@@ -180,12 +184,24 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
         let real = which(tool).unwrap_or_else(|| panic!("{tool} is not on PATH"));
         std::os::unix::fs::symlink(real, fake.path("bin").join(tool)).unwrap();
     }
-    let run = output(fake.xtask("").args(["setup", "--dry-run"]));
+    let run = output(
+        fake.xtask("")
+            .args(["setup", "--dry-run"])
+            .env("FAKE_NIGHTLY_MISSING", "1"),
+    );
     let stderr = stderr_text(&run);
     assert!(run.status.success(), "{stderr}");
-    let echoed: Vec<&str> = stderr
+    // The policy file's draft folder is named after the xtask's pid.
+    let echoed: Vec<String> = stderr
         .lines()
         .filter_map(|line| line.strip_prefix("$ "))
+        .map(|line| match line.split_once("xtask-policy-rc-") {
+            Some((before, after)) => {
+                let rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+                format!("{before}xtask-policy-rc-PID{rest}")
+            }
+            None => line.to_owned(),
+        })
         .collect();
     // As root the apt-get lines run directly; otherwise through sudo.
     let apt = if echoed.iter().any(|line| line.starts_with("sudo ")) {
@@ -212,13 +228,19 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     } else {
         (
             vec![format!(
-                "{sudo}sh -c 'printf '\\''#!/bin/sh\\nexit 101\\n'\\'' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d'"
+                "{sudo}install -m 755 {}/xtask-policy-rc-{}/policy-rc.d /usr/sbin/policy-rc.d",
+                std::env::temp_dir().display(),
+                "PID"
             )],
-            vec![format!("{sudo}sh -c 'rm -f /usr/sbin/policy-rc.d'")],
+            vec![format!("{sudo}rm -f /usr/sbin/policy-rc.d")],
         )
     };
     let venv = fake.path("venv");
-    let mut expected = vec![format!("rustup target add {WANTED_TARGETS}")];
+    let mut expected = vec![
+        format!("rustup target add {WANTED_TARGETS}"),
+        "rustup toolchain install nightly-2026-05-20 --profile minimal --component miri,rust-src"
+            .to_owned(),
+    ];
     expected.extend(forbid);
     expected.push(format!("{apt} update -qq"));
     expected.push(format!(
@@ -240,10 +262,12 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     let calls = fake.calls();
     assert!(
         calls.contains(&"component list --installed".to_owned())
-            && calls.iter().all(|call| call == "component list --installed"
-                || call.starts_with("python3 -c import ziglang")
-                || call.starts_with("python3 -c import cyclonedx")
-                || call.starts_with("python3 -c import venv, ensurepip")),
+            && calls
+                .iter()
+                .all(|call| call.starts_with("component list --installed")
+                    || call.starts_with("python3 -c import ziglang")
+                    || call.starts_with("python3 -c import cyclonedx")
+                    || call.starts_with("python3 -c import venv, ensurepip")),
         "{calls:?}"
     );
     let stdout = String::from_utf8_lossy(&run.stdout);

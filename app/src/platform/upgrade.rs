@@ -281,7 +281,6 @@ fn exited(status: std::process::ExitStatus) -> String {
 }
 
 /// Sets close-on-exec on an inherited descriptor, which exec left without it.
-#[cfg(unix)]
 /// What an inherited descriptor must be.
 #[cfg(unix)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -366,6 +365,7 @@ fn socket_family(fd: std::os::fd::RawFd) -> Option<libc::c_int> {
     (result == 0).then_some(libc::c_int::from(address.ss_family))
 }
 
+#[cfg(unix)]
 pub fn close_on_exec(fd: std::os::fd::RawFd) -> Result<()> {
     // SAFETY: fcntl on a descriptor this process owns; F_SETFD only changes
     // the descriptor's flags.

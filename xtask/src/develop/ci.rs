@@ -20,7 +20,8 @@ pub struct Ci {}
 
 type StepFn = fn(&Ctx) -> Result<()>;
 
-/// The steps, cheapest and most likely to fail first.
+/// The steps, cheapest and most likely to fail first; `sanitize` after the
+/// tests, since it rebuilds the service three times (Miri, ASan, TSan).
 const STEPS: &[(&str, StepFn)] = &[
     ("fmt", lint::fmt),
     ("layering", crate::develop::layering::check),
@@ -30,6 +31,7 @@ const STEPS: &[(&str, StepFn)] = &[
     }),
     ("dist", |ctx| Dist::default().run(ctx)),
     ("test", test_with_the_dist_binary),
+    ("sanitize", crate::develop::sanitize::all),
     ("bench", quick_bench),
 ];
 

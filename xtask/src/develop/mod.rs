@@ -1,5 +1,5 @@
 //! The tasks of the edit-compile-test loop: `build`, `run`, `dev`, `test`,
-//! `lint`, `ci`, `version` and `bench`.
+//! `lint`, `sanitize`, `ci`, `version` and `bench`.
 
 pub mod bench;
 pub mod build;
@@ -7,5 +7,6 @@ pub mod ci;
 pub mod layering;
 pub mod lint;
 pub mod run;
+pub mod sanitize;
 pub mod test;
 pub mod version;

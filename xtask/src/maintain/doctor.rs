@@ -157,6 +157,15 @@ fn core_checks(ctx: &Ctx) -> Vec<Check> {
             needed_for: needed_for.to_owned(),
         });
     }
+    checks.push(Check {
+        name: format!("{} (miri, rust-src)", rustup::NIGHTLY),
+        found: rustup::nightly_ready(ctx).then(|| "rustup toolchain".to_owned()),
+        install: format!(
+            "rustup toolchain install {} --profile minimal --component miri,rust-src",
+            rustup::NIGHTLY
+        ),
+        needed_for: "sanitize (Miri and the sanitizers)".to_owned(),
+    });
     checks.extend([
         Check::tool(Tool::Git),
         Check::tool(Tool::Rustup),

@@ -30,7 +30,8 @@ pub struct Setup {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Part {
-    /// rustup components (rustfmt, clippy) and targets (the release matrix, lint's)
+    /// rustup components (rustfmt, clippy), targets (the release matrix,
+    /// lint's) and the pinned nightly with Miri (sanitize's)
     Rust,
     /// Debian packages, with apt-get
     Packages,
@@ -60,7 +61,7 @@ impl Setup {
         // Commands setup could not run itself, for the user to run.
         let mut left_for_user: Vec<String> = Vec::new();
         if parts.contains(&Part::Rust) {
-            install_rust_parts(ctx, &mut left_for_user)?;
+            install_rust_parts(ctx, !self.release, &mut left_for_user)?;
         }
         let missing_now = || -> Vec<Tool> {
             tools::ALL
@@ -122,13 +123,19 @@ impl Setup {
     }
 }
 
-fn install_rust_parts(ctx: &Ctx, left_for_user: &mut Vec<String>) -> Result<()> {
+/// rustfmt and clippy, the targets, and (unless for a release runner) the
+/// pinned nightly that `sanitize` runs Miri and the sanitizers with.
+fn install_rust_parts(ctx: &Ctx, nightly: bool, left_for_user: &mut Vec<String>) -> Result<()> {
     if tools::find(Tool::Rustup).is_none() {
         left_for_user.push(Tool::Rustup.info().install());
         return Ok(());
     }
     rustup::ensure_components(ctx, &["rustfmt", "clippy"])?;
-    rustup::ensure_targets(ctx, &doctor::wanted_targets(ctx))
+    rustup::ensure_targets(ctx, &doctor::wanted_targets(ctx))?;
+    if nightly {
+        rustup::ensure_nightly(ctx)?;
+    }
+    Ok(())
 }
 
 /// The packages of `source_kind` that provide the missing tools, each once,
@@ -215,11 +222,21 @@ fn install_packages(
     // Forbid service starts for the length of the install, unless the
     // machine already does (container images often ship the file).
     let forbid_starts = !std::path::Path::new(POLICY_RC_D).exists();
-    let shell = std::path::Path::new("sh");
+    // Written here as this user, then put in place as root by `install`,
+    // so that no shell line runs as root.
+    let policy = crate::util::TempFolder::new("xtask-policy-rc")?;
+    let draft = policy.path().join("policy-rc.d");
     if forbid_starts {
-        let script =
-            format!("printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}");
-        ctx.run_reporting(as_root(shell, &["-c", &script]))?;
+        std::fs::write(
+            &draft,
+            "#!/bin/sh\n# Written by cargo xtask setup for the length of an install.\nexit 101\n",
+        )
+        .with_context(|| format!("write {}", draft.display()))?;
+        let draft = draft.to_string_lossy();
+        ctx.run_reporting(as_root(
+            std::path::Path::new("install"),
+            &["-m", "755", &draft, POLICY_RC_D],
+        ))?;
     }
     let install: Vec<&str> = ["install", "-y", "-qq", "--no-install-recommends"]
         .into_iter()
@@ -229,7 +246,7 @@ fn install_packages(
         .run_reporting(as_root(&apt_get, &["update", "-qq"]))
         .and_then(|()| ctx.run_reporting(as_root(&apt_get, &install)));
     if forbid_starts {
-        ctx.run_reporting(as_root(shell, &["-c", &format!("rm -f {POLICY_RC_D}")]))?;
+        ctx.run_reporting(as_root(std::path::Path::new("rm"), &["-f", POLICY_RC_D]))?;
     }
     installed?;
     // Maintainer scripts enable the units even when they may not start

@@ -1,0 +1,101 @@
+//! `cargo xtask sanitize`: the unsafe code the service ships (the
+//! allocator cache in front of musl's `malloc` and the assembly `memcpy`)
+//! checked by the tools the Rust community trusts, on this machine's gnu
+//! target with a pinned nightly (`rustup::NIGHTLY`):
+//!
+//! - Miri over the allocator cache's tests (undefined behaviour, use after
+//!   free, data races, leaks), with their rounds scaled down under
+//!   `cfg(miri)`; the copy is assembly, which Miri cannot run;
+//! - AddressSanitizer and ThreadSanitizer over the tests of both, each with
+//!   a standard library built instrumented (`-Zbuild-std`).
+//!
+//! Each runs in a target directory of its own under `target/sanitize/`, so
+//! that the instrumented builds never mix with the normal ones. `ci` runs
+//! it as a step.
+
+use anyhow::{Context, Result};
+use xshell::cmd;
+
+use crate::exec::Ctx;
+use crate::rustup::{self, NIGHTLY};
+
+#[derive(clap::Args, Debug)]
+pub struct Sanitize {
+    /// Run only this check; repeatable [default: all three]
+    #[arg(long, value_enum, value_name = "CHECK")]
+    only: Vec<Check>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    /// Miri over the allocator cache's tests
+    Miri,
+    /// AddressSanitizer over the cache's and the copy's tests
+    Address,
+    /// ThreadSanitizer over the cache's and the copy's tests
+    Thread,
+}
+
+const ALL: [Check; 3] = [Check::Miri, Check::Address, Check::Thread];
+
+/// The test modules of the unsafe code, as test-name filters of the
+/// service's binary.
+const ALLOCATOR_TESTS: &str = "platform::thread_cache";
+const COPY_TESTS: &str = "platform::memcpy";
+
+/// The host target the checks build for: Miri and the sanitizers support
+/// it, and `-Zbuild-std` needs the target named.
+const HOST_GNU: &str = "x86_64-unknown-linux-gnu";
+
+impl Sanitize {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let checks = if self.only.is_empty() {
+            ALL.to_vec()
+        } else {
+            self.only
+        };
+        rustup::ensure_nightly(ctx)?;
+        for check in checks {
+            run_check(ctx, check)?;
+        }
+        Ok(())
+    }
+}
+
+/// `sanitize` with every check, as `ci` runs it.
+pub fn all(ctx: &Ctx) -> Result<()> {
+    Sanitize { only: Vec::new() }.run(ctx)
+}
+
+fn run_check(ctx: &Ctx, check: Check) -> Result<()> {
+    let sh = &ctx.sh;
+    let package = &ctx.project.settings.package;
+    let binary = &ctx.project.settings.binary;
+    let toolchain = format!("+{NIGHTLY}");
+    let target_dir = ctx.project.target_dir.join("sanitize");
+    match check {
+        Check::Miri => {
+            let target_dir = target_dir.join("miri");
+            ctx.run(cmd!(
+                sh,
+                "cargo {toolchain} miri test --package {package} --bin {binary} --target-dir {target_dir} -- {ALLOCATOR_TESTS}"
+            ))
+            .context("Miri found a problem in the allocator cache (see its report above)")
+        }
+        Check::Address | Check::Thread => {
+            let (name, label) = match check {
+                Check::Address => ("address", "AddressSanitizer"),
+                _ => ("thread", "ThreadSanitizer"),
+            };
+            let flags = format!("-Zsanitizer={name}");
+            let _rustflags = sh.push_env("RUSTFLAGS", &flags);
+            let _rustdocflags = sh.push_env("RUSTDOCFLAGS", &flags);
+            let target_dir = target_dir.join(name);
+            ctx.run(cmd!(
+                sh,
+                "cargo {toolchain} test -Zbuild-std --target {HOST_GNU} --package {package} --bin {binary} --target-dir {target_dir} -- {ALLOCATOR_TESTS} {COPY_TESTS}"
+            ))
+            .with_context(|| format!("{label} found a problem (see its report above)"))
+        }
+    }
+}
