@@ -148,17 +148,21 @@ fn ci_dry_run_lists_its_steps_in_order() {
     assert!(run.status.success(), "{}", stderr_text(&run));
     let echoed = stderr_text(&run);
     let expected_in_order = [
-        "==> ci step 1/6: fmt",
+        "==> ci step 1/7: fmt",
         "cargo fmt --all --check",
-        "==> ci step 2/6: layering",
+        "==> ci step 2/7: layering",
         "layering: xtask and app import only in the allowed directions, with no circle",
-        "==> ci step 3/6: clippy",
+        "==> ci step 3/7: clippy",
         "cargo clippy --workspace --all-targets -- -D warnings",
         "cargo clippy --package app --target x86_64-pc-windows-gnu --target aarch64-apple-darwin -- -D warnings",
-        "==> ci step 4/6: dist",
+        "==> ci step 4/7: dist",
         "cargo build --release --locked --package app --bin app --target x86_64-unknown-linux-musl",
-        "==> ci step 5/6: test",
-        "==> ci step 6/6: bench",
+        "==> ci step 5/7: test",
+        "==> ci step 6/7: sanitize",
+        "cargo +nightly-2026-05-20 miri test --package app --bin app",
+        "-Zsanitizer=address cargo +nightly-2026-05-20 test -Zbuild-std --target x86_64-unknown-linux-gnu",
+        "-Zsanitizer=thread cargo +nightly-2026-05-20 test -Zbuild-std --target x86_64-unknown-linux-gnu",
+        "==> ci step 7/7: bench",
         "==> ci summary",
     ];
     let mut rest = echoed.as_str();
