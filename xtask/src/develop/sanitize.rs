@@ -43,6 +43,13 @@ const ALL: [Check; 3] = [Check::Miri, Check::Address, Check::Thread];
 const ALLOCATOR_TESTS: &str = "platform::thread_cache";
 const COPY_TESTS: &str = "platform::memcpy";
 
+/// Left out under ThreadSanitizer: by the last round of pthread-key
+/// destructors its runtime has already finished the thread, and any
+/// instrumented access then crashes inside the runtime (a SEGV in TSan, not
+/// in the cache). AddressSanitizer runs it.
+const NOT_UNDER_TSAN: &str =
+    "platform::thread_cache::tests::a_first_free_in_the_last_destructor_round";
+
 /// The host target the checks build for: Miri and the sanitizers support
 /// it, and `-Zbuild-std` needs the target named.
 const HOST_GNU: &str = "x86_64-unknown-linux-gnu";
@@ -83,17 +90,22 @@ fn run_check(ctx: &Ctx, check: Check) -> Result<()> {
             .context("Miri found a problem in the allocator cache (see its report above)")
         }
         Check::Address | Check::Thread => {
-            let (name, label) = match check {
-                Check::Address => ("address", "AddressSanitizer"),
-                _ => ("thread", "ThreadSanitizer"),
+            let (name, label, skip) = match check {
+                Check::Address => ("address", "AddressSanitizer", None),
+                _ => (
+                    "thread",
+                    "ThreadSanitizer",
+                    Some(["--skip", NOT_UNDER_TSAN]),
+                ),
             };
+            let skip = skip.iter().flatten();
             let flags = format!("-Zsanitizer={name}");
             let _rustflags = sh.push_env("RUSTFLAGS", &flags);
             let _rustdocflags = sh.push_env("RUSTDOCFLAGS", &flags);
             let target_dir = target_dir.join(name);
             ctx.run(cmd!(
                 sh,
-                "cargo {toolchain} test -Zbuild-std --target {HOST_GNU} --package {package} --bin {binary} --target-dir {target_dir} -- {ALLOCATOR_TESTS} {COPY_TESTS}"
+                "cargo {toolchain} test -Zbuild-std --target {HOST_GNU} --package {package} --bin {binary} --target-dir {target_dir} -- {ALLOCATOR_TESTS} {COPY_TESTS} {skip...}"
             ))
             .with_context(|| format!("{label} found a problem (see its report above)"))
         }
