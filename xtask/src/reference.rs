@@ -9,10 +9,8 @@
 //! left behind fails with the command that rewrites it.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -463,25 +461,16 @@ fn parse_exposition(text: &str) -> BTreeMap<String, Family> {
     families
 }
 
-/// Sends one request on a new connection; the body of the answer.
+/// Sends one request on a new connection; the body of a 2xx answer.
 fn exchange(addr: SocketAddr, request: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connect to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .with_context(|| format!("read the answer of {addr}"))?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.1 2") {
+    let (status, body) = crate::util::http_request(&addr.to_string(), request)?;
+    if !(200..300).contains(&status) {
         bail!(
-            "{} answered {:?}",
-            request.lines().next().unwrap_or_default(),
-            head.lines().next().unwrap_or_default()
+            "{} answered {status}",
+            request.lines().next().unwrap_or_default()
         );
     }
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 fn manifest_page() -> Result<String> {

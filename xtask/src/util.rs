@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// Under `CI=true`, a tool a task or test needs and cannot find is a
 /// failure instead of a printed skip.
@@ -18,6 +18,50 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let temporary = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     std::fs::write(&temporary, bytes).with_context(|| format!("write {}", temporary.display()))?;
     std::fs::rename(&temporary, path).with_context(|| format!("move {} into place", path.display()))
+}
+
+/// Sends one raw HTTP/1.1 request (which should say `Connection: close`)
+/// to `address` and reads the answer to its end: the status and body.
+/// Bounded: 5 s to connect, 5 s per read.
+pub fn http_request(address: &str, request: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let socket = std::net::ToSocketAddrs::to_socket_addrs(address)
+        .with_context(|| format!("resolve {address}"))?
+        .next()
+        .with_context(|| format!("{address} names no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(5))
+        .with_context(|| format!("connect to {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream
+        .write_all(request.as_bytes())
+        .with_context(|| format!("send to {address}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .with_context(|| format!("read from {address}"))?;
+    parse_http_response(&response)
+}
+
+/// `GET path` from `address` on a new connection: the status and body.
+pub fn http_get(address: &str, path: &str) -> Result<(u16, String)> {
+    http_request(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// The status and body of a whole HTTP response.
+pub fn parse_http_response(bytes: &[u8]) -> Result<(u16, String)> {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("no complete HTTP response");
+    };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no HTTP status line")?;
+    Ok((status, body.to_owned()))
 }
 
 /// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ` (for a source date without a
@@ -89,5 +133,29 @@ impl TempFolder {
 impl Drop for TempFolder {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_give_their_status_and_body() {
+        let check = |response: &str, expected: Option<(u16, &str)>| {
+            let parsed = parse_http_response(response.as_bytes()).ok();
+            assert_eq!(
+                parsed.as_ref().map(|(code, body)| (*code, body.as_str())),
+                expected,
+                "{response:?}"
+            );
+        };
+        check(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            Some((200, "ok")),
+        );
+        check("HTTP/1.1 503 Service Unavailable\r\n\r\n", Some((503, "")));
+        check("HTTP/1.1 200 OK\r\n", None);
+        check("", None);
     }
 }

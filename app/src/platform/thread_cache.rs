@@ -443,6 +443,21 @@ mod tests {
         }
     }
 
+    /// Runs the test `name` of this module again in a child process of
+    /// this test binary, with `marker` set so that it does its dangerous
+    /// part: for what would end or spoil this process.
+    fn in_a_child(name: &str, marker: &str) -> std::process::Output {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                &format!("platform::thread_cache::tests::{name}"),
+                "--nocapture",
+            ])
+            .env(marker, "1")
+            .output()
+            .unwrap()
+    }
+
     /// A block freed twice stops the process at the second free (in debug
     /// builds): run in a child process of this test binary, which must die
     /// of SIGABRT with the message.
@@ -462,15 +477,7 @@ mod tests {
             }
             return;
         }
-        let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "platform::thread_cache::tests::a_double_free_aborts_in_debug_builds",
-                "--nocapture",
-            ])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
+        let output = in_a_child("a_double_free_aborts_in_debug_builds", CHILD);
         use std::os::unix::process::ExitStatusExt;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.signal(), Some(libc::SIGABRT), "{stderr}");
@@ -558,15 +565,10 @@ mod tests {
             }
             return;
         }
-        let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "platform::thread_cache::tests::a_first_free_in_the_last_destructor_round_keeps_at_most_one_class_capacity",
-                "--nocapture",
-            ])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
+        let output = in_a_child(
+            "a_first_free_in_the_last_destructor_round_keeps_at_most_one_class_capacity",
+            CHILD,
+        );
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),

@@ -5,9 +5,8 @@
 //! `scp`, and HTTP probes of the service ride `ssh -W` to the host's own
 //! loopback. One multiplexed ssh connection per host carries them all.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use xshell::Cmd;
@@ -276,15 +275,8 @@ impl Host {
             format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
         let response = match &self.transport {
             Transport::Local => {
-                let mut stream = std::net::TcpStream::connect(address)
-                    .with_context(|| format!("connect to {address}"))?;
-                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                stream.write_all(request.as_bytes())?;
-                let mut response = Vec::new();
-                stream
-                    .read_to_end(&mut response)
-                    .with_context(|| format!("read from {address}"))?;
-                response
+                return crate::util::http_request(address, &request)
+                    .with_context(|| format!("GET {path} from {address}"));
             }
             Transport::Ssh {
                 destination,
@@ -312,7 +304,8 @@ impl Host {
                 output.stdout
             }
         };
-        parse_response(&response).with_context(|| format!("GET {path} from {address}"))
+        crate::util::parse_http_response(&response)
+            .with_context(|| format!("GET {path} from {address}"))
     }
 
     /// Ends the shared ssh connection, if any.
@@ -330,43 +323,5 @@ impl Host {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-    }
-}
-
-/// The status code and body of an HTTP/1.1 response read to its end.
-fn parse_response(bytes: &[u8]) -> Result<(u16, String)> {
-    let text = String::from_utf8_lossy(bytes);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("no complete HTTP response");
-    };
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .context("no HTTP status line")?;
-    Ok((status, body.to_owned()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn responses_give_their_status_and_body() {
-        let check = |response: &str, expected: Option<(u16, &str)>| {
-            let parsed = parse_response(response.as_bytes()).ok();
-            assert_eq!(
-                parsed.as_ref().map(|(code, body)| (*code, body.as_str())),
-                expected,
-                "{response:?}"
-            );
-        };
-        check(
-            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            Some((200, "ok")),
-        );
-        check("HTTP/1.1 503 Service Unavailable\r\n\r\n", Some((503, "")));
-        check("HTTP/1.1 200 OK\r\n", None);
-        check("", None);
     }
 }

@@ -20,8 +20,7 @@
 //! once, instead of taking a second signal as "stop at once".
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
+use crate::develop::bench::serving_pid;
 use crate::exec::Ctx;
 
 #[derive(clap::Args, Debug)]
@@ -140,7 +140,7 @@ impl Dev {
                 );
                 continue;
             }
-            if let Err(err) = service.check_config() {
+            if let Err(err) = service.config("check") {
                 println!("{err:#}; not applied, still serving the previous settings");
                 continue;
             }
@@ -171,7 +171,11 @@ struct Service {
 }
 
 impl Service {
+    /// Also prepares this process to supervise the service, once: stop
+    /// signals are counted, and orphaned successors are adopted.
     fn new(ctx: &Ctx, release: bool, args: Vec<String>) -> Service {
+        catch_stop_signals();
+        become_subreaper();
         let profile = if release { "release" } else { "debug" };
         Service {
             release,
@@ -207,15 +211,15 @@ impl Service {
         command
     }
 
-    /// `config check` of the built binary with these arguments: one line
-    /// on failure.
-    fn check_config(&self) -> Result<()> {
+    /// `config <what>` (check or show) of the built binary, with the
+    /// user's `--listen`: what it printed, or its last line as the error.
+    fn config(&self, what: &str) -> Result<String> {
         let output = self
             .command()
             .args(listen_override(&self.args))
-            .args(["config", "check"])
+            .args(["config", what])
             .output()
-            .with_context(|| format!("run {} config check", self.binary.display()))?;
+            .with_context(|| format!("run {} config {what}", self.binary.display()))?;
         if !output.status.success() {
             let said = String::from_utf8_lossy(&output.stderr);
             let last = said.lines().last().unwrap_or("").trim();
@@ -224,26 +228,14 @@ impl Service {
                 last.strip_prefix("error: ").unwrap_or(last)
             );
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Where the service listens, from its own `config show` (loopback for
     /// an address that means every interface).
     fn address(&self) -> Result<SocketAddr> {
-        let output = self
-            .command()
-            .args(listen_override(&self.args))
-            .args(["config", "show"])
-            .output()
-            .with_context(|| format!("run {} config show", self.binary.display()))?;
-        if !output.status.success() {
-            bail!(
-                "the service's configuration does not load: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        let shown: toml::Table = toml::from_str(&String::from_utf8_lossy(&output.stdout))
-            .context("parse the service's `config show`")?;
+        let shown: toml::Table =
+            toml::from_str(&self.config("show")?).context("parse the service's `config show`")?;
         let listen = shown
             .get("server")
             .and_then(|server| server.get("listen"))
@@ -268,8 +260,6 @@ impl Service {
 
     fn start(&self, ctx: &Ctx) -> Result<Running> {
         let address = self.address()?;
-        catch_stop_signals();
-        become_subreaper();
         let mut command = self.command();
         command
             .args(&self.args)
@@ -384,7 +374,7 @@ impl Running {
     }
 
     fn commit(&self) -> Result<String> {
-        let body = http_get(self.address, "/version")?;
+        let (_, body) = crate::util::http_get(&self.address.to_string(), "/version")?;
         let version: serde_json::Value = serde_json::from_str(&body)?;
         Ok(version["describe"].as_str().unwrap_or("unknown").to_owned())
     }
@@ -454,34 +444,6 @@ fn catch_stop_signals() {
 
 fn stop_requested() -> bool {
     STOP_SIGNALS.load(Ordering::SeqCst) > 0
-}
-
-/// The pid that answers `GET /healthz` on a new connection.
-fn serving_pid(address: SocketAddr) -> Result<u32> {
-    let body = http_get(address, "/healthz")?;
-    let health: serde_json::Value = serde_json::from_str(&body)?;
-    health["pid"]
-        .as_u64()
-        .map(|pid| pid as u32)
-        .with_context(|| format!("no pid in /healthz: {body}"))
-}
-
-fn http_get(address: SocketAddr, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: dev\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("an HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("{path} answered {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(body.to_owned())
 }
 
 /// The files `dev` watches: the shipped package's folder (its `target/`

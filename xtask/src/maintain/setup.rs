@@ -222,11 +222,11 @@ fn install_packages(
     // Forbid service starts for the length of the install, unless the
     // machine already does (container images often ship the file).
     let forbid_starts = !std::path::Path::new(POLICY_RC_D).exists();
-    // Written here as this user, then put in place as root by `install`,
-    // so that no shell line runs as root.
-    let policy = crate::util::TempFolder::new("xtask-policy-rc")?;
-    let draft = policy.path().join("policy-rc.d");
     if forbid_starts {
+        // Written here as this user, then put in place as root by
+        // `install`, so that no shell line runs as root.
+        let policy = crate::util::TempFolder::new("xtask-policy-rc")?;
+        let draft = policy.path().join("policy-rc.d");
         std::fs::write(
             &draft,
             "#!/bin/sh\n# Written by cargo xtask setup for the length of an install.\nexit 101\n",

@@ -13,61 +13,36 @@
 
 use anyhow::{Result, bail};
 
-/// A byte, or any byte.
-type Pattern = &'static [Option<u8>];
+/// Machine code as hex bytes, `??` for any byte.
+type Pattern = &'static str;
 
 /// `mov rax, rdi; cmp rdx, 16; ja …; cmp rdx, 8; jb …`: the first
 /// instructions of `app_memcpy`.
-const OURS: Pattern = &[
-    Some(0x48),
-    Some(0x89),
-    Some(0xf8),
-    Some(0x48),
-    Some(0x83),
-    Some(0xfa),
-    Some(0x10),
-    Some(0x77),
-    None,
-    Some(0x48),
-    Some(0x83),
-    Some(0xfa),
-    Some(0x08),
-    Some(0x72),
-];
+const OURS: Pattern = "48 89 f8 48 83 fa 10 77 ?? 48 83 fa 08 72";
 
 /// musl's x86_64 `memcpy`: `mov rax, rdi; cmp rdx, 8; jc …`.
-const MUSL_MEMCPY: Pattern = &[
-    Some(0x48),
-    Some(0x89),
-    Some(0xf8),
-    Some(0x48),
-    Some(0x83),
-    Some(0xfa),
-    Some(0x08),
-    Some(0x72),
-];
+const MUSL_MEMCPY: Pattern = "48 89 f8 48 83 fa 08 72";
 
 /// musl's x86_64 `memmove` up to its `jae __memcpy_fwd` (rel32 form):
 /// `mov rax, rdi; sub rax, rsi; cmp rax, rdx; jae rel32`.
-const MUSL_MEMMOVE: Pattern = &[
-    Some(0x48),
-    Some(0x89),
-    Some(0xf8),
-    Some(0x48),
-    Some(0x29),
-    Some(0xf0),
-    Some(0x48),
-    Some(0x39),
-    Some(0xd0),
-    Some(0x0f),
-    Some(0x83),
-];
+const MUSL_MEMMOVE: Pattern = "48 89 f8 48 29 f0 48 39 d0 0f 83";
 
 /// Fewer direct calls than this would mean the compiler's copies no
 /// longer reach the routine (the shipped binary has hundreds).
 const MIN_CALLS: usize = 10;
 
+fn parse(pattern: Pattern) -> Vec<Option<u8>> {
+    pattern
+        .split_whitespace()
+        .map(|byte| {
+            (byte != "??")
+                .then(|| u8::from_str_radix(byte, 16).expect("a pattern is hex bytes or ??"))
+        })
+        .collect()
+}
+
 fn find(bytes: &[u8], pattern: Pattern) -> Vec<usize> {
+    let pattern = parse(pattern);
     if bytes.len() < pattern.len() {
         return Vec::new();
     }
@@ -81,7 +56,8 @@ fn find(bytes: &[u8], pattern: Pattern) -> Vec<usize> {
         .collect()
 }
 
-/// Where a rel32 that ends at `next` points.
+/// Where the rel32 at `rel_at` points (relative to the end of its four
+/// bytes).
 fn rel32_target(bytes: &[u8], rel_at: usize) -> Option<usize> {
     let rel = i32::from_le_bytes(bytes.get(rel_at..rel_at + 4)?.try_into().ok()?);
     (rel_at + 4).checked_add_signed(rel as isize)
@@ -113,7 +89,7 @@ pub fn check_memcpy(bytes: &[u8]) -> Result<usize> {
             found.len()
         ),
     };
-    let forward = rel32_target(bytes, memmove + MUSL_MEMMOVE.len());
+    let forward = rel32_target(bytes, memmove + parse(MUSL_MEMMOVE).len());
     if forward != Some(ours) {
         bail!(
             "musl's memmove copies forwards with the code at {}, not with the service's memcpy at {ours:#x} {fix}",

@@ -572,20 +572,13 @@ fn upgrade_periodically(addr: SocketAddr, period: Duration, until: Instant) -> R
 }
 
 /// The pid that answers `GET /healthz` on a new connection.
-fn serving_pid(addr: SocketAddr) -> Result<u32> {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connect to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .unwrap_or_default();
+pub fn serving_pid(addr: SocketAddr) -> Result<u32> {
+    let (status, body) = crate::util::http_get(&addr.to_string(), "/healthz")?;
+    if status != 200 {
+        bail!("/healthz answered {status}: {body}");
+    }
     let health: serde_json::Value =
-        serde_json::from_str(body).with_context(|| format!("/healthz answered {response:?}"))?;
+        serde_json::from_str(&body).with_context(|| format!("/healthz answered {body:?}"))?;
     health["pid"]
         .as_u64()
         .map(|pid| pid as u32)
