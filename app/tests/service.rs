@@ -393,7 +393,7 @@ fn start_up_errors_are_one_line_with_a_documented_exit_code() {
             &[],
             &[("APP_HANDOVER", "garbage")],
             4,
-            "APP_HANDOVER=\"garbage\" is not \"<parent pid> <socket fd> <pipe fd>\": only an upgrading process sets it; unset it",
+            "APP_HANDOVER=\"garbage\" is not \"<pipe inode> <socket fd> <pipe fd>\": only an upgrading process sets it; unset it",
         ),
         (&["--frobnicate"], &[], 2, "invalid option '--frobnicate'"),
     ];

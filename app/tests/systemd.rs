@@ -220,11 +220,18 @@ fn more_than_one_passed_socket_is_a_clear_error() {
 /// variables, through `sh`, which sets up descriptors 3 and 4 and then
 /// becomes the service (`exec`, so `$$` is the service's pid and its parent
 /// is this test). Each is refused with one line naming the variable and the
-/// descriptor, exit code 4, before anything takes the descriptor.
+/// descriptor, exit code 4, before anything takes the descriptor. For
+/// `APP_HANDOVER`, descriptor 4 is a pipe of this test, named by its inode
+/// as an upgrading process names its readiness pipe.
 #[test]
 fn forged_inherited_descriptors_are_refused_before_they_are_owned() {
-    let handover = format!("APP_HANDOVER='{} 3 4'", std::process::id());
-    let cases: [(&str, String, &str); 6] = [
+    let (_pipe_reader, pipe_writer) = std::io::pipe().unwrap();
+    let pipe_fd = std::os::fd::AsRawFd::as_raw_fd(&pipe_writer);
+    // SAFETY: fstat writes into the zeroed struct it is given.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::fstat(pipe_fd, &mut stat) }, 0);
+    let handover = format!("APP_HANDOVER='{} 3 4'", stat.st_ino);
+    let cases: [(&str, String, &str); 5] = [
         // Nothing inherited at 3: the descriptor is closed, or one the
         // service opened itself by the time it looks.
         (
@@ -239,21 +246,16 @@ fn forged_inherited_descriptors_are_refused_before_they_are_owned() {
         ),
         ("", handover.clone(), "APP_HANDOVER="),
         (
-            "exec 3</dev/null 4</dev/null;",
+            "exec 3</dev/null;",
             handover.clone(),
             "descriptor 3 is not a listening TCP socket",
         ),
-        // A real listening socket at 3 (put there below, as descriptor 5),
-        // but a file where the pipe should be.
         (
-            "exec 3<&5 5<&- 4</dev/null;",
-            handover.clone(),
-            "descriptor 4 is not a pipe",
+            "exec 3</dev/null;",
+            "APP_HANDOVER='x 3 4'".into(),
+            "\"x\" is not an inode number",
         ),
-        ("exec 4</dev/null;", handover, "APP_HANDOVER="),
     ];
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listener_fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
     for (descriptors, variables, expected) in cases {
         let script = format!("{descriptors} {variables} exec \"$0\" \"$@\"");
         let command = app_command();
@@ -273,12 +275,15 @@ fn forged_inherited_descriptors_are_refused_before_they_are_owned() {
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDS")
             .env_remove("APP_HANDOVER");
-        let passes_listener = descriptors.contains("<&5");
+        let passes_pipe = variables.contains("APP_HANDOVER");
         // SAFETY: dup2 is async-signal-safe; it gives the child the test's
-        // listening socket as descriptor 5, without close-on-exec.
+        // pipe as descriptor 4, without close-on-exec.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut shell, move || {
-                if passes_listener && libc::dup2(listener_fd, 5) == -1 {
+                // dup2 onto itself keeps close-on-exec: clear it either way.
+                if passes_pipe
+                    && (libc::dup2(pipe_fd, 4) == -1 || libc::fcntl(4, libc::F_SETFD, 0) == -1)
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -296,7 +301,8 @@ fn forged_inherited_descriptors_are_refused_before_they_are_owned() {
         assert!(
             error.contains("is not open")
                 || error.contains("opened by this process")
-                || error.contains("is not a"),
+                || error.contains("is not a")
+                || error.contains("is not an"),
             "{script}: {error}"
         );
     }

@@ -178,11 +178,18 @@ fn failed_upgrades_leave_the_old_process_serving() {
         failed.contains("was not ready within server.upgrade_timeout (2s)"),
         "{failed}"
     );
+    // Stopped by the old process; reaped by its parent (this test, as
+    // systemd would be): the old process started it as its sibling.
     let hung_pid = json_field(&started, "pid");
-    assert!(
-        !Path::new(&format!("/proc/{hung_pid}")).exists(),
-        "the stopped process is gone"
+    assert_eq!(
+        process_state(hung_pid).map(|(_, parent)| parent),
+        Some(std::process::id())
     );
+    wait_until(
+        || has_exited(hung_pid),
+        || format!("pid {hung_pid}, stopped at the upgrade timeout, still runs"),
+    );
+    descendants.settle(hung_pid);
     assert_eq!(served_by(&service), first_pid);
     let metrics = service.get("/metrics").body;
     assert!(metrics.contains("app_upgrades_failed_total 3"), "{metrics}");

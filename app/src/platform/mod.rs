@@ -254,9 +254,9 @@ fn effective<T: Serialize>(settings: &T) -> toml::Table {
 /// Prints one line, `error: <what failed>: <cause>`, and returns the code.
 fn fail(code: u8, err: &anyhow::Error) -> ExitCode {
     let message = format!("{err:#}");
-    eprintln!(
-        "error: {}",
-        message.split_whitespace().collect::<Vec<_>>().join(" ")
-    );
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("error: {line}");
+    // A process started by an upgrade: the old one says why in its log.
+    upgrade::report_failure(code, &line);
     ExitCode::from(code)
 }
