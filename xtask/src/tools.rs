@@ -26,6 +26,8 @@ pub enum Tool {
     Actionlint,
     Ssh,
     Sshd,
+    Debootstrap,
+    SystemdNspawn,
     KubernetesValidate,
     Promtool,
     Kubectl,
@@ -38,7 +40,7 @@ pub enum Tool {
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 26] = [
+pub const ALL: [Tool; 28] = [
     Tool::Git,
     Tool::Curl,
     Tool::Rustup,
@@ -56,6 +58,8 @@ pub const ALL: [Tool; 26] = [
     Tool::Actionlint,
     Tool::Ssh,
     Tool::Sshd,
+    Tool::Debootstrap,
+    Tool::SystemdNspawn,
     Tool::KubernetesValidate,
     Tool::Promtool,
     Tool::Kubectl,
@@ -223,6 +227,18 @@ impl Tool {
                 Tests,
                 "the remote deploy tests, which start a throwaway sshd on loopback",
             ),
+            Tool::Debootstrap => (
+                "debootstrap",
+                Apt("debootstrap"),
+                Tests,
+                "building the Debian 12 tree the real-host tests boot (setup --only hosts)",
+            ),
+            Tool::SystemdNspawn => (
+                "systemd-nspawn",
+                Apt("systemd-container"),
+                Tests,
+                "booting real systemd hosts (PID 1) for the deploy tests",
+            ),
             Tool::KubernetesValidate => (
                 "kubernetes-validate",
                 Pip("kubernetes-validate"),
@@ -296,6 +312,16 @@ pub fn python_venv() -> Option<PathBuf> {
     Some(data.join("cargo-xtask/venv"))
 }
 
+/// Where `cargo xtask setup` builds the Debian 12 tree that the real-host
+/// tests boot with systemd-nspawn: `$XTASK_HOST_TREE`, else beside the
+/// virtual environment.
+pub fn host_tree() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XTASK_HOST_TREE").filter(|dir| !dir.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    Some(python_venv()?.with_file_name("debian-bookworm"))
+}
+
 /// Puts the virtual environment's `bin/` first on this process's PATH when
 /// it exists, so that every command the tasks run (and the tests `test` and
 /// `ci` start) finds the Python tools, and `python3` is the one that has
@@ -328,9 +354,9 @@ pub fn find(tool: Tool) -> Option<PathBuf> {
         Tool::Zig => which::which(binary).ok().or_else(find_pip_zig),
         // Daemons live in sbin, which is on root's PATH but not always on a
         // user's.
-        Tool::Sshd => which::which(binary)
-            .ok()
-            .or_else(|| Some(PathBuf::from("/usr/sbin/sshd")).filter(|path| path.is_file())),
+        Tool::Sshd | Tool::Debootstrap => which::which(binary).ok().or_else(|| {
+            Some(PathBuf::from("/usr/sbin").join(binary)).filter(|path| path.is_file())
+        }),
         // A Python library, found by importing it.
         Tool::CycloneDx => python_module("cyclonedx.validation.json"),
         _ => which::which(binary).ok().or_else(|| {

@@ -21,65 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::releases::*;
 use support::*;
-
-const TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The app (debug, fast) stamped with `commit`.
 fn app_at_commit(commit: &str) -> Vec<u8> {
     fs::read(app_built_at(commit, "deploy")).unwrap()
-}
-
-/// A dist folder holding one release archive with `binary` and `config`
-/// files, its SHA256SUMS and dist-manifest.json; returns the archive.
-fn release(dir: &Path, commit: &str, binary: &[u8], config: &[(&str, String)]) -> PathBuf {
-    let top = format!("app-0.1.0-{TARGET}");
-    let tree = dir.join("tree").join(&top);
-    fs::create_dir_all(tree.join("config")).unwrap();
-    fs::write(tree.join("app"), binary).unwrap();
-    Command::new("chmod")
-        .arg("755")
-        .arg(tree.join("app"))
-        .status()
-        .unwrap();
-    for (name, text) in config {
-        fs::write(tree.join("config").join(name), text).unwrap();
-    }
-    let archive = dir.join(format!("{top}.tar.gz"));
-    stdout_of(
-        Command::new("tar")
-            .arg("-czf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(dir.join("tree"))
-            .arg(&top),
-    );
-    write_sums_and_manifest(dir, &archive, commit);
-    archive
-}
-
-fn write_sums_and_manifest(dir: &Path, archive: &Path, commit: &str) {
-    let sum = stdout_of(Command::new("sha256sum").arg(archive));
-    let sum = sum.split_whitespace().next().unwrap();
-    let name = archive.file_name().unwrap().to_str().unwrap();
-    fs::write(dir.join("SHA256SUMS"), format!("{sum}  {name}\n")).unwrap();
-    fs::write(
-        dir.join("dist-manifest.json"),
-        manifest_at(commit).to_string(),
-    )
-    .unwrap();
-}
-
-fn config_files() -> Vec<(&'static str, String)> {
-    ["base.toml", "dev.toml"]
-        .into_iter()
-        .map(|name| {
-            (
-                name,
-                fs::read_to_string(workspace_root().join("config").join(name)).unwrap(),
-            )
-        })
-        .collect()
 }
 
 fn free_port() -> u16 {
@@ -302,9 +249,12 @@ fn deploy_under_load_auto_rollback_rollbacks_and_interrupt_on_a_local_root() {
             &config,
         )
     };
-    let (a, b) = (archive(0, config_files()), archive(1, config_files()));
+    let (a, b) = (
+        archive(0, config_files(&["base.toml", "dev.toml"])),
+        archive(1, config_files(&["base.toml", "dev.toml"])),
+    );
     // C never gets ready: its config makes the new process exit 3.
-    let mut broken = config_files();
+    let mut broken = config_files(&["base.toml", "dev.toml"]);
     broken[0].1 = broken[0]
         .1
         .replace("drain_timeout = \"30s\"", "drain_timeout = \"forever\"");
@@ -744,7 +694,7 @@ fn deploy_over_ssh_to_two_hosts_undoes_the_first_when_the_second_fails() {
             &dir,
             &commits[index],
             &app_at_commit(&commits[index]),
-            &config_files(),
+            &config_files(&["base.toml", "dev.toml"]),
         )
     };
     let (a, b) = (archive(0), archive(1));

@@ -314,9 +314,8 @@ impl NewProcess {
                 "this process is PID 1 (a container's init), which cannot hand over to a successor: roll out a new container instead"
             );
         }
-        let c_string = |bytes: &[u8]| {
-            CString::new(bytes).context("an argument or variable holds a NUL byte")
-        };
+        let c_string =
+            |bytes: &[u8]| CString::new(bytes).context("an argument or variable holds a NUL byte");
         let path = c_string(resolve(&program.path)?.as_os_str().as_bytes())?;
         let mut argv = vec![c_string(program.path.as_os_str().as_bytes())?];
         for arg in &program.args {
@@ -381,9 +380,17 @@ impl NewProcess {
                 for fd in inherited {
                     libc::fcntl(fd, libc::F_SETFD, 0);
                 }
-                libc::execve(path.as_ptr(), argv_pointers.as_ptr(), envp_pointers.as_ptr());
+                libc::execve(
+                    path.as_ptr(),
+                    argv_pointers.as_ptr(),
+                    envp_pointers.as_ptr(),
+                );
                 let errno = *libc::__errno_location();
-                libc::write(error_fd, (&raw const errno).cast(), size_of::<libc::c_int>());
+                libc::write(
+                    error_fd,
+                    (&raw const errno).cast(),
+                    size_of::<libc::c_int>(),
+                );
                 libc::_exit(127);
             }
         }
@@ -401,8 +408,10 @@ impl NewProcess {
             Ok(0) => {}
             Ok(_) => {
                 let _ = process_signal(&pidfd, libc::SIGKILL);
-                return Err(std::io::Error::from_raw_os_error(libc::c_int::from_ne_bytes(errno)))
-                    .context("exec");
+                return Err(std::io::Error::from_raw_os_error(
+                    libc::c_int::from_ne_bytes(errno),
+                ))
+                .context("exec");
             }
             Err(err) => {
                 let _ = process_signal(&pidfd, libc::SIGKILL);

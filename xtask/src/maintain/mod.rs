@@ -3,4 +3,5 @@
 
 pub mod clean;
 pub mod doctor;
+mod host_tree;
 pub mod setup;

@@ -39,9 +39,17 @@ enum Part {
     Python,
     /// Crates, with cargo install
     Crates,
+    /// The Debian 12 tree the real-host tests boot (debootstrap, as root)
+    Hosts,
 }
 
-const ALL_PARTS: [Part; 4] = [Part::Rust, Part::Packages, Part::Python, Part::Crates];
+const ALL_PARTS: [Part; 5] = [
+    Part::Rust,
+    Part::Packages,
+    Part::Python,
+    Part::Crates,
+    Part::Hosts,
+];
 
 /// How Debian packages can be installed here.
 enum Privilege {
@@ -90,7 +98,7 @@ impl Setup {
             };
             for part in &parts {
                 match part {
-                    Part::Rust => {}
+                    Part::Rust | Part::Hosts => {}
                     Part::Packages => {
                         install_packages(ctx, &missing, python_packages, &mut left_for_user)?
                     }
@@ -98,6 +106,11 @@ impl Setup {
                     Part::Crates => install_crates(ctx, &missing)?,
                 }
             }
+        }
+        // Not for a release runner: only the tests boot hosts.
+        if parts.contains(&Part::Hosts) && !self.release {
+            let is_root = matches!(privilege(ctx), Privilege::Root);
+            super::host_tree::build(ctx, is_root, &mut left_for_user)?;
         }
         println!();
         let still_missing = doctor::report(ctx);

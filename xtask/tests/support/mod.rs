@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 pub use tempfile::TempDir;
 
+pub mod hosts;
+pub mod releases;
 #[path = "tools.rs"]
 mod tools;
 #[allow(unused_imports)] // Used by some of the test binaries that include this module.

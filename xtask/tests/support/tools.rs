@@ -65,3 +65,12 @@ pub fn python_venv() -> Option<PathBuf> {
         Some(data.join("cargo-xtask/venv"))
     })
 }
+
+/// Where `cargo xtask setup --only hosts` builds the Debian tree the
+/// real-host tests boot; the same rule as `tools::host_tree` in the xtask.
+pub fn host_tree() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XTASK_HOST_TREE").filter(|dir| !dir.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    Some(python_venv()?.with_file_name("debian-bookworm"))
+}
