@@ -117,7 +117,7 @@ pub enum Task {
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Flags),
+    Run(Box<Flags>),
     /// Print this text (help) and exit successfully.
     Exit(String),
 }
@@ -133,10 +133,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
     };
     let xtask = Xtask::from_arg_matches(&matches).map_err(|err| usage_error(&err))?;
     match xtask.task {
-        Some(TaskOrHelp::Task(task)) => Ok(Parsed::Run(Flags {
+        Some(TaskOrHelp::Task(task)) => Ok(Parsed::Run(Box::new(Flags {
             dry_run: xtask.dry_run,
             task,
-        })),
+        }))),
         None | Some(TaskOrHelp::Help { task: None }) => {
             Ok(Parsed::Exit(command.render_help().to_string()))
         }

@@ -32,7 +32,7 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     tools::put_python_venv_on_path();
     let flags = match flags::parse(std::env::args_os()) {
-        Ok(flags::Parsed::Run(flags)) => flags,
+        Ok(flags::Parsed::Run(flags)) => *flags,
         Ok(flags::Parsed::Exit(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;

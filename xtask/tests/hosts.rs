@@ -1,29 +1,291 @@
 //! `deploy` to real systemd hosts: Debian 12 booted with systemd-nspawn
 //! (see `support::hosts`), with the units `deploy` installs, through the
-//! real `systemctl`, journald and sshd.
+//! real `systemctl`, journald and sshd. What the stand-in of `deploy.rs`
+//! cannot show: that systemd supervises the process an upgrade started
+//! (so a later stop drains instead of killing), that the first deploy to a
+//! bare host installs and starts the service, and that socket activation
+//! brings it back after a reboot.
 
 mod support;
 
 use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use support::hosts::{Host, ssh_key, tree_or_skip};
+use support::releases::{config_files, release};
 use support::*;
 
+const ROOT: &str = "/opt/app";
+const PORT: u16 = 8080;
+/// server.drain_delay of config/base.toml: a stop that drains takes as long.
+const DRAIN_DELAY: Duration = Duration::from_secs(5);
+
+/// Requests that a client in the host's network namespace sends, one per
+/// connection, from a few threads, until stopped (bounded in time).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    /// What the test is doing, named in each error.
+    phase: Arc<std::sync::Mutex<String>>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    const BOUND: Duration = Duration::from_secs(300);
+
+    fn start(namespace: &Path) -> Load {
+        let (stop, ok, failed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let phase = Arc::new(std::sync::Mutex::new("start".to_owned()));
+        let threads = (0..4)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let phase = phase.clone();
+                let namespace = fs::File::open(namespace).unwrap();
+                std::thread::spawn(move || {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns moves this thread (only) into the host's
+                    // network namespace; the descriptor is open.
+                    let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+                    let started = Instant::now();
+                    let mut errors = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && started.elapsed() < Load::BOUND {
+                        match get("/") {
+                            Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                            other => {
+                                if errors.len() < 10 {
+                                    let phase = phase.lock().unwrap().clone();
+                                    errors.push(format!("{phase}: {other:?}"));
+                                }
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                    errors
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            phase,
+            threads,
+        }
+    }
+
+    fn phase(&self, phase: &str) {
+        *self.phase.lock().unwrap() = phase.to_owned();
+    }
+
+    fn served(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients; returns (served, failed, the first errors).
+    fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let errors = self
+            .threads
+            .into_iter()
+            .flat_map(|thread| thread.join().unwrap())
+            .collect();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
+/// `GET path` from the service on the loopback of the calling thread's
+/// network namespace: the status and body.
+fn get(path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", PORT))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {response:?}")))?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok((status, body.to_owned()))
+}
+
+/// Two releases of the app (debug builds stamped with two commits) with
+/// the config a production host reads.
+fn releases(scratch: &Path) -> [(String, PathBuf); 2] {
+    ["c", "d"].map(|letter| {
+        let commit = letter.repeat(40);
+        let binary = fs::read(app_built_at(&commit, "deploy")).unwrap();
+        let dir = scratch.join(format!("dist-{letter}"));
+        let archive = release(
+            &dir,
+            &commit,
+            &binary,
+            &config_files(&["base.toml", "prod.toml"]),
+        );
+        (commit, archive)
+    })
+}
+
+fn deploy(archive: &Path, host: &str, ssh_config: &Path) -> std::process::Output {
+    output(
+        xtask(&workspace_root())
+            .arg("deploy")
+            .arg("--archive")
+            .arg(archive)
+            .args(["--host", host, "--root", ROOT, "--ssh-config"])
+            .arg(ssh_config),
+    )
+}
+
+/// `systemctl show -p <property> --value app.service` on the host.
+fn property(host: &Host, name: &str) -> String {
+    host.run_ok(&format!("systemctl show -p {name} --value app.service"))
+        .trim()
+        .to_owned()
+}
+
+/// Runs `command` on the host and returns how long it took.
+fn timed(host: &Host, command: &str) -> Duration {
+    let started = Instant::now();
+    host.run_ok(command);
+    started.elapsed()
+}
+
+/// Waits until the service is active and the load is served again.
+fn wait_until_serving_again(host: &Host, load: &Load) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while property(host, "ActiveState") != "active" {
+        assert!(Instant::now() < deadline, "app.service is not active again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let served = load.served();
+    while load.served() < served + 100 {
+        assert!(Instant::now() < deadline, "the load is not served again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn slow_a_host_boots_and_answers_ssh() {
+fn slow_a_bare_host_gets_the_service_then_upgrades_stops_restarts_and_reboots_under_load() {
     let Some(tree) = tree_or_skip() else {
         return;
     };
     let scratch = TempDir::new().unwrap();
     let key = ssh_key(scratch.path());
-    let host = Host::boot(&tree, scratch.path(), "alpha", &key);
-    let config = scratch.path().join("ssh_config");
-    fs::write(&config, host.ssh_config(&key)).unwrap();
-    let said = stdout_of(
-        std::process::Command::new("ssh")
-            .arg("-F")
-            .arg(&config)
-            .args(["alpha", "systemctl --version | head -1"]),
+    let [(commit_c, archive_c), (commit_d, archive_d)] = releases(scratch.path());
+    let mut host = Host::boot(&tree, scratch.path(), "alpha", &key);
+    let ssh_config = scratch.path().join("ssh_config");
+    fs::write(&ssh_config, host.ssh_config(&key)).unwrap();
+
+    // 1. The first deploy to a bare host installs the units, enables the
+    //    socket and starts the service.
+    let deployed = deploy(&archive_c, "alpha", &ssh_config);
+    let printed = stderr_text(&deployed);
+    assert!(deployed.status.success(), "{printed}");
+    assert!(
+        printed.contains("systemctl enable --now app.socket app.service"),
+        "{printed}"
     );
-    assert!(said.starts_with("systemd 252"), "{said}");
+    assert_eq!(
+        host.run_ok("systemctl is-active app.socket app.service"),
+        "active\nactive\n"
+    );
+    assert_eq!(host.run_ok("systemctl is-enabled app.socket"), "enabled\n");
+    assert!(
+        host.run_ok("cat /etc/systemd/system/app.service")
+            .contains("ExecStart=/opt/app/current/app --config-dir /opt/app/current/config"),
+    );
+
+    // 2. Five upgrades by deploy under load: systemd follows each new
+    //    process (MainPID) and no request fails.
+    let load = Load::start(&host.network_namespace());
+    let mut main_pids = vec![property(&host, "MainPID")];
+    for round in 0..5 {
+        let (commit, archive) = if round % 2 == 0 {
+            (&commit_d, &archive_d)
+        } else {
+            (&commit_c, &archive_c)
+        };
+        let served_before = load.served();
+        load.phase(&format!("upgrade {round}"));
+        let deployed = deploy(archive, "alpha", &ssh_config);
+        assert!(deployed.status.success(), "{}", stderr_text(&deployed));
+        let main_pid = property(&host, "MainPID");
+        assert!(
+            !main_pids.contains(&main_pid),
+            "MainPID {main_pid} again: {main_pids:?}"
+        );
+        let version = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/version"));
+        assert!(version.contains(commit.as_str()), "{version}");
+        let health = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/healthz"));
+        assert!(
+            health.contains(&format!("\"pid\":{main_pid}")),
+            "MainPID {main_pid}: {health}"
+        );
+        main_pids.push(main_pid);
+        assert!(
+            load.served() > served_before,
+            "no request served during round {round}"
+        );
+    }
+
+    // 3. systemd supervises the last process as its own child, so a stop
+    //    under load drains (it takes the drain delay) and exits 0; the
+    //    socket stays, and the next request starts the service again.
+    load.phase("stop");
+    let took = timed(&host, "systemctl stop app.service");
+    assert!(
+        took >= DRAIN_DELAY,
+        "systemctl stop returned after {took:?}: it killed instead of draining\n{}",
+        host.run("journalctl -u app --no-pager -n 30")
+            .stdout
+            .escape_ascii()
+    );
+    assert_eq!(property(&host, "ExecMainStatus"), "0");
+    // 4. The same for a restart, once the socket has started the service
+    //    again and it serves.
+    load.phase("started by the socket");
+    wait_until_serving_again(&host, &load);
+    load.phase("restart");
+    let took = timed(&host, "systemctl restart app.service");
+    assert!(
+        took >= DRAIN_DELAY,
+        "systemctl restart returned after {took:?}"
+    );
+    assert_eq!(property(&host, "ExecMainStatus"), "0");
+    let served_before = load.served();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        load.served() > served_before,
+        "nothing served after the restart"
+    );
+    let (served, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{served} served, {failed} failed: {errors:?}");
+    eprintln!("{served} requests served, none failed, through 5 upgrades, a stop and a restart");
+
+    // 5. A reboot: the socket comes back with the host and starts the
+    //    service on the first request, with no deploy and no manual step.
+    host.reboot();
+    let version = host.run_ok(&format!(
+        "curl -sf --max-time 30 http://127.0.0.1:{PORT}/version"
+    ));
+    assert!(version.contains(commit_d.as_str()), "{version}");
+    assert_eq!(host.run_ok("systemctl is-active app.service"), "active\n");
 }

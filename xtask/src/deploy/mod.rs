@@ -14,6 +14,7 @@ mod host;
 pub mod k8s;
 mod source;
 mod state;
+mod units;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ use crate::util::TempFolder;
 use host::Host;
 use source::Source;
 use state::{Entry, Lock, State};
+use units::Units;
 
 /// Where to deploy: one local root, or hosts over ssh.
 #[derive(clap::Args, Debug)]
@@ -79,6 +81,11 @@ pub struct Deploy {
     /// [workspace.metadata.xtask], else 5]
     #[arg(long, value_name = "N")]
     keep: Option<usize>,
+    /// Overwrite installed units that differ from the ones this deploy
+    /// installs, even if they were edited on the host (local changes
+    /// belong in drop-ins, which deploy never touches)
+    #[arg(long)]
+    replace_units: bool,
     #[command(flatten)]
     place: Where,
     #[command(flatten)]
@@ -232,7 +239,7 @@ impl Deploy {
         let control = TempFolder::new("xtask-ssh")?;
         let hosts = self.place.hosts(&control)?;
         let plan = self.activation.plan(ctx)?;
-        check_units(&plan, &hosts)?;
+        let units = units::inspect(&plan, &hosts, self.replace_units)?;
         // Everything about the release is checked before any host changes.
         let source = match &self.archive {
             Some(archive) => source::from_archive(archive)?,
@@ -258,8 +265,8 @@ impl Deploy {
         catch_interrupts();
         let started = Instant::now();
         let mut switched: Vec<(&Host, Option<String>)> = Vec::new();
-        for host in &hosts {
-            match deploy_host(&plan, host, &source, keep) {
+        for (host, units) in hosts.iter().zip(&units) {
+            match deploy_host(&plan, host, units, &source, keep) {
                 Ok(from) => switched.push((host, from)),
                 Err(err) => {
                     let undone = undo(&plan, &switched, &source.name);
@@ -290,90 +297,6 @@ impl Deploy {
     }
 }
 
-/// With the default activation, checks on every host, before any changes,
-/// that the unit `systemctl reload` would reload runs the binary of this
-/// deploy root (`<root>/current/<binary>`). Units are installed once per
-/// host by its operator and are not `deploy`'s to rewrite; a unit rendered
-/// for another root would restart that root's release and prove nothing
-/// about this one. A dry run reports what a real run would refuse.
-fn check_units(plan: &Plan, hosts: &[Host]) -> Result<()> {
-    let Some(unit) = &plan.reloaded_unit else {
-        return Ok(());
-    };
-    let binary = &plan.ctx.project.settings.binary;
-    for host in hosts {
-        let shown = host
-            .read(
-                plan.ctx,
-                &[
-                    "systemctl",
-                    "show",
-                    "--property=LoadState",
-                    "--property=ExecStart",
-                    unit,
-                ],
-            )
-            .map(|output| output.stdout);
-        let verdict = shown
-            .map_err(|err| format!("cannot read {unit}: {err:#}"))
-            .and_then(|shown| {
-                unit_runs_from_root(&shown, unit, &host.path(&format!("current/{binary}")))
-            });
-        if let Err(problem) = verdict {
-            let message = format!(
-                "{}: {problem}; the default activation, `systemctl reload {binary}`, needs the units rendered for this root installed there (`cargo xtask units --root {}`, installed as docs/service.md, \"Under systemd\", says), or pass --activate CMD",
-                host.label, host.root
-            );
-            if plan.ctx.dry_run {
-                eprintln!("(dry run: a real run would refuse here: {message})");
-            } else {
-                bail!(message);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether `systemctl show --property=LoadState --property=ExecStart`
-/// output says the unit is installed and starts `expected`; the reason if
-/// not.
-fn unit_runs_from_root(shown: &str, unit: &str, expected: &str) -> Result<(), String> {
-    let property = |name: &str| {
-        shown
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
-            .unwrap_or("")
-    };
-    let load_state = property("LoadState");
-    if load_state != "loaded" {
-        return Err(format!("{unit} is not installed (LoadState={load_state})"));
-    }
-    // `ExecStart={ path=/opt/app/current/app ; argv[]=... ; ... }`
-    let exec_start = property("ExecStart");
-    let path = exec_start
-        .split(" ; ")
-        .find_map(|field| field.trim_start_matches('{').trim().strip_prefix("path="))
-        .unwrap_or("");
-    if path != expected {
-        let root = path
-            .strip_suffix(&format!(
-                "/current/{}",
-                expected.rsplit('/').next().unwrap_or("")
-            ))
-            .map(|root| format!(" (deploy to --root {root} for that one)"))
-            .unwrap_or_default();
-        return Err(format!(
-            "{unit} runs {}, not {expected}{root}",
-            if path.is_empty() {
-                "no ExecStart"
-            } else {
-                path
-            }
-        ));
-    }
-    Ok(())
-}
-
 /// Rolls back the hosts a fleet deploy already switched; says what it did.
 fn undo(plan: &Plan, switched: &[(&Host, Option<String>)], release: &str) -> String {
     let mut lines = Vec::new();
@@ -390,7 +313,13 @@ fn undo(plan: &Plan, switched: &[(&Host, Option<String>)], release: &str) -> Str
 }
 
 /// Deploys to one host under its lock; returns the release it replaced.
-fn deploy_host(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Result<Option<String>> {
+fn deploy_host(
+    plan: &Plan,
+    host: &Host,
+    units: &Units,
+    source: &Source,
+    keep: usize,
+) -> Result<Option<String>> {
     let ctx = plan.ctx;
     let failed_at = |step: &str| {
         format!(
@@ -402,14 +331,20 @@ fn deploy_host(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Result
         .with_context(|| failed_at("creating the deploy root"))?;
     let lock = Lock::acquire(ctx, host, &source.name, plan.lock_wait)
         .with_context(|| failed_at("lock"))?;
-    let result = deploy_locked(plan, host, source, keep);
+    let result = deploy_locked(plan, host, units, source, keep);
     let released = lock.release(ctx);
     let from = result?;
     released?;
     Ok(from)
 }
 
-fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Result<Option<String>> {
+fn deploy_locked(
+    plan: &Plan,
+    host: &Host,
+    units: &Units,
+    source: &Source,
+    keep: usize,
+) -> Result<Option<String>> {
     let ctx = plan.ctx;
     let started = Instant::now();
     let state = State::read(ctx, host)?;
@@ -427,9 +362,17 @@ fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Resu
     };
 
     place_release(ctx, host, source, &state).map_err(|err| fail("upload", err))?;
+    // The first deploy to a host starts the service instead of reloading it.
+    let activate = match units {
+        Units::Missing => units::first_start(&ctx.project.settings.binary),
+        Units::Current | Units::Outdated => plan.activate.clone(),
+    };
     if ctx.dry_run {
         switch(ctx, host, &source.name)?;
-        host.activate(ctx, &plan.activate)?;
+        if *units != Units::Current {
+            units::install(plan, host)?;
+        }
+        host.activate(ctx, &activate)?;
         eprintln!(
             "(dry run: would wait for {} to answer /readyz and /version {})",
             plan.service, source.commit
@@ -459,7 +402,11 @@ fn deploy_locked(plan: &Plan, host: &Host, source: &Source, keep: usize) -> Resu
     // its text. An interrupt during activation (which may also have killed
     // the activation command) counts as the interrupt.
     let outcome = check_interrupted()
-        .and_then(|()| host.activate(ctx, &plan.activate))
+        .and_then(|()| match units {
+            Units::Current => Ok(()),
+            Units::Missing | Units::Outdated => units::install(plan, host),
+        })
+        .and_then(|()| host.activate(ctx, &activate))
         .and_then(|()| check_interrupted())
         .map_err(|err| ("activate", err))
         .and_then(|()| {
@@ -777,7 +724,15 @@ impl Rollback {
         let control = TempFolder::new("xtask-ssh")?;
         let hosts = self.place.hosts(&control)?;
         let plan = self.activation.plan(ctx)?;
-        check_units(&plan, &hosts)?;
+        for (host, units) in hosts.iter().zip(units::inspect(&plan, &hosts, false)?) {
+            if units == Units::Missing {
+                bail!(
+                    "{}: {}.service is not installed, so there is nothing to roll back: `cargo xtask deploy` installs it",
+                    host.label,
+                    ctx.project.settings.binary
+                );
+            }
+        }
         catch_interrupts();
         let mut result = Ok(());
         for host in &hosts {
@@ -861,32 +816,6 @@ impl Releases {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_reloaded_unit_must_run_the_binary_of_the_root() {
-        let shown = |path: &str| {
-            format!(
-                "LoadState=loaded\nExecStart={{ path={path} ; argv[]={path} --config-dir /x ; ignore_errors=no ; start_time=[n/a] ; pid=0 }}\n"
-            )
-        };
-        let expected = "/srv/app/current/app";
-        assert_eq!(
-            unit_runs_from_root(&shown(expected), "app.service", expected),
-            Ok(())
-        );
-        assert_eq!(
-            unit_runs_from_root(&shown("/opt/app/current/app"), "app.service", expected),
-            Err("app.service runs /opt/app/current/app, not /srv/app/current/app (deploy to --root /opt/app for that one)".to_owned())
-        );
-        assert_eq!(
-            unit_runs_from_root(&shown("/usr/bin/app"), "app.service", expected),
-            Err("app.service runs /usr/bin/app, not /srv/app/current/app".to_owned())
-        );
-        assert_eq!(
-            unit_runs_from_root("LoadState=not-found\nExecStart=\n", "app.service", expected),
-            Err("app.service is not installed (LoadState=not-found)".to_owned())
-        );
-    }
 
     #[test]
     fn durations_and_release_names_parse() {
