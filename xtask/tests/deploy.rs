@@ -854,7 +854,7 @@ fn a_deploy_whose_unit_runs_another_root_is_refused_before_anything_changes() {
         let stderr = stderr_text(&run);
         let last = stderr.lines().last().unwrap();
         let expected = format!(
-            "error: local: app.service runs /opt/app/current/app, not {root}/current/app (deploy to --root /opt/app for that one); the default activation, `systemctl reload app`, needs the units rendered for this root installed there (`cargo xtask units --root {root}`, installed as docs/service.md, \"Under systemd\", says), or pass --activate CMD",
+            "error: local: app.service runs /opt/app/current/app, not {root}/current/app (deploy to --root /opt/app for that one); `deploy` installs and checks the units rendered for this root (`cargo xtask units --root {root}`), or pass --activate CMD to start the service yourself",
             root = root.display()
         );
         assert_eq!(last, expected, "{task}");

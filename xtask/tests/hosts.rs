@@ -276,9 +276,49 @@ fn slow_a_bare_host_gets_the_service_then_upgrades_stops_restarts_and_reboots_un
         load.served() > served_before,
         "nothing served after the restart"
     );
+    // At least 100,000 requests, each worth a request line to journald.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while load.served() < 100_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (served, failed, errors) = load.finish();
     assert_eq!(failed, 0, "{served} served, {failed} failed: {errors:?}");
+    assert!(
+        served >= 100_000,
+        "only {served} requests in the time bound"
+    );
     eprintln!("{served} requests served, none failed, through 5 upgrades, a stop and a restart");
+
+    // 6. The journal kept every lifecycle line: prod's request log limit
+    //    keeps the service under journald's rate limit.
+    let journal = host.run_ok("journalctl -u app.service -o cat --no-pager");
+    let count = |needle: &str| journal.lines().filter(|line| line.contains(needle)).count();
+    let lifecycle = [
+        // The first start, five upgrades, the start the socket made after
+        // the stop, the restart.
+        ("\"listening\"", 8),
+        ("\"upgrade requested\"", 5),
+        ("\"upgrade complete", 5),
+        ("\"stop requested: draining\"", 2),
+        // Every process but the one still running.
+        ("\"stopped\"", 7),
+    ];
+    for (line, expected) in lifecycle {
+        assert_eq!(
+            count(line),
+            expected,
+            "{line} in the journal; suppressed: {:?}",
+            journal
+                .lines()
+                .filter(|line| line.contains("Suppressed"))
+                .collect::<Vec<_>>()
+        );
+    }
+    let metrics = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/metrics"));
+    assert!(
+        metrics.contains("app_log_request_lines_dropped_total "),
+        "{metrics}"
+    );
 
     // 5. A reboot: the socket comes back with the host and starts the
     //    service on the first request, with no deploy and no manual step.

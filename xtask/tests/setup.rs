@@ -209,16 +209,23 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     } else {
         "DEBIAN_FRONTEND=noninteractive apt-get"
     };
+    // Found in /usr/sbin even off PATH, like sshd.
     let sshd_installed = Path::new("/usr/sbin/sshd").is_file();
+    let debootstrap = Path::new("/usr/sbin/debootstrap");
     // Python and its venv module are added, since the fake python3 cannot
     // make a virtual environment.
     let packages = format!(
-        "curl qemu-user podman runc skopeo docker-registry apache2-utils systemd openssh-client{} prometheus python3 python3-venv",
+        "curl qemu-user podman runc skopeo docker-registry apache2-utils systemd openssh-client{}{} systemd-container prometheus python3 python3-venv",
         if sshd_installed {
             ""
         } else {
             " openssh-server"
-        }
+        },
+        if debootstrap.is_file() {
+            ""
+        } else {
+            " debootstrap"
+        },
     );
     let sudo = apt.trim_end_matches("apt-get");
     // Service starts are forbidden for the install, unless the machine
@@ -255,6 +262,16 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
         ),
         "cargo install --locked cargo-nextest".to_owned(),
         "cargo install --locked rust-audit-info".to_owned(),
+        // The host tree, beside the virtual environment.
+        format!(
+            "{} --variant=minbase --include=systemd,systemd-sysv,dbus,openssh-server,iproute2,curl,ca-certificates,procps bookworm {}",
+            if debootstrap.is_file() {
+                debootstrap.to_str().unwrap()
+            } else {
+                "debootstrap"
+            },
+            fake.path("debian-bookworm.partial").display()
+        ),
     ]);
     assert_eq!(echoed, expected, "{stderr}");
     // Only the probes ran: rustup was asked for its components and python

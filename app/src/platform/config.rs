@@ -57,6 +57,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which requests get a line in the request log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestLog {
+    /// Every request.
+    All,
+    /// Requests answered with a status of 500 or above.
+    Errors,
+    /// None: the metrics still count every request.
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -130,6 +142,9 @@ impl WorkerCount {
 pub struct Log {
     pub format: LogFormat,
     pub level: LogLevel,
+    pub requests: RequestLog,
+    /// At most this many request lines per second; 0: no limit.
+    pub requests_per_second: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +212,9 @@ struct ServerLayer {
 struct LogLayer {
     format: Option<LogFormat>,
     level: Option<LogLevel>,
+    requests: Option<RequestLog>,
+    #[serde(default, deserialize_with = "optional_count")]
+    requests_per_second: Option<usize>,
 }
 
 /// `[service]`: `name` is the platform's; every other key is the business
@@ -353,6 +371,8 @@ impl Settings {
             log: Log {
                 format: LogFormat::Text,
                 level: LogLevel::Info,
+                requests: RequestLog::All,
+                requests_per_second: 0,
             },
             service: Service {
                 name: crate::platform::build_info::BINARY.to_owned(),
@@ -472,6 +492,10 @@ impl Settings {
         set(&mut self.server.workers, server.workers);
         set(&mut self.log.format, log.format);
         set(&mut self.log.level, log.level);
+        set(&mut self.log.requests, log.requests);
+        if let Some(rate) = log.requests_per_second {
+            self.log.requests_per_second = u32::try_from(rate).unwrap_or(u32::MAX);
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -546,6 +570,11 @@ impl Settings {
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
         };
+        let requests = match self.log.requests {
+            RequestLog::All => "all",
+            RequestLog::Errors => "errors",
+            RequestLog::Off => "off",
+        };
         format!(
             "# APP_ENV={}\n# sources, in order: {}\n\n\
              [server]\n\
@@ -560,7 +589,9 @@ impl Settings {
              workers = {}\n\n\
              [log]\n\
              format = \"{format}\"\n\
-             level = \"{level}\"\n\n\
+             level = \"{level}\"\n\
+             requests = \"{requests}\"\n\
+             requests_per_second = {}\n\n\
              [service]\n\
              name = {}\n\
              {}\n\
@@ -580,6 +611,7 @@ impl Settings {
                 WorkerCount::Auto => quoted("auto"),
                 WorkerCount::Count(count) => count.to_string(),
             },
+            self.log.requests_per_second,
             quoted(&self.service.name),
             self.service
                 .own

@@ -22,7 +22,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -30,7 +30,7 @@ use tracing::span;
 use tracing::subscriber::{Interest, Subscriber};
 use tracing::{Event, Level, Metadata};
 
-use crate::platform::config::{Log, LogFormat, LogLevel};
+use crate::platform::config::{Log, LogFormat, LogLevel, RequestLog};
 
 /// Longest a line waits in the buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
@@ -85,6 +85,78 @@ pub fn dropped_lines() -> u64 {
 }
 
 static BUFFER: OnceLock<Buffer> = OnceLock::new();
+
+/// Whether a request answered with `status` gets a line in the request log:
+/// `log.requests` picks which, and `log.requests_per_second` bounds how many
+/// per second. A line over the bound is dropped and counted
+/// (`request_lines_dropped`): with one line per request, a busy service
+/// would otherwise flood the journal, whose rate limit then throws away
+/// the service's own lines (upgrades, drains, errors) with the rest.
+/// Lines that are not request lines are never limited here.
+pub fn request_line_wanted(log: &Log, status: u16) -> bool {
+    match log.requests {
+        RequestLog::Off => return false,
+        RequestLog::Errors if status < 500 => return false,
+        RequestLog::All | RequestLog::Errors => {}
+    }
+    let limit = u64::from(log.requests_per_second);
+    if limit == 0 {
+        return true;
+    }
+    // One word: the second (since the first request line) and the lines
+    // written in it, so that a new second resets the count atomically.
+    let second = REQUEST_CLOCK.get_or_init(Instant::now).elapsed().as_secs() & 0xffff_ffff;
+    let mut current = REQUEST_WINDOW.load(Ordering::Relaxed);
+    loop {
+        let next = if current >> 32 != second {
+            (second << 32) | 1
+        } else if current & 0xffff_ffff < limit {
+            current + 1
+        } else {
+            DROPPED_REQUEST_LINES[shard()]
+                .0
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        match REQUEST_WINDOW.compare_exchange_weak(
+            current,
+            next,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
+/// Request lines dropped by `log.requests_per_second`.
+pub fn request_lines_dropped() -> u64 {
+    DROPPED_REQUEST_LINES
+        .iter()
+        .map(|shard| shard.0.load(Ordering::Relaxed))
+        .sum()
+}
+
+static REQUEST_CLOCK: OnceLock<Instant> = OnceLock::new();
+static REQUEST_WINDOW: AtomicU64 = AtomicU64::new(0);
+
+/// A counter on a cache line of its own: once over the limit every request
+/// counts a drop, and one shared line would bounce between the workers.
+#[repr(align(128))]
+struct Shard(AtomicU64);
+
+const SHARDS: usize = 16;
+static DROPPED_REQUEST_LINES: [Shard; SHARDS] = [const { Shard(AtomicU64::new(0)) }; SHARDS];
+
+/// This thread's shard of the drop counter.
+fn shard() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SHARD: usize = (NEXT.fetch_add(1, Ordering::Relaxed) as usize) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
 
 struct Buffer {
     lines: Mutex<Vec<u8>>,

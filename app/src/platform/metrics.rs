@@ -504,7 +504,8 @@ pub fn intern_route(route: &str) -> &'static str {
     leaked
 }
 
-/// Log lines dropped because stdout could not keep up (see `logging`).
+/// Log lines dropped because stdout could not keep up, and request lines
+/// dropped by the request log's rate limit (see `logging`).
 #[derive(Debug)]
 struct LogCollector;
 
@@ -516,6 +517,13 @@ impl Collector for LogCollector {
             "Log lines dropped because stdout could not keep up",
             None,
             dropped.metric_type(),
+        )?)?;
+        let limited = ConstCounter::new(crate::platform::logging::request_lines_dropped());
+        limited.encode(encoder.encode_descriptor(
+            "app_log_request_lines_dropped",
+            "Request log lines dropped by log.requests_per_second",
+            None,
+            limited.metric_type(),
         )?)
     }
 }

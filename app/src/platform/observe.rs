@@ -163,14 +163,16 @@ impl Observation {
             },
             elapsed,
         );
-        tracing::info!(
-            target: concat!(env!("CARGO_CRATE_NAME"), "::request"),
-            method,
-            route,
-            status,
-            latency_ms = elapsed.as_micros() as f64 / 1_000.0,
-            request_id = request_id.to_str().unwrap_or_default(),
-        );
+        if crate::platform::logging::request_line_wanted(&state.settings.log, status) {
+            tracing::info!(
+                target: concat!(env!("CARGO_CRATE_NAME"), "::request"),
+                method,
+                route,
+                status,
+                latency_ms = elapsed.as_micros() as f64 / 1_000.0,
+                request_id = request_id.to_str().unwrap_or_default(),
+            );
+        }
         let headers = response.headers_mut();
         headers.insert(REQUEST_ID, request_id);
         if !state.lifecycle.is_ready() {

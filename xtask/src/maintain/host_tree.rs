@@ -35,23 +35,26 @@ pub fn build(ctx: &Ctx, is_root: bool, left_for_user: &mut Vec<String>) -> Resul
         println!("host tree: {} is up to date", tree.display());
         return Ok(());
     }
-    let (Some(debootstrap), Some(_)) = (
-        tools::find(Tool::Debootstrap),
-        tools::find(Tool::SystemdNspawn),
-    ) else {
-        left_for_user.push(
-            "cargo xtask setup --only packages --only hosts (debootstrap and systemd-nspawn first)"
-                .to_owned(),
-        );
-        return Ok(());
-    };
-    if !is_root {
-        left_for_user.push(format!(
-            "sudo cargo xtask setup --only hosts (debootstrap needs root; it builds {})",
-            tree.display()
-        ));
-        return Ok(());
+    // A dry run shows the command even where the packages part (which runs
+    // first) has yet to install debootstrap.
+    let debootstrap = tools::find(Tool::Debootstrap);
+    if !ctx.dry_run {
+        if debootstrap.is_none() || tools::find(Tool::SystemdNspawn).is_none() {
+            left_for_user.push(
+                "cargo xtask setup --only packages --only hosts (debootstrap and systemd-nspawn first)"
+                    .to_owned(),
+            );
+            return Ok(());
+        }
+        if !is_root {
+            left_for_user.push(format!(
+                "sudo cargo xtask setup --only hosts (debootstrap needs root; it builds {})",
+                tree.display()
+            ));
+            return Ok(());
+        }
     }
+    let debootstrap = debootstrap.unwrap_or_else(|| "debootstrap".into());
     let partial = tree.with_extension("partial");
     let sh = &ctx.sh;
     if partial.exists() {
