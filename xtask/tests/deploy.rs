@@ -864,3 +864,30 @@ fn a_deploy_whose_unit_runs_another_root_is_refused_before_anything_changes() {
         assert!(!bin.join("calls").exists(), "{task} reloaded a unit");
     }
 }
+
+/// A release unpacked by hand as the operator's guide shows it (the
+/// archive's own folder name) is listed with the version and commit its
+/// binary reports.
+#[test]
+fn releases_reads_a_release_installed_by_hand() {
+    let commit = "e".repeat(40);
+    let scratch = TempDir::new().unwrap();
+    let root = scratch.path().join("root");
+    let by_hand = root.join(format!("releases/app-0.1.0-{TARGET}"));
+    fs::create_dir_all(&by_hand).unwrap();
+    fs::copy(app_built_at(&commit, "deploy"), by_hand.join("app")).unwrap();
+    std::os::unix::fs::symlink(format!("releases/app-0.1.0-{TARGET}"), root.join("current"))
+        .unwrap();
+    let listed = output(
+        xtask(&workspace_root())
+            .args(["releases", "--json", "--root"])
+            .arg(&root),
+    );
+    assert!(listed.status.success(), "{}", stderr_text(&listed));
+    let report: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let release = &report[0]["releases"][0];
+    assert_eq!(release["name"], format!("app-0.1.0-{TARGET}"));
+    assert_eq!(release["version"], "0.1.0");
+    assert_eq!(release["commit"], &commit[..7]);
+    assert_eq!(release["current"], true);
+}

@@ -433,13 +433,8 @@ fn deploy_locked(
         let back = switch(ctx, host, previous)
             .and_then(|()| host.activate(ctx, &plan.activate))
             .and_then(|()| {
-                prove(
-                    plan,
-                    host,
-                    commit_of(previous),
-                    plan.timeout,
-                    Interrupt::Finish,
-                )
+                let (_, commit) = release_identity(ctx, host, previous)?;
+                prove(plan, host, &commit, plan.timeout, Interrupt::Finish)
             });
         let mut entry = Entry::new(
             host,
@@ -553,11 +548,36 @@ fn switch(ctx: &Ctx, host: &Host, release: &str) -> Result<()> {
     host.change(ctx, &["mv", "-T", &temporary, &host.path("current")])
 }
 
-/// The short commit at the end of a release name (`0.1.0-abc1234`).
-fn commit_of(release: &str) -> &str {
-    release
-        .rsplit_once('-')
-        .map_or(release, |(_, commit)| commit)
+/// The version and commit in a release name as `deploy` writes it,
+/// `<version>-<short commit>` (`0.1.0-abc1234`).
+fn named_identity(release: &str) -> Option<(&str, &str)> {
+    let (version, commit) = release.rsplit_once('-')?;
+    let is_commit = (7..=40).contains(&commit.len())
+        && commit.bytes().all(|byte| byte.is_ascii_hexdigit());
+    is_commit.then_some((version, commit))
+}
+
+/// The version and commit of a release on a host: from its name when
+/// `deploy` put it there, else (a release unpacked by hand, named as its
+/// archive, `app-0.1.0-x86_64-unknown-linux-musl`) from its binary's
+/// `--version --json`, run on the host.
+fn release_identity(ctx: &Ctx, host: &Host, release: &str) -> Result<(String, String)> {
+    if let Some((version, commit)) = named_identity(release) {
+        return Ok((version.to_owned(), commit.to_owned()));
+    }
+    let binary = host.path(&format!(
+        "releases/{release}/{}",
+        ctx.project.settings.binary
+    ));
+    let printed = host
+        .read(ctx, &[&binary, "--version", "--json"])
+        .with_context(|| format!("read the version of {release} on {}", host.label))?
+        .stdout;
+    let stamp: serde_json::Value = serde_json::from_str(&printed).with_context(|| {
+        format!("{binary} --version --json on {} printed no JSON", host.label)
+    })?;
+    let field = |name: &str| stamp[name].as_str().unwrap_or_default().to_owned();
+    Ok((field("version"), field("commit_short")))
 }
 
 /// Whether a step gives up when the deploy is interrupted: the steps of a
@@ -686,13 +706,8 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
                 if ctx.dry_run {
                     Ok(())
                 } else {
-                    prove(
-                        plan,
-                        host,
-                        commit_of(&target),
-                        plan.timeout,
-                        Interrupt::Finish,
-                    )
+                    let (_, commit) = release_identity(ctx, host, &target)?;
+                    prove(plan, host, &commit, plan.timeout, Interrupt::Finish)
                 }
             });
         entry.duration_ms = started.elapsed().as_millis() as u64;
@@ -761,7 +776,12 @@ impl Releases {
                 .releases
                 .iter()
                 .map(|name| {
-                    let (version, commit) = name.rsplit_once('-').unwrap_or((name, ""));
+                    // A release whose binary cannot say is listed without.
+                    let (version, commit) = release_identity(ctx, host, name)
+                        .unwrap_or_else(|err| {
+                            eprintln!("warning: {err:#}");
+                            (String::new(), String::new())
+                        });
                     serde_json::json!({
                         "name": name,
                         "version": version,
@@ -824,8 +844,13 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("30").unwrap_err().contains("no unit"));
         assert!(parse_duration("3d").unwrap_err().contains("the unit is"));
-        assert_eq!(commit_of("0.1.0-abc1234"), "abc1234");
-        assert_eq!(commit_of("1.0.0-rc.1-abc1234"), "abc1234");
+        assert_eq!(named_identity("0.1.0-abc1234"), Some(("0.1.0", "abc1234")));
+        assert_eq!(
+            named_identity("1.0.0-rc.1-abc1234"),
+            Some(("1.0.0-rc.1", "abc1234"))
+        );
+        assert_eq!(named_identity("app-0.1.0-x86_64-unknown-linux-musl"), None);
+        assert_eq!(named_identity("0.1.0-deadbeefcafe-x"), None);
     }
 
     #[test]
