@@ -40,6 +40,24 @@ impl Ctx {
         })
     }
 
+    /// A context of its own for another thread (a shell is not shared
+    /// between threads): the same project, directory, flags and stamp.
+    pub fn fork(&self) -> Result<Ctx> {
+        let sh = Shell::new().context("set up the command shell")?;
+        sh.change_dir(self.sh.current_dir());
+        let stamp = OnceCell::new();
+        if let Some(known) = self.stamp.get() {
+            let _ = stamp.set(known.clone());
+        }
+        Ok(Ctx {
+            sh,
+            dry_run: self.dry_run,
+            project: self.project.clone(),
+            cargo: self.cargo.clone(),
+            stamp,
+        })
+    }
+
     /// `cargo` as a command, ready for arguments.
     pub fn cargo(&self) -> Cmd<'_> {
         self.sh.cmd(&self.cargo)

@@ -47,6 +47,8 @@ pub struct Xtask {
     task: Option<TaskOrHelp>,
 }
 
+// Parsed once per run: the size of the task's flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum TaskOrHelp {
     #[command(flatten)]

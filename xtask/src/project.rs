@@ -25,6 +25,20 @@ pub struct Settings {
     /// `[workspace.metadata.xtask.k8s]`: what `cargo xtask k8s` renders.
     #[serde(default)]
     pub k8s: K8sSettings,
+    /// `[workspace.metadata.xtask.canary]`: what `deploy --canary` allows.
+    #[serde(default)]
+    pub canary: CanarySettings,
+}
+
+/// The bounds a canary must stay within over its soak; by default the
+/// thresholds of the alerts `k8s` renders.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CanarySettings {
+    /// Most of its requests answered with 5xx, as a ratio (0.01 is 1%).
+    pub max_error_ratio: Option<f64>,
+    /// Highest p99 latency, in seconds.
+    pub max_p99_seconds: Option<f64>,
 }
 
 /// Sizing, scaling and alert thresholds of the Kubernetes manifests; every
@@ -73,7 +87,7 @@ impl Default for K8sSettings {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Project {
     pub root: PathBuf,
     /// Cargo's target directory (honours `CARGO_TARGET_DIR`).
@@ -262,6 +276,7 @@ mod tests {
                 targets: vec!["x86_64-unknown-linux-musl".into()],
                 keep_releases: None,
                 k8s: Default::default(),
+                canary: Default::default(),
             }),
         );
     }

@@ -126,32 +126,44 @@ fn get(path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_owned()))
 }
 
-/// Two releases of the app (debug builds stamped with two commits) with
-/// the config a production host reads.
-fn releases(scratch: &Path) -> [(String, PathBuf); 2] {
-    ["c", "d"].map(|letter| {
-        let commit = letter.repeat(40);
-        let binary = fs::read(app_built_at(&commit, "deploy")).unwrap();
-        let dir = scratch.join(format!("dist-{letter}"));
-        let archive = release(
-            &dir,
-            &commit,
-            &binary,
-            &config_files(&["base.toml", "prod.toml"]),
-        );
-        (commit, archive)
-    })
+/// A release of the app (a debug build stamped with `letter` repeated as
+/// its commit, with `features`) with the config a production host reads.
+fn release_of(scratch: &Path, letter: &str, features: &[&str]) -> (String, PathBuf) {
+    let commit = letter.repeat(40);
+    let binary = fs::read(app_built_with(&commit, "deploy", features)).unwrap();
+    let dir = scratch.join(format!("dist-{letter}"));
+    let archive = release(
+        &dir,
+        &commit,
+        &binary,
+        &config_files(&["base.toml", "prod.toml"]),
+    );
+    (commit, archive)
 }
 
 fn deploy(archive: &Path, host: &str, ssh_config: &Path) -> std::process::Output {
-    output(
-        xtask(&workspace_root())
-            .arg("deploy")
-            .arg("--archive")
-            .arg(archive)
-            .args(["--host", host, "--root", ROOT, "--ssh-config"])
-            .arg(ssh_config),
-    )
+    deploy_to(archive, &[host], ssh_config, &[])
+}
+
+/// `cargo xtask deploy` of `archive` to `hosts`, with more flags.
+fn deploy_to(
+    archive: &Path,
+    hosts: &[&str],
+    ssh_config: &Path,
+    flags: &[&str],
+) -> std::process::Output {
+    let mut command = xtask(&workspace_root());
+    command
+        .arg("deploy")
+        .arg("--archive")
+        .arg(archive)
+        .args(["--root", ROOT, "--ssh-config"])
+        .arg(ssh_config)
+        .args(flags);
+    for host in hosts {
+        command.args(["--host", host]);
+    }
+    output(&mut command)
 }
 
 /// `systemctl show -p <property> --value app.service` on the host.
@@ -189,7 +201,8 @@ fn slow_a_bare_host_gets_the_service_then_upgrades_stops_restarts_and_reboots_un
     };
     let scratch = TempDir::new().unwrap();
     let key = ssh_key(scratch.path());
-    let [(commit_c, archive_c), (commit_d, archive_d)] = releases(scratch.path());
+    let (commit_c, archive_c) = release_of(scratch.path(), "c", &[]);
+    let (commit_d, archive_d) = release_of(scratch.path(), "d", &[]);
     let mut host = Host::boot(&tree, scratch.path(), "alpha", &key);
     let ssh_config = scratch.path().join("ssh_config");
     fs::write(&ssh_config, host.ssh_config(&key)).unwrap();
@@ -328,4 +341,155 @@ fn slow_a_bare_host_gets_the_service_then_upgrades_stops_restarts_and_reboots_un
     ));
     assert!(version.contains(commit_d.as_str()), "{version}");
     assert_eq!(host.run_ok("systemctl is-active app.service"), "active\n");
+}
+
+/// The commit `host` serves, asked on its own loopback.
+fn serving(host: &Host) -> String {
+    let version = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/version"));
+    let version: serde_json::Value = serde_json::from_str(&version).unwrap();
+    version["commit"].as_str().unwrap().to_owned()
+}
+
+/// The last line a command printed on stderr.
+fn last_line(output: &std::process::Output) -> String {
+    stderr_text(output).lines().last().unwrap_or("").to_owned()
+}
+
+/// Four hosts: a good release goes out in batches of two behind a canary;
+/// a release that answers /version but fails 10% of `/` is stopped on the
+/// canary during its soak and no other host is touched; a release that
+/// cannot start on the third host is undone on the first two.
+#[test]
+fn slow_a_fleet_of_four_rolls_out_behind_a_canary_and_halts_on_a_bad_canary_or_host() {
+    let Some(tree) = tree_or_skip() else {
+        return;
+    };
+    let scratch = TempDir::new().unwrap();
+    let key = ssh_key(scratch.path());
+    let names = ["one", "two", "three", "four"];
+    let hosts: Vec<Host> = names
+        .iter()
+        .map(|name| Host::boot(&tree, scratch.path(), name, &key))
+        .collect();
+    let ssh_config = scratch.path().join("ssh_config");
+    let config: String = hosts.iter().map(|host| host.ssh_config(&key)).collect();
+    fs::write(&ssh_config, config).unwrap();
+    let (first, first_archive) = release_of(scratch.path(), "c", &[]);
+    let (good, good_archive) = release_of(scratch.path(), "d", &[]);
+    let (_, faulty_archive) = release_of(scratch.path(), "f", &["fault-injection"]);
+    let (_, unstartable_archive) = release_of(scratch.path(), "e", &[]);
+
+    // The first release, to every host at once: each gets the units.
+    let deployed = deploy_to(&first_archive, &names, &ssh_config, &["--batch", "100%"]);
+    assert!(deployed.status.success(), "{}", stderr_text(&deployed));
+    for host in &hosts {
+        assert_eq!(serving(host), first);
+    }
+
+    // 1. A good release in batches of two behind a canary, which serves
+    //    real requests during its soak.
+    let load = Load::start(&hosts[0].network_namespace());
+    let deployed = deploy_to(
+        &good_archive,
+        &names,
+        &ssh_config,
+        &["--canary", "3s", "--batch", "2"],
+    );
+    let (served, failed, errors) = load.finish();
+    let printed = stderr_text(&deployed);
+    assert!(deployed.status.success(), "{printed}");
+    eprintln!("{printed}");
+    let order: Vec<&str> = printed
+        .lines()
+        .filter(|line| line.starts_with("canary ") || line.starts_with("batch "))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "canary 1/3: one",
+            "batch 2/3: two, three",
+            "batch 3/3: four"
+        ],
+        "{printed}"
+    );
+    assert!(
+        printed.contains("one: canary: watching") && printed.contains("going on"),
+        "{printed}"
+    );
+    assert!(
+        printed.find("going on") < printed.find("batch 2/3"),
+        "the soak ends before the next batch"
+    );
+    assert_eq!(failed, 0, "{served} served: {errors:?}");
+    for host in &hosts {
+        assert_eq!(serving(host), good);
+    }
+    let logged = hosts[3].run_ok("tail -n 1 /opt/app/deploys.log");
+    assert!(logged.contains("\"rollout\":"), "{logged}");
+
+    // 2. A release that fails 10% of `/` is stopped on the canary.
+    let logs_before: Vec<String> = hosts[1..]
+        .iter()
+        .map(|host| host.run_ok("cat /opt/app/deploys.log"))
+        .collect();
+    let load = Load::start(&hosts[0].network_namespace());
+    let refused = deploy_to(
+        &faulty_archive,
+        &names,
+        &ssh_config,
+        &["--canary", "10s", "--batch", "2"],
+    );
+    load.finish();
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_text(&refused));
+    let line = last_line(&refused);
+    eprintln!("{line}");
+    assert!(
+        line.starts_with("error: canary one: the canary answered")
+            && line.contains("5xx")
+            && line.contains("one rolled back to 0.1.0-ddddddd")
+            && line.ends_with("no other host was touched"),
+        "{line}"
+    );
+    for host in &hosts {
+        assert_eq!(serving(host), good, "{}", host.name);
+    }
+    let logs_after: Vec<String> = hosts[1..]
+        .iter()
+        .map(|host| host.run_ok("cat /opt/app/deploys.log"))
+        .collect();
+    assert_eq!(
+        logs_before, logs_after,
+        "a host behind the canary was touched"
+    );
+
+    // 3. A release the third host cannot start (the service's user is at
+    //    its process limit, so no new process can be made): the rollout
+    //    stops there and undoes hosts one and two.
+    hosts[2].run_ok(
+        "prlimit --pid $(systemctl show -p MainPID --value app.service) --nproc=1:1",
+    );
+    let refused = deploy_to(
+        &unstartable_archive,
+        &names,
+        &ssh_config,
+        &["--timeout", "5s"],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_text(&refused));
+    let line = last_line(&refused);
+    eprintln!("{line}");
+    assert!(
+        line.contains("to three failed at prove")
+            && line.contains("one rolled back to 0.1.0-ddddddd")
+            && line.contains("two rolled back to 0.1.0-ddddddd"),
+        "{line}"
+    );
+    for host in &hosts {
+        assert_eq!(serving(host), good, "{}", host.name);
+    }
+    assert!(
+        !hosts[3]
+            .run_ok("cat /opt/app/deploys.log")
+            .contains("eeeeeee"),
+        "the fourth host was touched"
+    );
 }

@@ -154,6 +154,8 @@ impl Observation {
         } = self;
         let state = in_flight.end();
         let elapsed = started.elapsed();
+        #[cfg(feature = "fault-injection")]
+        fault_injection::break_some(route, &mut response);
         let status = response.status().as_u16();
         state.metrics.observe(
             &HttpLabels {
@@ -474,5 +476,22 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), 5, "{all:?}");
         assert!(others.iter().all(|id| id[..16] == first[..16]));
+    }
+}
+
+/// For the deploy tests only (the `fault-injection` feature, never in a
+/// shipped build): a release that answers every tenth request to `/` with
+/// 500, as a release with a bug in one route would, while `/version` and
+/// the probes answer as usual.
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static ROOT_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+    pub fn break_some(route: &str, response: &mut super::Response) {
+        if route == "/" && ROOT_REQUESTS.fetch_add(1, Ordering::Relaxed) % 10 == 9 {
+            *response.status_mut() = super::StatusCode::INTERNAL_SERVER_ERROR;
+        }
     }
 }

@@ -230,7 +230,7 @@ impl Host {
             Transport::Local => line,
         };
         if echo {
-            eprintln!("$ {line}");
+            say!("$ {line}");
             if ctx.dry_run {
                 return Ok(Output {
                     stdout: String::new(),

@@ -10,8 +10,16 @@
 //! relative symlink to one of them), `deploys.log` (JSON lines) and, while
 //! a deploy runs, `.deploy.lock/`.
 
+/// A line of a deploy's progress (see `rollout::say`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        crate::deploy::rollout::say(format!($($arg)*))
+    };
+}
+
 mod host;
 pub mod k8s;
+mod rollout;
 mod source;
 mod state;
 mod units;
@@ -90,6 +98,8 @@ pub struct Deploy {
     place: Where,
     #[command(flatten)]
     activation: Activation,
+    #[command(flatten)]
+    rollout: rollout::Rollout,
 }
 
 #[derive(clap::Args, Debug)]
@@ -264,22 +274,15 @@ impl Deploy {
         };
         catch_interrupts();
         let started = Instant::now();
-        let mut switched: Vec<(&Host, Option<String>)> = Vec::new();
-        for (host, units) in hosts.iter().zip(&units) {
-            match deploy_host(&plan, host, units, &source, keep) {
-                Ok(from) => switched.push((host, from)),
-                Err(err) => {
-                    let undone = undo(&plan, &switched, &source.name);
-                    for host in &hosts {
-                        host.disconnect();
-                    }
-                    if switched.is_empty() {
-                        return Err(err);
-                    }
-                    bail!("{err:#}; {undone}");
-                }
-            }
+        let batches = self.rollout.batches(hosts.len());
+        if hosts.len() > 1 {
+            state::start_rollout();
         }
+        let outcome = self.roll_out(&plan, &hosts, &units, &source, keep, &batches);
+        for host in &hosts {
+            host.disconnect();
+        }
+        outcome?;
         for host in &hosts {
             host.disconnect();
         }
@@ -294,6 +297,87 @@ impl Deploy {
             started.elapsed().as_secs_f64()
         );
         Ok(())
+    }
+}
+
+impl Deploy {
+    /// Deploys batch after batch; the first failure (or a canary out of
+    /// bounds) stops the rollout and switches back every host already
+    /// switched. The error's last words say which host, which step, and
+    /// what was undone.
+    fn roll_out(
+        &self,
+        plan: &Plan,
+        hosts: &[Host],
+        units: &[Units],
+        source: &Source,
+        keep: usize,
+        batches: &[std::ops::Range<usize>],
+    ) -> Result<()> {
+        let mut switched: Vec<(&Host, Option<String>)> = Vec::new();
+        for (number, batch) in batches.iter().enumerate() {
+            let names: Vec<&str> = hosts[batch.clone()]
+                .iter()
+                .map(|host| host.label.as_str())
+                .collect();
+            let is_canary = number == 0 && self.rollout.canary().is_some();
+            if batches.len() > 1 {
+                say!(
+                    "{} {}/{}: {}",
+                    if is_canary { "canary" } else { "batch" },
+                    number + 1,
+                    batches.len(),
+                    names.join(", ")
+                );
+            }
+            let outcomes = rollout::run_batch(plan, &hosts[batch.clone()], |plan, index, host| {
+                deploy_host(plan, host, &units[batch.start + index], source, keep)
+            })?;
+            let mut failure = None;
+            for (host, outcome) in hosts[batch.clone()].iter().zip(outcomes) {
+                match outcome {
+                    Ok(from) => switched.push((host, from)),
+                    Err(err) => failure = failure.or(Some(err)),
+                }
+            }
+            if failure.is_none()
+                && is_canary
+                && let Some(soak) = self.rollout.canary()
+            {
+                let bounds = rollout::Bounds::of(&plan.ctx.project.settings);
+                if let Err(err) = rollout::soak(plan, &hosts[0], soak, &bounds) {
+                    let canary = switched.pop().expect("the canary was switched");
+                    let undone = undo_canary(plan, canary, &source.name);
+                    bail!(
+                        "canary {}: {err:#}; {undone}; no other host was touched",
+                        hosts[0].label
+                    );
+                }
+            }
+            if let Some(err) = failure {
+                if switched.is_empty() {
+                    return Err(err);
+                }
+                let undone = undo(plan, &switched, &source.name);
+                bail!("{err:#}; {undone}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Switches a canary out of bounds back to the release it left, and marks
+/// the new one bad there; says what it did.
+fn undo_canary(plan: &Plan, (host, from): (&Host, Option<String>), release: &str) -> String {
+    match from.as_deref().filter(|from| *from != release) {
+        Some(from) => match rollback_host(plan, host, Some(from), Undo::Canary) {
+            Ok(()) => format!(
+                "{} rolled back to {from}; {release} is marked bad there",
+                host.label
+            ),
+            Err(err) => format!("{} could NOT be rolled back: {err:#}", host.label),
+        },
+        None => format!("{} had nothing to roll back to", host.label),
     }
 }
 
@@ -353,7 +437,7 @@ fn deploy_locked(
         let entry = Entry::new(host, "deploy", from.as_deref(), &source.name, started)
             .failed(step, &format!("{err:#}"));
         if let Err(log_err) = state::append(ctx, host, &entry) {
-            eprintln!("warning: {log_err:#}");
+            say!("warning: {log_err:#}");
         }
         err.context(format!(
             "deploy of {} to {} failed at {step}",
@@ -373,9 +457,10 @@ fn deploy_locked(
             units::install(plan, host)?;
         }
         host.activate(ctx, &activate)?;
-        eprintln!(
+        say!(
             "(dry run: would wait for {} to answer /readyz and /version {})",
-            plan.service, source.commit
+            plan.service,
+            source.commit
         );
         return Ok(from);
     }
@@ -389,9 +474,10 @@ fn deploy_locked(
             host,
             &Entry::new(host, "deploy", from.as_deref(), &source.name, started),
         )?;
-        eprintln!(
+        say!(
             "{}: {} already serves, nothing to switch",
-            host.label, source.name
+            host.label,
+            source.name
         );
         return Ok(from);
     }
@@ -474,9 +560,11 @@ fn deploy_locked(
         &Entry::new(host, "deploy", from.as_deref(), &source.name, started),
     )?;
     prune(ctx, host, keep, &source.name)?;
-    eprintln!(
+    say!(
         "{}: {} serves (commit {})",
-        host.label, source.name, &source.commit
+        host.label,
+        source.name,
+        &source.commit
     );
     Ok(from)
 }
@@ -488,7 +576,7 @@ fn place_release(ctx: &Ctx, host: &Host, source: &Source, state: &State) -> Resu
     let release_dir = host.path(&format!("releases/{}", source.name));
     if state.releases.contains(&source.name) {
         verify_release(ctx, host, &release_dir, source)?;
-        eprintln!("{}: reusing {release_dir}, verified", host.label);
+        say!("{}: reusing {release_dir}, verified", host.label);
         return Ok(());
     }
     host.change(ctx, &["mkdir", "-p", &host.path("releases")])?;
@@ -552,8 +640,8 @@ fn switch(ctx: &Ctx, host: &Host, release: &str) -> Result<()> {
 /// `<version>-<short commit>` (`0.1.0-abc1234`).
 fn named_identity(release: &str) -> Option<(&str, &str)> {
     let (version, commit) = release.rsplit_once('-')?;
-    let is_commit = (7..=40).contains(&commit.len())
-        && commit.bytes().all(|byte| byte.is_ascii_hexdigit());
+    let is_commit =
+        (7..=40).contains(&commit.len()) && commit.bytes().all(|byte| byte.is_ascii_hexdigit());
     is_commit.then_some((version, commit))
 }
 
@@ -574,7 +662,10 @@ fn release_identity(ctx: &Ctx, host: &Host, release: &str) -> Result<(String, St
         .with_context(|| format!("read the version of {release} on {}", host.label))?
         .stdout;
     let stamp: serde_json::Value = serde_json::from_str(&printed).with_context(|| {
-        format!("{binary} --version --json on {} printed no JSON", host.label)
+        format!(
+            "{binary} --version --json on {} printed no JSON",
+            host.label
+        )
     })?;
     let field = |name: &str| stamp[name].as_str().unwrap_or_default().to_owned();
     Ok((field("version"), field("commit_short")))
@@ -665,6 +756,8 @@ enum Undo {
     /// Another host of the same deploy failed: the release it leaves
     /// served here, so it is not marked.
     Fleet,
+    /// The canary broke its bounds: the release it leaves is marked bad.
+    Canary,
 }
 
 /// Switches a host to `to` (or the previous good release), activates and
@@ -694,10 +787,10 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
         let from = state.current.clone();
         let action = match why {
             Undo::Rollback => "rollback",
-            Undo::Fleet => "auto-rollback",
+            Undo::Fleet | Undo::Canary => "auto-rollback",
         };
         let mut entry = Entry::new(host, action, from.as_deref(), &target, started);
-        if why == Undo::Rollback {
+        if why != Undo::Fleet {
             entry.marked_bad = from.clone().filter(|from| *from != target);
         }
         let outcome = switch(ctx, host, &target)
@@ -714,7 +807,7 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
         match outcome {
             Ok(()) => {
                 state::append(ctx, host, &entry)?;
-                eprintln!(
+                say!(
                     "{}: {} serves again (was {}) in {:.2}s",
                     host.label,
                     target,
@@ -777,8 +870,8 @@ impl Releases {
                 .iter()
                 .map(|name| {
                     // A release whose binary cannot say is listed without.
-                    let (version, commit) = release_identity(ctx, host, name)
-                        .unwrap_or_else(|err| {
+                    let (version, commit) =
+                        release_identity(ctx, host, name).unwrap_or_else(|err| {
                             eprintln!("warning: {err:#}");
                             (String::new(), String::new())
                         });

@@ -42,7 +42,24 @@ pub struct Entry {
     /// A release this action marked bad (the one rolled back from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub marked_bad: Option<String>,
+    /// The deploy to several hosts this entry is part of (one entry per
+    /// host): `<controller>-<pid>-<start time>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
     pub duration_ms: u64,
+}
+
+static ROLLOUT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Marks every entry this process writes from now on as part of one
+/// rollout.
+pub fn start_rollout() {
+    let _ = ROLLOUT.set(format!(
+        "{}-{}-{}",
+        controller(),
+        std::process::id(),
+        now_rfc3339()
+    ));
 }
 
 impl Entry {
@@ -59,6 +76,7 @@ impl Entry {
             step: None,
             error: None,
             marked_bad: None,
+            rollout: ROLLOUT.get().cloned(),
             duration_ms: started.elapsed().as_millis() as u64,
         }
     }
@@ -319,7 +337,7 @@ impl<'a> Lock<'a> {
 impl Drop for Lock<'_> {
     fn drop(&mut self) {
         if !self.released {
-            eprintln!(
+            say!(
                 "warning: the deploy lock {} on {} was not released",
                 self.host.path(LOCK),
                 self.host.label
@@ -379,6 +397,7 @@ mod tests {
             step: None,
             error: None,
             marked_bad: marked_bad.map(str::to_owned),
+            rollout: None,
             duration_ms: 1,
         }
     }

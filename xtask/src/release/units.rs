@@ -242,6 +242,7 @@ mod tests {
             targets: Vec::new(),
             keep_releases: None,
             k8s: Default::default(),
+            canary: Default::default(),
         };
         let files = render(&settings, 9090, Path::new("/srv"));
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();

@@ -127,17 +127,40 @@ pub fn repository() -> TempDir {
 /// Builds the app (debug, fast) stamped with `commit`, in a target folder
 /// of its own kept between runs; returns the binary's path.
 pub fn app_built_at(commit: &str, folder: &str) -> PathBuf {
+    app_built_with(commit, folder, &[])
+}
+
+/// `app_built_at`, with cargo features of the app (`fault-injection`). The
+/// binary is copied out under a lock, to a path of its own: tests that
+/// build other commits into the same folder at the same time would
+/// otherwise replace `debug/app` before it is read.
+pub fn app_built_with(commit: &str, folder: &str, features: &[&str]) -> PathBuf {
+    use std::os::fd::AsRawFd;
     let target_dir = workspace_root().join("target/test-builds").join(folder);
+    fs::create_dir_all(&target_dir).unwrap();
+    let lock = fs::File::create(target_dir.join(".build-lock")).unwrap();
+    // SAFETY: flock on a descriptor this function owns; released when
+    // `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     let mut build = Command::new(env!("CARGO"));
     build
         .args(["build", "--package", "app", "--bin", "app"])
+        .args(["--features", &features.join(",")])
         .current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("STAMP_COMMIT", commit)
         .env("STAMP_COMMIT_SHORT", &commit[..7])
         .env("STAMP_DESCRIBE", &commit[..7]);
     stdout_of(&mut build);
-    target_dir.join("debug/app")
+    let kept = target_dir
+        .join("built")
+        .join(format!("{}{}", &commit[..7], features.join("+")));
+    fs::create_dir_all(&kept).unwrap();
+    let binary = kept.join("app");
+    let partial = kept.join("app.partial");
+    fs::copy(target_dir.join("debug/app"), &partial).unwrap();
+    fs::rename(&partial, &binary).unwrap();
+    binary
 }
 
 /// A `dist-manifest.json` for version 0.1.0 of `app` built from `commit`,
