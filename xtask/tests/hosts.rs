@@ -465,9 +465,7 @@ fn slow_a_fleet_of_four_rolls_out_behind_a_canary_and_halts_on_a_bad_canary_or_h
     // 3. A release the third host cannot start (the service's user is at
     //    its process limit, so no new process can be made): the rollout
     //    stops there and undoes hosts one and two.
-    hosts[2].run_ok(
-        "prlimit --pid $(systemctl show -p MainPID --value app.service) --nproc=1:1",
-    );
+    hosts[2].run_ok("prlimit --pid $(systemctl show -p MainPID --value app.service) --nproc=1:1");
     let refused = deploy_to(
         &unstartable_archive,
         &names,
@@ -492,4 +490,203 @@ fn slow_a_fleet_of_four_rolls_out_behind_a_canary_and_halts_on_a_bad_canary_or_h
             .contains("eeeeeee"),
         "the fourth host was touched"
     );
+}
+
+/// Where the kill table kills a deploy: the step, the line the deploy
+/// prints on reaching it (it prints each command before running it), and
+/// how long after that line the kill comes.
+const KILL_POINTS: [(&str, &str, u64); 6] = [
+    ("before the upload", "mkdir -p /opt/app/releases", 0),
+    ("during the upload", "$ scp", 0),
+    ("after the unpack", "sync -f", 0),
+    ("after the switch", "systemctl reload app", 0),
+    ("during activation", "systemctl reload app", 50),
+    ("during the proof", "to serve commit", 0),
+];
+
+/// Runs `cargo xtask deploy` and, when it prints a line containing
+/// `trigger`, waits `delay` and then SIGKILLs its whole process group (ssh
+/// and scp with it), or with `only_scp` only its scp (a connection cut
+/// mid-transfer). Returns what it printed and how it ended.
+fn deploy_killed_at(
+    archive: &Path,
+    ssh_config: &Path,
+    trigger: &str,
+    delay: Duration,
+    only_scp: bool,
+) -> (String, std::process::ExitStatus) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut command = xtask(&workspace_root());
+    command
+        .arg("deploy")
+        .arg("--archive")
+        .arg(archive)
+        .args(["--host", "one", "--root", ROOT, "--ssh-config"])
+        .arg(ssh_config)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .process_group(0);
+    let mut child = command.spawn().unwrap();
+    let pid = child.id() as i32;
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut printed = String::new();
+    let mut killed = false;
+    for line in stderr.lines() {
+        let line = line.unwrap_or_default();
+        printed.push_str(&line);
+        printed.push('\n');
+        if !killed && line.contains(trigger) {
+            killed = true;
+            std::thread::sleep(delay);
+            if only_scp {
+                stdout_of(std::process::Command::new("pkill").args([
+                    "-KILL",
+                    "-P",
+                    &pid.to_string(),
+                    "scp",
+                ]));
+            } else {
+                // SAFETY: kill has no memory effects; the group is the
+                // deploy's, made for it above.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(killed, "the deploy never printed {trigger:?}:\n{printed}");
+    (printed, status)
+}
+
+/// The kill table: a deploy killed at each step leaves the host serving a
+/// release that was proven, and the next deploy recovers with at most one
+/// printed command (the stale lock's). Then a connection cut during the
+/// upload and a full disk: each an error naming the host, nothing
+/// switched, no lock left.
+#[test]
+fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_one_command_to_recover() {
+    let Some(tree) = tree_or_skip() else {
+        return;
+    };
+    let scratch = TempDir::new().unwrap();
+    let key = ssh_key(scratch.path());
+    let host = Host::boot(&tree, scratch.path(), "one", &key);
+    let ssh_config = scratch.path().join("ssh_config");
+    fs::write(&ssh_config, host.ssh_config(&key)).unwrap();
+    let (old, old_archive) = release_of(scratch.path(), "c", &[]);
+    let (new, new_archive) = release_of(scratch.path(), "d", &[]);
+    let deployed = deploy(&old_archive, "one", &ssh_config);
+    assert!(deployed.status.success(), "{}", stderr_text(&deployed));
+
+    let mut table = vec![
+        "| killed | serving after | current after | lock left | the next deploy printed |"
+            .to_owned(),
+        "|---|---|---|---|---|".to_owned(),
+    ];
+    for (step, trigger, delay) in KILL_POINTS {
+        let (printed, status) = deploy_killed_at(
+            &new_archive,
+            &ssh_config,
+            trigger,
+            Duration::from_millis(delay),
+            false,
+        );
+        assert!(
+            !status.success(),
+            "{step}: the deploy was not killed\n{printed}"
+        );
+        // Whatever the step, the host serves one of the two releases, both
+        // of which were proven (the new one by the deploys before).
+        let serving_after = serving(&host);
+        assert!(
+            serving_after == old || serving_after == new,
+            "{step}: serves {serving_after}"
+        );
+        assert_eq!(
+            host.run_ok(&format!(
+                "curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{PORT}/readyz"
+            )),
+            "200",
+            "{step}"
+        );
+        let current = host.run_ok("readlink /opt/app/current").trim().to_owned();
+        let lock_left = host.run("test -d /opt/app/.deploy.lock").status.success();
+        // Recovery: the next deploy, after at most the one command it prints.
+        let next = deploy(&new_archive, "one", &ssh_config);
+        let next_printed = stderr_text(&next);
+        let said = if next.status.success() {
+            "deployed".to_owned()
+        } else {
+            let clear = next_printed
+                .split_once("clear it with `")
+                .and_then(|(_, rest)| rest.split_once('`'))
+                .map(|(command, _)| command.to_owned())
+                .unwrap_or_else(|| panic!("{step}: no command to recover:\n{next_printed}"));
+            stdout_of(std::process::Command::new("sh").arg("-c").arg(&clear));
+            let again = deploy(&new_archive, "one", &ssh_config);
+            assert!(again.status.success(), "{step}: {}", stderr_text(&again));
+            format!(
+                "`{}`, then deployed",
+                clear.replace(&*ssh_config.to_string_lossy(), "ssh_config")
+            )
+        };
+        assert_eq!(serving(&host), new, "{step}");
+        table.push(format!(
+            "| {step} | {} | {current} | {} | {said} |",
+            &serving_after[..7],
+            if lock_left { "yes" } else { "no" }
+        ));
+        // Back to the old release for the next row, without the new one.
+        let back = deploy(&old_archive, "one", &ssh_config);
+        assert!(back.status.success(), "{}", stderr_text(&back));
+        host.run_ok("rm -rf /opt/app/releases/0.1.0-ddddddd /opt/app/releases/.partial-*");
+    }
+
+    // A connection cut during the upload: an error naming the host,
+    // nothing switched, the lock released.
+    let (printed, status) =
+        deploy_killed_at(&new_archive, &ssh_config, "$ scp", Duration::ZERO, true);
+    assert_eq!(status.code(), Some(1), "{printed}");
+    let line = printed.lines().last().unwrap_or("");
+    assert!(line.contains("to one failed at upload"), "{line}");
+    assert_eq!(serving(&host), old);
+    assert!(!host.run("test -d /opt/app/.deploy.lock").status.success());
+    table.push(format!(
+        "| scp cut during the upload | {} | unchanged | no | `{line}` |",
+        &old[..7]
+    ));
+
+    // A full disk: refused before the copy, naming the host and the space.
+    host.run_ok("mkdir -p /opt/full && mount -t tmpfs -o size=4m tmpfs /opt/full");
+    let full = output(
+        xtask(&workspace_root())
+            .arg("deploy")
+            .arg("--archive")
+            .arg(&new_archive)
+            .args([
+                "--host",
+                "one",
+                "--root",
+                "/opt/full",
+                "--activate",
+                "true",
+                "--ssh-config",
+            ])
+            .arg(&ssh_config),
+    );
+    let line = last_line(&full);
+    assert_eq!(full.status.code(), Some(1), "{}", stderr_text(&full));
+    assert!(
+        line.contains("one: /opt/full has") && line.contains("MB free and the release needs"),
+        "{line}"
+    );
+    assert_eq!(
+        host.run_ok("ls -A /opt/full/releases; test ! -e /opt/full/current && echo none"),
+        "none\n"
+    );
+    table.push(format!(
+        "| disk full | {} | unchanged | no | `{line}` |",
+        &old[..7]
+    ));
+    eprintln!("{}", table.join("\n"));
 }

@@ -198,17 +198,27 @@ impl Host {
                 .arg(format!("{destination}:{path}")),
         };
         let copied = self.exec(ctx, command, None, true).map(drop);
-        if self.is_remote() {
-            // scp speaks SFTP since OpenSSH 9: a host whose sshd has no sftp
-            // subsystem closes the connection without saying why.
-            copied.with_context(|| {
-                format!(
-                    "copy the release to {} with scp, which needs the sftp subsystem on the host (`Subsystem sftp` in its sshd_config)",
-                    self.label
-                )
-            })
-        } else {
-            copied
+        match copied {
+            Err(err) if self.is_remote() => {
+                let cut = format!("{err:#}").contains("(signal: ");
+                Err(err).with_context(|| {
+                    if cut {
+                        format!(
+                            "copy the release to {} with scp, which was killed: the partial copy is never used; deploy again",
+                            self.label
+                        )
+                    } else {
+                        // scp speaks SFTP since OpenSSH 9: a host whose sshd
+                        // has no sftp subsystem closes the connection without
+                        // saying why.
+                        format!(
+                            "copy the release to {} with scp, which needs the sftp subsystem on the host (`Subsystem sftp` in its sshd_config)",
+                            self.label
+                        )
+                    }
+                })
+            }
+            copied => copied,
         }
     }
 

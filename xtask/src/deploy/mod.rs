@@ -496,6 +496,13 @@ fn deploy_locked(
         .and_then(|()| check_interrupted())
         .map_err(|err| ("activate", err))
         .and_then(|()| {
+            say!(
+                "{}: waiting up to {:?} for {} to serve commit {}",
+                host.label,
+                plan.timeout,
+                plan.service,
+                &source.commit[..source.commit.len().min(7)]
+            );
             prove(plan, host, &source.commit, plan.timeout, Interrupt::Stop)
                 .map_err(|err| ("prove", err))
         });
@@ -580,6 +587,9 @@ fn place_release(ctx: &Ctx, host: &Host, source: &Source, state: &State) -> Resu
         return Ok(());
     }
     host.change(ctx, &["mkdir", "-p", &host.path("releases")])?;
+    if !ctx.dry_run {
+        check_free_space(ctx, host, source)?;
+    }
     let partial = host.path(&format!(
         "releases/.partial-{}-{}",
         source.name,
@@ -591,6 +601,52 @@ fn place_release(ctx: &Ctx, host: &Host, source: &Source, state: &State) -> Resu
     }
     host.change(ctx, &["sync", "-f", &partial])?;
     host.change(ctx, &["mv", "-T", &partial, &release_dir])
+}
+
+/// Refuses a host whose deploy root has not room for the release (with a
+/// margin), before anything is copied: a disk that fills during the copy
+/// leaves a partial folder and an error from deep inside scp.
+fn check_free_space(ctx: &Ctx, host: &Host, source: &Source) -> Result<()> {
+    let needed = folder_size(&source.staging.path().join(&source.name))?;
+    let needed = needed + needed / 10 + 1024 * 1024;
+    let listing = host
+        .read(ctx, &["df", "-P", "-k", &host.root])
+        .with_context(|| format!("read the free space of {} on {}", host.root, host.label))?
+        .stdout;
+    // `Filesystem 1024-blocks Used Available Capacity Mounted-on`
+    let free = listing
+        .lines()
+        .nth(1)
+        .and_then(|line| line.split_whitespace().nth(3))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .with_context(|| format!("df on {} printed no free space: {listing:?}", host.label))?;
+    if free < needed {
+        let megabytes = |bytes: u64| bytes as f64 / 1_000_000.0;
+        bail!(
+            "{}: {} has {:.1} MB free and the release needs {:.1} MB: free some space there (`cargo xtask releases` lists the releases kept; --keep keeps fewer)",
+            host.label,
+            host.root,
+            megabytes(free),
+            megabytes(needed)
+        );
+    }
+    Ok(())
+}
+
+/// The bytes of every file under `folder`.
+fn folder_size(folder: &std::path::Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(folder).with_context(|| format!("read {}", folder.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            folder_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
 /// Checks every file of a release folder on the host against the archive.
