@@ -639,7 +639,12 @@ fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_one_command_to_rec
         // Back to the old release for the next row, without the new one.
         let back = deploy(&old_archive, "one", &ssh_config);
         assert!(back.status.success(), "{}", stderr_text(&back));
-        host.run_ok("rm -rf /opt/app/releases/0.1.0-ddddddd /opt/app/releases/.partial-*");
+        assert_eq!(
+            host.run_ok("ls -A /opt/app/releases /opt/app | grep -c '^\\.\\(partial\\|trash\\|current\\)-' || true"),
+            "0\n",
+            "{step}: a killed deploy's leftovers are still there"
+        );
+        host.run_ok("rm -rf /opt/app/releases/0.1.0-ddddddd");
     }
 
     // A connection cut during the upload: an error naming the host,

@@ -258,6 +258,7 @@ pub async fn start(
 /// What a new process that fails before it is ready writes to the
 /// readiness pipe, followed by its exit code and its error: the previous
 /// process cannot learn its exit status otherwise (it is not its parent).
+#[cfg(unix)]
 const FAILED: &str = "FAILED=";
 
 /// Tells the previous process why this one fails to start, if this one was

@@ -10,15 +10,16 @@
 //! relative symlink to one of them), `deploys.log` (JSON lines) and, while
 //! a deploy runs, `.deploy.lock/`.
 
-/// A line of a deploy's progress (see `rollout::say`).
+/// A line of a deploy's progress (see `output::say`).
 macro_rules! say {
     ($($arg:tt)*) => {
-        crate::deploy::rollout::say(format!($($arg)*))
+        crate::deploy::output::say(format!($($arg)*))
     };
 }
 
 mod host;
 pub mod k8s;
+mod output;
 mod rollout;
 mod source;
 mod state;
@@ -785,7 +786,8 @@ fn prove(
 }
 
 /// Deletes the oldest releases beyond `keep` (renamed aside first, so a
-/// half-deleted release is never under its own name).
+/// half-deleted release is never under its own name), and what killed
+/// deploys left behind.
 fn prune(ctx: &Ctx, host: &Host, keep: usize, deployed: &str) -> Result<()> {
     let state = State::read(ctx, host)?;
     for release in state.to_prune(keep, &[deployed]) {
@@ -800,6 +802,19 @@ fn prune(ctx: &Ctx, host: &Host, keep: usize, deployed: &str) -> Result<()> {
             ],
         )?;
         host.change(ctx, &["rm", "-r", "-f", &trash])?;
+    }
+    // What a killed deploy left: partial copies, half-deleted releases and
+    // unrenamed symlinks. Under the lock no other deploy is writing them.
+    for (folder, prefixes) in [
+        (host.path("releases"), &[".partial-", ".trash-"][..]),
+        (host.root.clone(), &[".current-"][..]),
+    ] {
+        let listing = host.read(ctx, &["ls", "-A", &folder])?.stdout;
+        for name in listing.lines() {
+            if prefixes.iter().any(|prefix| name.starts_with(prefix)) {
+                host.change(ctx, &["rm", "-r", "-f", &format!("{folder}/{name}")])?;
+            }
+        }
     }
     Ok(())
 }

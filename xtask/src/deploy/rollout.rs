@@ -5,7 +5,6 @@
 //! a soak time before any other host changes. A failure anywhere stops
 //! the rollout; `deploy` then switches back every host already switched.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use super::host::Host;
+use super::output::{OUTPUT, say};
 use super::{Plan, interrupted};
 
 /// The rollout flags of `deploy`.
@@ -74,27 +74,6 @@ impl Rollout {
             start = end;
         }
         batches
-    }
-}
-
-thread_local! {
-    /// Where `say` puts lines while this thread deploys one host of a
-    /// parallel batch; `None`: straight to stderr.
-    static OUTPUT: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
-}
-
-/// Prints a line of a deploy's progress, or keeps it with the output of
-/// the host this thread deploys.
-pub fn say(line: String) {
-    let kept = OUTPUT.with(|output| match output.borrow_mut().as_mut() {
-        Some(lines) => {
-            lines.push(line.clone());
-            true
-        }
-        None => false,
-    });
-    if !kept {
-        eprintln!("{line}");
     }
 }
 
