@@ -5,6 +5,11 @@
 //! `NOTIFY_SOCKET` listener that follows `MAINPID=` through upgrades).
 //! Also: archives and locks that must be refused with nothing changed, and
 //! a deploy whose installed unit runs another root's binary.
+//! The stand-in starts in milliseconds, so most cases live here; what it
+//! cannot show (systemd's supervision of the process an upgrade started,
+//! `systemctl stop` and `restart` draining, journald's rate limit, socket
+//! activation after a reboot, units installed by the first deploy) is in
+//! `hosts.rs`, on real systemd hosts.
 //! (That `current` never disappears during a switch is a unit test of
 //! `deploy::switch`.)
 

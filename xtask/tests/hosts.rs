@@ -341,6 +341,61 @@ fn slow_a_bare_host_gets_the_service_then_upgrades_stops_restarts_and_reboots_un
     ));
     assert!(version.contains(commit_d.as_str()), "{version}");
     assert_eq!(host.run_ok("systemctl is-active app.service"), "active\n");
+
+    // 6. A rollback through the real systemctl, after the reboot (a new
+    //    boot: the ssh entry names it).
+    fs::write(&ssh_config, host.ssh_config(&key)).unwrap();
+    let rolled = output(
+        xtask(&workspace_root())
+            .args([
+                "rollback",
+                "--host",
+                "alpha",
+                "--root",
+                ROOT,
+                "--ssh-config",
+            ])
+            .arg(&ssh_config),
+    );
+    assert!(rolled.status.success(), "{}", stderr_text(&rolled));
+    assert_eq!(serving(&host), commit_c);
+
+    // 7. A unit edited on the host is refused, naming the fix, and nothing
+    //    changes; --replace-units overwrites it.
+    host.run_ok(
+        "echo '# edited by hand' >> /etc/systemd/system/app.service && systemctl daemon-reload",
+    );
+    let refused = deploy(&archive_d, "alpha", &ssh_config);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_text(&refused));
+    let line = last_line(&refused);
+    assert!(
+        line.contains(
+            "alpha: /etc/systemd/system/app.service differs from the unit this deploy installs"
+        ) && line.contains("--replace-units"),
+        "{line}"
+    );
+    assert_eq!(serving(&host), commit_c);
+    let replaced = deploy_to(&archive_d, &["alpha"], &ssh_config, &["--replace-units"]);
+    assert!(replaced.status.success(), "{}", stderr_text(&replaced));
+    assert!(
+        !host
+            .run_ok("cat /etc/systemd/system/app.service")
+            .contains("edited by hand")
+    );
+    assert_eq!(serving(&host), commit_d);
+
+    // 8. Units that deploy installed and a newer deploy renders otherwise
+    //    (here: as if an older xtask had written another description) are
+    //    replaced, and systemd reloads them, without a flag.
+    host.run_ok(
+        "sed -i 's/^Description=app$/Description=app, older/' /etc/systemd/system/app.service /opt/app/.units/app.service && systemctl daemon-reload",
+    );
+    let updated = deploy(&archive_c, "alpha", &ssh_config);
+    let printed = stderr_text(&updated);
+    assert!(updated.status.success(), "{printed}");
+    assert!(printed.contains("systemctl daemon-reload"), "{printed}");
+    assert_eq!(property(&host, "Description"), "app");
+    assert_eq!(serving(&host), commit_c);
 }
 
 /// The commit `host` serves, asked on its own loopback.
@@ -415,6 +470,17 @@ fn slow_a_fleet_of_four_rolls_out_behind_a_canary_and_halts_on_a_bad_canary_or_h
     assert!(
         printed.contains("one: canary: watching") && printed.contains("going on"),
         "{printed}"
+    );
+    // The hosts of a parallel batch print as blocks, one per host.
+    let two = printed
+        .split_once("── two ──\n")
+        .and_then(|(_, rest)| rest.split_once("── three ──\n"))
+        .map(|(block, _)| block)
+        .unwrap_or_else(|| panic!("no blocks for two and three:\n{printed}"));
+    assert!(two.contains("two: 0.1.0-ddddddd serves"), "{two}");
+    assert!(
+        !two.contains("three"),
+        "two's block holds three's lines: {two}"
     );
     assert!(
         printed.find("going on") < printed.find("batch 2/3"),

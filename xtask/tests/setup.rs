@@ -187,7 +187,9 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     let run = output(
         fake.xtask("")
             .args(["setup", "--dry-run"])
-            .env("FAKE_NIGHTLY_MISSING", "1"),
+            .env("FAKE_NIGHTLY_MISSING", "1")
+            // The host tree goes beside the fake's virtual environment.
+            .env_remove("XTASK_HOST_TREE"),
     );
     let stderr = stderr_text(&run);
     assert!(run.status.success(), "{stderr}");

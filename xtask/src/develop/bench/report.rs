@@ -160,8 +160,10 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(
         text,
         "`{}`, median of {} round(s) per server and path (servers alternate), on loopback. \
-         `app` is the binary `dist` ships (`{}`), run with `APP_ENV=prod`: JSON \
-         request logs and metrics on, as shipped. `go` is the bare net/http \
+         `app` is the binary `dist` ships (`{}`), run with `APP_ENV=prod` as \
+         shipped: metrics on, JSON request log lines bounded by \
+         `log.requests_per_second` of `config/prod.toml` (which keeps the journal's rate limit \
+         from dropping the service's own lines). `go` is the bare net/http \
          server in `bench/go-reference/`.\n",
         service.wrk_command, service.rounds, service.binary
     );
