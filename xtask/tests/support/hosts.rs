@@ -149,14 +149,25 @@ impl Host {
         let nspawn_pid = nspawn.id();
         self.nspawn = Some(nspawn);
         let deadline = Instant::now() + BOOT_BOUND;
+        // nspawn's first child may be a short-lived helper: the host's PID
+        // 1 is the child that runs systemd.
         self.leader = loop {
             let children =
                 fs::read_to_string(format!("/proc/{nspawn_pid}/task/{nspawn_pid}/children"))
                     .unwrap_or_default();
-            if let Some(pid) = children.split_whitespace().next() {
+            let init = children.split_whitespace().find(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "systemd")
+            });
+            if let Some(pid) = init {
                 break pid.parse().unwrap();
             }
-            assert!(Instant::now() < deadline, "{}", self.console());
+            assert!(
+                Instant::now() < deadline,
+                "{}: no systemd under nspawn (children: {children:?})\n{}",
+                self.name,
+                self.console()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         loop {
@@ -167,8 +178,9 @@ impl Host {
             }
             assert!(
                 Instant::now() < deadline && said != "degraded",
-                "{} did not boot: {said}\n{}\n{}",
+                "{} did not boot: {said:?} {}\n{}\n{}",
                 self.name,
+                String::from_utf8_lossy(&state.stderr),
                 String::from_utf8_lossy(&self.run("systemctl --failed --no-pager").stdout),
                 self.console()
             );
