@@ -497,3 +497,30 @@ fn a_secret_from_any_source_appears_in_no_output() {
         }
     }
 }
+
+/// A connection accepted before the service stopped accepting, whose
+/// client sends its request only once the drain closes idle connections:
+/// the request is answered (with `Connection: close`), not met with a
+/// reset. Closing it unread, as an idle keep-alive connection is closed,
+/// would answer a request its client had every right to send.
+#[test]
+fn a_connection_accepted_before_the_drain_gets_its_first_request_answered() {
+    let mut command = app_command();
+    command.env("APP__SERVER__DRAIN_DELAY", "0s");
+    let mut service = Service::start(command);
+    let mut late = TcpStream::connect_timeout(&service.addr, BOUND).unwrap();
+    late.set_read_timeout(Some(BOUND)).unwrap();
+    // Accepted: the service answers another request after it on the same
+    // worker set, so the late connection is past the kernel's queue.
+    assert_eq!(service.get("/healthz").status, 200);
+    service.signal("TERM");
+    service
+        .stdout
+        .wait_for(|line| line.contains("closed idle connections"));
+    late.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let response = read_response(&mut late);
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("connection"), Some("close"), "{response:?}");
+    assert_eq!(service.wait_exit().code(), Some(0), "{}", service.output());
+}

@@ -28,7 +28,9 @@
 //!
 //! Shutdown: accepting stops, and this process closes its listening socket,
 //! at `State::Stopped`. At `State::Closing`, connections without a request
-//! in progress close at once and the others after their response.
+//! in progress close at once and the others after their response; a
+//! connection that has not received a byte yet gets its first request
+//! served first (closing it would answer that request with a reset).
 
 use std::collections::HashMap;
 use std::io;
@@ -402,6 +404,11 @@ impl Drop for Registered {
     }
 }
 
+/// How often a connection that the shutdown found with no byte received
+/// yet looks whether its first request is being handled (see `drive`). Only
+/// such connections, and only while the process shuts down, pay for it.
+const FIRST_REQUEST_POLL: Duration = Duration::from_millis(2);
+
 /// Runs one connection to its end: served by hyper, closed by the timeouts,
 /// an eviction, or the shutdown.
 async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity>) {
@@ -427,6 +434,11 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
     let timer = tokio::time::sleep_until(timer_start);
     tokio::pin!(timer);
     let mut winding_down = false;
+    // Set when the shutdown finds the connection with no byte received yet:
+    // its client is about to send its first request, and closing now would
+    // answer it with a reset. It gets that request served (within the
+    // header timeout), then the connection closes.
+    let mut first_request_due = false;
     loop {
         tokio::select! {
             outcome = connection.as_mut() => {
@@ -451,10 +463,20 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
             }
             () = closing.as_mut(), if !winding_down => {
                 winding_down = true;
-                if matches!(activity.load().0, Phase::New | Phase::Head) {
-                    return;
+                match activity.load().0 {
+                    _ if !activity.received.load(Ordering::Relaxed) => first_request_due = true,
+                    Phase::New | Phase::Head => return,
+                    Phase::Idle | Phase::Busy => connection.as_mut().graceful_shutdown(),
                 }
-                connection.as_mut().graceful_shutdown();
+            }
+            // Once the first request is being handled (or answered), hyper
+            // finishes it and closes; a request half-sent waits, within the
+            // header timeout.
+            () = tokio::time::sleep(FIRST_REQUEST_POLL), if first_request_due => {
+                if matches!(activity.load().0, Phase::Busy | Phase::Idle) {
+                    first_request_due = false;
+                    connection.as_mut().graceful_shutdown();
+                }
             }
         }
     }
@@ -482,6 +504,9 @@ struct Activity {
     word: AtomicU64,
     evict: Notify,
     evicted: AtomicBool,
+    /// Whether a byte ever arrived: a connection without one has its first
+    /// request still to come (read attempts alone move it out of `New`).
+    received: AtomicBool,
 }
 
 enum Due {
@@ -496,6 +521,7 @@ impl Activity {
             word: AtomicU64::new(Phase::New as u64),
             evict: Notify::new(),
             evicted: AtomicBool::new(false),
+            received: AtomicBool::new(false),
         }
     }
 
@@ -559,8 +585,13 @@ impl AsyncRead for TrackedStream {
         }
         let before = buffer.filled().len();
         let outcome = ready!(Pin::new(&mut self.stream).poll_read(context, buffer));
-        if buffer.filled().len() > before && phase == Phase::Idle {
-            self.activity.enter(Phase::Head, Instant::now());
+        if buffer.filled().len() > before {
+            if phase == Phase::Idle {
+                self.activity.enter(Phase::Head, Instant::now());
+            }
+            if !self.activity.received.load(Ordering::Relaxed) {
+                self.activity.received.store(true, Ordering::Relaxed);
+            }
         }
         Poll::Ready(outcome)
     }
