@@ -47,8 +47,8 @@ pub struct Where {
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
     /// Deploy over ssh to this host, `[USER@]HOST`, or `[USER@]HOST:DIR`
-    /// for a root of its own; repeatable, deployed in order [default: this
-    /// machine]
+    /// for a root of its own; repeatable, deployed in order (for deploy:
+    /// see --batch) [default: this machine]
     #[arg(long = "host", value_name = "HOST")]
     hosts: Vec<String>,
     /// An ssh config file for ssh and scp (ports, keys, jump hosts)
