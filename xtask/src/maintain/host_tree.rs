@@ -4,13 +4,11 @@
 //! the Python tools (`tools::host_tree`). Each test boots it through an
 //! overlay of its own, so the tree itself never changes after setup.
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
-use xshell::cmd;
 
 use crate::exec::Ctx;
 use crate::tools::{self, Tool};
+use crate::util::TempFolder;
 
 /// The Debian release and what is installed in it. The tree is rebuilt when
 /// this changes (it is recorded in the tree's `MARKER` file).
@@ -26,9 +24,16 @@ fn recipe() -> String {
     format!("debootstrap --variant=minbase --include={PACKAGES} {SUITE}\n{SSHD_CONFIG}")
 }
 
-/// Builds the tree unless an identical one is there. Needs root
-/// (debootstrap); `Err` says what to run instead.
-pub fn build(ctx: &Ctx, is_root: bool, left_for_user: &mut Vec<String>) -> Result<()> {
+/// Builds the tree unless an identical one is there. debootstrap needs
+/// root: as root the commands run as they are, with `via_sudo` (a CI
+/// runner's password-less sudo) through sudo, and otherwise the command to
+/// run is left for the user.
+pub fn build(
+    ctx: &Ctx,
+    is_root: bool,
+    via_sudo: bool,
+    left_for_user: &mut Vec<String>,
+) -> Result<()> {
     let tree = tools::host_tree()
         .context("no place for the host tree: set XTASK_HOST_TREE, XDG_DATA_HOME or HOME")?;
     if std::fs::read_to_string(tree.join(MARKER)).is_ok_and(|marker| marker == recipe()) {
@@ -46,7 +51,7 @@ pub fn build(ctx: &Ctx, is_root: bool, left_for_user: &mut Vec<String>) -> Resul
             );
             return Ok(());
         }
-        if !is_root {
+        if !is_root && !via_sudo {
             left_for_user.push(format!(
                 "sudo cargo xtask setup --only hosts (debootstrap needs root; it builds {})",
                 tree.display()
@@ -54,47 +59,63 @@ pub fn build(ctx: &Ctx, is_root: bool, left_for_user: &mut Vec<String>) -> Resul
             return Ok(());
         }
     }
+    let elevate = !is_root && via_sudo;
+    // A command as root: itself, or through sudo.
+    let as_root = |program: &std::path::Path| {
+        if elevate {
+            ctx.sh.cmd("sudo").arg(program)
+        } else {
+            ctx.sh.cmd(program)
+        }
+    };
     let debootstrap = debootstrap.unwrap_or_else(|| "debootstrap".into());
     let partial = tree.with_extension("partial");
-    let sh = &ctx.sh;
     if partial.exists() {
-        ctx.run(cmd!(sh, "rm -rf {partial}"))?;
+        ctx.run(as_root("rm".as_ref()).arg("-rf").arg(&partial))?;
     }
     if let Some(parent) = tree.parent().filter(|_| !ctx.dry_run) {
         std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
     }
-    ctx.run(cmd!(
-        sh,
-        "{debootstrap} --variant=minbase --include={PACKAGES} {SUITE} {partial}"
-    ))
+    ctx.run(
+        as_root(&debootstrap)
+            .arg("--variant=minbase")
+            .arg(format!("--include={PACKAGES}"))
+            .arg(SUITE)
+            .arg(&partial),
+    )
     .context(
         "build the Debian tree for the real-host tests (debootstrap downloads from deb.debian.org)",
     )?;
     if ctx.dry_run {
         return Ok(());
     }
-    let write = |relative: &str, text: &str| -> Result<()> {
-        let path = partial.join(relative);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("create {}", parent.display()))?;
-        }
-        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
-    };
-    write("etc/ssh/sshd_config.d/xtask-tests.conf", SSHD_CONFIG)?;
-    set_mode(&partial.join("root"), 0o700)?;
-    write(MARKER, &recipe())?;
+    // The tree belongs to root: the files are drafted here, then installed.
+    let drafts = TempFolder::new("xtask-host-tree")?;
+    let (sshd, marker) = (
+        drafts.path().join("sshd.conf"),
+        drafts.path().join("marker"),
+    );
+    std::fs::write(&sshd, SSHD_CONFIG).with_context(|| format!("write {}", sshd.display()))?;
+    std::fs::write(&marker, recipe()).with_context(|| format!("write {}", marker.display()))?;
+    let sshd_target = partial.join("etc/ssh/sshd_config.d/xtask-tests.conf");
+    let (root_home, marker_target) = (partial.join("root"), partial.join(MARKER));
+    ctx.run(
+        as_root("install".as_ref())
+            .args(["-D", "-m", "644"])
+            .arg(&sshd)
+            .arg(&sshd_target),
+    )?;
+    ctx.run(as_root("chmod".as_ref()).arg("700").arg(&root_home))?;
+    ctx.run(
+        as_root("install".as_ref())
+            .args(["-m", "644"])
+            .arg(&marker)
+            .arg(&marker_target),
+    )?;
     if tree.exists() {
-        ctx.run(cmd!(sh, "rm -rf {tree}"))?;
+        ctx.run(as_root("rm".as_ref()).arg("-rf").arg(&tree))?;
     }
-    std::fs::rename(&partial, &tree)
-        .with_context(|| format!("rename {} to {}", partial.display(), tree.display()))?;
+    ctx.run(as_root("mv".as_ref()).arg("-T").arg(&partial).arg(&tree))?;
     println!("host tree: built {}", tree.display());
     Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {mode:o} {}", path.display()))
 }

@@ -109,8 +109,13 @@ impl Setup {
         }
         // Not for a release runner: only the tests boot hosts.
         if parts.contains(&Part::Hosts) && !self.release {
-            let is_root = matches!(privilege(ctx), Privilege::Root);
-            super::host_tree::build(ctx, is_root, &mut left_for_user)?;
+            let privilege = privilege(ctx);
+            super::host_tree::build(
+                ctx,
+                matches!(privilege, Privilege::Root),
+                matches!(privilege, Privilege::Sudo),
+                &mut left_for_user,
+            )?;
         }
         println!();
         let still_missing = doctor::report(ctx);
