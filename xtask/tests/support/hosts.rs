@@ -17,12 +17,19 @@ use super::{skip, stdout_of, tool_or_skip};
 /// How long a boot may take before the test gives up.
 const BOOT_BOUND: Duration = Duration::from_secs(90);
 
-/// The tree to boot, or `None` (a skip; a failure under `CI=true`) when
-/// this machine cannot boot hosts: not root, no systemd-nspawn, or no tree.
+/// The tree to boot, or `None` when this test has nothing more to do here:
+/// a skip (a failure under `CI=true`) when this machine cannot boot hosts
+/// (no root, no systemd-nspawn, no tree), or, for a user with a
+/// password-less sudo (a CI runner), after the same test ran as root
+/// through sudo and passed.
 pub fn tree_or_skip() -> Option<PathBuf> {
     let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
+        if sudo_works() {
+            run_this_test_as_root();
+            return None;
+        }
         let reason = "booting real systemd hosts needs root (systemd-nspawn, mount)";
         assert!(!in_ci, "{reason}: run the tests as root under CI=true");
         skip(reason, "run the tests as root");
@@ -39,6 +46,38 @@ pub fn tree_or_skip() -> Option<PathBuf> {
         return None;
     }
     Some(tree)
+}
+
+fn sudo_works() -> bool {
+    Command::new("sudo")
+        .args(["-n", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Runs the calling test again, alone, in this test binary as root (its
+/// environment kept), and fails if it fails there.
+fn run_this_test_as_root() {
+    let test = std::thread::current()
+        .name()
+        .expect("a test thread is named after its test")
+        .to_owned();
+    let binary = std::env::current_exe().unwrap();
+    // sudo resets PATH (secure_path), which the test needs: cargo, ssh.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut path_setting = std::ffi::OsString::from("PATH=");
+    path_setting.push(path);
+    let status = Command::new("sudo")
+        .args(["-n", "--preserve-env", "env"])
+        .arg(path_setting)
+        .arg(&binary)
+        .args(["--exact", &test, "--nocapture"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{test} failed as root (through sudo)");
 }
 
 /// A throwaway ssh key pair in `dir`; returns the private key's path.

@@ -136,6 +136,13 @@ pub fn app_built_at(commit: &str, folder: &str) -> PathBuf {
 /// otherwise replace `debug/app` before it is read.
 pub fn app_built_with(commit: &str, folder: &str, features: &[&str]) -> PathBuf {
     use std::os::fd::AsRawFd;
+    // A test run as root through sudo builds apart: files root writes into
+    // the user's folder would stop the user's next build there.
+    let folder = if std::env::var_os("SUDO_UID").is_some() {
+        format!("{folder}-sudo")
+    } else {
+        folder.to_owned()
+    };
     let target_dir = workspace_root().join("target/test-builds").join(folder);
     fs::create_dir_all(&target_dir).unwrap();
     let lock = fs::File::create(target_dir.join(".build-lock")).unwrap();
