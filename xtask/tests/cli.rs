@@ -159,7 +159,7 @@ fn ci_dry_run_lists_its_steps_in_order() {
         "cargo build --release --locked --package app --bin app --target x86_64-unknown-linux-musl",
         "==> ci step 5/7: test",
         "==> ci step 6/7: sanitize",
-        "cargo +nightly-2026-05-20 miri test --package app --bin app",
+        "cargo +nightly-2026-05-20 miri test --package platform-unsafe --lib",
         "-Zsanitizer=address cargo +nightly-2026-05-20 test -Zbuild-std --target x86_64-unknown-linux-gnu",
         "-Zsanitizer=thread cargo +nightly-2026-05-20 test -Zbuild-std --target x86_64-unknown-linux-gnu",
         "==> ci step 7/7: bench",

@@ -23,14 +23,14 @@ pub mod connections;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;
-#[cfg(all(target_arch = "x86_64", any(target_env = "musl", test)))]
+#[cfg(all(target_arch = "x86_64", target_env = "musl"))]
 pub mod memcpy;
 pub mod metrics;
 pub mod observe;
 pub mod server;
 pub mod state;
 pub mod systemd;
-#[cfg(any(target_env = "musl", test))]
+#[cfg(target_env = "musl")]
 pub mod thread_cache;
 pub mod upgrade;
 pub mod workers;

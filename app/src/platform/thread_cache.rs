@@ -447,12 +447,10 @@ mod tests {
     /// this test binary, with `marker` set so that it does its dangerous
     /// part: for what would end or spoil this process.
     fn in_a_child(name: &str, marker: &str) -> std::process::Output {
+        // A test's name is its module path without the crate's name.
+        let (_crate, module) = module_path!().split_once("::").unwrap();
         std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                &format!("platform::thread_cache::tests::{name}"),
-                "--nocapture",
-            ])
+            .args(["--exact", &format!("{module}::{name}"), "--nocapture"])
             .env(marker, "1")
             .output()
             .unwrap()

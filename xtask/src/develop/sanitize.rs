@@ -9,6 +9,11 @@
 //! - AddressSanitizer and ThreadSanitizer over the tests of both, each with
 //!   a standard library built instrumented (`-Zbuild-std`).
 //!
+//! The checks build the crate `app/unsafe` (`UNSAFE_CRATE`), which
+//! compiles the service's two files and nothing else, so that an
+//! instrumented build is the standard library and those files, not the
+//! whole service.
+//!
 //! Each runs in a target directory of its own under `target/sanitize/`, so
 //! that the instrumented builds never mix with the normal ones. `ci` runs
 //! it as a step.
@@ -38,17 +43,19 @@ enum Check {
 
 const ALL: [Check; 3] = [Check::Miri, Check::Address, Check::Thread];
 
-/// The test modules of the unsafe code, as test-name filters of the
-/// service's binary.
-const ALLOCATOR_TESTS: &str = "platform::thread_cache";
-const COPY_TESTS: &str = "platform::memcpy";
+/// The package that holds the service's unsafe code alone (`app/unsafe`).
+const UNSAFE_CRATE: &str = "platform-unsafe";
+
+/// The test modules of the unsafe code, as test-name filters of that
+/// package's library.
+const ALLOCATOR_TESTS: &str = "thread_cache::";
+const COPY_TESTS: &str = "memcpy::";
 
 /// Left out under ThreadSanitizer: by the last round of pthread-key
 /// destructors its runtime has already finished the thread, and any
 /// instrumented access then crashes inside the runtime (a SEGV in TSan, not
 /// in the cache). AddressSanitizer runs it.
-const NOT_UNDER_TSAN: &str =
-    "platform::thread_cache::tests::a_first_free_in_the_last_destructor_round";
+const NOT_UNDER_TSAN: &str = "thread_cache::tests::a_first_free_in_the_last_destructor_round";
 
 /// The host target the checks build for: Miri and the sanitizers support
 /// it, and `-Zbuild-std` needs the target named.
@@ -76,8 +83,6 @@ pub fn all(ctx: &Ctx) -> Result<()> {
 
 fn run_check(ctx: &Ctx, check: Check) -> Result<()> {
     let sh = &ctx.sh;
-    let package = &ctx.project.settings.package;
-    let binary = &ctx.project.settings.binary;
     let toolchain = format!("+{NIGHTLY}");
     let target_dir = ctx.project.target_dir.join("sanitize");
     match check {
@@ -85,7 +90,7 @@ fn run_check(ctx: &Ctx, check: Check) -> Result<()> {
             let target_dir = target_dir.join("miri");
             ctx.run(cmd!(
                 sh,
-                "cargo {toolchain} miri test --package {package} --bin {binary} --target-dir {target_dir} -- {ALLOCATOR_TESTS}"
+                "cargo {toolchain} miri test --package {UNSAFE_CRATE} --lib --target-dir {target_dir} -- {ALLOCATOR_TESTS}"
             ))
             .context("Miri found a problem in the allocator cache (see its report above)")
         }
@@ -105,7 +110,7 @@ fn run_check(ctx: &Ctx, check: Check) -> Result<()> {
             let target_dir = target_dir.join(name);
             ctx.run(cmd!(
                 sh,
-                "cargo {toolchain} test -Zbuild-std --target {HOST_GNU} --package {package} --bin {binary} --target-dir {target_dir} -- {ALLOCATOR_TESTS} {COPY_TESTS} {skip...}"
+                "cargo {toolchain} test -Zbuild-std --target {HOST_GNU} --package {UNSAFE_CRATE} --lib --target-dir {target_dir} -- {ALLOCATOR_TESTS} {COPY_TESTS} {skip...}"
             ))
             .with_context(|| format!("{label} found a problem (see its report above)"))
         }
