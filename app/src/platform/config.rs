@@ -1,6 +1,10 @@
 //! Settings, layered: built-in defaults, then `<config dir>/base.toml`, then
 //! `<config dir>/<APP_ENV>.toml`, then `APP__SECTION__KEY` environment
-//! variables, then command-line flags.
+//! variables, then command-line flags. OpenTelemetry's standard variables
+//! (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, …; `OTEL_VARIABLES`) set
+//! the `[tracing]` keys they name, as a layer between the files and
+//! `APP__*`, so that operators configure tracing as they do for any
+//! OpenTelemetry SDK and `config show` shows the result.
 //!
 //! Each layer is parsed on its own into a `Layer` (every field optional,
 //! unknown keys rejected) before it is applied, so an error always names the
@@ -87,6 +91,7 @@ pub struct Settings {
     pub log: Log,
     pub service: Service,
     pub admin: Admin,
+    pub tracing: Tracing,
     /// Every file and variable that contributed, in the order applied.
     pub sources: Vec<String>,
     /// Whether a layer named the port of `server.listen` (there is no
@@ -159,6 +164,127 @@ pub struct Service {
     pub own: toml::Table,
 }
 
+/// `[tracing]`: W3C trace context, the sampler and the OTLP/HTTP export of
+/// server spans (`platform/traces.rs`, `platform/otlp.rs`).
+#[derive(Debug, Clone)]
+pub struct Tracing {
+    /// `false` (`OTEL_SDK_DISABLED=true`) turns tracing off whatever the
+    /// endpoint.
+    pub enabled: bool,
+    /// The OTLP/HTTP traces URL (`http://host:port/v1/traces`); empty:
+    /// tracing off.
+    pub endpoint: String,
+    /// The resource's `service.name`; empty: `service.name`.
+    pub service_name: String,
+    pub sampler: Sampler,
+    /// The share of new traces sampled, for the `*traceidratio` samplers.
+    pub ratio: f64,
+    /// More resource attributes, `key=value,key=value` (percent-encoded
+    /// values), as `OTEL_RESOURCE_ATTRIBUTES` spells them.
+    pub resource_attributes: String,
+    /// Spans waiting for export at most; past it they are dropped.
+    pub queue_size: usize,
+    /// Spans per export request at most.
+    pub batch_size: usize,
+    /// How long a span waits at most for a batch to fill.
+    pub batch_delay: Duration,
+    /// How long one batch may take, retries included, and how long the
+    /// final flush may take when the process stops.
+    pub export_timeout: Duration,
+}
+
+impl Tracing {
+    /// Whether requests get trace context and spans at all.
+    pub fn active(&self) -> bool {
+        self.enabled && !self.endpoint.is_empty()
+    }
+}
+
+/// The samplers of `OTEL_TRACES_SAMPLER`, spelled as it spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampler {
+    AlwaysOn,
+    AlwaysOff,
+    Traceidratio,
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    ParentbasedTraceidratio,
+}
+
+impl Sampler {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sampler::AlwaysOn => "always_on",
+            Sampler::AlwaysOff => "always_off",
+            Sampler::Traceidratio => "traceidratio",
+            Sampler::ParentbasedAlwaysOn => "parentbased_always_on",
+            Sampler::ParentbasedAlwaysOff => "parentbased_always_off",
+            Sampler::ParentbasedTraceidratio => "parentbased_traceidratio",
+        }
+    }
+}
+
+/// OpenTelemetry's variables and the `[tracing]` key each sets, applied in
+/// this order (so the traces-only endpoint and timeout win over the
+/// general ones). Values in milliseconds get their unit; the general
+/// endpoint gets the traces path, as the specification says.
+const OTEL_VARIABLES: [(&str, &str); 15] = [
+    ("OTEL_SDK_DISABLED", "enabled"),
+    ("OTEL_TRACES_EXPORTER", "enabled"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", ""),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", ""),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "endpoint"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "endpoint"),
+    ("OTEL_SERVICE_NAME", "service_name"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "resource_attributes"),
+    ("OTEL_TRACES_SAMPLER", "sampler"),
+    ("OTEL_TRACES_SAMPLER_ARG", "ratio"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "queue_size"),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "batch_size"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "batch_delay"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "export_timeout"),
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "export_timeout"),
+];
+
+/// An OpenTelemetry variable's value as the text of the `[tracing]` key it
+/// sets; `None`: it sets nothing (a protocol check that passed).
+fn otel_value(name: &str, key: &str, value: &str) -> Result<Option<String>> {
+    let value = value.trim();
+    Ok(Some(match name {
+        "OTEL_SDK_DISABLED" => match value.to_ascii_lowercase().as_str() {
+            "true" => "false".to_owned(),
+            "false" | "" => "true".to_owned(),
+            _ => bail!("{name}={value:?}: expected true or false"),
+        },
+        "OTEL_TRACES_EXPORTER" => match value {
+            "otlp" | "" => return Ok(None),
+            "none" => "false".to_owned(),
+            _ => bail!(
+                "{name}={value:?}: this service exports traces over OTLP only: set it to otlp or none"
+            ),
+        },
+        "OTEL_EXPORTER_OTLP_PROTOCOL" | "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" => {
+            if value.is_empty() || value == "http/json" {
+                return Ok(None);
+            }
+            bail!(
+                "{name}={value:?}: this service exports OTLP/HTTP with JSON bodies only: set it to http/json, or unset it (every OTLP/HTTP collector takes JSON)"
+            )
+        }
+        "OTEL_EXPORTER_OTLP_ENDPOINT" if !value.is_empty() => {
+            format!("{}/v1/traces", value.trim_end_matches('/'))
+        }
+        _ if key == "batch_delay" || key == "export_timeout" => {
+            let millis: u64 = value.parse().map_err(|_| {
+                anyhow!("{name}={value:?}: expected a whole number of milliseconds, e.g. 5000")
+            })?;
+            format!("{millis}ms")
+        }
+        _ => value.to_owned(),
+    }))
+}
+
 /// How the business part checks one layer's keys of `[service]`: `Err` is
 /// the serde message naming the key.
 pub type CheckOwn = fn(&toml::Table) -> Result<(), String>;
@@ -182,6 +308,29 @@ struct Layer {
     _service: serde::de::IgnoredAny,
     #[serde(default)]
     admin: AdminLayer,
+    #[serde(default)]
+    tracing: TracingLayer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TracingLayer {
+    #[serde(default, deserialize_with = "optional_flag")]
+    enabled: Option<bool>,
+    endpoint: Option<String>,
+    service_name: Option<String>,
+    sampler: Option<Sampler>,
+    #[serde(default, deserialize_with = "optional_ratio")]
+    ratio: Option<f64>,
+    resource_attributes: Option<String>,
+    #[serde(default, deserialize_with = "optional_count")]
+    queue_size: Option<usize>,
+    #[serde(default, deserialize_with = "optional_count")]
+    batch_size: Option<usize>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    batch_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    export_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,7 +447,9 @@ impl Environment {
 }
 
 fn is_ours(name: &str) -> bool {
-    name.starts_with("APP_") || name == "CREDENTIALS_DIRECTORY"
+    name.starts_with("APP_")
+        || name == "CREDENTIALS_DIRECTORY"
+        || OTEL_VARIABLES.iter().any(|(otel, _)| *otel == name)
 }
 
 impl Settings {
@@ -329,6 +480,15 @@ impl Settings {
             Ok(text) => settings.apply_file(&env_file, &text, check_own)?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(anyhow!(err).context(format!("read {}", env_file.display()))),
+        }
+
+        for (name, key) in OTEL_VARIABLES {
+            let Some(value) = environment.get(name) else {
+                continue;
+            };
+            if let Some(value) = otel_value(name, key, value)? {
+                settings.apply_env(name, "tracing", key, &value, check_own)?;
+            }
         }
 
         for (name, value) in &environment.0 {
@@ -379,6 +539,18 @@ impl Settings {
                 own: toml::Table::new(),
             },
             admin: Admin { token: None },
+            tracing: Tracing {
+                enabled: true,
+                endpoint: String::new(),
+                service_name: String::new(),
+                sampler: Sampler::ParentbasedTraceidratio,
+                ratio: 1.0,
+                resource_attributes: String::new(),
+                queue_size: 2048,
+                batch_size: 512,
+                batch_delay: Duration::from_secs(1),
+                export_timeout: Duration::from_secs(10),
+            },
             sources: vec!["defaults".to_owned()],
             listen_has_port: false,
         }
@@ -470,7 +642,19 @@ impl Settings {
             log,
             _service: _,
             admin: AdminLayer {},
+            tracing,
         } = layer;
+        let own = &mut self.tracing;
+        set(&mut own.enabled, tracing.enabled);
+        set(&mut own.endpoint, tracing.endpoint);
+        set(&mut own.service_name, tracing.service_name);
+        set(&mut own.sampler, tracing.sampler);
+        set(&mut own.ratio, tracing.ratio);
+        set(&mut own.resource_attributes, tracing.resource_attributes);
+        set(&mut own.queue_size, tracing.queue_size);
+        set(&mut own.batch_size, tracing.batch_size);
+        set(&mut own.batch_delay, tracing.batch_delay);
+        set(&mut own.export_timeout, tracing.export_timeout);
         match server.listen {
             Some(Listen::Address(address)) => {
                 self.server.listen = address;
@@ -538,6 +722,41 @@ impl Settings {
         if self.server.max_connections == 0 {
             bail!("server.max_connections is 0: no client could connect; set it to e.g. 4096");
         }
+        let tracing = &self.tracing;
+        if !tracing.endpoint.is_empty() && !tracing.endpoint.starts_with("http://") {
+            bail!(
+                "tracing.endpoint {:?} is not an http:// URL: send spans to a collector on the host or in the pod (e.g. http://127.0.0.1:4318/v1/traces), which forwards them over TLS if needed",
+                tracing.endpoint
+            );
+        }
+        if !(0.0..=1.0).contains(&tracing.ratio) {
+            bail!(
+                "tracing.ratio is {}: it is a share of new traces, from 0.0 (none) to 1.0 (all), e.g. 0.01",
+                tracing.ratio
+            );
+        }
+        if tracing.queue_size == 0 || tracing.batch_size == 0 {
+            bail!(
+                "tracing.queue_size and tracing.batch_size must be at least 1, e.g. 2048 and 512"
+            );
+        }
+        if tracing.batch_size > tracing.queue_size {
+            bail!(
+                "tracing.batch_size ({}) is larger than tracing.queue_size ({}): a batch could never fill; lower batch_size",
+                tracing.batch_size,
+                tracing.queue_size
+            );
+        }
+        if tracing.export_timeout.is_zero() || tracing.batch_delay.is_zero() {
+            bail!(
+                "tracing.export_timeout and tracing.batch_delay must be longer than 0s, e.g. 10s and 1s"
+            );
+        }
+        if let Err(err) =
+            crate::platform::traces::parse_resource_attributes(&tracing.resource_attributes)
+        {
+            bail!("tracing.resource_attributes: {err}");
+        }
         if self.server.workers == WorkerCount::Count(0) {
             bail!(
                 "server.workers is 0: no thread would serve; set it to \"auto\" (one per CPU) or a count, e.g. 2"
@@ -596,7 +815,18 @@ impl Settings {
              name = {}\n\
              {}\n\
              [admin]\n\
-             token = \"{token}\"\n",
+             token = \"{token}\"\n\n\
+             [tracing]\n\
+             enabled = {}\n\
+             endpoint = {}\n\
+             service_name = {}\n\
+             sampler = \"{}\"\n\
+             ratio = {:?}\n\
+             resource_attributes = {}\n\
+             queue_size = {}\n\
+             batch_size = {}\n\
+             batch_delay = {}\n\
+             export_timeout = {}\n",
             self.env.name(),
             self.sources.join(", "),
             quoted(&server.listen.to_string()),
@@ -618,6 +848,16 @@ impl Settings {
                 .iter()
                 .map(|(key, value)| format!("{} = {}\n", toml_key(key), toml_text(value)))
                 .collect::<String>(),
+            self.tracing.enabled,
+            quoted(&self.tracing.endpoint),
+            quoted(&self.tracing.service_name),
+            self.tracing.sampler.name(),
+            self.tracing.ratio,
+            quoted(&self.tracing.resource_attributes),
+            self.tracing.queue_size,
+            self.tracing.batch_size,
+            quoted(&format_duration(self.tracing.batch_delay)),
+            quoted(&format_duration(self.tracing.export_timeout)),
         )
     }
 }
@@ -837,6 +1077,46 @@ fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u
     Count::deserialize(deserializer)?
         .value("count", "a whole number, e.g. 4096")
         .map(Some)
+}
+
+/// A flag: a TOML boolean in files, `true` or `false` in variables.
+fn optional_flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Flag::deserialize(deserializer)? {
+        Flag::Bool(flag) => Ok(Some(flag)),
+        Flag::Text(text) => match text.trim() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            other => Err(serde::de::Error::custom(format!(
+                "invalid flag {other:?}: expected true or false"
+            ))),
+        },
+    }
+}
+
+/// A share from 0.0 to 1.0: a TOML number in files, its text in variables.
+fn optional_ratio<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ratio {
+        Float(f64),
+        Integer(i64),
+        Text(String),
+    }
+    match Ratio::deserialize(deserializer)? {
+        Ratio::Float(ratio) => Ok(Some(ratio)),
+        Ratio::Integer(ratio) => Ok(Some(ratio as f64)),
+        Ratio::Text(text) => text.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid ratio {text:?}: expected a number from 0.0 to 1.0, e.g. 0.01"
+            ))
+        }),
+    }
 }
 
 /// `server.workers`: `"auto"`, or a count as `optional_count` reads it.

@@ -173,10 +173,23 @@ struct Series {
     buckets: [u64; LATENCY_BUCKETS.len() + 1],
     /// The sum, in nanoseconds (584 years before it wraps).
     sum_nanos: u64,
+    /// The latest sampled request's trace per bucket, with its latency
+    /// (OpenMetrics exemplars).
+    exemplars: [Option<(Exemplar, f64)>; LATENCY_BUCKETS.len() + 1],
+}
+
+/// The trace of a sampled request, attached to the histogram bucket its
+/// latency fell in, so that a latency spike links to a trace.
+#[derive(Debug, Clone, Copy)]
+pub struct Exemplar {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// When the request ended, in milliseconds since the epoch.
+    pub unix_millis: u64,
 }
 
 impl Series {
-    fn observe(&mut self, elapsed: Duration) {
+    fn observe(&mut self, elapsed: Duration, exemplar: Option<Exemplar>) {
         let seconds = elapsed.as_secs_f64();
         let bucket = LATENCY_BUCKETS
             .iter()
@@ -186,6 +199,9 @@ impl Series {
         self.buckets[bucket] += 1;
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos = self.sum_nanos.wrapping_add(nanos);
+        if let Some(exemplar) = exemplar {
+            self.exemplars[bucket] = Some((exemplar, seconds));
+        }
     }
 
     fn add(&mut self, other: &Series) {
@@ -194,6 +210,17 @@ impl Series {
             *total += count;
         }
         self.sum_nanos = self.sum_nanos.wrapping_add(other.sum_nanos);
+        // The newest exemplar of each bucket over the shards.
+        for (mine, theirs) in self.exemplars.iter_mut().zip(&other.exemplars) {
+            let newer = match (&mine, theirs) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some((mine, _)), Some((theirs, _))) => theirs.unix_millis > mine.unix_millis,
+            };
+            if newer {
+                *mine = *theirs;
+            }
+        }
     }
 }
 
@@ -228,15 +255,18 @@ impl RequestShards {
         })
     }
 
-    fn observe(&self, labels: &HttpLabels, elapsed: Duration) {
+    fn observe(&self, labels: &HttpLabels, elapsed: Duration, exemplar: Option<Exemplar>) {
         self.with_local(|shard| {
             let mut series = shard.series.lock().expect("request metric series");
             // Found without cloning the labels on all but a series' first
             // request.
             if let Some(series) = series.get_mut(labels) {
-                series.observe(elapsed);
+                series.observe(elapsed, exemplar);
             } else {
-                series.entry(labels.clone()).or_default().observe(elapsed);
+                series
+                    .entry(labels.clone())
+                    .or_default()
+                    .observe(elapsed, exemplar);
             }
         });
     }
@@ -317,7 +347,19 @@ impl RequestShards {
                 text.push_str("http_request_duration_seconds_bucket");
                 let le = LATENCY_BOUNDS.get(index).copied().unwrap_or("+Inf");
                 labels(text, series_labels, Some(le));
-                let _ = writeln!(text, " {cumulative}");
+                let _ = write!(text, " {cumulative}");
+                if let Some((exemplar, seconds)) = &series.exemplars[index] {
+                    use crate::platform::traces::Hex;
+                    let _ = write!(
+                        text,
+                        " # {{trace_id=\"{}\",span_id=\"{}\"}} {seconds:?} {}.{:03}",
+                        Hex::<32>::of(&exemplar.trace_id).as_str(),
+                        Hex::<16>::of(&exemplar.span_id).as_str(),
+                        exemplar.unix_millis / 1000,
+                        exemplar.unix_millis % 1000
+                    );
+                }
+                text.push('\n');
             }
         }
         let _ = write!(
@@ -430,8 +472,9 @@ impl Metrics {
         self.registry.register(name, help, metric);
     }
 
-    pub fn observe(&self, labels: &HttpLabels, elapsed: Duration) {
-        self.requests.observe(labels, elapsed);
+    /// `exemplar`: the request's trace, if it was sampled.
+    pub fn observe(&self, labels: &HttpLabels, elapsed: Duration, exemplar: Option<Exemplar>) {
+        self.requests.observe(labels, elapsed, exemplar);
     }
 
     /// Counts a request in `http_requests_in_flight` until `request_ended`.
@@ -690,7 +733,7 @@ mod tests {
         std::thread::scope(|scope| {
             for (labels, seconds) in observations {
                 let ours = &ours;
-                scope.spawn(move || ours.observe(labels, Duration::from_secs_f64(seconds)));
+                scope.spawn(move || ours.observe(labels, Duration::from_secs_f64(seconds), None));
             }
             scope.spawn(|| ours.request_started());
         });

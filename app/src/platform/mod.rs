@@ -27,11 +27,13 @@ pub mod logging;
 pub mod memcpy;
 pub mod metrics;
 pub mod observe;
+pub mod otlp;
 pub mod server;
 pub mod state;
 pub mod systemd;
 #[cfg(target_env = "musl")]
 pub mod thread_cache;
+pub mod traces;
 pub mod upgrade;
 pub mod workers;
 

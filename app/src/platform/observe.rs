@@ -3,6 +3,11 @@
 //! rather than axum's `middleware::from_fn`, which boxes a service and two
 //! futures per request: the request path allocates as little as it can
 //! (`allocations.rs` counts it).
+//!
+//! With tracing on, the layer also starts each request's server span
+//! (`traces.rs`): its ids go into the log line and the `traceresponse`
+//! header, and a sampled one into the latency histogram as an exemplar and
+//! to the export queue (`otlp.rs`).
 
 use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
@@ -19,8 +24,10 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::platform::config::format_duration;
-use crate::platform::metrics::{HttpLabels, intern_route};
+use crate::platform::metrics::{Exemplar, HttpLabels, intern_route};
+use crate::platform::otlp;
 use crate::platform::state::{AppState, ErrorBody};
+use crate::platform::traces::{self, Hex, SpanContext};
 
 /// A constant name: inserting a `&str` name that is not a standard header
 /// would allocate it anew on every response.
@@ -88,6 +95,22 @@ where
             }),
             None => request,
         };
+        let trace = self.state.traces.as_ref().map(|_| {
+            let context = traces::start(&self.state.settings.tracing, request.headers());
+            // What the exported span says of the request, for sampled ones.
+            let details = context.sampled.then(|| {
+                let headers = request.headers();
+                RequestDetails {
+                    path: request.uri().clone(),
+                    host: headers.get(header::HOST).cloned(),
+                    user_agent: headers.get(header::USER_AGENT).cloned(),
+                    request_size: headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|length| length.to_str().ok()?.parse().ok()),
+                }
+            });
+            Box::new(Traced { context, details })
+        });
         let timeout = self.state.settings.server.request_timeout;
         Observed {
             inner: Deadline {
@@ -102,9 +125,24 @@ where
                 route,
                 request_id,
                 body_in,
+                trace,
             }),
         }
     }
+}
+
+/// A request's span, with tracing on.
+struct Traced {
+    context: SpanContext,
+    /// For a sampled request: what its exported span records.
+    details: Option<RequestDetails>,
+}
+
+struct RequestDetails {
+    path: axum::http::Uri,
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    request_size: Option<u64>,
 }
 
 /// What the layer knows of a request until its response.
@@ -116,6 +154,8 @@ struct Observation {
     request_id: HeaderValue,
     /// Set once the body has all arrived; `None` without a body.
     body_in: Option<Arc<AtomicBool>>,
+    /// `None` with tracing off.
+    trace: Option<Box<Traced>>,
 }
 
 pin_project_lite::pin_project! {
@@ -150,6 +190,7 @@ impl Observation {
             method,
             route,
             request_id,
+            trace,
             ..
         } = self;
         let state = in_flight.end();
@@ -157,6 +198,16 @@ impl Observation {
         #[cfg(feature = "fault-injection")]
         fault_injection::break_some(route, &mut response);
         let status = response.status().as_u16();
+        let ended = trace.as_ref().map(|_| std::time::SystemTime::now());
+        let exemplar = trace
+            .as_ref()
+            .zip(ended)
+            .filter(|(trace, _)| trace.context.sampled)
+            .map(|(trace, ended)| Exemplar {
+                trace_id: trace.context.trace_id,
+                span_id: trace.context.span_id,
+                unix_millis: otlp::unix_nanos(ended) / 1_000_000,
+            });
         state.metrics.observe(
             &HttpLabels {
                 method,
@@ -164,8 +215,15 @@ impl Observation {
                 status,
             },
             elapsed,
+            exemplar,
         );
         if crate::platform::logging::request_line_wanted(&state.settings.log, status) {
+            let ids = trace.as_ref().map(|trace| {
+                (
+                    Hex::<32>::of(&trace.context.trace_id),
+                    Hex::<16>::of(&trace.context.span_id),
+                )
+            });
             tracing::info!(
                 target: concat!(env!("CARGO_CRATE_NAME"), "::request"),
                 method,
@@ -173,7 +231,33 @@ impl Observation {
                 status,
                 latency_ms = elapsed.as_micros() as f64 / 1_000.0,
                 request_id = request_id.to_str().unwrap_or_default(),
+                trace_id = ids.as_ref().map(|(trace, _)| trace.as_str()),
+                span_id = ids.as_ref().map(|(_, span)| span.as_str()),
             );
+        }
+        if let Some(trace) = trace {
+            response
+                .headers_mut()
+                .insert(traces::TRACERESPONSE, trace.context.response_header());
+            if let (Some(details), Some(exporter), Some(ended)) =
+                (trace.details, &state.traces, ended)
+            {
+                let end_unix_nanos = otlp::unix_nanos(ended);
+                exporter.export(otlp::ServerSpan {
+                    context: trace.context,
+                    method,
+                    route: (route != "unmatched").then_some(route),
+                    path: details.path,
+                    status,
+                    start_unix_nanos: end_unix_nanos
+                        .saturating_sub(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)),
+                    end_unix_nanos,
+                    host: details.host,
+                    user_agent: details.user_agent,
+                    request_size: details.request_size,
+                    response_size: response.body().size_hint().exact(),
+                });
+            }
         }
         let headers = response.headers_mut();
         headers.insert(REQUEST_ID, request_id);

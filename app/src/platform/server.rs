@@ -26,6 +26,7 @@ use crate::platform::connections::{self, Limits};
 use crate::platform::http;
 use crate::platform::lifecycle::{Lifecycle, State};
 use crate::platform::metrics::Metrics;
+use crate::platform::otlp::Exporter;
 use crate::platform::state::Shared;
 use crate::platform::systemd::Notifier;
 use crate::platform::upgrade::{self, Program, ReadySignal};
@@ -107,12 +108,31 @@ async fn serve(
         .local_addr()
         .map_err(|err| ServeError::Listen(err.into()))?;
 
+    let mut metrics = metrics;
+    let traces = if settings.tracing.active() {
+        let exporter = Exporter::start(
+            &settings.tracing,
+            &settings.service.name,
+            &BUILD_INFO,
+            &mut metrics,
+        )
+        .context("start the trace export thread")
+        .map_err(ServeError::Runtime)?;
+        Some(Arc::new(exporter))
+    } else {
+        None
+    };
     let settings = Arc::new(settings);
     let lifecycle = Arc::new(Lifecycle::default());
     let metrics = Arc::new(metrics);
     let app = || {
         http::router(
-            Shared::new(settings.clone(), lifecycle.clone(), metrics.clone()),
+            Shared::traced(
+                settings.clone(),
+                lifecycle.clone(),
+                metrics.clone(),
+                traces.clone(),
+            ),
             business(),
         )
     };
@@ -252,6 +272,11 @@ async fn serve(
             in_flight = metrics.in_flight(),
             "drain timeout reached: exiting with requests still in flight"
         ),
+    }
+    // The spans of the requests this process answered, once, before it
+    // exits (after an upgrade too: the new process exports its own).
+    if let Some(traces) = &traces {
+        traces.flush_and_stop();
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::platform::config::Settings;
 use crate::platform::lifecycle::Lifecycle;
 use crate::platform::metrics::Metrics;
+use crate::platform::otlp::Exporter;
 
 /// What every handler shares: one `Arc`, so that the per-request clone the
 /// middleware makes is a single reference count.
@@ -18,21 +19,35 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     pub lifecycle: Arc<Lifecycle>,
     pub metrics: Arc<Metrics>,
+    /// The span export; `None` with tracing off.
+    pub traces: Option<Arc<Exporter>>,
     /// The answer of `GET /healthz`, with the pid, which tells the processes
     /// apart across upgrades.
     pub health: Bytes,
 }
 
 impl Shared {
+    /// Without tracing, for tests of the layer.
+    #[cfg(test)]
     pub fn new(
         settings: Arc<Settings>,
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
     ) -> AppState {
+        Shared::traced(settings, lifecycle, metrics, None)
+    }
+
+    pub fn traced(
+        settings: Arc<Settings>,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+        traces: Option<Arc<Exporter>>,
+    ) -> AppState {
         Arc::new(Shared {
             settings,
             lifecycle,
             metrics,
+            traces,
             health: format!("{{\"pid\":{},\"status\":\"ok\"}}", std::process::id()).into(),
         })
     }

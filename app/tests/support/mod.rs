@@ -60,7 +60,8 @@ pub fn app_command() -> Command {
 pub fn app_command_from(binary: &Path, config: &Path) -> Command {
     let mut command = Command::new(binary);
     for (name, _) in std::env::vars() {
-        if name.starts_with("APP_") || name == "CREDENTIALS_DIRECTORY" {
+        if name.starts_with("APP_") || name.starts_with("OTEL_") || name == "CREDENTIALS_DIRECTORY"
+        {
             command.env_remove(name);
         }
     }

@@ -42,7 +42,7 @@ impl Doctor {
 }
 
 /// The tools of each section besides the core ones, in `tools::ALL` order.
-const SECTIONS: [(&str, &[Tool]); 8] = [
+const SECTIONS: [(&str, &[Tool]); 9] = [
     (
         "cross-compiling and running foreign binaries",
         &[Tool::CargoZigbuild, Tool::Zig, Tool::QemuAarch64],
@@ -61,14 +61,31 @@ const SECTIONS: [(&str, &[Tool]); 8] = [
         "systemd units",
         &[Tool::SystemdAnalyze, Tool::SystemdSocketActivate],
     ),
-    ("deploys to remote hosts", &[Tool::Ssh, Tool::Sshd]),
+    (
+        "deploys to remote hosts, and real systemd hosts for their tests",
+        &[
+            Tool::Ssh,
+            Tool::Sshd,
+            Tool::Debootstrap,
+            Tool::SystemdNspawn,
+        ],
+    ),
     (
         "Kubernetes manifests and alerts",
         &[Tool::KubernetesValidate, Tool::Promtool, Tool::Kubectl],
     ),
     (
+        "traces and exemplars",
+        &[Tool::Prometheus, Tool::RotelAgent],
+    ),
+    (
         "checks in the test suite",
-        &[Tool::Actionlint, Tool::RustAuditInfo, Tool::CycloneDx],
+        &[
+            Tool::Curl,
+            Tool::Actionlint,
+            Tool::RustAuditInfo,
+            Tool::CycloneDx,
+        ],
     ),
     (
         "benchmarks (`cargo xtask setup --bench` installs them)",
@@ -212,4 +229,21 @@ fn target_checks(ctx: &Ctx) -> Vec<Check> {
             },
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tool `setup` installs but `doctor` does not show would be missing
+    /// without anyone seeing it.
+    #[test]
+    fn every_tool_is_in_a_section_of_the_report() {
+        let core = [Tool::Git, Tool::Rustup, Tool::CargoNextest];
+        for tool in tools::ALL {
+            let shown =
+                core.contains(&tool) || SECTIONS.iter().any(|(_, tools)| tools.contains(&tool));
+            assert!(shown, "{tool:?} is in no section of doctor's report");
+        }
+    }
 }

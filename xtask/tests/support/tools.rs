@@ -45,12 +45,32 @@ pub fn skip(reason: &str, install: &str) {
 /// user's PATH often lacks (Debian puts `sshd` in /usr/sbin), else in the
 /// virtual environment `cargo xtask setup` installs the Python tools into
 /// (`cargo xtask test` puts it on PATH; a plain `cargo test` does not).
+/// Some wheels (`rotel`) carry their binary inside the package instead:
+/// `<venv>/lib/python3.*/site-packages/<package>/<name>` is looked in last.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .chain(python_venv().map(|venv| venv.join("bin")))
         .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .or_else(|| in_a_python_package(name))
+}
+
+fn in_a_python_package(name: &str) -> Option<PathBuf> {
+    let lib = python_venv()?.join("lib");
+    let entries = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect::<Vec<_>>()
+    };
+    entries(&lib)
+        .into_iter()
+        .flat_map(|python| entries(&python.join("site-packages")))
+        .map(|package| package.join(name))
         .find(|candidate| candidate.is_file())
 }
 

@@ -1,0 +1,695 @@
+//! The export of sampled server spans over OTLP/HTTP with JSON bodies
+//! (`POST <tracing.endpoint>`, `Content-Type: application/json`), written
+//! here rather than taken from opentelemetry-rust (ARCHITECTURE.md says
+//! why).
+//!
+//! Off the request path: a request hands its finished span to a bounded
+//! queue (`tracing.queue_size`) with `try_send`, which never waits; a full
+//! queue drops the span and counts it. One thread of its own takes spans
+//! in batches (`tracing.batch_size`, or what arrived within
+//! `tracing.batch_delay`), encodes them and posts them with plain blocking
+//! I/O, one connection per batch. A batch that meets 429, 502, 503, 504 or
+//! a connection error is tried again with doubling pauses (a `Retry-After`
+//! in seconds is honoured) until `tracing.export_timeout`; then it is
+//! dropped and counted. Dropped spans are counted in
+//! `app_trace_spans_dropped_total{reason}`, and a warning says so at most
+//! every `WARN_EVERY`.
+//!
+//! On shutdown (a stop, or the end of the drain after an upgrade) the
+//! process exports what its queue still holds, within `export_timeout`,
+//! before it exits: each process exports the spans of the requests it
+//! answered, once.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::platform::build_info::BuildInfo;
+use crate::platform::config::Tracing;
+use crate::platform::metrics::Metrics;
+use crate::platform::traces::{Hex, SpanContext, parse_resource_attributes};
+
+/// At most one warning about dropped spans this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+/// The first pause before a batch is tried again; it doubles.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// A finished server span, as the request layer knows it.
+#[derive(Debug)]
+pub struct ServerSpan {
+    pub context: SpanContext,
+    pub method: &'static str,
+    /// The route template, `None` for a request no route matched.
+    pub route: Option<&'static str>,
+    pub path: axum::http::Uri,
+    pub status: u16,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+    pub host: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+    pub request_size: Option<u64>,
+    pub response_size: Option<u64>,
+}
+
+/// Nanoseconds since the epoch, now.
+pub fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    })
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct DropLabels {
+    reason: &'static str,
+}
+
+/// Why spans were dropped: the queue was full, or their batch could not be
+/// delivered (the collector down or refusing) within the export timeout.
+const QUEUE_FULL: DropLabels = DropLabels {
+    reason: "queue_full",
+};
+const EXPORT_FAILED: DropLabels = DropLabels {
+    reason: "export_failed",
+};
+
+enum Message {
+    Span(Box<ServerSpan>),
+    /// Wakes the thread for the final flush.
+    Flush,
+}
+
+/// The request layer's end of the export.
+pub struct Exporter {
+    queue: SyncSender<Message>,
+    dropped: Family<DropLabels, Counter>,
+    closing: Arc<AtomicBool>,
+    done: Mutex<Option<Receiver<()>>>,
+    export_timeout: Duration,
+}
+
+impl Exporter {
+    /// Starts the export thread and registers its metrics.
+    pub fn start(
+        settings: &Tracing,
+        service_name: &str,
+        build: &BuildInfo,
+        metrics: &mut Metrics,
+    ) -> std::io::Result<Exporter> {
+        let (queue, spans) = mpsc::sync_channel(settings.queue_size);
+        let dropped = Family::<DropLabels, Counter>::default();
+        drop(dropped.get_or_create(&QUEUE_FULL));
+        drop(dropped.get_or_create(&EXPORT_FAILED));
+        metrics.register(
+            "app_trace_spans_dropped",
+            "Sampled spans never exported, by reason: queue_full, export_failed (the collector down or refusing)",
+            dropped.clone(),
+        );
+        let exported = Counter::default();
+        metrics.register(
+            "app_trace_spans_exported",
+            "Spans the collector accepted",
+            exported.clone(),
+        );
+        let closing = Arc::new(AtomicBool::new(false));
+        let (done_sender, done) = mpsc::channel();
+        let mut thread = ExportThread {
+            endpoint: Endpoint::parse(&settings.endpoint)?,
+            resource: resource_json(settings, service_name, build),
+            spans,
+            batch_size: settings.batch_size,
+            batch_delay: settings.batch_delay,
+            export_timeout: settings.export_timeout,
+            closing: closing.clone(),
+            dropped: dropped.clone(),
+            exported,
+            unreported: 0,
+            last_warning: None,
+        };
+        std::thread::Builder::new()
+            .name("otlp-export".to_owned())
+            .spawn(move || {
+                thread.run();
+                let _ = done_sender.send(());
+            })?;
+        Ok(Exporter {
+            queue,
+            dropped,
+            closing,
+            done: Mutex::new(Some(done)),
+            export_timeout: settings.export_timeout,
+        })
+    }
+
+    /// Queues a finished span; never waits. A full queue drops it.
+    pub fn export(&self, span: ServerSpan) {
+        match self.queue.try_send(Message::Span(Box::new(span))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.get_or_create(&QUEUE_FULL).inc();
+            }
+        }
+    }
+
+    /// Exports what the queue holds and stops the thread, waiting at most
+    /// the export timeout. Spans queued after this are dropped.
+    pub fn flush_and_stop(&self) {
+        let Some(done) = self.done.lock().expect("exporter").take() else {
+            return;
+        };
+        self.closing.store(true, Ordering::SeqCst);
+        // Wakes a thread waiting for spans; a full queue wakes it anyway.
+        let _ = self.queue.try_send(Message::Flush);
+        if done.recv_timeout(self.export_timeout).is_err() {
+            tracing::warn!(
+                export_timeout = %crate::platform::config::format_duration(self.export_timeout),
+                "trace export: the last spans were not all exported within the export timeout"
+            );
+        }
+    }
+}
+
+/// `http://host[:port]/path`, resolved at each export (a collector's
+/// address may change).
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// `host:port`, for the connection and the `Host` header.
+    authority: String,
+    path: String,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> std::io::Result<Endpoint> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "tracing.endpoint is not an http:// URL",
+            )
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, "/v1/traces"),
+        };
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+        let authority = if has_port {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Endpoint {
+            authority,
+            path: path.to_owned(),
+        })
+    }
+}
+
+struct ExportThread {
+    endpoint: Endpoint,
+    /// The `resource` and `scope` JSON, the same for every batch.
+    resource: String,
+    spans: Receiver<Message>,
+    batch_size: usize,
+    batch_delay: Duration,
+    export_timeout: Duration,
+    closing: Arc<AtomicBool>,
+    dropped: Family<DropLabels, Counter>,
+    exported: Counter,
+    /// Spans dropped since the last warning.
+    unreported: u64,
+    last_warning: Option<Instant>,
+}
+
+/// How one attempt at a batch ended.
+enum Attempt {
+    Accepted,
+    /// Worth trying again: the collector is busy or down; with its
+    /// `Retry-After`, if it gave one.
+    Retry(String, Option<Duration>),
+    /// Not worth trying again (the collector refused the batch).
+    Refused(String),
+}
+
+impl ExportThread {
+    fn run(&mut self) {
+        let mut batch = Vec::with_capacity(self.batch_size);
+        loop {
+            let drained = self.collect(&mut batch);
+            if !batch.is_empty() {
+                let closing = self.closing.load(Ordering::SeqCst);
+                self.send(&mut batch, closing);
+            }
+            if drained {
+                return;
+            }
+        }
+    }
+
+    /// Fills `batch` up to the batch size or until the batch delay has
+    /// passed since its first span. True once the final flush has found
+    /// the queue empty: nothing more will come.
+    fn collect(&mut self, batch: &mut Vec<ServerSpan>) -> bool {
+        let mut deadline = None;
+        while batch.len() < self.batch_size {
+            let closing = self.closing.load(Ordering::SeqCst);
+            let message = if closing {
+                // The final flush: take what is there, wait for nothing.
+                match self.spans.try_recv() {
+                    Ok(message) => message,
+                    Err(_) => return true,
+                }
+            } else {
+                let wait = deadline.map_or(self.batch_delay, |deadline: Instant| {
+                    deadline.saturating_duration_since(Instant::now())
+                });
+                match self.spans.recv_timeout(wait) {
+                    Ok(message) => message,
+                    Err(RecvTimeoutError::Timeout) if batch.is_empty() => continue,
+                    Err(RecvTimeoutError::Timeout) => return false,
+                    Err(RecvTimeoutError::Disconnected) => return true,
+                }
+            };
+            match message {
+                Message::Span(span) => {
+                    deadline.get_or_insert_with(|| Instant::now() + self.batch_delay);
+                    batch.push(*span);
+                }
+                Message::Flush => {}
+            }
+        }
+        false
+    }
+
+    /// Posts the batch until it is accepted, refused, or the export
+    /// timeout has passed; empties it.
+    fn send(&mut self, batch: &mut Vec<ServerSpan>, closing: bool) {
+        let body = encode(&self.resource, batch);
+        let count = batch.len() as u64;
+        batch.clear();
+        let deadline = Instant::now() + self.export_timeout;
+        let mut pause = FIRST_RETRY;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let problem = match post(&self.endpoint, &body, remaining) {
+                Attempt::Accepted => {
+                    self.exported.inc_by(count);
+                    return;
+                }
+                Attempt::Refused(problem) => problem,
+                Attempt::Retry(problem, retry_after) => {
+                    let wait = retry_after.unwrap_or(pause);
+                    if !closing && Instant::now() + wait < deadline {
+                        std::thread::sleep(wait);
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                    problem
+                }
+            };
+            self.dropped.get_or_create(&EXPORT_FAILED).inc_by(count);
+            self.warn(count, &problem);
+            return;
+        }
+    }
+
+    /// At most one line per `WARN_EVERY`, with what was dropped since the
+    /// last one.
+    fn warn(&mut self, count: u64, problem: &str) {
+        self.unreported += count;
+        let due = self
+            .last_warning
+            .is_none_or(|last| last.elapsed() >= WARN_EVERY);
+        if due {
+            tracing::warn!(
+                dropped = self.unreported,
+                endpoint = %format!("http://{}{}", self.endpoint.authority, self.endpoint.path),
+                error = problem,
+                "trace export failed: spans dropped"
+            );
+            self.unreported = 0;
+            self.last_warning = Some(Instant::now());
+        }
+    }
+}
+
+/// One POST of a batch, with the time left for it.
+fn post(endpoint: &Endpoint, body: &str, within: Duration) -> Attempt {
+    let within = within.max(Duration::from_millis(10));
+    let address = match endpoint
+        .authority
+        .to_socket_addrs()
+        .map(|mut found| found.next())
+    {
+        Ok(Some(address)) => address,
+        Ok(None) | Err(_) => {
+            return Attempt::Retry(format!("resolve {}", endpoint.authority), None);
+        }
+    };
+    let exchange = || -> std::io::Result<Vec<u8>> {
+        let mut stream = TcpStream::connect_timeout(&address, within)?;
+        stream.set_write_timeout(Some(within))?;
+        stream.set_read_timeout(Some(within))?;
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            endpoint.path,
+            endpoint.authority,
+            body.len()
+        );
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body.as_bytes())?;
+        let mut response = Vec::new();
+        // The status line and headers are enough; the body is read until
+        // the collector closes, bounded.
+        stream.take(64 * 1024).read_to_end(&mut response)?;
+        Ok(response)
+    };
+    let response = match exchange() {
+        Ok(response) => response,
+        Err(err) => return Attempt::Retry(format!("POST to {address}: {err}"), None),
+    };
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let retry_after = text
+        .lines()
+        .take_while(|line| !line.is_empty())
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("retry-after")
+                .then(|| value.trim().parse().ok().map(Duration::from_secs))?
+        });
+    match status {
+        200..=299 => Attempt::Accepted,
+        429 | 502 | 503 | 504 => {
+            Attempt::Retry(format!("the collector answered {status}"), retry_after)
+        }
+        0 => Attempt::Retry("the collector sent no HTTP answer".to_owned(), None),
+        _ => Attempt::Refused(format!("the collector refused the batch with {status}")),
+    }
+}
+
+/// The resource and the instrumentation scope, as the JSON that opens
+/// every batch's `resourceSpans` entry (up to `"spans":`).
+fn resource_json(settings: &Tracing, service_name: &str, build: &BuildInfo) -> String {
+    let service_name = if settings.service_name.is_empty() {
+        service_name
+    } else {
+        &settings.service_name
+    };
+    let instance = Hex::<32>::of(&crate::platform::traces::random_trace_id());
+    let mut attributes: Vec<(String, String)> = vec![
+        ("service.name".to_owned(), service_name.to_owned()),
+        ("service.version".to_owned(), build.version.to_owned()),
+        (
+            "service.instance.id".to_owned(),
+            instance.as_str().to_owned(),
+        ),
+        ("vcs.ref.head.revision".to_owned(), build.commit.to_owned()),
+        (
+            "telemetry.sdk.name".to_owned(),
+            crate::platform::build_info::BINARY.to_owned(),
+        ),
+        ("telemetry.sdk.language".to_owned(), "rust".to_owned()),
+    ];
+    // Validated with the settings; the operator's own attributes do not
+    // replace the service's identity (OTEL_SERVICE_NAME wins over a
+    // service.name in OTEL_RESOURCE_ATTRIBUTES, as specified).
+    for (key, value) in parse_resource_attributes(&settings.resource_attributes).unwrap_or_default()
+    {
+        if !attributes.iter().any(|(known, _)| *known == key) {
+            attributes.push((key, value));
+        }
+    }
+    let mut json = String::from("{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+    for (index, (key, value)) in attributes.iter().enumerate() {
+        if index > 0 {
+            json.push(',');
+        }
+        push_string_attribute(&mut json, key, value);
+    }
+    json.push_str("]},\"scopeSpans\":[{\"scope\":{\"name\":");
+    push_json_string(&mut json, crate::platform::build_info::BINARY);
+    json.push_str(",\"version\":");
+    push_json_string(&mut json, build.version);
+    json.push_str("},\"spans\":[");
+    json
+}
+
+/// A batch as an OTLP `ExportTraceServiceRequest` in JSON: ids as hex
+/// strings (not base64, unlike protobuf's JSON mapping), times as decimal
+/// strings of nanoseconds.
+fn encode(resource: &str, spans: &[ServerSpan]) -> String {
+    use std::fmt::Write as _;
+    let mut json = String::with_capacity(resource.len() + spans.len() * 700);
+    json.push_str(resource);
+    for (index, span) in spans.iter().enumerate() {
+        if index > 0 {
+            json.push(',');
+        }
+        let context = &span.context;
+        json.push_str("{\"traceId\":\"");
+        json.push_str(Hex::<32>::of(&context.trace_id).as_str());
+        json.push_str("\",\"spanId\":\"");
+        json.push_str(Hex::<16>::of(&context.span_id).as_str());
+        json.push('"');
+        if let Some(parent) = &context.parent {
+            json.push_str(",\"parentSpanId\":\"");
+            json.push_str(Hex::<16>::of(parent).as_str());
+            json.push('"');
+        }
+        if let Some(state) = context
+            .tracestate
+            .as_ref()
+            .and_then(|state| state.to_str().ok())
+        {
+            json.push_str(",\"traceState\":");
+            push_json_string(&mut json, state);
+        }
+        json.push_str(",\"name\":");
+        match span.route {
+            Some(route) => push_json_string(&mut json, &format!("{} {route}", span.method)),
+            None => push_json_string(&mut json, span.method),
+        }
+        let _ = write!(
+            json,
+            ",\"kind\":2,\"flags\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":[",
+            // The W3C flags (sampled), and that the parent is remote.
+            0x100 | (0x200 * u32::from(context.parent.is_some())) | 1,
+            span.start_unix_nanos,
+            span.end_unix_nanos
+        );
+        push_string_attribute(&mut json, "http.request.method", span.method);
+        if let Some(route) = span.route {
+            json.push(',');
+            push_string_attribute(&mut json, "http.route", route);
+        }
+        json.push(',');
+        push_int_attribute(
+            &mut json,
+            "http.response.status_code",
+            u64::from(span.status),
+        );
+        json.push(',');
+        push_string_attribute(&mut json, "url.path", span.path.path());
+        if let Some(query) = span.path.query() {
+            json.push(',');
+            push_string_attribute(&mut json, "url.query", query);
+        }
+        json.push(',');
+        push_string_attribute(&mut json, "url.scheme", "http");
+        json.push(',');
+        push_string_attribute(&mut json, "network.protocol.version", "1.1");
+        if let Some(host) = span.host.as_ref().and_then(|host| host.to_str().ok()) {
+            let (address, port) = match host.rsplit_once(':') {
+                Some((address, port)) if port.parse::<u16>().is_ok() => {
+                    (address, port.parse().ok())
+                }
+                _ => (host, None),
+            };
+            json.push(',');
+            push_string_attribute(&mut json, "server.address", address);
+            if let Some(port) = port {
+                json.push(',');
+                push_int_attribute(&mut json, "server.port", port);
+            }
+        }
+        if let Some(agent) = span
+            .user_agent
+            .as_ref()
+            .and_then(|agent| agent.to_str().ok())
+        {
+            json.push(',');
+            push_string_attribute(&mut json, "user_agent.original", agent);
+        }
+        if let Some(size) = span.request_size {
+            json.push(',');
+            push_int_attribute(&mut json, "http.request.body.size", size);
+        }
+        if let Some(size) = span.response_size {
+            json.push(',');
+            push_int_attribute(&mut json, "http.response.body.size", size);
+        }
+        json.push(']');
+        if span.status >= 500 {
+            // Only server errors mark a server span as failed.
+            json.push_str(",\"status\":{\"code\":2}");
+        }
+        json.push('}');
+    }
+    json.push_str("]}]}]}");
+    json
+}
+
+fn push_json_string(json: &mut String, text: &str) {
+    json.push_str(&serde_json::to_string(text).expect("a string serializes"));
+}
+
+fn push_string_attribute(json: &mut String, key: &str, value: &str) {
+    json.push_str("{\"key\":");
+    push_json_string(json, key);
+    json.push_str(",\"value\":{\"stringValue\":");
+    push_json_string(json, value);
+    json.push_str("}}");
+}
+
+fn push_int_attribute(json: &mut String, key: &str, value: u64) {
+    use std::fmt::Write as _;
+    json.push_str("{\"key\":");
+    push_json_string(json, key);
+    let _ = write!(json, ",\"value\":{{\"intValue\":\"{value}\"}}}}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(route: Option<&'static str>, status: u16, parent: Option<[u8; 8]>) -> ServerSpan {
+        ServerSpan {
+            context: SpanContext {
+                trace_id: [0x4b; 16],
+                span_id: [0x01; 8],
+                parent,
+                sampled: true,
+                tracestate: Some(HeaderValue::from_static("rojo=1")),
+            },
+            method: "GET",
+            route,
+            path: "/greet?name=a%22b".parse().unwrap(),
+            status,
+            start_unix_nanos: 1_700_000_000_000_000_000,
+            end_unix_nanos: 1_700_000_000_001_000_000,
+            host: Some(HeaderValue::from_static("127.0.0.1:8080")),
+            user_agent: Some(HeaderValue::from_static("curl/8 \"quoted\"")),
+            request_size: Some(12),
+            response_size: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_otlp_json_with_hex_ids_and_the_http_conventions() {
+        let mut settings = crate::platform::test_settings().tracing;
+        settings.resource_attributes = "k8s.pod.name=app-1,service.name=ignored".to_owned();
+        let resource = resource_json(&settings, "app", &crate::platform::build_info::BUILD_INFO);
+        let json = encode(
+            &resource,
+            &[
+                span(Some("/greet"), 200, Some([0x02; 8])),
+                span(None, 503, None),
+            ],
+        );
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let resource_spans = &value["resourceSpans"][0];
+        let attributes = |list: &serde_json::Value| -> Vec<(String, String)> {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .map(|attribute| {
+                    let value = &attribute["value"];
+                    let text = value["stringValue"]
+                        .as_str()
+                        .or(value["intValue"].as_str())
+                        .unwrap();
+                    (
+                        attribute["key"].as_str().unwrap().to_owned(),
+                        text.to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let resource = attributes(&resource_spans["resource"]["attributes"]);
+        assert!(
+            resource.contains(&("service.name".to_owned(), "app".to_owned())),
+            "{resource:?}"
+        );
+        assert!(resource.contains(&("k8s.pod.name".to_owned(), "app-1".to_owned())));
+        assert_eq!(
+            resource
+                .iter()
+                .filter(|(key, _)| key == "service.name")
+                .count(),
+            1
+        );
+        let spans = &resource_spans["scopeSpans"][0]["spans"];
+        let first = &spans[0];
+        assert_eq!(first["traceId"], "4b".repeat(16));
+        assert_eq!(first["spanId"], "01".repeat(8));
+        assert_eq!(first["parentSpanId"], "02".repeat(8));
+        assert_eq!(first["traceState"], "rojo=1");
+        assert_eq!(first["name"], "GET /greet");
+        assert_eq!(first["kind"], 2);
+        assert_eq!(first["startTimeUnixNano"], "1700000000000000000");
+        let span_attributes = attributes(&first["attributes"]);
+        for expected in [
+            ("http.request.method", "GET"),
+            ("http.route", "/greet"),
+            ("http.response.status_code", "200"),
+            ("url.path", "/greet"),
+            ("url.query", "name=a%22b"),
+            ("server.address", "127.0.0.1"),
+            ("server.port", "8080"),
+            ("user_agent.original", "curl/8 \"quoted\""),
+            ("http.request.body.size", "12"),
+        ] {
+            assert!(
+                span_attributes.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+                "{expected:?} in {span_attributes:?}"
+            );
+        }
+        assert!(first.get("status").is_none());
+        let second = &spans[1];
+        assert_eq!(second["name"], "GET");
+        assert!(second.get("parentSpanId").is_none());
+        assert_eq!(second["status"]["code"], 2);
+    }
+
+    #[test]
+    fn endpoints_get_a_port_and_a_path() {
+        for (url, authority, path) in [
+            (
+                "http://127.0.0.1:4318/v1/traces",
+                "127.0.0.1:4318",
+                "/v1/traces",
+            ),
+            ("http://collector/v1/traces", "collector:80", "/v1/traces"),
+            ("http://[::1]:4318", "[::1]:4318", "/v1/traces"),
+        ] {
+            let endpoint = Endpoint::parse(url).unwrap();
+            assert_eq!(
+                (endpoint.authority.as_str(), endpoint.path.as_str()),
+                (authority, path),
+                "{url}"
+            );
+        }
+        assert!(Endpoint::parse("https://collector").is_err());
+    }
+}
