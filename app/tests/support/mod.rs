@@ -77,7 +77,7 @@ pub fn app_command_from(binary: &Path, config: &Path) -> Command {
 pub struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl Lines {
-    fn collect(self, stream: impl Read + Send + 'static) {
+    pub fn collect(self, stream: impl Read + Send + 'static) {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
