@@ -594,3 +594,102 @@ fn an_upgrade_and_a_stop_export_what_was_queued_once() {
         "exported twice: {counts:?}"
     );
 }
+
+#[test]
+fn a_real_prometheus_scrapes_the_trace_ids_off_the_latency_histogram() {
+    let Some(prometheus) = tool_or_skip(
+        "prometheus",
+        "apt-get install --no-install-recommends prometheus",
+    ) else {
+        return;
+    };
+    let Some(rotel) = tool_or_skip("rotel-agent", SETUP) else {
+        return;
+    };
+    let collector = Collector::start(&rotel, free_port());
+    let service = traced_service(&collector.endpoint(), &[("APP__LOG__REQUESTS", "off")]);
+    let (header, trace) = caller_trace(77, true);
+    assert_eq!(get_with(&service, "/", &header).status, 200);
+
+    let scratch = tempfile::tempdir().unwrap();
+    let config = scratch.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['{}']\n",
+            service.addr
+        ),
+    )
+    .unwrap();
+    let web = free_port();
+    let mut server = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            scratch.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .arg("--enable-feature=exemplar-storage")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start prometheus");
+    let log = Lines::default();
+    log.clone().collect(server.stderr.take().unwrap());
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(server);
+
+    // The exemplar query API, until a scrape has stored the trace's.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let query = format!(
+        "GET /api/v1/query_exemplars?query=http_request_duration_seconds_bucket&start={}&end={} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n",
+        now - 600,
+        now + 600
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let answer = TcpStream::connect(web).ok().map(|mut stream| {
+            stream.set_read_timeout(Some(BOUND)).unwrap();
+            stream.write_all(query.as_bytes()).unwrap();
+            read_response(&mut stream)
+        });
+        if let Some(answer) = answer.filter(|answer| answer.status == 200)
+            && answer.body.contains(&trace)
+        {
+            break answer.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus returned no exemplar with trace {trace} within 30 s:\n{}",
+            log.all().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let series = found["data"].as_array().expect("a list of series");
+    let with_trace: Vec<&serde_json::Value> = series
+        .iter()
+        .filter(|series| {
+            series["exemplars"].as_array().is_some_and(|exemplars| {
+                exemplars
+                    .iter()
+                    .any(|exemplar| exemplar["labels"]["trace_id"] == trace.as_str())
+            })
+        })
+        .collect();
+    assert!(
+        with_trace
+            .iter()
+            .any(|series| series["seriesLabels"]["route"] == "/"
+                && series["seriesLabels"]["job"] == "app"),
+        "{found:#}"
+    );
+}
