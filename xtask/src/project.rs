@@ -52,6 +52,16 @@ pub struct K8sSettings {
     pub max_replicas: u32,
     /// Average CPU use, in percent of the request, that the HPA aims at.
     pub cpu_utilization: u32,
+    /// Requests per second per pod that the HPA aims at (a Pods metric
+    /// served by the Prometheus Adapter from the recording rule `k8s`
+    /// renders).
+    pub requests_per_second: u32,
+    /// The OTLP/HTTP endpoint of the cluster's trace collector, set as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; empty: tracing off.
+    pub otlp_endpoint: String,
+    /// The share of new traces sampled (`OTEL_TRACES_SAMPLER_ARG` of
+    /// `parentbased_traceidratio`).
+    pub trace_sampling_ratio: f64,
     pub cpu_request: String,
     pub cpu_limit: String,
     pub memory_request: String,
@@ -74,6 +84,9 @@ impl Default for K8sSettings {
             min_replicas: 2,
             max_replicas: 10,
             cpu_utilization: 70,
+            requests_per_second: 3000,
+            otlp_endpoint: "http://otel-collector.observability:4318".to_owned(),
+            trace_sampling_ratio: 0.01,
             cpu_request: "100m".to_owned(),
             cpu_limit: "1".to_owned(),
             memory_request: "64Mi".to_owned(),

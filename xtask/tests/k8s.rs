@@ -128,6 +128,41 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
         .collect();
     assert_eq!(recorded.len(), files.len(), "{recorded:?}");
 
+    // The autoscaler scales on CPU and on each pod's request rate, which
+    // the adapter rule serves from the recording rule; the pods send their
+    // traces to the collector the settings name, with their own names.
+    let hpa = fs::read_to_string(out.join("base/hpa.yaml")).unwrap();
+    for expected in [
+        "averageUtilization: 70",
+        "type: Pods",
+        "name: http_requests_per_second",
+        "averageValue: \"3000\"",
+    ] {
+        assert!(hpa.contains(expected), "{expected} in:\n{hpa}");
+    }
+    let adapter = fs::read_to_string(out.join("prometheus-adapter.yaml")).unwrap();
+    let rules = fs::read_to_string(out.join("alerts.rules.yml")).unwrap();
+    assert!(
+        adapter.contains("as: http_requests_per_second")
+            && adapter.contains("namespace_pod:http_requests:rate1m{")
+            && rules.contains("record: namespace_pod:http_requests:rate1m"),
+        "{adapter}\n{rules}"
+    );
+    let deployment = fs::read_to_string(out.join("base/deployment.yaml")).unwrap();
+    for expected in [
+        "name: OTEL_EXPORTER_OTLP_ENDPOINT",
+        "value: http://otel-collector.observability:4318",
+        "name: OTEL_TRACES_SAMPLER_ARG",
+        "value: \"0.01\"",
+        "fieldPath: metadata.name",
+        "value: \"k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)\"",
+    ] {
+        assert!(
+            deployment.contains(expected),
+            "{expected} in:\n{deployment}"
+        );
+    }
+
     // Schemas: every Kubernetes object file (not the kustomizations and
     // the Prometheus rule files).
     if let Some(validate) = tool_or_skip("kubernetes-validate", "cargo xtask setup") {
@@ -135,7 +170,9 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
             .iter()
             .filter(|file| {
                 let name = file.file_name().unwrap().to_string_lossy();
-                name.ends_with(".yaml") && name != "kustomization.yaml"
+                name.ends_with(".yaml")
+                    && name != "kustomization.yaml"
+                    && name != "prometheus-adapter.yaml"
             })
             .collect();
         assert!(objects.len() >= 9, "{objects:?}");

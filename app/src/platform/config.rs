@@ -752,9 +752,7 @@ impl Settings {
                 "tracing.export_timeout and tracing.batch_delay must be longer than 0s, e.g. 10s and 1s"
             );
         }
-        if let Err(err) =
-            crate::platform::traces::parse_resource_attributes(&tracing.resource_attributes)
-        {
+        if let Err(err) = parse_resource_attributes(&tracing.resource_attributes) {
             bail!("tracing.resource_attributes: {err}");
         }
         if self.server.workers == WorkerCount::Count(0) {
@@ -1132,6 +1130,50 @@ fn optional_workers<'de, D: Deserializer<'de>>(
             )
             .map(|count| Some(WorkerCount::Count(count))),
     }
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas,
+/// values percent-encoded (W3C Baggage's octets).
+pub fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut attributes = Vec::new();
+    for pair in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!(
+                "{pair:?} is not key=value; expected e.g. deployment.environment.name=prod,k8s.pod.name=app-1"
+            ));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("{pair:?} has an empty key"));
+        }
+        attributes.push((key.to_owned(), percent_decode(value.trim())?));
+    }
+    Ok(attributes)
+}
+
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let byte = bytes
+                .get(index + 1..index + 3)
+                .and_then(|digits| std::str::from_utf8(digits).ok())
+                .and_then(|digits| u8::from_str_radix(digits, 16).ok())
+                .ok_or_else(|| format!("{text:?} has a % not followed by two hex digits"))?;
+            out.push(byte);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?} decodes to bytes that are not UTF-8"))
 }
 
 /// `250ms`, `5s`, `2m`, `1h`.

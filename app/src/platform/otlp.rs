@@ -32,9 +32,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use crate::platform::build_info::BuildInfo;
-use crate::platform::config::Tracing;
+use crate::platform::config::{Tracing, parse_resource_attributes};
 use crate::platform::metrics::Metrics;
-use crate::platform::traces::{Hex, SpanContext, parse_resource_attributes};
+use crate::platform::traces::{Hex, SpanContext};
 
 /// At most one warning about dropped spans this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);

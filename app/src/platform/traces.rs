@@ -254,53 +254,10 @@ fn next_random() -> u64 {
     })
 }
 
-/// `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas,
-/// values percent-encoded (W3C Baggage's octets).
-pub fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut attributes = Vec::new();
-    for pair in text
-        .split(',')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-    {
-        let Some((key, value)) = pair.split_once('=') else {
-            return Err(format!(
-                "{pair:?} is not key=value; expected e.g. deployment.environment.name=prod,k8s.pod.name=app-1"
-            ));
-        };
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(format!("{pair:?} has an empty key"));
-        }
-        attributes.push((key.to_owned(), percent_decode(value.trim())?));
-    }
-    Ok(attributes)
-}
-
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%' {
-            let byte = bytes
-                .get(index + 1..index + 3)
-                .and_then(|digits| std::str::from_utf8(digits).ok())
-                .and_then(|digits| u8::from_str_radix(digits, 16).ok())
-                .ok_or_else(|| format!("{text:?} has a % not followed by two hex digits"))?;
-            out.push(byte);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("{text:?} decodes to bytes that are not UTF-8"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::config::parse_resource_attributes;
 
     fn settings(sampler: Sampler, ratio: f64) -> Tracing {
         let mut tracing = crate::platform::test_settings().tracing;

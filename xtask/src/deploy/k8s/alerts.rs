@@ -2,6 +2,10 @@
 //! test rules` file that fires each alert on synthetic series and checks
 //! that it stays quiet on healthy ones. Every metric named here is one the
 //! app exports; a test scrapes the running app to keep it so.
+//!
+//! Beside the alerts: the recording rule of each pod's request rate, which
+//! the Prometheus Adapter serves to the HorizontalPodAutoscaler as a Pods
+//! metric (`adapter_config` is its rule), tested in the same file.
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
@@ -11,6 +15,17 @@ use crate::project::K8sSettings;
 /// The name of the rules file, beside which the tests are written.
 pub const RULES_FILE: &str = "alerts.rules.yml";
 pub const TESTS_FILE: &str = "alerts.test.yml";
+/// The Prometheus Adapter's configuration (its `rules:`), beside them.
+pub const ADAPTER_FILE: &str = "prometheus-adapter.yaml";
+
+/// The per-pod request rate, recorded (the `level:metric:operations`
+/// naming of Prometheus' recording-rule convention).
+pub const RECORDED_RATE: &str = "namespace_pod:http_requests:rate1m";
+/// The name the adapter serves it under, which the HPA asks for.
+pub const PODS_METRIC: &str = "http_requests_per_second";
+/// The adapter's query over the recorded series; `<<...>>` are its template
+/// fields.
+const ADAPTER_QUERY: &str = "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)";
 
 /// One alert: its rule, and series on which it must stay quiet before
 /// minute 20 and fire afterwards.
@@ -195,7 +210,69 @@ pub fn groups(settings: &K8sSettings, binary: &str) -> Result<Value> {
             })
         })
         .collect();
-    Ok(json!([{"name": binary, "rules": rules}]))
+    let recording = json!({
+        "record": RECORDED_RATE,
+        "expr": format!(
+            "sum by (namespace, pod) (rate(http_requests_total{}[1m]))",
+            matchers(&selector, "")
+        ),
+    });
+    Ok(json!([
+        {"name": binary, "rules": rules},
+        {"name": format!("{binary}-autoscaling"), "rules": [recording]},
+    ]))
+}
+
+/// The Prometheus Adapter rule that serves `RECORDED_RATE` as the Pods
+/// metric `PODS_METRIC` (add it to the adapter's `rules.custom`).
+pub fn adapter_config() -> Value {
+    json!({"rules": [{
+        "seriesQuery": format!("{RECORDED_RATE}{{namespace!=\"\",pod!=\"\"}}"),
+        "resources": {"overrides": {
+            "namespace": {"resource": "namespace"},
+            "pod": {"resource": "pod"},
+        }},
+        "name": {"matches": format!("^{RECORDED_RATE}$"), "as": PODS_METRIC},
+        "metricsQuery": ADAPTER_QUERY,
+    }]})
+}
+
+/// A `promtool` test of the autoscaling metric: two pods at 50 and 100
+/// requests per second, recorded per pod, and the adapter's query (its
+/// template filled as the adapter fills it for the HPA) giving each pod
+/// its own rate.
+fn autoscaling_test(selector: &[(String, String)]) -> Value {
+    let pod = |pod: &str, status: &str| {
+        matchers(
+            selector,
+            &format!("namespace=\"shop\",pod=\"{pod}\",status=\"{status}\""),
+        )
+    };
+    let labels = |pod: &str| format!("{{namespace=\"shop\",pod=\"{pod}\"}}");
+    let query = ADAPTER_QUERY
+        .replace("<<.Series>>", RECORDED_RATE)
+        .replace("<<.LabelMatchers>>", "namespace=\"shop\",pod=~\"p1|p2\"")
+        .replace("<<.GroupBy>>", "pod");
+    json!({
+        "interval": "1m",
+        "input_series": [
+            // 3,000 and 6,000 requests a minute, the second pod's split
+            // over two statuses.
+            {"series": format!("http_requests_total{}", pod("p1", "200")), "values": "0+3000x20"},
+            {"series": format!("http_requests_total{}", pod("p2", "200")), "values": "0+5000x20"},
+            {"series": format!("http_requests_total{}", pod("p2", "500")), "values": "0+1000x20"},
+        ],
+        "promql_expr_test": [
+            {"expr": RECORDED_RATE, "eval_time": "10m", "exp_samples": [
+                {"labels": format!("{RECORDED_RATE}{}", labels("p1")), "value": 50},
+                {"labels": format!("{RECORDED_RATE}{}", labels("p2")), "value": 100},
+            ]},
+            {"expr": query, "eval_time": "10m", "exp_samples": [
+                {"labels": "{pod=\"p1\"}", "value": 50},
+                {"labels": "{pod=\"p2\"}", "value": 100},
+            ]},
+        ],
+    })
 }
 
 /// The selector the rules put on every series.
@@ -214,7 +291,7 @@ pub fn rules_file(groups: &Value) -> Value {
 /// at `fires_at`.
 pub fn tests_file(settings: &K8sSettings, binary: &str) -> Result<Value> {
     let selector = selector_labels(&alert_selector(settings, binary))?;
-    let tests: Vec<Value> = alerts(settings, binary, &selector)
+    let mut tests: Vec<Value> = alerts(settings, binary, &selector)
         .into_iter()
         .map(|alert| {
             let mut labels = serde_json::Map::new();
@@ -240,6 +317,7 @@ pub fn tests_file(settings: &K8sSettings, binary: &str) -> Result<Value> {
             })
         })
         .collect();
+    tests.push(autoscaling_test(&selector));
     Ok(json!({"rule_files": [RULES_FILE], "evaluation_interval": "1m", "tests": tests}))
 }
 

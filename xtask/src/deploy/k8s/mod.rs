@@ -242,6 +242,20 @@ impl K8s {
             ),
         ));
         files.push((
+            alerts::ADAPTER_FILE.to_owned(),
+            one(
+                &format!(
+                    "{header}\nThe Prometheus Adapter rule that serves each pod's request rate (the recording\n\
+                     rule {} of {}) as the Pods metric {} the HorizontalPodAutoscaler\n\
+                     scales on; add its rules to the adapter's (Helm: rules.custom).",
+                    alerts::RECORDED_RATE,
+                    alerts::RULES_FILE,
+                    alerts::PODS_METRIC
+                ),
+                &alerts::adapter_config(),
+            ),
+        ));
+        files.push((
             alerts::TESTS_FILE.to_owned(),
             one(
                 &format!(

@@ -114,6 +114,12 @@ pub fn deployment(inputs: &Inputs) -> Value {
     }
     let mut pod_labels = labels(binary);
     pod_labels["app.kubernetes.io/version"] = inputs.version.into();
+    let mut env = vec![
+        json!({"name": "APP_CONFIG_DIR", "value": CONFIG_DIR}),
+        json!({"name": "APP__SERVER__LISTEN", "value": format!("0.0.0.0:{}", inputs.port)}),
+        json!({"name": "APP__ADMIN__TOKEN_FILE", "value": format!("/run/secrets/{binary}/token")}),
+    ];
+    env.extend(tracing_env(inputs));
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -143,11 +149,7 @@ pub fn deployment(inputs: &Inputs) -> Value {
                         "image": inputs.image,
                         "imagePullPolicy": "IfNotPresent",
                         "ports": [{"name": "http", "containerPort": inputs.port, "protocol": "TCP"}],
-                        "env": [
-                            {"name": "APP_CONFIG_DIR", "value": CONFIG_DIR},
-                            {"name": "APP__SERVER__LISTEN", "value": format!("0.0.0.0:{}", inputs.port)},
-                            {"name": "APP__ADMIN__TOKEN_FILE", "value": format!("/run/secrets/{binary}/token")},
-                        ],
+                        "env": env,
                         "volumeMounts": [
                             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
                             {"name": "admin-token", "mountPath": format!("/run/secrets/{binary}"), "readOnly": true},
@@ -205,10 +207,40 @@ pub fn autoscaler(inputs: &Inputs) -> Value {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": inputs.binary},
             "minReplicas": settings.min_replicas,
             "maxReplicas": settings.max_replicas,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": settings.cpu_utilization}}}],
+            // Whichever asks for more pods wins: CPU, or requests per
+            // second per pod (served by the Prometheus Adapter, whose rule
+            // `k8s` writes to prometheus-adapter.yaml).
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": settings.cpu_utilization}}},
+                {"type": "Pods", "pods": {"metric": {"name": super::alerts::PODS_METRIC},
+                    "target": {"type": "AverageValue", "averageValue": settings.requests_per_second.to_string()}}},
+            ],
         },
     })
+}
+
+/// OpenTelemetry's variables, which the service maps into its `[tracing]`
+/// settings: the collector, the service's name, parent-based sampling at
+/// the settings' ratio, and the pod and namespace (downward API) as
+/// resource attributes. No endpoint: only the name, tracing stays off.
+fn tracing_env(inputs: &Inputs) -> Vec<Value> {
+    let settings = inputs.settings;
+    let mut env = vec![
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": "OTEL_SERVICE_NAME", "value": inputs.binary}),
+        json!({"name": "OTEL_RESOURCE_ATTRIBUTES",
+               "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"}),
+    ];
+    if !settings.otlp_endpoint.is_empty() {
+        env.extend([
+            json!({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint}),
+            json!({"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"}),
+            json!({"name": "OTEL_TRACES_SAMPLER_ARG", "value": format!("{:?}", settings.trace_sampling_ratio)}),
+        ]);
+    }
+    env
 }
 
 pub fn disruption_budget(inputs: &Inputs) -> Value {

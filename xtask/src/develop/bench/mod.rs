@@ -60,6 +60,11 @@ pub struct Bench {
     /// (e.g. `--compare before=/tmp/old/app`); repeatable
     #[arg(long, value_name = "NAME=BINARY", value_parser = parse_comparison, conflicts_with = "upgrade_every")]
     compare: Vec<(String, std::path::PathBuf)>,
+    /// Also measure the shipped binary with tracing on, sampling RATIO of
+    /// new traces (0.01, 1.0), its spans exported to a loopback sink that
+    /// accepts and discards them, as a column `traced-<RATIO>`; repeatable
+    #[arg(long, value_name = "RATIO", conflicts_with = "upgrade_every")]
+    tracing: Vec<f64>,
     /// A short run of every part (under two minutes; what `ci` runs),
     /// without the upgrades and the cold builds
     #[arg(long, conflicts_with = "upgrade_every")]
@@ -164,6 +169,7 @@ impl Bench {
             glibc: false,
             upgrade_every: None,
             compare: Vec::new(),
+            tracing: Vec::new(),
             quick: true,
             write_docs: false,
         }
@@ -261,6 +267,24 @@ impl Bench {
         for (name, binary) in &self.compare {
             servers.push(start_app(ctx, name, binary)?);
         }
+        let sink = if self.tracing.is_empty() {
+            None
+        } else {
+            Some(SpanSink::start()?)
+        };
+        for ratio in &self.tracing {
+            let sink = sink.as_ref().expect("started for --tracing");
+            let env = [
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://{}", sink.addr),
+                ),
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+                ("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()),
+            ];
+            let name = format!("traced-{ratio}");
+            servers.push(start_app_with(ctx, &name, &app_binary, &env)?);
+        }
         let mut service = self.measure_service(ctx, &wrk, &servers)?;
         drop(servers);
         service.binary = relative_to(&app_binary, &ctx.project.root);
@@ -330,6 +354,9 @@ impl Bench {
         }
         for (name, binary) in &self.compare {
             words.push(format!("--compare {name}={}", binary.display()));
+        }
+        for ratio in &self.tracing {
+            words.push(format!("--tracing {ratio}"));
         }
         words.join(" ")
     }
@@ -612,13 +639,32 @@ impl Drop for StopServingProcess {
 /// Starts the service's `binary` on a free loopback port with the
 /// project's config (prod); it is killed when the `Server` drops.
 pub fn start_app(ctx: &Ctx, name: &str, binary: &Path) -> Result<Server> {
+    start_app_with(ctx, name, binary, &[])
+}
+
+/// `start_app` with more environment variables.
+pub fn start_app_with(
+    ctx: &Ctx,
+    name: &str,
+    binary: &Path,
+    env: &[(&str, String)],
+) -> Result<Server> {
     let addr = free_port()?;
+    // A build from another checkout (`--compare`) reads that checkout's
+    // config, which its settings match.
+    let config = binary
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("config"))
+        .find(|config| config.join("base.toml").is_file())
+        .unwrap_or_else(|| ctx.project.root.join("config"));
     let command = Command::new(binary)
         .arg("--config-dir")
-        .arg(ctx.project.root.join("config"))
+        .arg(config)
         .arg("--listen")
         .arg(addr.to_string())
         .env("APP_ENV", "prod")
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .stdout(Stdio::null())
         .spawn();
     Ok(Server {
@@ -626,6 +672,59 @@ pub fn start_app(ctx: &Ctx, name: &str, binary: &Path) -> Result<Server> {
         addr,
         child: command.with_context(|| format!("start {}", binary.display()))?,
     })
+}
+
+/// An OTLP/HTTP endpoint on loopback that reads each request and answers
+/// 200, for the traced columns: what a collector costs is not measured.
+struct SpanSink {
+    addr: SocketAddr,
+}
+
+impl SpanSink {
+    fn start() -> Result<SpanSink> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("bind the span sink")?;
+        let addr = listener.local_addr()?;
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || discard_one_export(stream));
+            }
+        });
+        Ok(SpanSink { addr })
+    }
+}
+
+/// Reads one request (headers, then `Content-Length` bytes) and answers.
+fn discard_one_export(mut stream: TcpStream) {
+    use std::io::{Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        let Ok(read) = stream.read(&mut buffer) else {
+            return;
+        };
+        if read == 0 {
+            return;
+        }
+        received.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&received);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                );
+                return;
+            }
+        }
+    }
 }
 
 fn free_port() -> Result<SocketAddr> {
