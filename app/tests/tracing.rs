@@ -36,7 +36,7 @@ struct Collected {
 
 /// `rotel-agent` on two free loopback ports, printing what it receives.
 struct Collector {
-    child: Child,
+    _child: KilledOnDrop,
     http: SocketAddr,
     stdout: Lines,
 }
@@ -63,7 +63,7 @@ impl Collector {
         stdout.clone().collect(child.stdout.take().unwrap());
         Lines::default().collect(child.stderr.take().unwrap());
         let collector = Collector {
-            child,
+            _child: KilledOnDrop(child),
             http,
             stdout,
         };
@@ -140,10 +140,14 @@ impl Collector {
     }
 }
 
-impl Drop for Collector {
+/// A process of the test's (collector, Prometheus), killed and reaped
+/// when the test ends, passed or not.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -636,14 +640,7 @@ fn a_real_prometheus_scrapes_the_trace_ids_off_the_latency_histogram() {
         .expect("start prometheus");
     let log = Lines::default();
     log.clone().collect(server.stderr.take().unwrap());
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(server);
+    let _server = KilledOnDrop(server);
 
     // The exemplar query API, until a scrape has stored the trace's.
     let now = std::time::SystemTime::now()

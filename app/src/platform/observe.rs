@@ -421,7 +421,6 @@ fn new_request_id() -> HeaderValue {
         static NEXT: std::cell::Cell<u64> =
             std::cell::Cell::new((THREADS.fetch_add(1, Ordering::Relaxed) & 0xffff) << 48);
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let prefix = *PREFIX.get_or_init(|| RandomState::new().hash_one(std::process::id()));
     let count = NEXT.with(|next| {
         let count = next.get();
@@ -429,14 +428,8 @@ fn new_request_id() -> HeaderValue {
         count
     });
     let mut digits = [0u8; 32];
-    for (index, digit) in digits.iter_mut().enumerate() {
-        let (number, shift) = if index < 16 {
-            (prefix, 60 - 4 * index)
-        } else {
-            (count, 60 - 4 * (index - 16))
-        };
-        *digit = HEX[((number >> shift) & 0xf) as usize];
-    }
+    traces::write_hex(&prefix.to_be_bytes(), &mut digits[..16]);
+    traces::write_hex(&count.to_be_bytes(), &mut digits[16..]);
     HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
 }
 

@@ -88,7 +88,8 @@ enum Message {
 /// The request layer's end of the export.
 pub struct Exporter {
     queue: SyncSender<Message>,
-    dropped: Family<DropLabels, Counter>,
+    /// `app_trace_spans_dropped_total{reason="queue_full"}`.
+    queue_full: Counter,
     closing: Arc<AtomicBool>,
     done: Mutex<Option<Receiver<()>>>,
     export_timeout: Duration,
@@ -140,7 +141,7 @@ impl Exporter {
             })?;
         Ok(Exporter {
             queue,
-            dropped,
+            queue_full: dropped.get_or_create(&QUEUE_FULL).clone(),
             closing,
             done: Mutex::new(Some(done)),
             export_timeout: settings.export_timeout,
@@ -152,7 +153,7 @@ impl Exporter {
         match self.queue.try_send(Message::Span(Box::new(span))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.get_or_create(&QUEUE_FULL).inc();
+                self.queue_full.inc();
             }
         }
     }
