@@ -1623,6 +1623,145 @@ mod tests {
         assert!(!format!("{settings:?}").contains("canary-7d1f"));
     }
 
+    /// OpenTelemetry's variables set the `[tracing]` keys, between the
+    /// files and `APP__*`, and are named among the sources.
+    #[test]
+    fn otel_variables_are_a_layer_under_app_variables() {
+        let file = (
+            "base.toml",
+            "[server]\nlisten = \"127.0.0.1:1000\"\n[tracing]\nratio = 0.5\nservice_name = \"from-file\"\n",
+        );
+        let settings = load(
+            &[file],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+                ("OTEL_SERVICE_NAME", "from-otel"),
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+                ("APP__TRACING__RATIO", "0.1"),
+            ],
+            None,
+        )
+        .unwrap();
+        let tracing = &settings.tracing;
+        assert_eq!(tracing.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(tracing.service_name, "from-otel", "OTEL_* over the files");
+        assert_eq!(tracing.sampler, Sampler::Traceidratio);
+        assert_eq!(tracing.ratio, 0.1, "APP__* over OTEL_*");
+        assert_eq!(tracing.batch_delay, Duration::from_millis(200));
+        assert!(tracing.active());
+        assert!(
+            settings
+                .sources
+                .iter()
+                .any(|source| source == "OTEL_SERVICE_NAME")
+        );
+        let specific = load(
+            &[BASE],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://general:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://traces:4318/v1/spans",
+                ),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(specific.tracing.endpoint, "http://traces:4318/v1/spans");
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            let settings = load(
+                &[BASE],
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                    off,
+                ],
+                None,
+            )
+            .unwrap();
+            assert!(!settings.tracing.active(), "{off:?}");
+        }
+        let shown: toml::Table = toml::from_str(&settings.to_redacted_toml()).unwrap();
+        assert_eq!(shown["tracing"]["sampler"].as_str(), Some("traceidratio"));
+        assert_eq!(shown["tracing"]["ratio"].as_float(), Some(0.1));
+        assert_eq!(shown["tracing"]["batch_delay"].as_str(), Some("200ms"));
+    }
+
+    #[test]
+    fn bad_tracing_settings_are_refused_with_the_fix() {
+        for (vars, expected) in [
+            (
+                &[("APP__TRACING__ENDPOINT", "https://collector:4318")][..],
+                &[
+                    "tracing.endpoint",
+                    "not an http:// URL",
+                    "collector on the host",
+                ][..],
+            ),
+            (
+                &[("OTEL_TRACES_SAMPLER_ARG", "1.5")],
+                &["tracing.ratio is 1.5", "from 0.0"],
+            ),
+            (
+                &[("OTEL_TRACES_SAMPLER_ARG", "half")],
+                &["OTEL_TRACES_SAMPLER_ARG", "invalid ratio"],
+            ),
+            (
+                &[("OTEL_TRACES_SAMPLER", "sometimes")],
+                &["OTEL_TRACES_SAMPLER", "unknown variant"],
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+                &[
+                    "OTEL_EXPORTER_OTLP_PROTOCOL=\"grpc\"",
+                    "set it to http/json",
+                ],
+            ),
+            (
+                &[("OTEL_SDK_DISABLED", "yes")],
+                &["OTEL_SDK_DISABLED", "true or false"],
+            ),
+            (
+                &[("OTEL_TRACES_EXPORTER", "zipkin")],
+                &["OTLP only", "otlp or none"],
+            ),
+            (
+                &[("OTEL_BSP_SCHEDULE_DELAY", "1s")],
+                &["OTEL_BSP_SCHEDULE_DELAY", "milliseconds"],
+            ),
+            (
+                &[
+                    ("APP__TRACING__BATCH_SIZE", "100"),
+                    ("APP__TRACING__QUEUE_SIZE", "10"),
+                ],
+                &["tracing.batch_size (100) is larger than tracing.queue_size (10)"],
+            ),
+            (
+                &[("APP__TRACING__QUEUE_SIZE", "0")],
+                &["tracing.queue_size"],
+            ),
+            (
+                &[("APP__TRACING__EXPORT_TIMEOUT", "0s")],
+                &["tracing.export_timeout"],
+            ),
+            (
+                &[("OTEL_RESOURCE_ATTRIBUTES", "novalue")],
+                &["tracing.resource_attributes", "is not key=value"],
+            ),
+            (
+                &[("APP__TRACING__ENABLED", "maybe")],
+                &["APP__TRACING__ENABLED", "true or false"],
+            ),
+        ] {
+            check_error(&[BASE], vars, expected);
+        }
+    }
+
     #[test]
     fn shown_config_is_toml_that_reads_back_as_the_settings() {
         let greeting = "Hi \"there\" \\ ünï\ttab";
