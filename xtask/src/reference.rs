@@ -346,7 +346,13 @@ struct Family {
 }
 
 fn metrics_page(ctx: &Ctx, app: &Path) -> Result<String> {
-    let server = crate::develop::bench::start_app(ctx, "the service", app)?;
+    // With tracing on, so that its metrics are listed too; its spans go to
+    // a loopback port nothing listens on (the discard port).
+    let tracing = [(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http://127.0.0.1:9".to_owned(),
+    )];
+    let server = crate::develop::bench::start_app_with(ctx, "the service", app, &tracing)?;
     crate::develop::bench::wait_until_listening(server.addr)?;
     // One request to each business route, so that the families labelled by
     // route and status have series to read the labels from.

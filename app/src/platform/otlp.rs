@@ -109,13 +109,13 @@ impl Exporter {
         drop(dropped.get_or_create(&EXPORT_FAILED));
         metrics.register(
             "app_trace_spans_dropped",
-            "Sampled spans never exported, by reason: queue_full, export_failed (the collector down or refusing)",
+            "Sampled spans never exported, by reason: queue_full, export_failed (the collector down or refusing); with tracing on only",
             dropped.clone(),
         );
         let exported = Counter::default();
         metrics.register(
             "app_trace_spans_exported",
-            "Spans the collector accepted",
+            "Spans the collector accepted; with tracing on only",
             exported.clone(),
         );
         let closing = Arc::new(AtomicBool::new(false));

@@ -299,6 +299,11 @@ impl Bench {
             Some(upgrades)
         };
 
+        let allocations = if self.tracing.is_empty() {
+            Vec::new()
+        } else {
+            allocation_counts(ctx)?
+        };
         // Read before the timed `dist` runs, which write a folder of their own.
         let sizes = report::sizes(ctx, &target)?;
         let hyperfine = hyperfine.expect("looked up for every run but --upgrade-every");
@@ -314,6 +319,7 @@ impl Bench {
             upgrades,
             tool,
             sizes,
+            allocations,
         };
         report::write(ctx, &report, self.write_docs)?;
         println!("{}", report::markdown(&report));
@@ -672,6 +678,30 @@ pub fn start_app_with(
         addr,
         child: command.with_context(|| format!("start {}", binary.display()))?,
     })
+}
+
+/// Allocations per request with tracing off, at 1% and at 100%: the
+/// service's allocation test counts them (a count, unlike a time, is
+/// exact), and prints them for this table.
+fn allocation_counts(ctx: &Ctx) -> Result<Vec<report::Allocations>> {
+    const TEST: &str = "allocations::allocations_per_request_stay_at_or_below_the_recorded_counts";
+    let cargo = ctx.cargo_path();
+    let package = &ctx.project.settings.package;
+    let binary = &ctx.project.settings.binary;
+    let output = ctx
+        .read_echoed(cmd!(
+            ctx.sh,
+            "{cargo} test --quiet --package {package} --bin {binary} {TEST} -- --exact --nocapture"
+        ))
+        .context("count the allocations per request")?;
+    let counts = report::parse_allocations(&output);
+    if counts.len() != 3 {
+        bail!(
+            "the allocation test printed {} tracing settings, expected off, 1% and 100%: {TEST} in app/src/allocations.rs prints them",
+            counts.len()
+        );
+    }
+    Ok(counts)
 }
 
 /// An OTLP/HTTP endpoint on loopback that reads each request and answers

@@ -27,6 +27,39 @@ pub struct Report {
     pub upgrades: Option<UpgradeReport>,
     pub tool: Vec<ToolFigure>,
     pub sizes: Vec<Size>,
+    /// With `--tracing`: allocations per request by tracing setting.
+    pub allocations: Vec<Allocations>,
+}
+
+/// Allocations per request of each request the service's allocation test
+/// sends, with one tracing setting (`off`, `at 1%`, `at 100%`).
+#[derive(Serialize)]
+pub struct Allocations {
+    pub setting: String,
+    pub per_request: Vec<(String, f64)>,
+}
+
+/// The lines `allocations per request, tracing <setting>: <request>
+/// <count>; …` the allocation test prints.
+pub fn parse_allocations(output: &str) -> Vec<Allocations> {
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("allocations per request, tracing "))
+        .filter_map(|rest| {
+            let (setting, counts) = rest.split_once(": ")?;
+            let per_request = counts
+                .split("; ")
+                .filter_map(|count| {
+                    let (name, value) = count.rsplit_once(' ')?;
+                    Some((name.to_owned(), value.parse().ok()?))
+                })
+                .collect();
+            Some(Allocations {
+                setting: setting.to_owned(),
+                per_request,
+            })
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -237,6 +270,40 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(text);
     }
 
+    if let Some(off) = report.allocations.first() {
+        let _ = writeln!(
+            text,
+            "## Allocations per request with tracing
+"
+        );
+        let _ = writeln!(
+            text,
+            "Counted on the request path by the service's allocation test \
+             (`app/src/allocations.rs`), with no endpoint (off) and with spans sampled at \
+             1% and 100% of new traces. The test holds `off` to the counts recorded before \
+             tracing existed, and each setting to its own recorded counts.\n"
+        );
+        let mut header = String::from("| request |");
+        let mut rule = String::from("|---------|");
+        for allocations in &report.allocations {
+            let _ = write!(header, " tracing {} |", allocations.setting);
+            rule.push_str("------:|");
+        }
+        let _ = writeln!(text, "{header}\n{rule}");
+        for (index, (request, _)) in off.per_request.iter().enumerate() {
+            let _ = write!(text, "| `{request}` |");
+            for allocations in &report.allocations {
+                let count = allocations
+                    .per_request
+                    .get(index)
+                    .map_or(f64::NAN, |(_, count)| *count);
+                let _ = write!(text, " {count:.2} |");
+            }
+            let _ = writeln!(text);
+        }
+        let _ = writeln!(text);
+    }
+
     if !report.tool.is_empty() {
         let _ = writeln!(text, "## The build tool\n");
         let _ = writeln!(
@@ -291,4 +358,28 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod allocation_tests {
+    use super::*;
+
+    #[test]
+    fn allocation_lines_are_read_by_setting_and_request() {
+        let output = "running 1 test\n\
+            allocations per request, tracing off: GET / 18.00; POST /greet 31.00\n\
+            allocations per request, tracing at 1%: GET / 20.01; POST /greet 33.01\n\
+            test allocations::x ... ok\n";
+        let read = parse_allocations(output);
+        let settings: Vec<&str> = read.iter().map(|row| row.setting.as_str()).collect();
+        assert_eq!(settings, ["off", "at 1%"]);
+        assert_eq!(
+            read[1].per_request,
+            [
+                ("GET /".to_owned(), 20.01),
+                ("POST /greet".to_owned(), 33.01)
+            ]
+        );
+        assert!(parse_allocations("nothing here").is_empty());
+    }
 }
