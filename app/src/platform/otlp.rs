@@ -3,12 +3,14 @@
 //! here rather than taken from opentelemetry-rust (ARCHITECTURE.md says
 //! why).
 //!
-//! Off the request path: a request hands its finished span to a bounded
-//! queue (`tracing.queue_size`) with `try_send`, which never waits; a full
-//! queue drops the span and counts it. One thread of its own takes spans
-//! in batches (`tracing.batch_size`, or what arrived within
-//! `tracing.batch_delay`), encodes them and posts them with plain blocking
-//! I/O, one connection per batch. A batch that meets 429, 502, 503, 504 or
+//! Off the request path: a request moves its finished span into a bounded
+//! queue (`tracing.queue_size`; a deque behind a lock held only to push),
+//! never waiting for the export; a full queue drops the span and counts
+//! it. One thread of its own takes spans in batches (`tracing.batch_size`,
+//! or what arrived within `tracing.batch_delay`), encodes them and posts
+//! them with plain blocking I/O, one connection per batch. (A standard
+//! `sync_channel` did the same with a box per span and 20 KB more code in
+//! the shipped binary.) A batch that meets 429, 502, 503, 504 or
 //! a connection error is tried again with doubling pauses (a `Retry-After`
 //! in seconds is honoured) until `tracing.export_timeout`; then it is
 //! dropped and counted. Dropped spans are counted in
@@ -20,11 +22,10 @@
 //! before it exits: each process exports the spans of the requests it
 //! answered, once.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderValue;
@@ -79,19 +80,31 @@ const EXPORT_FAILED: DropLabels = DropLabels {
     reason: "export_failed",
 };
 
-enum Message {
-    Span(Box<ServerSpan>),
-    /// Wakes the thread for the final flush.
-    Flush,
+/// The spans waiting for export, shared by the workers (which push) and
+/// the export thread (which takes batches), behind one lock held only to
+/// push or take.
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes the export thread for the final flush, and the flush's caller
+    /// once the thread is done.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    spans: VecDeque<ServerSpan>,
+    /// Set by `flush_and_stop`: export everything, then stop.
+    closing: bool,
+    /// Set by the export thread when it has stopped.
+    done: bool,
 }
 
 /// The request layer's end of the export.
 pub struct Exporter {
-    queue: SyncSender<Message>,
+    queue: Arc<Queue>,
+    capacity: usize,
     /// `app_trace_spans_dropped_total{reason="queue_full"}`.
     queue_full: Counter,
-    closing: Arc<AtomicBool>,
-    done: Mutex<Option<Receiver<()>>>,
     export_timeout: Duration,
 }
 
@@ -103,7 +116,6 @@ impl Exporter {
         build: &BuildInfo,
         metrics: &mut Metrics,
     ) -> std::io::Result<Exporter> {
-        let (queue, spans) = mpsc::sync_channel(settings.queue_size);
         let dropped = Family::<DropLabels, Counter>::default();
         drop(dropped.get_or_create(&QUEUE_FULL));
         drop(dropped.get_or_create(&EXPORT_FAILED));
@@ -118,56 +130,57 @@ impl Exporter {
             "Spans the collector accepted; with tracing on only",
             exported.clone(),
         );
-        let closing = Arc::new(AtomicBool::new(false));
-        let (done_sender, done) = mpsc::channel();
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        });
         let mut thread = ExportThread {
             endpoint: Endpoint::parse(&settings.endpoint)?,
             resource: resource_json(settings, service_name, build),
-            spans,
+            queue: queue.clone(),
             batch_size: settings.batch_size,
             batch_delay: settings.batch_delay,
             export_timeout: settings.export_timeout,
-            closing: closing.clone(),
-            dropped: dropped.clone(),
+            export_failed: dropped.get_or_create(&EXPORT_FAILED).clone(),
             exported,
             unreported: 0,
             last_warning: None,
         };
         std::thread::Builder::new()
             .name("otlp-export".to_owned())
-            .spawn(move || {
-                thread.run();
-                let _ = done_sender.send(());
-            })?;
+            .spawn(move || thread.run())?;
         Ok(Exporter {
             queue,
+            capacity: settings.queue_size,
             queue_full: dropped.get_or_create(&QUEUE_FULL).clone(),
-            closing,
-            done: Mutex::new(Some(done)),
             export_timeout: settings.export_timeout,
         })
     }
 
-    /// Queues a finished span; never waits. A full queue drops it.
+    /// Queues a finished span; never waits for the export. A full queue
+    /// (or one that is closing) drops it.
     pub fn export(&self, span: ServerSpan) {
-        match self.queue.try_send(Message::Span(Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.queue_full.inc();
-            }
+        let mut state = self.queue.state.lock().expect("span queue");
+        if state.spans.len() < self.capacity && !state.closing {
+            state.spans.push_back(span);
+        } else {
+            drop(state);
+            self.queue_full.inc();
         }
     }
 
     /// Exports what the queue holds and stops the thread, waiting at most
-    /// the export timeout. Spans queued after this are dropped.
+    /// the export timeout.
     pub fn flush_and_stop(&self) {
-        let Some(done) = self.done.lock().expect("exporter").take() else {
-            return;
-        };
-        self.closing.store(true, Ordering::SeqCst);
-        // Wakes a thread waiting for spans; a full queue wakes it anyway.
-        let _ = self.queue.try_send(Message::Flush);
-        if done.recv_timeout(self.export_timeout).is_err() {
+        let mut state = self.queue.state.lock().expect("span queue");
+        state.closing = true;
+        self.queue.changed.notify_all();
+        let (_state, waited) = self
+            .queue
+            .changed
+            .wait_timeout_while(state, self.export_timeout, |state| !state.done)
+            .expect("span queue");
+        if waited.timed_out() {
             tracing::warn!(
                 export_timeout = %crate::platform::config::format_duration(self.export_timeout),
                 "trace export: the last spans were not all exported within the export timeout"
@@ -216,12 +229,11 @@ struct ExportThread {
     endpoint: Endpoint,
     /// The `resource` and `scope` JSON, the same for every batch.
     resource: String,
-    spans: Receiver<Message>,
+    queue: Arc<Queue>,
     batch_size: usize,
     batch_delay: Duration,
     export_timeout: Duration,
-    closing: Arc<AtomicBool>,
-    dropped: Family<DropLabels, Counter>,
+    export_failed: Counter,
     exported: Counter,
     /// Spans dropped since the last warning.
     unreported: u64,
@@ -239,61 +251,44 @@ enum Attempt {
 }
 
 impl ExportThread {
+    /// Every `batch_delay` (or as soon as a batch is full), takes a batch
+    /// and sends it; once closing, sends everything left, then says so.
     fn run(&mut self) {
-        let mut batch = Vec::with_capacity(self.batch_size);
         loop {
-            let drained = self.collect(&mut batch);
+            let (batch, closing) = self.next_batch();
             if !batch.is_empty() {
-                let closing = self.closing.load(Ordering::SeqCst);
-                self.send(&mut batch, closing);
+                self.send(&batch, closing);
             }
-            if drained {
+            if closing && batch.is_empty() {
+                let mut state = self.queue.state.lock().expect("span queue");
+                state.done = true;
+                self.queue.changed.notify_all();
                 return;
             }
         }
     }
 
-    /// Fills `batch` up to the batch size or until the batch delay has
-    /// passed since its first span. True once the final flush has found
-    /// the queue empty: nothing more will come.
-    fn collect(&mut self, batch: &mut Vec<ServerSpan>) -> bool {
-        let mut deadline = None;
-        while batch.len() < self.batch_size {
-            let closing = self.closing.load(Ordering::SeqCst);
-            let message = if closing {
-                // The final flush: take what is there, wait for nothing.
-                match self.spans.try_recv() {
-                    Ok(message) => message,
-                    Err(_) => return true,
-                }
-            } else {
-                let wait = deadline.map_or(self.batch_delay, |deadline: Instant| {
-                    deadline.saturating_duration_since(Instant::now())
-                });
-                match self.spans.recv_timeout(wait) {
-                    Ok(message) => message,
-                    Err(RecvTimeoutError::Timeout) if batch.is_empty() => continue,
-                    Err(RecvTimeoutError::Timeout) => return false,
-                    Err(RecvTimeoutError::Disconnected) => return true,
-                }
-            };
-            match message {
-                Message::Span(span) => {
-                    deadline.get_or_insert_with(|| Instant::now() + self.batch_delay);
-                    batch.push(*span);
-                }
-                Message::Flush => {}
-            }
-        }
-        false
+    /// Up to `batch_size` spans, after at most `batch_delay` (at once
+    /// when a batch is waiting or the process is closing), and whether it
+    /// is closing.
+    fn next_batch(&self) -> (Vec<ServerSpan>, bool) {
+        let state = self.queue.state.lock().expect("span queue");
+        let (mut state, _) = self
+            .queue
+            .changed
+            .wait_timeout_while(state, self.batch_delay, |state| {
+                state.spans.len() < self.batch_size && !state.closing
+            })
+            .expect("span queue");
+        let take = state.spans.len().min(self.batch_size);
+        (state.spans.drain(..take).collect(), state.closing)
     }
 
     /// Posts the batch until it is accepted, refused, or the export
-    /// timeout has passed; empties it.
-    fn send(&mut self, batch: &mut Vec<ServerSpan>, closing: bool) {
+    /// timeout has passed.
+    fn send(&mut self, batch: &[ServerSpan], closing: bool) {
         let body = encode(&self.resource, batch);
         let count = batch.len() as u64;
-        batch.clear();
         let deadline = Instant::now() + self.export_timeout;
         let mut pause = FIRST_RETRY;
         loop {
@@ -314,7 +309,7 @@ impl ExportThread {
                     problem
                 }
             };
-            self.dropped.get_or_create(&EXPORT_FAILED).inc_by(count);
+            self.export_failed.inc_by(count);
             self.warn(count, &problem);
             return;
         }
