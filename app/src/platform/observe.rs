@@ -100,10 +100,24 @@ where
             // What the exported span says of the request, for sampled ones.
             let details = context.sampled.then(|| {
                 let headers = request.headers();
+                let text = |name| {
+                    headers
+                        .get(name)
+                        .and_then(|value: &HeaderValue| value.to_str().ok())
+                        .unwrap_or_default()
+                };
+                let uri = request.uri();
+                let tracestate = context.tracestate.as_ref();
                 RequestDetails {
-                    path: request.uri().clone(),
-                    host: headers.get(header::HOST).cloned(),
-                    user_agent: headers.get(header::USER_AGENT).cloned(),
+                    text: otlp::RequestText::new([
+                        uri.path_and_query()
+                            .map_or(uri.path(), |path| path.as_str()),
+                        text(header::HOST),
+                        text(header::USER_AGENT),
+                        tracestate
+                            .and_then(|state| state.to_str().ok())
+                            .unwrap_or_default(),
+                    ]),
                     request_size: headers
                         .get(header::CONTENT_LENGTH)
                         .and_then(|length| length.to_str().ok()?.parse().ok()),
@@ -139,9 +153,7 @@ struct Traced {
 }
 
 struct RequestDetails {
-    path: axum::http::Uri,
-    host: Option<HeaderValue>,
-    user_agent: Option<HeaderValue>,
+    text: otlp::RequestText,
     request_size: Option<u64>,
 }
 
@@ -244,16 +256,16 @@ impl Observation {
             {
                 let end_unix_nanos = otlp::unix_nanos(ended);
                 exporter.export(otlp::ServerSpan {
-                    context: trace.context,
+                    trace_id: trace.context.trace_id,
+                    span_id: trace.context.span_id,
+                    parent: trace.context.parent,
                     method,
                     route: (route != "unmatched").then_some(route),
-                    path: details.path,
+                    request: details.text,
                     status,
                     start_unix_nanos: end_unix_nanos
                         .saturating_sub(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)),
                     end_unix_nanos,
-                    host: details.host,
-                    user_agent: details.user_agent,
                     request_size: details.request_size,
                     response_size: response.body().size_hint().exact(),
                 });
