@@ -16,9 +16,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::business::{BODY, BODY_ROUTE};
 use support::*;
 
 const SETUP: &str = "cargo xtask setup --only python";
+/// The requests go to a platform route and to the business part's body
+/// route (`support::business`), so that these tests hold for any business
+/// part (`xtask/tests/rename.rs` runs them on another one).
+const GET_ROUTE: &str = "/version";
 /// The span the tests send the collector themselves, to know it is ready.
 const PROBE: &str = "readiness-probe";
 const PROBE_TRACE: &str = "0000000000000000000000000000beef";
@@ -310,24 +315,25 @@ fn spans_reach_a_real_collector_with_the_callers_trace_and_the_http_conventions(
     let (sampled, sampled_trace) = caller_trace(1, true);
     let continued = get_with(
         &service,
-        "/",
+        GET_ROUTE,
         &format!("{sampled}tracestate: rojo=00f067aa0ba902b7\r\n"),
     );
     // A caller that did not sample: the parent-based sampler drops it.
     let (unsampled, unsampled_trace) = caller_trace(2, false);
-    let dropped = get_with(&service, "/", &unsampled);
+    let dropped = get_with(&service, GET_ROUTE, &unsampled);
     // No header, and an invalid one: new traces.
-    let fresh = get_with(&service, "/", "");
+    let fresh = get_with(&service, GET_ROUTE, "");
     let invalid = get_with(
         &service,
-        "/",
+        GET_ROUTE,
         "traceparent: 00-00000000000000000000000000000000-00f067aa0ba902b7-01\r\n",
     );
     let posted = request(
         service.addr,
         &format!(
-            "POST /greet HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 14\r\n{sampled}Connection: close\r\n\r\n{{\"name\":\"ann\"}}",
-            service.addr
+            "POST {BODY_ROUTE} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{sampled}Connection: close\r\n\r\n{BODY}",
+            service.addr,
+            BODY.len()
         ),
     );
     for response in [&continued, &dropped, &fresh, &invalid, &posted] {
@@ -381,12 +387,12 @@ fn spans_reach_a_real_collector_with_the_callers_trace_and_the_http_conventions(
         root.parent_id, "00f067aa0ba902b7",
         "the caller's span is the parent"
     );
-    assert_eq!(root.name, "GET /");
+    assert_eq!(root.name, format!("GET {GET_ROUTE}"));
     for (key, value) in [
         ("http.request.method", "GET"),
-        ("http.route", "/"),
+        ("http.route", GET_ROUTE),
         ("http.response.status_code", "200"),
-        ("url.path", "/"),
+        ("url.path", GET_ROUTE),
         ("url.scheme", "http"),
         ("server.address", "127.0.0.1"),
         ("server.port", &service.addr.port().to_string()[..]),
@@ -417,8 +423,11 @@ fn spans_reach_a_real_collector_with_the_callers_trace_and_the_http_conventions(
     assert_eq!(root.resource["service.instance.id"].len(), 32);
     assert!(root.resource.contains_key("vcs.ref.head.revision"));
     let post = span_of(&posted);
-    assert_eq!(post.name, "POST /greet");
-    assert_eq!(post.attributes["http.request.body.size"], "14");
+    assert_eq!(post.name, format!("POST {BODY_ROUTE}"));
+    assert_eq!(
+        post.attributes["http.request.body.size"],
+        BODY.len().to_string()
+    );
     for new in [&fresh, &invalid] {
         assert_eq!(span_of(new).parent_id, "", "a new trace has no parent");
     }
@@ -439,10 +448,10 @@ fn spans_reach_a_real_collector_with_the_callers_trace_and_the_http_conventions(
         .lines()
         .find(|line| {
             line.starts_with("http_request_duration_seconds_bucket")
-                && line.contains("route=\"/greet\"")
+                && line.contains(&format!("route=\"{BODY_ROUTE}\""))
                 && line.contains(" # {trace_id=")
         })
-        .unwrap_or_else(|| panic!("no exemplar on /greet's buckets:\n{metrics}"));
+        .unwrap_or_else(|| panic!("no exemplar on {BODY_ROUTE}'s buckets:\n{metrics}"));
     assert!(
         exemplar.contains(&format!(
             "trace_id=\"{sampled_trace}\",span_id=\"{}\"",
@@ -476,7 +485,7 @@ fn a_collector_that_goes_away_costs_no_request_drops_spans_and_is_used_again_whe
         ],
     );
     let (header, trace) = caller_trace(10, true);
-    assert_eq!(get_with(&service, "/", &header).status, 200);
+    assert_eq!(get_with(&service, GET_ROUTE, &header).status, 200);
     assert_eq!(
         collector
             .wait_for_spans(1, |span| span.trace_id == trace)
@@ -494,7 +503,7 @@ fn a_collector_that_goes_away_costs_no_request_drops_spans_and_is_used_again_whe
     let started = Instant::now();
     for n in 0..2_000 {
         let (header, _) = caller_trace(1_000 + n, true);
-        assert_eq!(get_with(&service, "/", &header).status, 200);
+        assert_eq!(get_with(&service, GET_ROUTE, &header).status, 200);
     }
     println!(
         "2000 requests with the collector down: {:?}",
@@ -527,7 +536,7 @@ fn a_collector_that_goes_away_costs_no_request_drops_spans_and_is_used_again_whe
     let deadline = Instant::now() + BOUND;
     while Instant::now() < deadline && !collector.spans().iter().any(|span| span.trace_id == trace)
     {
-        assert_eq!(get_with(&service, "/", &header).status, 200);
+        assert_eq!(get_with(&service, GET_ROUTE, &header).status, 200);
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
@@ -558,7 +567,7 @@ fn an_upgrade_and_a_stop_export_what_was_queued_once() {
         (from..from + count)
             .map(|n| {
                 let (header, trace) = caller_trace(n, true);
-                assert_eq!(get_with(&service, "/", &header).status, 200);
+                assert_eq!(get_with(&service, GET_ROUTE, &header).status, 200);
                 trace
             })
             .collect()
@@ -613,7 +622,7 @@ fn a_real_prometheus_scrapes_the_trace_ids_off_the_latency_histogram() {
     let collector = Collector::start(&rotel, free_port());
     let service = traced_service(&collector.endpoint(), &[("APP__LOG__REQUESTS", "off")]);
     let (header, trace) = caller_trace(77, true);
-    assert_eq!(get_with(&service, "/", &header).status, 200);
+    assert_eq!(get_with(&service, GET_ROUTE, &header).status, 200);
 
     let scratch = tempfile::tempdir().unwrap();
     let config = scratch.path().join("prometheus.yml");
@@ -685,7 +694,7 @@ fn a_real_prometheus_scrapes_the_trace_ids_off_the_latency_histogram() {
     assert!(
         with_trace
             .iter()
-            .any(|series| series["seriesLabels"]["route"] == "/"
+            .any(|series| series["seriesLabels"]["route"] == GET_ROUTE
                 && series["seriesLabels"]["job"] == "app"),
         "{found:#}"
     );
