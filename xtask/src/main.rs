@@ -14,6 +14,7 @@ mod project;
 mod reference;
 mod release;
 mod rustup;
+mod signing;
 mod stamp;
 mod targets;
 mod tools;
