@@ -20,7 +20,9 @@ const TASK_GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "Release",
-        &["dist", "release", "image", "publish", "units", "version"],
+        &[
+            "dist", "release", "image", "publish", "keygen", "verify", "units", "version",
+        ],
     ),
     ("Deploy", &["deploy", "rollback", "releases", "k8s"]),
     ("Maintain", &["setup", "doctor", "clean", "help"]),
@@ -96,6 +98,10 @@ pub enum Task {
     Image(crate::release::image::Image),
     /// Publish target/dist/ as the GitHub release of the version tag (gh)
     Publish(crate::release::publish::Publish),
+    /// Create the release signing key pair: the private key encrypted (cosign's format), the public key in keys/
+    Keygen(crate::release::keygen::Keygen),
+    /// Check a release folder, an archive or a pushed image against the public key: signatures, provenance, checksums
+    Verify(crate::release::verify::Verify),
     /// Render the systemd units and supervisord program for the service
     Units(crate::release::units::Units),
     /// Print the version stamp (version, commit, branch, commit time) builds embed

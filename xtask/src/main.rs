@@ -32,6 +32,7 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     tools::put_python_venv_on_path();
+    signing::take_secrets_from_env();
     let flags = match flags::parse(std::env::args_os()) {
         Ok(flags::Parsed::Run(flags)) => *flags,
         Ok(flags::Parsed::Exit(text)) => {
@@ -70,6 +71,8 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Release(task) => task.run(&ctx),
         Task::Image(task) => task.run(&ctx),
         Task::Publish(task) => task.run(&ctx),
+        Task::Keygen(task) => task.run(&ctx),
+        Task::Verify(task) => task.run(&ctx),
         Task::Units(task) => task.run(&ctx),
         Task::Deploy(task) => task.run(&ctx),
         Task::Rollback(task) => task.run(&ctx),

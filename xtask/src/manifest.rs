@@ -71,7 +71,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ),
     (
         "artifacts[].kind",
-        "One of `archive`, `binary`, `release-notes`, `oci-archive`, `kubernetes`, `sbom`.",
+        "One of `archive`, `binary`, `release-notes`, `oci-archive`, `kubernetes`, `sbom`; and, in a signed release, `signature` (a Sigstore bundle), `provenance` (the signed SLSA provenance) and `checksums-signature` (the signatures of `SHA256SUMS`, which it cannot list itself).",
     ),
     (
         "artifacts[].target",
@@ -239,6 +239,23 @@ pub enum ArtifactKind {
     Kubernetes,
     /// A CycloneDX SBOM of one target's binary.
     Sbom,
+    /// A Sigstore bundle (`<file>.sigstore.json`) signing one artifact.
+    Signature,
+    /// The signed SLSA provenance of the release (`.intoto.jsonl`).
+    Provenance,
+    /// A signature of `SHA256SUMS` (its bundle and its SSH signature),
+    /// which `SHA256SUMS` cannot list.
+    ChecksumsSignature,
+}
+
+impl ArtifactKind {
+    /// Whether the artifact signs others rather than being built.
+    pub fn is_signature(self) -> bool {
+        matches!(
+            self,
+            ArtifactKind::Signature | ArtifactKind::Provenance | ArtifactKind::ChecksumsSignature
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -370,10 +387,12 @@ impl Manifest {
         Ok(json)
     }
 
-    /// `<sha256>  <path>` per artifact, sorted by path.
+    /// `<sha256>  <path>` per artifact, sorted by path; the signatures of
+    /// `SHA256SUMS` itself are left out.
     pub fn sha256sums(&self) -> String {
         self.artifacts
             .iter()
+            .filter(|artifact| artifact.kind != ArtifactKind::ChecksumsSignature)
             .map(|artifact| format!("{}  {}\n", artifact.sha256, artifact.path))
             .collect()
     }

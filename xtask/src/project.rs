@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[workspace.metadata.xtask]`: what changes from one service to another.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// The package that is built, stamped and shipped.
@@ -22,6 +22,11 @@ pub struct Settings {
     /// Releases `deploy` keeps on each host (default 5).
     #[serde(default)]
     pub keep_releases: Option<usize>,
+    /// The release signing key's public half (a `PUBLIC KEY` PEM), relative
+    /// to the workspace root: what `verify` and `deploy` check releases
+    /// against, and what the private key `dist` signs with must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// `[workspace.metadata.xtask.k8s]`: what `cargo xtask k8s` renders.
     #[serde(default)]
     pub k8s: K8sSettings,
@@ -32,7 +37,7 @@ pub struct Settings {
 
 /// The bounds a canary must stay within over its soak; by default the
 /// thresholds of the alerts `k8s` renders.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CanarySettings {
     /// Most of its requests answered with 5xx, as a ratio (0.01 is 1%).
@@ -43,7 +48,7 @@ pub struct CanarySettings {
 
 /// Sizing, scaling and alert thresholds of the Kubernetes manifests; every
 /// key is optional.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct K8sSettings {
     /// The HorizontalPodAutoscaler's floor (at least 2, so that one pod
@@ -157,6 +162,16 @@ impl Project {
                 config.join("base.toml").display()
             )
         })
+    }
+
+    /// The public key `public-key` names, if the project names one.
+    pub fn public_key(&self) -> Result<Option<crate::signing::PublicKey>> {
+        let Some(relative) = &self.settings.public_key else {
+            return Ok(None);
+        };
+        crate::signing::PublicKey::read(&self.root.join(relative))
+            .map(Some)
+            .context("read public-key of [workspace.metadata.xtask]: run `cargo xtask keygen`, or fix the path")
     }
 
     pub fn load(cargo: &Path) -> Result<Project> {
@@ -288,6 +303,7 @@ mod tests {
                 image: "ghcr.io/example/app".into(),
                 targets: vec!["x86_64-unknown-linux-musl".into()],
                 keep_releases: None,
+                public_key: None,
                 k8s: Default::default(),
                 canary: Default::default(),
             }),

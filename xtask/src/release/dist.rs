@@ -10,6 +10,7 @@ use xshell::cmd;
 use crate::exec::Ctx;
 use crate::release::parts;
 use crate::release::pipeline::build_and_package;
+use crate::release::sign::Signing;
 use crate::targets;
 use crate::tools::{self, Tool};
 
@@ -57,7 +58,7 @@ impl Dist {
         } else {
             targets::resolve(&self.targets, &ctx.project.settings.targets)?
         };
-        build_and_package(ctx, &targets, None)
+        build_and_package(ctx, &targets, None, Signing::IfGiven)
     }
 }
 
@@ -103,7 +104,7 @@ impl Release {
                 .unwrap_or_else(|| parts::default_out(ctx, &targets));
             return parts::split(ctx, &targets, notes, &out);
         }
-        build_and_package(ctx, &targets, Some(notes))
+        build_and_package(ctx, &targets, Some(notes), Signing::WhenConfigured)
     }
 }
 

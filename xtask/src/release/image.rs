@@ -12,6 +12,7 @@ use crate::manifest::{ImageInfo, MANIFEST};
 use crate::release::oci::{self, LAYOUT, archive_name};
 use crate::release::pipeline;
 use crate::release::registry;
+use crate::release::sign::{self, Signing};
 use crate::targets::{self, Target};
 use crate::tools::{self, Tool};
 use crate::util::write_atomically;
@@ -94,6 +95,12 @@ impl Image {
             (Some(_), false) => Some(tools::require(Tool::Skopeo)?),
         };
 
+        // A wrong passphrase fails before anything is built or pushed.
+        let key = if ctx.dry_run {
+            None
+        } else {
+            sign::signing_key(ctx, Signing::IfGiven)?
+        };
         let manifest = pipeline::binaries_for(ctx, &targets)?;
         let dist_dir = ctx.project.dist_dir();
         if ctx.dry_run {
@@ -108,7 +115,7 @@ impl Image {
                     pushed: Vec::new(),
                 };
                 let archive = dist_dir.join(&image.archive);
-                registry::push(ctx, skopeo, &archive, &image, push)?;
+                registry::push(ctx, skopeo, &archive, &image, push, None)?;
             }
             return Ok(());
         }
@@ -118,6 +125,7 @@ impl Image {
             .collect::<Result<Vec<_>>>()?;
         let mut manifest =
             oci::write_image(&ctx.project, &dist_dir, manifest, platforms, &reference)?;
+        sign::seal(ctx, &dist_dir, &mut manifest, key.as_ref())?;
         oci::print_image(&dist_dir, &manifest);
         let image = manifest
             .image
@@ -129,7 +137,7 @@ impl Image {
                 .context("load the image")?;
         }
         if let (Some(push), Some(skopeo)) = (&push, &skopeo) {
-            let pushed = registry::push(ctx, skopeo, &archive, image, push)?;
+            let pushed = registry::push(ctx, skopeo, &archive, image, push, key.as_ref())?;
             image
                 .pushed
                 .retain(|earlier| pushed.iter().all(|now| now.tag != earlier.tag));

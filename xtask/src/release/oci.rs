@@ -16,9 +16,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::archive::{self, Entry, sha256_hex};
-use crate::manifest::{
-    Artifact, ArtifactKind, ImageInfo, ImagePlatform, MANIFEST, Manifest, ManifestStamp, SHA256SUMS,
-};
+use crate::manifest::{Artifact, ArtifactKind, ImageInfo, ImagePlatform, Manifest, ManifestStamp};
 use crate::project::Project;
 use crate::release::pipeline;
 use crate::targets::Target;
@@ -227,7 +225,7 @@ pub fn platform_image(
 
 /// Writes the image index over `platforms` (in their order) as a layout
 /// folder and an OCI archive in `dist_dir`, and records it in the manifest
-/// there.
+/// it returns (which the caller seals into the folder, `sign::seal`).
 pub fn write_image(
     project: &Project,
     dist_dir: &Path,
@@ -326,8 +324,6 @@ pub fn write_image(
         platforms,
         pushed,
     });
-    write_atomically(&dist_dir.join(SHA256SUMS), manifest.sha256sums().as_bytes())?;
-    write_atomically(&dist_dir.join(MANIFEST), manifest.to_json()?.as_bytes())?;
 
     Ok(manifest)
 }

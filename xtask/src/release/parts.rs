@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::sha256_hex;
 use crate::exec::Ctx;
-use crate::manifest::{Artifact, ImagePlatform, MANIFEST, Manifest, ManifestStamp, SHA256SUMS};
+use crate::manifest::{Artifact, ImagePlatform, MANIFEST, Manifest, ManifestStamp};
 use crate::release::oci::{self, Blobs, PlatformImage};
 use crate::release::pipeline;
+use crate::release::sign::{self, Signing};
 use crate::targets::Target;
 
 /// The part's own description, at the top of its folder.
@@ -78,7 +79,7 @@ pub fn default_out(ctx: &Ctx, targets: &[Target]) -> PathBuf {
 /// does), then writes it as a part into `out`.
 pub fn split(ctx: &Ctx, targets: &[Target], notes: String, out: &Path) -> Result<()> {
     check_out_folder(out)?;
-    pipeline::build_and_package(ctx, targets, Some(notes))?;
+    pipeline::build_and_package(ctx, targets, Some(notes), Signing::Off)?;
     if ctx.dry_run {
         eprintln!("(dry run: no part is written to {})", out.display());
         return Ok(());
@@ -336,6 +337,11 @@ fn first_difference(left: &Part, right: &Part) -> Option<(&'static str, String, 
 
 /// Checks every part, then writes `target/dist/` from them in one swap.
 pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
+    let key = if ctx.dry_run {
+        None
+    } else {
+        sign::signing_key(ctx, Signing::WhenConfigured)?
+    };
     let mut parts = Vec::new();
     for folder in expand(folders)? {
         parts.push(ReadPart::read(&folder)?);
@@ -464,10 +470,7 @@ pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
                 .map(|artifact| (*artifact).clone())
                 .collect(),
         );
-        std::fs::write(staging.join(SHA256SUMS), manifest.sha256sums())
-            .context("write SHA256SUMS")?;
-        std::fs::write(staging.join(MANIFEST), manifest.to_json()?)
-            .context("write the manifest")?;
+        let mut manifest = manifest;
         if !images.is_empty() {
             let mut platforms = Vec::new();
             for (read, image) in &images {
@@ -486,9 +489,9 @@ pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
                 });
             }
             let reference = format!("{}:{}", ctx.project.settings.image, ctx.project.version);
-            oci::write_image(&ctx.project, &staging, manifest, platforms, &reference)?;
+            manifest = oci::write_image(&ctx.project, &staging, manifest, platforms, &reference)?;
         }
-        Ok(())
+        sign::seal(ctx, &staging, &mut manifest, key.as_ref())
     })();
     if let Err(err) = written {
         let _ = std::fs::remove_dir_all(&staging);

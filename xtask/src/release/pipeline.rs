@@ -20,8 +20,10 @@ use crate::archive::{self, Entry};
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
 use crate::release::sbom;
+use crate::release::sign::{self, Signing};
 use crate::release::units;
 use crate::release::{binfmt, linkage};
+use crate::signing::PrivateKey;
 use crate::targets::{self, Arch, ArchiveFormat, Libc, Linker, Os, Runner, Target};
 use crate::tools::{self, Tool};
 
@@ -39,7 +41,12 @@ struct Built {
     sbom: Vec<u8>,
 }
 
-pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -> Result<()> {
+pub fn build_and_package(
+    ctx: &Ctx,
+    targets: &[Target],
+    notes: Option<String>,
+    signing: Signing,
+) -> Result<()> {
     if std::env::var_os("RUSTFLAGS").is_some()
         || std::env::var_os("CARGO_ENCODED_RUSTFLAGS").is_some()
     {
@@ -52,6 +59,12 @@ pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -
         tools::require(Tool::CargoZigbuild)?;
         tools::require(Tool::Zig)?;
     }
+    // A wrong passphrase fails before anything is built.
+    let key = if ctx.dry_run {
+        None
+    } else {
+        sign::signing_key(ctx, signing)?
+    };
     let triples: Vec<&str> = targets.iter().map(|target| target.triple).collect();
     crate::rustup::ensure_targets(ctx, &triples)?;
     // The dependency lists the build embeds, and the SBOMs come from.
@@ -76,7 +89,7 @@ pub fn build_and_package(ctx: &Ctx, targets: &[Target], notes: Option<String>) -
         binary.sbom = sbom;
         built.push(binary);
     }
-    package(ctx, &built, notes, previous.as_ref())
+    package(ctx, &built, notes, previous.as_ref(), key.as_ref())
 }
 
 /// One cargo invocation per linker, all of that linker's targets at once, so
@@ -386,6 +399,7 @@ fn package(
     built: &[Built],
     notes: Option<String>,
     previous: Option<&Manifest>,
+    key: Option<&PrivateKey>,
 ) -> Result<()> {
     let stamp = ctx.stamp()?;
     let port = ctx.project.service_port()?;
@@ -481,17 +495,8 @@ fn package(
             ));
         }
         artifacts.sort_by(|left, right| left.path.cmp(&right.path));
-        let manifest = Manifest::new(&ctx.project.settings.binary, stamp, artifacts);
-        write_file(
-            &staging.join(SHA256SUMS),
-            manifest.sha256sums().as_bytes(),
-            false,
-        )?;
-        write_file(
-            &staging.join(crate::manifest::MANIFEST),
-            manifest.to_json()?.as_bytes(),
-            false,
-        )?;
+        let mut manifest = Manifest::new(&ctx.project.settings.binary, stamp, artifacts);
+        sign::seal(ctx, &staging, &mut manifest, key)?;
         Ok(manifest)
     })();
     let manifest = match result {
@@ -596,7 +601,7 @@ pub fn binaries_for(ctx: &Ctx, targets: &[Target]) -> Result<Manifest> {
         eprintln!("using the binaries in {}", path.display());
         return Ok(manifest);
     }
-    build_and_package(ctx, targets, None)?;
+    build_and_package(ctx, targets, None, Signing::IfGiven)?;
     if ctx.dry_run {
         return Ok(Manifest::new(
             &ctx.project.settings.binary,

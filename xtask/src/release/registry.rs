@@ -23,6 +23,8 @@ use xshell::cmd;
 use crate::archive::sha256_hex;
 use crate::exec::{CommandFailed, Ctx};
 use crate::manifest::{ImageInfo, PushedImage};
+use crate::release::cosign;
+use crate::signing::PrivateKey;
 
 pub const USERNAME_VAR: &str = "REGISTRY_USERNAME";
 pub const PASSWORD_VAR: &str = "REGISTRY_PASSWORD";
@@ -141,6 +143,7 @@ pub fn push(
     archive: &Path,
     image: &ImageInfo,
     options: &PushOptions,
+    key: Option<&PrivateKey>,
 ) -> Result<Vec<PushedImage>> {
     let destination = &options.destination;
     let verify_tls = !(options.insecure || destination.is_loopback());
@@ -213,6 +216,23 @@ pub fn push(
             tag: format!("{name}:{tag}"),
             pinned,
         });
+    }
+    // Signatures belong to digests, not tags: one set per repository.
+    if let Some(key) = key {
+        let mut digests = vec![image.index_digest.as_str()];
+        digests.extend(
+            image
+                .platforms
+                .iter()
+                .map(|platform| platform.manifest_digest.as_str()),
+        );
+        let access = cosign::Access {
+            verify_tls,
+            auth_file: auth_file.as_ref().map(|file| file.path.as_path()),
+            secrets: &secrets,
+        };
+        cosign::push_signatures(ctx, skopeo, key, &name, &digests, &access)
+            .map_err(|err| explain_failure(err, destination, credentials.is_some()))?;
     }
     Ok(pushed)
 }

@@ -241,6 +241,7 @@ mod tests {
             image: "example/svc".into(),
             targets: Vec::new(),
             keep_releases: None,
+            public_key: None,
             k8s: Default::default(),
             canary: Default::default(),
         };

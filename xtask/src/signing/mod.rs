@@ -262,27 +262,70 @@ impl PrivateKey {
 
     /// The signing key from the environment, if one is given: `SIGNING_KEY`
     /// or `SIGNING_KEY_FILE`, opened with `SIGNING_PASSPHRASE` or
-    /// `SIGNING_PASSPHRASE_FILE`.
+    /// `SIGNING_PASSPHRASE_FILE`; with the variable it came from.
     pub fn from_env() -> Result<Option<(PrivateKey, &'static str)>> {
-        let Some((key_text, key_source)) = secret_from_env(KEY_VAR, KEY_FILE_VAR)? else {
+        let secrets = secrets();
+        let Some((key_text, key_source)) = secrets.key.clone().map_err(anyhow::Error::msg)? else {
             return Ok(None);
         };
-        let Some((passphrase, passphrase_source)) =
-            secret_from_env(PASSPHRASE_VAR, PASSPHRASE_FILE_VAR)?
-        else {
+        let Some((passphrase, passphrase_source)) = passphrase_from_env()? else {
             bail!(
                 "{key_source} is set but neither {PASSPHRASE_VAR} nor {PASSPHRASE_FILE_VAR} is: give the key's passphrase in one of them"
             );
         };
-        // A passphrase file usually ends with a newline that is not part of
-        // the passphrase.
-        let passphrase = passphrase.strip_suffix('\n').unwrap_or(&passphrase);
         let key = PrivateKey::decrypt(&key_text, passphrase.as_bytes()).with_context(|| {
             format!(
                 "open the signing key in {key_source} with the passphrase in {passphrase_source}"
             )
         })?;
         Ok(Some((key, key_source)))
+    }
+}
+
+/// The passphrase from `SIGNING_PASSPHRASE` or `SIGNING_PASSPHRASE_FILE`,
+/// with the variable it came from. A file's one trailing newline is not
+/// part of the passphrase.
+pub fn passphrase_from_env() -> Result<Option<(String, &'static str)>> {
+    let passphrase = secrets().passphrase.clone().map_err(anyhow::Error::msg)?;
+    Ok(passphrase.map(|(text, source)| {
+        let text = match source {
+            PASSPHRASE_FILE_VAR => text.strip_suffix('\n').unwrap_or(&text).to_owned(),
+            _ => text,
+        };
+        (text, source)
+    }))
+}
+
+/// The secrets as the process started with them: read once, then removed
+/// from the environment (`take_secrets_from_env`), so that no command a task
+/// runs (cargo, build scripts, skopeo, ssh) inherits them.
+struct Secrets {
+    key: std::result::Result<Option<(String, &'static str)>, String>,
+    passphrase: std::result::Result<Option<(String, &'static str)>, String>,
+}
+
+static SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
+
+fn secrets() -> &'static Secrets {
+    SECRETS.get_or_init(read_secrets)
+}
+
+fn read_secrets() -> Secrets {
+    let read = |var, file_var| secret_from_env(var, file_var).map_err(|err| format!("{err:#}"));
+    Secrets {
+        key: read(KEY_VAR, KEY_FILE_VAR),
+        passphrase: read(PASSPHRASE_VAR, PASSPHRASE_FILE_VAR),
+    }
+}
+
+/// Reads the signing secrets and removes their variables from this
+/// process's environment. Called first thing in `main`, before any thread.
+pub fn take_secrets_from_env() {
+    let _ = SECRETS.set(read_secrets());
+    for var in SECRET_VARS {
+        // SAFETY: called first thing in `main`, before any thread exists
+        // that could read the environment.
+        unsafe { std::env::remove_var(var) };
     }
 }
 

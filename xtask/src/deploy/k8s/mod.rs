@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use xshell::cmd;
 
 use crate::exec::Ctx;
-use crate::manifest::{Artifact, ArtifactKind, MANIFEST, Manifest, SHA256SUMS};
-use crate::util::write_atomically;
+use crate::manifest::{Artifact, ArtifactKind, MANIFEST, Manifest};
+use crate::release::sign::{self, Signing};
 use render::{ENVIRONMENTS, EnvConfig, Inputs};
 use yaml::Document;
 
@@ -87,7 +87,7 @@ impl K8s {
             );
         } else {
             if out.starts_with(&dist_dir) {
-                record(&dist_dir, &out, &files)?;
+                record(ctx, &dist_dir, &out, &files)?;
             }
             println!("{} files in {}", files.len(), out.display());
         }
@@ -345,8 +345,9 @@ fn write_folder(out: &Path, files: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// Records the rendered files in the manifest (and SHA256SUMS).
-fn record(dist_dir: &Path, out: &Path, files: &[(String, String)]) -> Result<()> {
+/// Records the rendered files in the manifest, and seals the dist folder
+/// again (SHA256SUMS and, with a key, the signatures).
+fn record(ctx: &Ctx, dist_dir: &Path, out: &Path, files: &[(String, String)]) -> Result<()> {
     let path = dist_dir.join(MANIFEST);
     let mut manifest = Manifest::require(&path)?;
     let relative = out
@@ -369,8 +370,8 @@ fn record(dist_dir: &Path, out: &Path, files: &[(String, String)]) -> Result<()>
     manifest
         .artifacts
         .sort_by(|left, right| left.path.cmp(&right.path));
-    write_atomically(&dist_dir.join(SHA256SUMS), manifest.sha256sums().as_bytes())?;
-    write_atomically(&path, manifest.to_json()?.as_bytes())
+    let key = sign::signing_key(ctx, Signing::IfGiven)?;
+    sign::seal(ctx, dist_dir, &mut manifest, key.as_ref())
 }
 
 /// Checks the YAML files directly in `dir`: each file with a Deployment is

@@ -1,0 +1,244 @@
+//! `cargo xtask keygen`: the release signing key pair.
+//!
+//! - The private key goes outside the repository (by default
+//!   `$XDG_CONFIG_HOME/cargo-xtask/<binary>-signing.key`, mode 0600),
+//!   encrypted with a passphrase in cosign's format, so cosign and skopeo
+//!   read it too. The passphrase comes from `SIGNING_PASSPHRASE` or
+//!   `SIGNING_PASSPHRASE_FILE`, or is asked for twice on the terminal
+//!   without echo; never from an argument.
+//! - The public key goes into the repository, `keys/<binary>.pub` (PEM),
+//!   beside `keys/<binary>.allowed_signers` (the line `ssh-keygen -Y verify`
+//!   needs), and `public-key` in `[workspace.metadata.xtask]` names it.
+//!
+//! Nothing is overwritten: a key that signed releases is replaced on
+//! purpose, by removing it first.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::exec::Ctx;
+use crate::signing::{self, PrivateKey};
+use crate::util::write_atomically;
+
+#[derive(clap::Args, Debug)]
+pub struct Keygen {
+    /// Where the encrypted private key goes
+    /// [default: $XDG_CONFIG_HOME/cargo-xtask/<binary>-signing.key]
+    #[arg(long, value_name = "FILE")]
+    private_key: Option<PathBuf>,
+    /// Where the public key goes, relative to the workspace root
+    /// [default: keys/<binary>.pub]
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
+}
+
+/// The identity the SSH signature of `SHA256SUMS` is checked under
+/// (`ssh-keygen -Y verify -I …`).
+pub fn ssh_identity(binary: &str) -> String {
+    format!("{binary}-release")
+}
+
+impl Keygen {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let binary = &ctx.project.settings.binary;
+        let private_path = match self.private_key {
+            Some(path) => path,
+            None => default_private_key(binary)?,
+        };
+        let public_relative = self
+            .public_key
+            .unwrap_or_else(|| PathBuf::from(format!("keys/{binary}.pub")));
+        if public_relative.is_absolute() {
+            bail!(
+                "--public-key {} is absolute: give a path inside the workspace, which the repository keeps",
+                public_relative.display()
+            );
+        }
+        let public_path = ctx.project.root.join(&public_relative);
+        let signers_path = public_path.with_extension("allowed_signers");
+        for path in [&private_path, &public_path, &signers_path] {
+            if path.exists() {
+                bail!(
+                    "{} exists, and keygen replaces no key: releases signed with it verify only with it; remove it first if it is to be replaced",
+                    path.display()
+                );
+            }
+        }
+        if let Some(configured) = &ctx.project.settings.public_key
+            && Path::new(configured) != public_relative
+        {
+            bail!(
+                "[workspace.metadata.xtask] already names public-key = \"{configured}\": remove that line (and retire that key) before making another"
+            );
+        }
+        if ctx.dry_run {
+            println!(
+                "(dry run) would write {}, {} and {}",
+                private_path.display(),
+                public_path.display(),
+                signers_path.display()
+            );
+            return Ok(());
+        }
+        let passphrase = passphrase()?;
+        let key = PrivateKey::generate()?;
+        let encrypted = key.encrypt(passphrase.as_bytes())?;
+        write_private(&private_path, encrypted.as_bytes())?;
+
+        let public = key.public();
+        for (path, text) in [
+            (&public_path, public.to_pem()),
+            (
+                &signers_path,
+                format!(
+                    "{} namespaces=\"{}\" {}\n",
+                    ssh_identity(binary),
+                    signing::formats::SSH_NAMESPACE,
+                    public.ssh_line(&ssh_identity(binary))
+                ),
+            ),
+        ] {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("create {}", parent.display()))?;
+            }
+            write_atomically(path, text.as_bytes())?;
+        }
+        let relative = public_relative.to_string_lossy().replace('\\', "/");
+        if ctx.project.settings.public_key.is_none() {
+            name_in_settings(&ctx.project.root.join("Cargo.toml"), &relative)?;
+        }
+        println!("key id {}", public.key_id());
+        println!("private key (encrypted): {}", private_path.display());
+        println!(
+            "public key: {} (public-key = \"{relative}\" in Cargo.toml)",
+            public_path.display()
+        );
+        println!("SSH allowed signers: {}", signers_path.display());
+        println!(
+            "commit the public files; keep the private key and its passphrase out of the repository, e.g. as CI secrets:\n  gh secret set {} < {}\n  gh secret set {}",
+            signing::KEY_VAR,
+            private_path.display(),
+            signing::PASSPHRASE_VAR
+        );
+        Ok(())
+    }
+}
+
+fn default_private_key(binary: &str) -> Result<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+        .context("neither XDG_CONFIG_HOME nor HOME is set: pass --private-key FILE")?;
+    Ok(config
+        .join("cargo-xtask")
+        .join(format!("{binary}-signing.key")))
+}
+
+/// The new key's passphrase: from the environment, else asked for twice
+/// on the terminal.
+fn passphrase() -> Result<String> {
+    if let Some((passphrase, _)) = signing::passphrase_from_env()? {
+        if passphrase.is_empty() {
+            bail!("the passphrase is empty, which would leave the key unprotected: choose one");
+        }
+        return Ok(passphrase);
+    }
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no passphrase: set {} or {} (there is no terminal to ask on)",
+                signing::PASSPHRASE_VAR,
+                signing::PASSPHRASE_FILE_VAR
+            )
+        })?;
+    let first = read_hidden(&tty, "passphrase for the new signing key: ")?;
+    let second = read_hidden(&tty, "the same passphrase again: ")?;
+    if first != second {
+        bail!("the two passphrases differ: run keygen again");
+    }
+    if first.is_empty() {
+        bail!("the passphrase is empty, which would leave the key unprotected: choose one");
+    }
+    Ok(first)
+}
+
+/// One line from the terminal with echo off.
+fn read_hidden(tty: &std::fs::File, prompt: &str) -> Result<String> {
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
+    let fd = tty.as_raw_fd();
+    // SAFETY: termios is plain data, filled by tcgetattr before use.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is an open terminal for the duration of these calls.
+    if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+        bail!("read the terminal's settings");
+    }
+    let mut hidden = saved;
+    hidden.c_lflag &= !libc::ECHO;
+    // SAFETY: as above.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &hidden) };
+    let mut writer = tty;
+    let _ = write!(writer, "{prompt}");
+    let _ = writer.flush();
+    let mut line = String::new();
+    let read = std::io::BufReader::new(tty).read_line(&mut line);
+    // SAFETY: as above; echo comes back whatever the read did.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    let _ = writeln!(writer);
+    read.context("read the passphrase")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Writes the private key readable by its owner only, from the first byte.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .with_context(|| format!("create {}", parent.display()))?;
+    }
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("create {}", temporary.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("move {} into place", path.display()))
+}
+
+/// Adds `public-key = "<path>"` to `[workspace.metadata.xtask]` of the root
+/// `Cargo.toml`, right under the table's header.
+fn name_in_settings(cargo_toml: &Path, relative: &str) -> Result<()> {
+    let text = std::fs::read_to_string(cargo_toml)
+        .with_context(|| format!("read {}", cargo_toml.display()))?;
+    let header = "[workspace.metadata.xtask]\n";
+    let Some(at) = text.find(header) else {
+        bail!(
+            "{} has no [workspace.metadata.xtask] table: add public-key = \"{relative}\" to it by hand",
+            cargo_toml.display()
+        );
+    };
+    let insert = at + header.len();
+    let updated = format!(
+        "{}# The release signing key's public half (cargo xtask keygen): what verify and deploy check.\npublic-key = \"{relative}\"\n{}",
+        &text[..insert],
+        &text[insert..]
+    );
+    write_atomically(cargo_toml, updated.as_bytes())
+}

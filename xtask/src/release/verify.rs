@@ -1,0 +1,365 @@
+//! `cargo xtask verify`: a release checked against the public key, as a
+//! user checks a download, and as `deploy` and `publish` check one before
+//! they use it.
+//!
+//! - A folder (`target/dist/`, or a downloaded release): `SHA256SUMS` is
+//!   signed (SSH signature and bundle); every file it lists that is here
+//!   has its checksum; every archive, SBOM and OCI archive here has a
+//!   bundle that verifies; the provenance verifies and its subjects are
+//!   exactly what `SHA256SUMS` lists, with the same checksums. Files
+//!   `SHA256SUMS` lists that are not here (the bare binaries, which are not
+//!   published) are counted, not failed.
+//! - An archive: its bundle and the provenance beside it, and `SHA256SUMS`
+//!   if it is there too.
+//! - An image `REGISTRY/NAME:TAG` (or `@sha256:…`): the index the registry
+//!   serves and each platform manifest are signed by the key in cosign's
+//!   format.
+//!
+//! Every failure is one line; the task fails if there is any.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use xshell::cmd;
+
+use crate::archive::sha256_hex;
+use crate::exec::Ctx;
+use crate::manifest::SHA256SUMS;
+use crate::release::cosign;
+use crate::release::provenance;
+use crate::release::registry::Destination;
+use crate::release::sign::{BUNDLE_SUFFIX, SUMS_SSH_SIGNATURE};
+use crate::signing::PublicKey;
+use crate::signing::formats;
+use crate::tools::{self, Tool};
+
+#[derive(clap::Args, Debug)]
+pub struct Verify {
+    /// A release folder, an archive, or an image REGISTRY/NAME:TAG
+    /// [default: target/dist]
+    #[arg(value_name = "FOLDER|ARCHIVE|IMAGE")]
+    what: Option<String>,
+    /// The public key to check against [default: public-key of
+    /// [workspace.metadata.xtask]]
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
+    /// Read the image without TLS verification from a registry not on
+    /// loopback
+    #[arg(long)]
+    insecure_registry: bool,
+}
+
+/// Files that carry a Sigstore bundle of their own, by name.
+const BUNDLED_SUFFIXES: [&str; 4] = [".tar.gz", ".zip", ".cdx.json", ".oci.tar"];
+
+fn is_signature_file(path: &str) -> bool {
+    path.ends_with(BUNDLE_SUFFIX) || path.ends_with(".intoto.jsonl")
+}
+
+fn needs_bundle(path: &str) -> bool {
+    !is_signature_file(path) && BUNDLED_SUFFIXES.iter().any(|suffix| path.ends_with(suffix))
+}
+
+impl Verify {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let key = public_key(ctx, self.public_key.as_deref())?;
+        let what = self
+            .what
+            .unwrap_or_else(|| ctx.project.dist_dir().display().to_string());
+        let path = Path::new(&what);
+        let (failures, checked) = if path.is_dir() {
+            check_folder(path, &key)
+        } else if path.is_file() {
+            (
+                check_archive(path, &key),
+                format!("{what}: bundle and provenance"),
+            )
+        } else if what.contains('/') && !what.starts_with('.') && !what.starts_with('/') {
+            check_image(ctx, &what, &key, self.insecure_registry)?
+        } else {
+            bail!("{what} is neither a folder, a file nor an image REGISTRY/NAME:TAG");
+        };
+        for failure in &failures {
+            eprintln!("FAIL {failure}");
+        }
+        if !failures.is_empty() {
+            bail!(
+                "{} failed verification against key id {}: {} problem{} (listed above)",
+                what,
+                key.key_id(),
+                failures.len(),
+                if failures.len() == 1 { "" } else { "s" }
+            );
+        }
+        println!("verified {checked} against key id {}", key.key_id());
+        Ok(())
+    }
+}
+
+/// The key to verify against: the one named, else the project's.
+pub fn public_key(ctx: &Ctx, named: Option<&Path>) -> Result<PublicKey> {
+    if let Some(path) = named {
+        return PublicKey::read(path);
+    }
+    ctx.project.public_key()?.context(
+        "no public key: pass --public-key FILE, or name one as public-key in [workspace.metadata.xtask] (cargo xtask keygen makes a pair)",
+    )
+}
+
+/// `SHA256SUMS` as `path -> sha256`.
+fn read_sums(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once("  "))
+        .map(|(sum, path)| (path.to_owned(), sum.to_owned()))
+        .collect()
+}
+
+/// Checks a release folder; returns the failures and what was checked.
+pub fn check_folder(folder: &Path, key: &PublicKey) -> (Vec<String>, String) {
+    let mut failures = Vec::new();
+    let read = |name: &str| std::fs::read(folder.join(name));
+    let Ok(sums_bytes) = read(SHA256SUMS) else {
+        return (
+            vec![format!(
+                "{}: no {SHA256SUMS} (not a release folder)",
+                folder.display()
+            )],
+            String::new(),
+        );
+    };
+    match read(SUMS_SSH_SIGNATURE) {
+        Ok(signature) => {
+            if let Err(err) = formats::check_ssh_signature(key, &signature, &sums_bytes) {
+                failures.push(format!("{SUMS_SSH_SIGNATURE}: {err}"));
+            }
+        }
+        Err(_) => failures.push(format!("{SHA256SUMS}: unsigned (no {SUMS_SSH_SIGNATURE})")),
+    }
+    let sums_bundle = format!("{SHA256SUMS}{BUNDLE_SUFFIX}");
+    match read(&sums_bundle) {
+        Ok(bundle) => {
+            if let Err(err) = formats::check_bundle(key, &bundle, &sums_bytes) {
+                failures.push(format!("{sums_bundle}: {err}"));
+            }
+        }
+        Err(_) => failures.push(format!("{SHA256SUMS}: unsigned (no {sums_bundle})")),
+    }
+    let sums = read_sums(&String::from_utf8_lossy(&sums_bytes));
+    let mut present = 0;
+    let mut absent = 0;
+    let mut contents = BTreeMap::new();
+    for (path, expected) in &sums {
+        match read(path) {
+            Ok(bytes) => {
+                present += 1;
+                if &sha256_hex(&bytes) != expected {
+                    failures.push(format!(
+                        "{path}: its sha256 is not the one {SHA256SUMS} lists"
+                    ));
+                }
+                contents.insert(path.as_str(), bytes);
+            }
+            Err(_) => absent += 1,
+        }
+    }
+    for (path, bytes) in &contents {
+        if !needs_bundle(path) {
+            continue;
+        }
+        let bundle_path = format!("{path}{BUNDLE_SUFFIX}");
+        match contents.get(bundle_path.as_str()) {
+            Some(bundle) => {
+                if let Err(err) = formats::check_bundle(key, bundle, bytes) {
+                    failures.push(format!("{bundle_path}: {err}"));
+                }
+            }
+            None => failures.push(format!(
+                "{path}: unsigned (no {bundle_path} listed in {SHA256SUMS} beside it)"
+            )),
+        }
+    }
+    let provenances: Vec<&String> = sums
+        .keys()
+        .filter(|path| path.ends_with(".intoto.jsonl"))
+        .collect();
+    match provenances.as_slice() {
+        [] => failures.push(format!(
+            "no provenance (*.intoto.jsonl) is listed in {SHA256SUMS}"
+        )),
+        [provenance_path] => {
+            match contents.get(provenance_path.as_str()) {
+                None => failures.push(format!(
+                    "{provenance_path}: listed in {SHA256SUMS} but not here"
+                )),
+                Some(envelope) => match provenance_subjects(key, envelope) {
+                    Err(err) => failures.push(format!("{provenance_path}: {err:#}")),
+                    Ok(subjects) => {
+                        for (path, sum) in sums.iter().filter(|(path, _)| !is_signature_file(path))
+                        {
+                            match subjects.get(path) {
+                            None => failures.push(format!("{path}: listed in {SHA256SUMS} but not a subject of the provenance")),
+                            Some(subject) if subject != sum => failures.push(format!("{path}: the provenance records another sha256")),
+                            Some(_) => {}
+                        }
+                        }
+                        for name in subjects.keys().filter(|name| !sums.contains_key(*name)) {
+                            failures.push(format!("{name}: a subject of the provenance that {SHA256SUMS} does not list"));
+                        }
+                    }
+                },
+            }
+        }
+        many => failures.push(format!(
+            "{} provenance files are listed; a release has one",
+            many.len()
+        )),
+    }
+    let checked = format!(
+        "{}: {SHA256SUMS} and its signatures, {present} files ({absent} listed but not here), bundles, provenance",
+        folder.display()
+    );
+    (failures, checked)
+}
+
+/// The subjects of a signed provenance envelope, `name -> sha256`.
+fn provenance_subjects(key: &PublicKey, envelope: &[u8]) -> Result<BTreeMap<String, String>> {
+    let statement = formats::check_dsse_envelope(key, envelope)?;
+    Ok(provenance::subjects(&statement)?.into_iter().collect())
+}
+
+/// Checks one archive: its bundle, its subject in the provenance beside it,
+/// and its line in `SHA256SUMS` (with the sums' signature) when that is
+/// beside it too.
+pub fn check_archive(archive: &Path, key: &PublicKey) -> Vec<String> {
+    let name = archive
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let folder = archive
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let bytes = match std::fs::read(archive) {
+        Ok(bytes) => bytes,
+        Err(err) => return vec![format!("{}: {err}", archive.display())],
+    };
+    let sha256 = sha256_hex(&bytes);
+    let mut failures = Vec::new();
+    let bundle_path = folder.join(format!("{name}{BUNDLE_SUFFIX}"));
+    match std::fs::read(&bundle_path) {
+        Ok(bundle) => {
+            if let Err(err) = formats::check_bundle(key, &bundle, &bytes) {
+                failures.push(format!("{name}{BUNDLE_SUFFIX}: {err}"));
+            }
+        }
+        Err(_) => failures.push(format!(
+            "{name}: unsigned (no {name}{BUNDLE_SUFFIX} beside it)"
+        )),
+    }
+    let provenances: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.to_string_lossy().ends_with(".intoto.jsonl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    match provenances.as_slice() {
+        [] => failures.push(format!("{name}: no provenance (*.intoto.jsonl) beside it")),
+        [path] => {
+            let subjects = std::fs::read(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|envelope| provenance_subjects(key, &envelope));
+            match subjects {
+                Err(err) => failures.push(format!("{}: {err:#}", path.display())),
+                Ok(subjects) => match subjects.get(&name) {
+                    None => failures.push(format!("{name}: not a subject of {}", path.display())),
+                    Some(recorded) if *recorded != sha256 => failures.push(format!(
+                        "{name}: its sha256 is not the one {} records",
+                        path.display()
+                    )),
+                    Some(_) => {}
+                },
+            }
+        }
+        many => failures.push(format!(
+            "{} provenance files beside {name}; a release has one",
+            many.len()
+        )),
+    }
+    if let Ok(sums) = std::fs::read(folder.join(SHA256SUMS)) {
+        match std::fs::read(folder.join(SUMS_SSH_SIGNATURE)) {
+            Ok(signature) => {
+                if let Err(err) = formats::check_ssh_signature(key, &signature, &sums) {
+                    failures.push(format!("{SUMS_SSH_SIGNATURE}: {err}"));
+                }
+            }
+            Err(_) => failures.push(format!("{SHA256SUMS}: unsigned (no {SUMS_SSH_SIGNATURE})")),
+        }
+        match read_sums(&String::from_utf8_lossy(&sums)).get(&name) {
+            Some(listed) if *listed != sha256 => {
+                failures.push(format!(
+                    "{name}: its sha256 is not the one {SHA256SUMS} lists"
+                ));
+            }
+            _ => {}
+        }
+    }
+    failures
+}
+
+/// Checks a pushed image: the index the registry serves for the reference,
+/// and each of its platform manifests, signed by the key.
+fn check_image(
+    ctx: &Ctx,
+    reference: &str,
+    key: &PublicKey,
+    insecure: bool,
+) -> Result<(Vec<String>, String)> {
+    let (name_part, by_digest) = match reference.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (reference, None),
+    };
+    let destination = Destination::parse(name_part)?;
+    let name = destination.name();
+    let verify_tls = !(insecure || destination.is_loopback());
+    let skopeo = tools::require(Tool::Skopeo)?;
+    let tls = format!("--tls-verify={verify_tls}");
+    let source = format!("docker://{reference}");
+    let index = cmd!(ctx.sh, "{skopeo} inspect --raw {tls} {source}")
+        .quiet()
+        .read()
+        .with_context(|| format!("read {reference} from the registry"))?;
+    let digest = format!("sha256:{}", sha256_hex(index.as_bytes()));
+    let mut failures = Vec::new();
+    if let Some(pinned) = by_digest
+        && pinned != digest
+    {
+        failures.push(format!("{reference}: the registry serves {digest}"));
+    }
+    let index: serde_json::Value = serde_json::from_str(&index).context("the index is not JSON")?;
+    let mut digests = vec![digest.clone()];
+    digests.extend(
+        index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|manifest| manifest["digest"].as_str().map(str::to_owned)),
+    );
+    for manifest_digest in &digests {
+        if let Err(err) =
+            cosign::check_signature(ctx, &skopeo, key, &name, manifest_digest, verify_tls)
+        {
+            failures.push(format!("{err:#}"));
+        }
+    }
+    Ok((
+        failures,
+        format!(
+            "{reference} ({digest}) and {} platform manifests",
+            digests.len() - 1
+        ),
+    ))
+}
