@@ -25,7 +25,7 @@ mod source;
 mod state;
 mod units;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,15 @@ pub struct Deploy {
     /// belong in drop-ins, which deploy never touches)
     #[arg(long)]
     replace_units: bool,
+    /// The public key the release must be signed with [default:
+    /// public-key of [workspace.metadata.xtask]]
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
+    /// Install the release even if its signature or provenance is missing
+    /// or does not verify: whoever could write the archive could have
+    /// replaced what runs on the hosts
+    #[arg(long)]
+    install_unverified: bool,
     #[command(flatten)]
     place: Where,
     #[command(flatten)]
@@ -251,9 +260,11 @@ impl Deploy {
         let hosts = self.place.hosts(&control)?;
         let plan = self.activation.plan(ctx)?;
         let units = units::inspect(&plan, &hosts, self.replace_units)?;
-        // Everything about the release is checked before any host changes.
+        // Everything about the release is checked before any host changes:
+        // its signatures and provenance first, then its checksum and entries.
+        let verify = |archive: &Path| self.check_signatures(ctx, archive);
         let source = match &self.archive {
-            Some(archive) => source::from_archive(archive)?,
+            Some(archive) => source::from_archive(archive, &verify)?,
             None => {
                 let target = match &self.target {
                     Some(spec) => {
@@ -269,7 +280,7 @@ impl Deploy {
                     return Ok(());
                 }
                 let dist_dir = ctx.project.dist_dir();
-                source::from_manifest(&dist_dir, &manifest, target.triple)
+                source::from_manifest(&dist_dir, &manifest, target.triple, &verify)
                     .with_context(|| format!("read {}", dist_dir.join(MANIFEST).display()))?
             }
         };
@@ -302,6 +313,47 @@ impl Deploy {
 }
 
 impl Deploy {
+    /// Refuses an archive whose bundle or provenance is missing or does not
+    /// verify against the public key, unless `--install-unverified`; with
+    /// no public key configured there is nothing to check against.
+    fn check_signatures(&self, ctx: &Ctx, archive: &Path) -> Result<()> {
+        let key = match &self.public_key {
+            Some(path) => Some(crate::signing::PublicKey::read(path)?),
+            None => ctx.project.public_key()?,
+        };
+        let Some(key) = key else {
+            eprintln!(
+                "note: no public-key in [workspace.metadata.xtask], so the release's signatures are not checked (cargo xtask keygen makes a key pair)"
+            );
+            return Ok(());
+        };
+        let failures = crate::release::verify::check_archive(archive, &key);
+        let name = archive.display();
+        if failures.is_empty() {
+            eprintln!(
+                "verified {name}: signed by key id {}, a subject of the provenance",
+                key.key_id()
+            );
+            return Ok(());
+        }
+        if self.install_unverified {
+            eprintln!(
+                "warning: --install-unverified: installing {name} although {}",
+                failures.join("; ")
+            );
+            return Ok(());
+        }
+        bail!(
+            "refusing to deploy {name}: {}{}; it is not verified by key id {}: sign it (cargo xtask dist with the signing key), or pass --install-unverified to take the risk",
+            failures[0],
+            match failures.len() {
+                1 => String::new(),
+                more => format!(" (and {} more: cargo xtask verify {name})", more - 1),
+            },
+            key.key_id()
+        )
+    }
+
     /// Deploys batch after batch; the first failure (or a canary out of
     /// bounds) stops the rollout and switches back every host already
     /// switched. The error's last words say which host, which step, and
@@ -636,7 +688,7 @@ fn check_free_space(ctx: &Ctx, host: &Host, source: &Source) -> Result<()> {
 }
 
 /// The bytes of every file under `folder`.
-fn folder_size(folder: &std::path::Path) -> Result<u64> {
+fn folder_size(folder: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(folder).with_context(|| format!("read {}", folder.display()))? {
         let entry = entry?;

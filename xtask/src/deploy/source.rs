@@ -26,9 +26,19 @@ pub struct Source {
     pub files: Vec<(String, String)>,
 }
 
-/// The release in `archive`: verified against `expected_sha256`, checked
-/// and unpacked.
-pub fn unpack(archive: &Path, expected_sha256: &str, name: &str, commit: &str) -> Result<Source> {
+/// Checks an archive's signatures before anything reads its contents.
+pub type Verify<'a> = dyn Fn(&Path) -> Result<()> + 'a;
+
+/// The release in `archive`: its signatures checked by `verify`, then its
+/// bytes against `expected_sha256`, then checked and unpacked.
+pub fn unpack(
+    archive: &Path,
+    expected_sha256: &str,
+    name: &str,
+    commit: &str,
+    verify: &Verify<'_>,
+) -> Result<Source> {
+    verify(archive)?;
     let bytes = std::fs::read(archive).with_context(|| format!("read {}", archive.display()))?;
     let actual = sha256_hex(&bytes);
     if actual != expected_sha256 {
@@ -137,7 +147,12 @@ fn check_link(at: &Path, link: &Path) -> Result<()> {
 
 /// The archive of `target` recorded in a dist manifest, with its name and
 /// commit.
-pub fn from_manifest(dist_dir: &Path, manifest: &Manifest, target: &str) -> Result<Source> {
+pub fn from_manifest(
+    dist_dir: &Path,
+    manifest: &Manifest,
+    target: &str,
+    verify: &Verify<'_>,
+) -> Result<Source> {
     let artifact = manifest
         .artifacts
         .iter()
@@ -156,13 +171,14 @@ pub fn from_manifest(dist_dir: &Path, manifest: &Manifest, target: &str) -> Resu
         &artifact.sha256,
         &name,
         &manifest.stamp.commit,
+        verify,
     )
 }
 
 /// An archive named on the command line: its checksum from the
 /// `SHA256SUMS` beside it, its version and commit from the
 /// `dist-manifest.json` beside it.
-pub fn from_archive(archive: &Path) -> Result<Source> {
+pub fn from_archive(archive: &Path, verify: &Verify<'_>) -> Result<Source> {
     let folder = archive.parent().unwrap_or(Path::new("."));
     let file_name = archive
         .file_name()
@@ -185,7 +201,7 @@ pub fn from_archive(archive: &Path) -> Result<Source> {
     let manifest_path = folder.join(MANIFEST);
     let manifest = Manifest::require(&manifest_path)?;
     let name = format!("{}-{}", manifest.version, manifest.stamp.commit_short);
-    unpack(archive, &expected, &name, &manifest.stamp.commit)
+    unpack(archive, &expected, &name, &manifest.stamp.commit, verify)
 }
 
 #[cfg(test)]

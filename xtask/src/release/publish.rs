@@ -1,8 +1,11 @@
 //! `cargo xtask publish`: the release in `target/dist/` (from `release`, or
 //! `release --merge`) checked once more and published as a GitHub release
 //! with the `gh` CLI: the archives, their SBOMs, `SHA256SUMS`,
-//! `dist-manifest.json` and the OCI archive as assets, the release notes as
-//! its text.
+//! `dist-manifest.json`, the OCI archive and, in a signed release, every
+//! signature and the provenance as assets, the release notes as its text.
+//! When the project names a public key, the signatures are checked again
+//! first (`verify`). The release is created as a draft with every asset,
+//! then published.
 //!
 //! It publishes only what a tag names: HEAD tagged `v<version>`, the tree
 //! clean, and the release built from HEAD. Bare binaries are not uploaded
@@ -64,6 +67,27 @@ impl Publish {
                 )
             })?;
         verify_checksums(&dist_dir, &manifest)?;
+        match ctx.project.public_key()? {
+            Some(key) => {
+                let (failures, checked) = crate::release::verify::check_folder(&dist_dir, &key);
+                if let Some(first) = failures.first() {
+                    bail!(
+                        "{} is not what key id {} signed: {first}{}; run the release again with the signing key",
+                        dist_dir.display(),
+                        key.key_id(),
+                        if failures.len() > 1 {
+                            format!(" (and {} more: cargo xtask verify)", failures.len() - 1)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                eprintln!("verified {checked} against key id {}", key.key_id());
+            }
+            None => eprintln!(
+                "note: no public-key in [workspace.metadata.xtask]: the release is published unsigned"
+            ),
+        }
 
         let mut assets = vec![dist_dir.join(SHA256SUMS), dist_dir.join(MANIFEST)];
         assets.extend(
@@ -73,7 +97,12 @@ impl Publish {
                 .filter(|artifact| {
                     matches!(
                         artifact.kind,
-                        ArtifactKind::Archive | ArtifactKind::Sbom | ArtifactKind::OciArchive
+                        ArtifactKind::Archive
+                            | ArtifactKind::Sbom
+                            | ArtifactKind::OciArchive
+                            | ArtifactKind::Signature
+                            | ArtifactKind::Provenance
+                            | ArtifactKind::ChecksumsSignature
                     )
                 })
                 .map(|artifact| dist_dir.join(&artifact.path)),
@@ -85,12 +114,22 @@ impl Publish {
         };
         let title = format!("{} {}", ctx.project.settings.binary, ctx.project.version);
         let notes_file = dist_dir.join(&notes.path);
-        let draft = self.draft.then_some("--draft");
+        // Draft first, with every asset, then published: a repository with
+        // immutable releases refuses assets added after publishing, and
+        // users never see a release with half its files.
         ctx.run_reporting(cmd!(
             ctx.sh,
-            "{gh} release create {tag} --verify-tag --title {title} --notes-file {notes_file} {draft...} {assets...}"
+            "{gh} release create {tag} --draft --verify-tag --title {title} --notes-file {notes_file} {assets...}"
         ))
-        .with_context(|| format!("publish the GitHub release {tag}"))
+        .with_context(|| format!("create the draft GitHub release {tag}"))?;
+        if self.draft {
+            eprintln!(
+                "left {tag} as a draft: publish it on GitHub, or with `gh release edit {tag} --draft=false`"
+            );
+            return Ok(());
+        }
+        ctx.run_reporting(cmd!(ctx.sh, "{gh} release edit {tag} --draft=false"))
+            .with_context(|| format!("publish the draft GitHub release {tag}"))
     }
 }
 
