@@ -154,6 +154,7 @@ fn tools_page() -> String {
         let (from, installer) = match info.source {
             Source::Apt(package) => (format!("Debian package `{package}`"), "`setup`".to_owned()),
             Source::Pip(package) => (format!("PyPI package `{package}`"), "`setup`".to_owned()),
+            Source::Npm(packages) => (format!("npm packages `{packages}`"), "`setup`".to_owned()),
             Source::Crate(name) => (format!("crate `{name}`"), "`setup`".to_owned()),
             Source::Manual(command) => ("by hand".to_owned(), format!("`{command}`")),
         };

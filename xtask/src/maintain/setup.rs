@@ -37,16 +37,19 @@ enum Part {
     Packages,
     /// Python tools, with pip
     Python,
+    /// npm packages, with npm
+    Node,
     /// Crates, with cargo install
     Crates,
     /// The Debian 12 tree the real-host tests boot (debootstrap, as root)
     Hosts,
 }
 
-const ALL_PARTS: [Part; 5] = [
+const ALL_PARTS: [Part; 6] = [
     Part::Rust,
     Part::Packages,
     Part::Python,
+    Part::Node,
     Part::Crates,
     Part::Hosts,
 ];
@@ -103,6 +106,7 @@ impl Setup {
                         install_packages(ctx, &missing, python_packages, &mut left_for_user)?
                     }
                     Part::Python => install_python_tools(ctx, &missing, &mut left_for_user)?,
+                    Part::Node => install_npm_packages(ctx, &missing, &mut left_for_user)?,
                     Part::Crates => install_crates(ctx, &missing)?,
                 }
             }
@@ -319,6 +323,41 @@ fn install_python_tools(
     ctx.run_reporting(cmd!(
         sh,
         "{venv_python} -m pip install --quiet --disable-pip-version-check {packages...}"
+    ))?;
+    Ok(())
+}
+
+/// The npm packages, into the tools' own folder (never a global install,
+/// never the project's own `node_modules`).
+fn install_npm_packages(
+    ctx: &Ctx,
+    missing: &[Tool],
+    left_for_user: &mut Vec<String>,
+) -> Result<()> {
+    let packages: Vec<&str> = packages(missing, |source| match source {
+        Source::Npm(packages) => Some(packages),
+        _ => None,
+    })
+    .into_iter()
+    .flat_map(str::split_whitespace)
+    .collect();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let prefix = tools::node_prefix().context(
+        "cannot place the npm tools' folder: set HOME, or XTASK_VENV to a folder beside which it goes",
+    )?;
+    let Ok(npm) = which::which("npm") else {
+        left_for_user.push(format!(
+            "install Node.js 18 or later with npm (apt-get install -y nodejs npm), then run `cargo xtask setup --only node` again (it installs {} into {})",
+            packages.join(" "),
+            prefix.display()
+        ));
+        return Ok(());
+    };
+    ctx.run_reporting(cmd!(
+        ctx.sh,
+        "{npm} install --prefix {prefix} --no-audit --no-fund --no-save --loglevel=error {packages...}"
     ))?;
     Ok(())
 }
