@@ -9,6 +9,8 @@ mod parts;
 mod registry;
 #[path = "dist/sbom.rs"]
 mod sbom;
+#[path = "dist/signing.rs"]
+mod signing;
 mod support;
 
 use std::fs;
@@ -176,7 +178,13 @@ fn artifact<'a>(manifest: &'a Value, kind: &str, target: &str) -> &'a Value {
 /// `target/test-builds/<name>-*`, kept between local runs so that a rerun
 /// finds its builds (the paths are part of the build flags). Returns the
 /// first clone and both target directories.
-fn dist_in_two_checkouts(name: &str, targets: &[&str]) -> (PathBuf, [PathBuf; 2]) {
+/// With `keys`, both sign (the first with the key in files, the second in
+/// the variables themselves) while `/proc` is watched for the secrets.
+fn dist_in_two_checkouts(
+    name: &str,
+    targets: &[&str],
+    keys: Option<&signing::Keys>,
+) -> (PathBuf, [PathBuf; 2]) {
     let builds = workspace_root().join("target/test-builds");
     let clones = builds.join(format!("{name}-clones"));
     if clones.exists() {
@@ -203,10 +211,17 @@ fn dist_in_two_checkouts(name: &str, targets: &[&str]) -> (PathBuf, [PathBuf; 2]
         dist_in(&first, &target_dirs[0]),
         dist_in(&second, &target_dirs[1]),
     );
-    let in_parallel = std::thread::spawn(move || output(&mut second_dist));
-    let first_run = output(&mut first_dist);
-    let second_run = in_parallel.join().unwrap();
-    for run in [&first_run, &second_run] {
+    let runs = match keys {
+        Some(keys) => {
+            keys.by_value(&mut second_dist);
+            signing::run_watching_proc(vec![first_dist, second_dist], &keys.secrets())
+        }
+        None => {
+            let in_parallel = std::thread::spawn(move || output(&mut second_dist));
+            vec![output(&mut first_dist), in_parallel.join().unwrap()]
+        }
+    };
+    for run in &runs {
         assert!(run.status.success(), "{}", stderr_text(run));
     }
     let sums =
@@ -221,25 +236,33 @@ fn dist_in_two_checkouts(name: &str, targets: &[&str]) -> (PathBuf, [PathBuf; 2]
 
 #[test]
 fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
+    // Everything this test builds is signed with a throwaway key; a second
+    // key is the wrong one.
+    let key_clones = TempDir::new().unwrap();
+    let keys = signing::Keys::make(&clone_head(key_clones.path(), "keys"), "release");
+    let other_keys = signing::Keys::make(&clone_head(key_clones.path(), "other"), "other");
+    keys.sign_every_run();
     let (first, [first_target, second_target]) =
-        dist_in_two_checkouts("dist", &["x86_64", "aarch64"]);
+        dist_in_two_checkouts("dist", &["x86_64", "aarch64"], Some(&keys));
     let sums =
         |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
     assert_eq!(manifest(&first_target), manifest(&second_target));
     assert_eq!(
         sums(&first_target).lines().count(),
-        6,
-        "two archives, two binaries and two SBOMs:\n{}",
+        11,
+        "two archives, two binaries, two SBOMs, four bundles and the provenance:\n{}",
         sums(&first_target)
     );
 
     let dist = dist_folder(&first_target);
     assert_checksums_verify(&dist);
+    signing::check_with_other_tools(&dist, &keys);
+    signing::check_tampering(&first, &dist, &keys);
     sbom::check_dependency_lists_and_sboms(&first, &first_target);
 
     let manifest = manifest(&first_target);
     let commit = git(&first, &["rev-parse", "HEAD"]);
-    deploy_by_target(&first, &first_target, &commit);
+    deploy_by_target(&first, &first_target, &commit, &keys);
     let epoch: u64 = git(&first, &["log", "-1", "--format=%ct"]).parse().unwrap();
     assert_eq!(manifest["stamp"]["commit"], commit.as_str());
     assert_eq!(manifest["stamp"]["dirty"], false);
@@ -352,7 +375,7 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     // The image, from these binaries, without building them again, then
     // pushed to real registries on loopback.
     check_image(&first, &first_target);
-    push_to_local_registries(&first, &first_target);
+    push_to_local_registries(&first, &first_target, &keys, &other_keys);
 
     // release: same build, plus release notes, from a tagged clean tree.
     git(&first, &["tag", "v0.1.0"]);
@@ -379,7 +402,7 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
 /// `deploy --target x86_64` takes the shipped archive from the manifest
 /// without building again, and the shipped binary, started from `current`
 /// by the activation command, proves the commit.
-fn deploy_by_target(clone: &Path, target_dir: &Path, commit: &str) {
+fn deploy_by_target(clone: &Path, target_dir: &Path, commit: &str, keys: &signing::Keys) {
     let scratch = TempDir::new().unwrap();
     let root = scratch.path().join("root");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -401,6 +424,8 @@ fn deploy_by_target(clone: &Path, target_dir: &Path, commit: &str) {
             .args(["--activate", &activate, "--timeout", "20s"])
             .arg("--service")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--public-key")
+            .arg(&keys.public)
             .env("CARGO_TARGET_DIR", target_dir),
     );
     if let Ok(pid) = fs::read_to_string(&pid_file) {
@@ -408,6 +433,11 @@ fn deploy_by_target(clone: &Path, target_dir: &Path, commit: &str) {
     }
     let stderr = stderr_text(&run);
     assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("verified ") && stderr.contains("a subject of the provenance"),
+        "deploy did not verify the release:\n{stderr}"
+    );
+    signing::check_deploy_refusals(clone, &dist_folder(target_dir), keys, &root);
     assert!(
         stderr.contains("using the binaries in"),
         "deploy built again although dist was current:\n{stderr}"
@@ -673,7 +703,12 @@ fn push_command(clone: &Path, target_dir: &Path, auth_home: &Path) -> Command {
 /// Pushes the image `check_image` built to a plain-HTTP registry on
 /// loopback and to one that requires a password, reads everything back, and
 /// watches `/proc` for the password while the authenticated push runs.
-fn push_to_local_registries(clone: &Path, target_dir: &Path) {
+fn push_to_local_registries(
+    clone: &Path,
+    target_dir: &Path,
+    keys: &signing::Keys,
+    other_keys: &signing::Keys,
+) {
     let registry_tool = tool_or_skip("docker-registry", "apt-get install -y docker-registry");
     let htpasswd = tool_or_skip("htpasswd", "apt-get install -y apache2-utils");
     let skopeo = tool_or_skip("skopeo", "apt-get install -y skopeo");
@@ -721,6 +756,11 @@ fn push_to_local_registries(clone: &Path, target_dir: &Path) {
         manifest(target_dir)["image"]["pushed"],
         serde_json::json!([{"tag": format!("{name}:0.1.0"), "pinned": pinned}])
     );
+    // Signed as cosign signs: read back through the registry API and
+    // checked with openssl; then `verify` refuses each way to break it.
+    assert!(stderr.contains("signed 3 manifests of"), "{stderr}");
+    signing::check_image_signature(&open.address, "acme/app", "0.1.0", keys);
+    signing::check_image_refusals(clone, &open.address, "acme/app", "0.1.0", keys, other_keys);
     // Read back by skopeo alone: the index by tag, each platform by digest,
     // byte for byte what the layout holds, then every blob pulled back.
     let raw = |reference: &str, extra: &[&str]| {
@@ -1158,6 +1198,7 @@ fn slow_zig_targets_are_reproducible_and_give_a_pe_zip_and_mach_o_tarballs() {
             "aarch64-apple-darwin",
             "x86_64-apple-darwin",
         ],
+        None,
     );
     let sums =
         |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();

@@ -165,7 +165,7 @@ pub fn split_and_merge_equal_one_release(clone: &Path, target_dir: &Path) {
         .find(|line| line.starts_with("$ gh release create "))
         .unwrap_or_else(|| panic!("{published}"));
     let expected = format!(
-        "$ gh release create v0.1.0 --draft --verify-tag --title 'app 0.1.0' --notes-file {0}/RELEASE_NOTES.md {0}/SHA256SUMS {0}/dist-manifest.json {0}/app-0.1.0-aarch64-unknown-linux-musl.cdx.json {0}/app-0.1.0-aarch64-unknown-linux-musl.tar.gz {0}/app-0.1.0-x86_64-unknown-linux-musl.cdx.json {0}/app-0.1.0-x86_64-unknown-linux-musl.tar.gz {0}/app-0.1.0.oci.tar",
+        "$ gh release create v0.1.0 --draft --verify-tag --title 'app 0.1.0' --notes-file {0}/RELEASE_NOTES.md {0}/SHA256SUMS {0}/dist-manifest.json {0}/SHA256SUMS.sig {0}/SHA256SUMS.sigstore.json {0}/app-0.1.0-aarch64-unknown-linux-musl.cdx.json {0}/app-0.1.0-aarch64-unknown-linux-musl.cdx.json.sigstore.json {0}/app-0.1.0-aarch64-unknown-linux-musl.tar.gz {0}/app-0.1.0-aarch64-unknown-linux-musl.tar.gz.sigstore.json {0}/app-0.1.0-x86_64-unknown-linux-musl.cdx.json {0}/app-0.1.0-x86_64-unknown-linux-musl.cdx.json.sigstore.json {0}/app-0.1.0-x86_64-unknown-linux-musl.tar.gz {0}/app-0.1.0-x86_64-unknown-linux-musl.tar.gz.sigstore.json {0}/app-0.1.0.intoto.jsonl {0}/app-0.1.0.oci.tar {0}/app-0.1.0.oci.tar.sigstore.json",
         dist.display()
     );
     assert_eq!(line, expected);
@@ -174,7 +174,7 @@ pub fn split_and_merge_equal_one_release(clone: &Path, target_dir: &Path) {
         "the draft is published once every asset is up:\n{published}"
     );
     assert!(
-        published.contains("checked 8 artifacts against SHA256SUMS"),
+        published.contains("checked 16 artifacts against SHA256SUMS"),
         "{published}"
     );
 

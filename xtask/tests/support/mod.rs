@@ -25,11 +25,27 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Variables every `xtask` command of this test process gets: the slow
+/// release test signs everything it builds, so every run that rewrites the
+/// dist folder gets the signing key.
+static XTASK_ENV: std::sync::Mutex<Vec<(String, std::ffi::OsString)>> =
+    std::sync::Mutex::new(Vec::new());
+
+pub fn add_xtask_env(name: &str, value: impl Into<std::ffi::OsString>) {
+    XTASK_ENV
+        .lock()
+        .unwrap()
+        .push((name.to_owned(), value.into()));
+}
+
 /// The xtask binary under test, run in `dir` with a git configuration that
 /// ignores the user's own settings.
 pub fn xtask(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
     command.current_dir(dir).env("CARGO", env!("CARGO"));
+    for (name, value) in XTASK_ENV.lock().unwrap().iter() {
+        command.env(name, value);
+    }
     isolate_git(&mut command);
     command
 }
