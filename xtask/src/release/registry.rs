@@ -208,10 +208,6 @@ pub fn push(
             &secrets,
         )
         .map_err(|err| explain_failure(err, destination, credentials.is_some()))?;
-        if !ctx.dry_run {
-            println!("pushed {name}:{tag}");
-            println!("{pinned}");
-        }
         pushed.push(PushedImage {
             tag: format!("{name}:{tag}"),
             pinned,
@@ -233,6 +229,13 @@ pub fn push(
         };
         cosign::push_signatures(ctx, skopeo, key, &name, &digests, &access)
             .map_err(|err| explain_failure(err, destination, credentials.is_some()))?;
+    }
+    // Last, for scripts that read the pinned reference off the end.
+    if !ctx.dry_run {
+        for image in &pushed {
+            println!("pushed {}", image.tag);
+            println!("{}", image.pinned);
+        }
     }
     Ok(pushed)
 }

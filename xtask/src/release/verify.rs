@@ -363,3 +363,164 @@ fn check_image(
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::PrivateKey;
+
+    /// A downloaded release: an archive and an SBOM with their bundles,
+    /// the provenance over them and the binary (which is not downloaded),
+    /// `SHA256SUMS` and its two signatures.
+    fn signed_folder(key: &PrivateKey, folder: &Path) {
+        let files: [(&str, &[u8]); 3] = [
+            ("app-1-x.tar.gz", b"archive"),
+            ("app-1-x.cdx.json", b"{}"),
+            ("x/app", b"binary"),
+        ];
+        let mut listed = Vec::new();
+        for (path, bytes) in files {
+            listed.push((path.to_owned(), sha256_hex(bytes)));
+            if path == "x/app" {
+                continue;
+            }
+            std::fs::write(folder.join(path), bytes).unwrap();
+            let bundle = formats::bundle(key, bytes);
+            let bundle_path = format!("{path}{BUNDLE_SUFFIX}");
+            std::fs::write(folder.join(&bundle_path), &bundle).unwrap();
+            listed.push((bundle_path, sha256_hex(&bundle)));
+        }
+        let subjects: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(path, bytes)| serde_json::json!({"name": path, "digest": {"sha256": sha256_hex(bytes)}}))
+            .collect();
+        let statement = serde_json::json!({
+            "_type": provenance::STATEMENT_TYPE,
+            "subject": subjects,
+            "predicateType": provenance::PREDICATE_TYPE,
+            "predicate": {},
+        });
+        let envelope = formats::dsse_envelope(key, statement.to_string().as_bytes());
+        std::fs::write(folder.join("app-1.intoto.jsonl"), &envelope).unwrap();
+        listed.push(("app-1.intoto.jsonl".to_owned(), sha256_hex(&envelope)));
+        listed.sort();
+        let sums: String = listed
+            .iter()
+            .map(|(path, sum)| format!("{sum}  {path}\n"))
+            .collect();
+        std::fs::write(folder.join(SHA256SUMS), &sums).unwrap();
+        std::fs::write(
+            folder.join(SUMS_SSH_SIGNATURE),
+            formats::ssh_signature(key, sums.as_bytes()),
+        )
+        .unwrap();
+        std::fs::write(
+            folder.join(format!("{SHA256SUMS}{BUNDLE_SUFFIX}")),
+            formats::bundle(key, sums.as_bytes()),
+        )
+        .unwrap();
+    }
+
+    fn flip(path: &Path, at: usize) {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[at] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Each way to break a release gives exactly these failures, one line
+    /// each.
+    #[test]
+    fn each_broken_release_fails_with_one_line_per_problem() {
+        let key = PrivateKey::generate().unwrap();
+        let other = PrivateKey::generate().unwrap();
+        type Break = fn(&Path);
+        let cases: [(&str, Break, &[&str]); 7] = [
+            ("intact", |_| {}, &[]),
+            (
+                "a flipped byte in the archive",
+                |dir| flip(&dir.join("app-1-x.tar.gz"), 2),
+                &[
+                    "app-1-x.tar.gz: its sha256 is not the one SHA256SUMS lists",
+                    "app-1-x.tar.gz.sigstore.json: the bundle's digest is not the file's SHA-256",
+                ],
+            ),
+            (
+                "the archive's bundle deleted",
+                |dir| std::fs::remove_file(dir.join("app-1-x.tar.gz.sigstore.json")).unwrap(),
+                &["app-1-x.tar.gz: unsigned (no app-1-x.tar.gz.sigstore.json"],
+            ),
+            (
+                "a flipped byte in the bundle's signature",
+                |dir| {
+                    let path = dir.join("app-1-x.cdx.json.sigstore.json");
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let at = text.find("\"signature\":\"").unwrap() + 20;
+                    flip(&path, at);
+                },
+                &[
+                    "app-1-x.cdx.json.sigstore.json: its sha256 is not the one SHA256SUMS lists",
+                    "app-1-x.cdx.json.sigstore.json: the bundle's signature",
+                ],
+            ),
+            (
+                "SHA256SUMS edited to match a replaced archive",
+                |dir| {
+                    std::fs::write(dir.join("app-1-x.tar.gz"), b"replaced").unwrap();
+                    let sums = std::fs::read_to_string(dir.join(SHA256SUMS))
+                        .unwrap()
+                        .replace(&sha256_hex(b"archive"), &sha256_hex(b"replaced"));
+                    std::fs::write(dir.join(SHA256SUMS), sums).unwrap();
+                },
+                &[
+                    "SHA256SUMS.sig: the SSH signature does not verify",
+                    "SHA256SUMS.sigstore.json: the bundle's digest is not the file's SHA-256",
+                    "app-1-x.tar.gz.sigstore.json: the bundle's digest is not the file's SHA-256",
+                    "app-1-x.tar.gz: the provenance records another sha256",
+                ],
+            ),
+            (
+                "a flipped byte in the provenance",
+                |dir| flip(&dir.join("app-1.intoto.jsonl"), 60),
+                &[
+                    "app-1.intoto.jsonl: its sha256 is not the one SHA256SUMS lists",
+                    "app-1.intoto.jsonl: ",
+                ],
+            ),
+            (
+                "SHA256SUMS.sig deleted",
+                |dir| std::fs::remove_file(dir.join(SUMS_SSH_SIGNATURE)).unwrap(),
+                &["SHA256SUMS: unsigned (no SHA256SUMS.sig)"],
+            ),
+        ];
+        for (index, (name, broken, expected)) in cases.into_iter().enumerate() {
+            let folder =
+                crate::util::TempFolder::new(&format!("xtask-verify-test-{index}")).unwrap();
+            std::fs::create_dir_all(folder.path().join("x")).unwrap();
+            signed_folder(&key, folder.path());
+            broken(folder.path());
+            let (failures, checked) = check_folder(folder.path(), key.public());
+            assert_eq!(failures.len(), expected.len(), "{name}: {failures:#?}");
+            for (failure, expected) in failures.iter().zip(expected) {
+                assert!(
+                    failure.starts_with(expected),
+                    "{name}: `{failure}` is not `{expected}…`"
+                );
+                assert!(!failure.contains('\n'), "{name}: one line: {failure}");
+            }
+            if expected.is_empty() {
+                assert!(
+                    checked.contains("5 files (1 listed but not here)"),
+                    "{checked}"
+                );
+                let archive = folder.path().join("app-1-x.tar.gz");
+                assert_eq!(check_archive(&archive, key.public()), Vec::<String>::new());
+                let others = check_folder(folder.path(), other.public()).0;
+                assert_eq!(
+                    others.len(),
+                    5,
+                    "two sums signatures, two bundles, the provenance: {others:#?}"
+                );
+            }
+        }
+    }
+}
