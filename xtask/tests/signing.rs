@@ -98,7 +98,8 @@ fn keygen_writes_a_cosign_key_the_public_key_and_the_setting_and_refusals_are_on
     fs::write(&passphrase_file, format!("{PASSPHRASE}\n")).unwrap();
     let key_text = fs::read_to_string(&private).unwrap();
     // (arguments, variables, what the error line says)
-    let cases: Vec<(&[&str], Vec<(&str, &std::ffi::OsStr)>, String)> = vec![
+    type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a std::ffi::OsStr)>, String);
+    let cases: Vec<Case> = vec![
         (&["keygen"], vec![("XDG_CONFIG_HOME", keys_dir.path().as_os_str()), ("SIGNING_PASSPHRASE", PASSPHRASE.as_ref())],
             format!("{} exists, and keygen replaces no key", private.display())),
         (&["dist"], vec![("SIGNING_KEY_FILE", private.as_os_str()), ("SIGNING_PASSPHRASE", "wrong-passphrase".as_ref())],

@@ -1128,7 +1128,7 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_link(root.join("current")).unwrap(),
-            std::path::Path::new("releases/0.1.0-aaaaaaa")
+            Path::new("releases/0.1.0-aaaaaaa")
         );
     }
 }

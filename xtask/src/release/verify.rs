@@ -328,18 +328,29 @@ fn check_image(
     let skopeo = tools::require(Tool::Skopeo)?;
     let tls = format!("--tls-verify={verify_tls}");
     let source = format!("docker://{reference}");
-    let index = cmd!(ctx.sh, "{skopeo} inspect --raw {tls} {source}")
+    // The bytes as served: a digest is over every byte, and `read` would
+    // trim a trailing newline.
+    let read = cmd!(ctx.sh, "{skopeo} inspect --raw {tls} {source}")
         .quiet()
-        .read()
-        .with_context(|| format!("read {reference} from the registry"))?;
-    let digest = format!("sha256:{}", sha256_hex(index.as_bytes()));
+        .ignore_status()
+        .output()
+        .with_context(|| format!("run skopeo to read {reference}"))?;
+    if !read.status.success() {
+        bail!(
+            "read {reference} from the registry: {}",
+            String::from_utf8_lossy(&read.stderr).trim()
+        );
+    }
+    let index = read.stdout;
+    let digest = format!("sha256:{}", sha256_hex(&index));
     let mut failures = Vec::new();
     if let Some(pinned) = by_digest
         && pinned != digest
     {
         failures.push(format!("{reference}: the registry serves {digest}"));
     }
-    let index: serde_json::Value = serde_json::from_str(&index).context("the index is not JSON")?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&index).context("the index is not JSON")?;
     let mut digests = vec![digest.clone()];
     digests.extend(
         index["manifests"]
