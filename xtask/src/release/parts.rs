@@ -337,11 +337,6 @@ fn first_difference(left: &Part, right: &Part) -> Option<(&'static str, String, 
 
 /// Checks every part, then writes `target/dist/` from them in one swap.
 pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
-    let key = if ctx.dry_run {
-        None
-    } else {
-        sign::signing_key(ctx, Signing::WhenConfigured)?
-    };
     let mut parts = Vec::new();
     for folder in expand(folders)? {
         parts.push(ReadPart::read(&folder)?);
@@ -446,6 +441,8 @@ pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
         );
         return Ok(());
     }
+    // The parts check out; the key is read before anything is written.
+    let key = sign::signing_key(ctx, Signing::WhenConfigured)?;
     let dist_dir = ctx.project.dist_dir();
     let staging = ctx
         .project
