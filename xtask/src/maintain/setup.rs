@@ -347,7 +347,12 @@ fn install_npm_packages(
     let prefix = tools::node_prefix().context(
         "cannot place the npm tools' folder: set HOME, or XTASK_VENV to a folder beside which it goes",
     )?;
-    let Ok(npm) = which::which("npm") else {
+    // A dry run shows the install even where npm is missing (the packages
+    // step may be about to install it).
+    let npm = which::which("npm")
+        .ok()
+        .or_else(|| ctx.dry_run.then(|| "npm".into()));
+    let Some(npm) = npm else {
         left_for_user.push(format!(
             "install Node.js 18 or later with npm (apt-get install -y nodejs npm), then run `cargo xtask setup --only node` again (it installs {} into {})",
             packages.join(" "),
