@@ -426,21 +426,8 @@ impl Drop for AuthFile {
 
 /// Standard base64 with padding, as the `auth` field of an auth file.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let word = chunk.iter().enumerate().fold(0u32, |word, (index, &byte)| {
-            word | u32::from(byte) << (16 - 8 * index)
-        });
-        for position in 0..4 {
-            if position <= chunk.len() {
-                text.push(ALPHABET[(word >> (18 - 6 * position) & 63) as usize] as char);
-            } else {
-                text.push('=');
-            }
-        }
-    }
-    text
+    use base64ct::{Base64, Encoding};
+    Base64::encode_string(bytes)
 }
 
 #[cfg(test)]
