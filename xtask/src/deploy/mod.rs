@@ -322,10 +322,7 @@ impl Deploy {
     /// verify against the public key, unless `--install-unverified`; with
     /// no public key configured there is nothing to check against.
     fn check_signatures(&self, ctx: &Ctx, archive: &Path) -> Result<()> {
-        let key = match &self.public_key {
-            Some(path) => Some(crate::signing::PublicKey::read(path)?),
-            None => ctx.project.public_key()?,
-        };
+        let key = crate::release::verify::named_or_configured_key(ctx, self.public_key.as_deref())?;
         // Without a key there is nothing to check against; `run` says so
         // once the release is otherwise in order.
         let Some(key) = key else {

@@ -98,13 +98,18 @@ impl Verify {
 }
 
 /// The key to verify against: the one named, else the project's.
-pub fn public_key(ctx: &Ctx, named: Option<&Path>) -> Result<PublicKey> {
-    if let Some(path) = named {
-        return PublicKey::read(path);
-    }
-    ctx.project.public_key()?.context(
+fn public_key(ctx: &Ctx, named: Option<&Path>) -> Result<PublicKey> {
+    named_or_configured_key(ctx, named)?.context(
         "no public key: pass --public-key FILE, or name one as public-key in [workspace.metadata.xtask] (cargo xtask keygen makes a pair)",
     )
+}
+
+/// The key named on the command line, else the project's, if either.
+pub fn named_or_configured_key(ctx: &Ctx, named: Option<&Path>) -> Result<Option<PublicKey>> {
+    match named {
+        Some(path) => PublicKey::read(path).map(Some),
+        None => ctx.project.public_key(),
+    }
 }
 
 /// `SHA256SUMS` as `path -> sha256`.

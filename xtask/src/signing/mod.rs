@@ -370,7 +370,7 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 }
 
 /// A PEM block: base64 in 64-character lines between the labels.
-pub fn pem_block(label: &str, body: &[u8]) -> String {
+fn pem_block(label: &str, body: &[u8]) -> String {
     let encoded = Base64::encode_string(body);
     let mut text = format!("-----BEGIN {label}-----\n");
     for line in encoded.as_bytes().chunks(64) {

@@ -197,18 +197,34 @@ fn bundled(dist: &Path) -> Vec<(String, String)> {
     pairs
 }
 
+/// What a verifier printed: `Ok` when it accepted, `Err` when it refused.
+fn verdict(run: &std::process::Output) -> Result<String, String> {
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        stderr_text(run)
+    );
+    if run.status.success() {
+        Ok(report)
+    } else {
+        Err(report)
+    }
+}
+
 /// sigstore-js on every bundle of the folder; `Err` with its report when
 /// any fails.
 fn sigstore_js(dist: &Path, keys: &Keys) -> Option<Result<String, String>> {
     let node = tool_or_skip("node", "apt-get install -y nodejs")?;
-    let modules = python_venv()?.with_file_name("node").join("node_modules");
-    if !modules.join("@sigstore/verify/package.json").is_file() {
+    let modules = python_venv()
+        .map(|venv| venv.with_file_name("node").join("node_modules"))
+        .filter(|modules| modules.join("@sigstore/verify/package.json").is_file());
+    let Some(modules) = modules else {
         skip(
             "@sigstore/verify (npm) is not installed",
             "cargo xtask setup --only node",
         );
         return None;
-    }
+    };
     let script = workspace_root().join("xtask/tests/support/sigstore-verify.cjs");
     let mut command = Command::new(node);
     command
@@ -220,16 +236,7 @@ fn sigstore_js(dist: &Path, keys: &Keys) -> Option<Result<String, String>> {
         command.arg(file).arg(bundle);
     }
     let run = output(&mut command);
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        stderr_text(&run)
-    );
-    Some(if run.status.success() {
-        Ok(report)
-    } else {
-        Err(report)
-    })
+    Some(verdict(&run))
 }
 
 fn ssh_keygen_verify(dist: &Path, keys: &Keys) -> Option<Result<String, String>> {
@@ -242,16 +249,7 @@ fn ssh_keygen_verify(dist: &Path, keys: &Keys) -> Option<Result<String, String>>
             .stdin(fs::File::open(dist.join("SHA256SUMS")).unwrap())
             .current_dir(dist),
     );
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        stderr_text(&run)
-    );
-    Some(if run.status.success() {
-        Ok(report)
-    } else {
-        Err(report)
-    })
+    Some(verdict(&run))
 }
 
 /// securesystemslib verifies the DSSE envelope with the PEM key (its own
@@ -281,35 +279,28 @@ print('ok', path, len(names), 'subjects')
 "#;
 
 fn in_toto_verify(dist: &Path, keys: &Keys) -> Option<Result<String, String>> {
-    let python = python_venv()?.join("bin/python3");
-    let has_in_toto = python.is_file()
-        && Command::new(&python)
-            .args(["-c", "import securesystemslib.dsse, in_toto"])
-            .status()
-            .is_ok_and(|status| status.success());
-    if !has_in_toto {
+    let python = python_venv()
+        .map(|venv| venv.join("bin/python3"))
+        .filter(|python| {
+            Command::new(python)
+                .args(["-c", "import securesystemslib.dsse, in_toto"])
+                .status()
+                .is_ok_and(|status| status.success())
+        });
+    let Some(python) = python else {
         skip(
             "in-toto and securesystemslib (PyPI) are not installed",
             "cargo xtask setup --only python",
         );
         return None;
-    }
+    };
     let run = output(
         Command::new(python)
             .args(["-c", DSSE_CHECK])
             .arg(&keys.public)
             .current_dir(dist),
     );
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        stderr_text(&run)
-    );
-    Some(if run.status.success() {
-        Ok(report)
-    } else {
-        Err(report)
-    })
+    Some(verdict(&run))
 }
 
 /// Every tool accepts the signed folder.
@@ -352,7 +343,7 @@ fn flip_byte(path: &Path, at: usize) {
 /// A flipped byte in an archive, in a bundle, in `SHA256SUMS` or in the
 /// provenance: the other tools and `verify` refuse each, `verify` in one
 /// line naming the file.
-pub fn check_tampering(clone: &Path, dist: &Path, keys: &Keys) {
+pub fn check_tampering(clone: &Path, dist: &Path, keys: &Keys, other: &Keys) {
     let sums = sums(dist);
     let archive = sums
         .iter()
@@ -422,34 +413,12 @@ pub fn check_tampering(clone: &Path, dist: &Path, keys: &Keys) {
         );
     }
     // The same folder, checked against another key: every signature fails.
-    let other = scratch.path().join("other.pub");
-    let generated = output(
-        Command::new("openssl")
-            .args([
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-            ])
-            .arg(scratch.path().join("other.pem")),
-    );
-    assert!(generated.status.success());
-    let public = output(
-        Command::new("openssl")
-            .args(["ec", "-pubout", "-in"])
-            .arg(scratch.path().join("other.pem"))
-            .arg("-out")
-            .arg(&other),
-    );
-    assert!(public.status.success());
     let verify = output(
         xtask(clone)
             .arg("verify")
             .arg(dist)
             .arg("--public-key")
-            .arg(&other),
+            .arg(&other.public),
     );
     let stderr = stderr_text(&verify);
     assert_eq!(verify.status.code(), Some(1), "{stderr}");
@@ -498,7 +467,7 @@ fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// `deploy --archive` of an unsigned, a wrongly signed and a tampered
 /// archive: each refused in one line, before the host changes. `root` holds
 /// a release deployed before.
-pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, root: &Path) {
+pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, other: &Keys, root: &Path) {
     let scratch = TempDir::new().unwrap();
     let archive = sums(dist)
         .into_iter()
@@ -506,32 +475,6 @@ pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, root: &Path
         .unwrap()
         .0;
     let before = snapshot(root);
-    let other_keys = scratch.path().join("other.pem");
-    let made = output(
-        Command::new("openssl")
-            .args([
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-            ])
-            .arg(&other_keys),
-    );
-    assert!(made.status.success());
-    let other_public = scratch.path().join("other.pub");
-    assert!(
-        output(
-            Command::new("openssl")
-                .args(["ec", "-pubout", "-in"])
-                .arg(&other_keys)
-                .arg("-out")
-                .arg(&other_public)
-        )
-        .status
-        .success()
-    );
 
     let unsigned = scratch.path().join("unsigned");
     copy_folder(dist, &unsigned);
@@ -541,10 +484,7 @@ pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, root: &Path
     flip_byte(&tampered.join(&archive), 5000);
     // The attacker rewrites SHA256SUMS to match, as anyone who can replace
     // the archive can.
-    let sum =
-        String::from_utf8(output(Command::new("sha256sum").arg(tampered.join(&archive))).stdout)
-            .unwrap();
-    let sum = sum.split_whitespace().next().unwrap().to_owned();
+    let sum = sha256_of(&fs::read(tampered.join(&archive)).unwrap());
     let sums_text: String = fs::read_to_string(tampered.join("SHA256SUMS"))
         .unwrap()
         .lines()
@@ -559,7 +499,7 @@ pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, root: &Path
         (unsigned.join(&archive), keys.public.clone(), "unsigned (no"),
         (
             dist.join(&archive),
-            other_public,
+            other.public.clone(),
             "(signed with another key)",
         ),
         (
@@ -693,16 +633,11 @@ pub fn check_image_signature(address: &str, repository: &str, tag: &str, keys: &
 }
 
 fn sha256_of(bytes: &[u8]) -> String {
-    let scratch = TempDir::new().unwrap();
-    let path = scratch.path().join("bytes");
-    fs::write(&path, bytes).unwrap();
-    let run = output(Command::new("sha256sum").arg(&path));
-    String::from_utf8(run.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// `verify` of the pushed image passes, then refuses it: signed with
