@@ -36,8 +36,16 @@ use crate::platform::config::{Log, LogFormat, LogLevel, RequestLog};
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// A buffer this full is written out at once.
 const FLUSH_SIZE: usize = 64 * 1024;
-/// Beyond this, lines are dropped (and counted) until stdout catches up.
+/// Beyond this, request lines are dropped (and counted) until stdout
+/// catches up.
 const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+/// Room kept beyond `MAX_BUFFERED` for the service's own lines (listening,
+/// upgrades, draining, errors): a flood of request lines while stdout is
+/// slow must not take the lifecycle lines with it.
+const LIFECYCLE_RESERVE: usize = 1024 * 1024;
+/// The target of request lines (`observe.rs`): the only lines the reserve
+/// is kept from.
+pub const REQUEST_TARGET: &str = concat!(env!("CARGO_CRATE_NAME"), "::request");
 /// During an upgrade two processes write to the same stdout. A pipe write
 /// of at most `PIPE_BUF` (4096 bytes on Linux) is never interleaved with
 /// another's, so lines go out in whole-line writes of at most this size.
@@ -260,10 +268,16 @@ impl Buffer {
         buffer
     }
 
-    /// Appends one whole line, or counts it as dropped if the buffer is full.
-    fn push(&self, line: &[u8]) {
+    /// Appends one whole line, or counts it as dropped if the buffer is full
+    /// (for a request line, before the reserve kept for the others).
+    fn push(&self, line: &[u8], is_request_line: bool) {
+        let limit = if is_request_line {
+            MAX_BUFFERED
+        } else {
+            MAX_BUFFERED + LIFECYCLE_RESERVE
+        };
         let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        if lines.len() + line.len() > MAX_BUFFERED {
+        if lines.len() + line.len() > limit {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             lines.extend_from_slice(line);
@@ -317,7 +331,8 @@ impl Subscriber for Lines {
         let write = |line: &mut Vec<u8>| {
             line.clear();
             format_line(line, self.format, SystemTime::now(), event);
-            self.buffer.push(line);
+            self.buffer
+                .push(line, event.metadata().target() == REQUEST_TARGET);
         };
         // An event logged while a line is formatted (from a `Debug` impl)
         // gets a line of its own.
@@ -612,6 +627,37 @@ mod tests {
                 "{value:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_flood_of_request_lines_leaves_room_for_the_lifecycle_lines() {
+        let buffer = Buffer::new(Box::new(std::io::sink()));
+        let request_line = [b'r'; 1023]
+            .iter()
+            .chain(b"\n")
+            .copied()
+            .collect::<Vec<u8>>();
+        for _ in 0..MAX_BUFFERED / request_line.len() + 10 {
+            buffer.push(&request_line, true);
+        }
+        assert_eq!(
+            buffer.dropped.load(Ordering::Relaxed),
+            10,
+            "request lines over the bound"
+        );
+        buffer.push(b"upgrade requested\n", false);
+        assert_eq!(
+            buffer.dropped.load(Ordering::Relaxed),
+            10,
+            "the lifecycle line was kept"
+        );
+        assert!(
+            buffer
+                .lines
+                .lock()
+                .unwrap()
+                .ends_with(b"upgrade requested\n")
+        );
     }
 
     #[test]

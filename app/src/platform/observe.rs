@@ -237,7 +237,7 @@ impl Observation {
                 )
             });
             tracing::info!(
-                target: concat!(env!("CARGO_CRATE_NAME"), "::request"),
+                target: crate::platform::logging::REQUEST_TARGET,
                 method,
                 route,
                 status,

@@ -200,16 +200,12 @@ pub async fn start(
         .context("watch the readiness pipe")?;
     let mut receiver = tokio::io::BufReader::new(receiver);
     let mut line = Vec::new();
-    enum Outcome {
-        Line(std::io::Result<usize>),
-        Exited,
-        TimedOut,
-    }
     let outcome = tokio::select! {
         read = receiver.read_until(b'\n', &mut line) => Outcome::Line(read),
         () = process.exited() => Outcome::Exited,
         () = tokio::time::sleep(timeout) => Outcome::TimedOut,
     };
+    let outcome = with_last_words(outcome, &mut receiver, &mut line).await;
     let error = match outcome {
         Outcome::Line(Ok(_)) if line == READY => {
             // It serves now: it must outlive this process.
@@ -246,6 +242,34 @@ pub async fn start(
     Err(error)
 }
 
+/// How waiting for the new process ended.
+#[cfg(unix)]
+enum Outcome {
+    Line(std::io::Result<usize>),
+    Exited,
+    TimedOut,
+}
+
+/// A process that fails writes its reason, then exits: both can be ready at
+/// once, and the exit must not hide the reason. Once the process has gone,
+/// the pipe's end is at hand (it held the only write end), so what it wrote
+/// is read before its exit is judged.
+#[cfg(unix)]
+async fn with_last_words(
+    outcome: Outcome,
+    pipe: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> Outcome {
+    use tokio::io::AsyncBufReadExt;
+    let Outcome::Exited = outcome else {
+        return outcome;
+    };
+    match tokio::time::timeout(LAST_WORDS_TIMEOUT, pipe.read_until(b'\n', line)).await {
+        Ok(read) if !line.is_empty() => Outcome::Line(read),
+        _ => Outcome::Exited,
+    }
+}
+
 #[cfg(not(unix))]
 pub async fn start(
     _program: &Program,
@@ -260,6 +284,11 @@ pub async fn start(
 /// process cannot learn its exit status otherwise (it is not its parent).
 #[cfg(unix)]
 const FAILED: &str = "FAILED=";
+
+/// How long the readiness pipe is read after the new process exited: only a
+/// descendant that inherited the pipe's write end can keep it open.
+#[cfg(unix)]
+const LAST_WORDS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Tells the previous process why this one fails to start, if this one was
 /// started by an upgrade and still holds the readiness pipe. Called on the
@@ -672,4 +701,47 @@ pub fn close_on_exec(fd: std::os::fd::RawFd) -> Result<()> {
             .with_context(|| format!("set close-on-exec on descriptor {fd}"));
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Seen as the pipe would be once the process has exited: what it
+    /// wrote, then the end.
+    fn judged_after_exit(written: &[u8]) -> (Outcome, Vec<u8>) {
+        runtime().block_on(async {
+            let (reader, mut writer) = std::io::pipe().unwrap();
+            std::io::Write::write_all(&mut writer, written).unwrap();
+            drop(writer);
+            let receiver =
+                tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))
+                    .unwrap();
+            let mut pipe = tokio::io::BufReader::new(receiver);
+            let mut line = Vec::new();
+            let outcome = with_last_words(Outcome::Exited, &mut pipe, &mut line).await;
+            (outcome, line)
+        })
+    }
+
+    #[test]
+    fn an_exit_with_a_line_in_the_pipe_is_judged_by_the_line() {
+        let (outcome, line) = judged_after_exit(b"FAILED=3 the config is broken\n");
+        assert!(matches!(outcome, Outcome::Line(Ok(_))));
+        assert_eq!(line, b"FAILED=3 the config is broken\n");
+    }
+
+    #[test]
+    fn an_exit_with_nothing_in_the_pipe_stays_an_exit() {
+        let (outcome, line) = judged_after_exit(b"");
+        assert!(matches!(outcome, Outcome::Exited));
+        assert!(line.is_empty());
+    }
 }

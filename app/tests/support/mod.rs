@@ -103,10 +103,20 @@ impl Lines {
         let (lines, changed) = &*self.0;
         let deadline = Instant::now() + BOUND;
         let mut guard = lines.lock().unwrap();
+        // Each line is looked at once: a service under load prints hundreds
+        // of thousands, and a scan from the start on every new line would
+        // keep the lock from the reader until the service's stdout blocks.
+        let (mut scanned, mut found) = (0, 0);
         loop {
-            if let Some(line) = guard.iter().filter(|line| matches(line)).nth(n - 1) {
-                return line.clone();
+            for line in &guard[scanned..] {
+                if matches(line) {
+                    found += 1;
+                    if found == n {
+                        return line.clone();
+                    }
+                }
             }
+            scanned = guard.len();
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
