@@ -41,10 +41,11 @@ pub enum Tool {
     Wrk,
     Go,
     Gh,
+    StressNg,
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 32] = [
+pub const ALL: [Tool; 33] = [
     Tool::Git,
     Tool::Curl,
     Tool::Rustup,
@@ -77,6 +78,7 @@ pub const ALL: [Tool; 32] = [
     Tool::Wrk,
     Tool::Go,
     Tool::Gh,
+    Tool::StressNg,
 ];
 
 /// What a release runner needs (`setup --release`): cross builds, the
@@ -304,6 +306,12 @@ impl Tool {
                 Pip("cyclonedx-python-lib[json-validation]"),
                 Tests,
                 "validating the SBOMs against the CycloneDX schema",
+            ),
+            Tool::StressNg => (
+                "stress-ng",
+                Apt("stress-ng"),
+                Tests,
+                "the flake hunt's load (`test --stress N --load`)",
             ),
             Tool::Hyperfine => ("hyperfine", Apt("hyperfine"), Bench, "benchmarks"),
             Tool::Wrk => ("wrk", Apt("wrk"), Bench, "benchmarks"),

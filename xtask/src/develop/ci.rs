@@ -71,7 +71,8 @@ fn test_with_the_dist_binary(ctx: &Ctx) -> Result<()> {
     };
     Test {
         app_binary,
-        args: Vec::new(),
+        no_retries: true,
+        ..Test::default()
     }
     .run(ctx)
 }

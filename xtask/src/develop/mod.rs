@@ -8,5 +8,6 @@ pub mod layering;
 pub mod lint;
 pub mod run;
 pub mod sanitize;
+pub mod stress;
 pub mod test;
 pub mod version;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
+use crate::develop::stress::{Selection, Stress};
 use crate::exec::Ctx;
 use crate::tools::{self, Tool};
 
@@ -19,6 +20,25 @@ pub struct Test {
     /// release build from dist) instead of the debug build
     #[arg(long, value_name = "PATH")]
     pub app_binary: Option<PathBuf>,
+    /// The flake hunt: build once, then run each selected test N times, each
+    /// run a process of its own, never retried; report every test's
+    /// failures (ARGS are then -p, --test, --skip and name filters)
+    #[arg(long, value_name = "N")]
+    pub stress: Option<usize>,
+    /// With --stress: keep every CPU busy with stress-ng meanwhile
+    #[arg(long, requires = "stress")]
+    pub load: bool,
+    /// With --stress: tests running at once [default: the CPUs]
+    #[arg(long, value_name = "N", requires = "stress")]
+    pub jobs: Option<usize>,
+    /// With --stress: a test run still going after this long is killed and
+    /// counts as failed
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::util::parse_duration, requires = "stress")]
+    pub test_timeout: std::time::Duration,
+    /// Set by `ci`: a test that passes only when retried fails the run
+    /// (nextest's retries, from a profile or NEXTEST_RETRIES, are off).
+    #[arg(skip)]
+    pub no_retries: bool,
     /// Arguments for cargo nextest run / cargo test (test name filters, --no-capture, ...)
     #[arg(
         trailing_var_arg = true,
@@ -46,6 +66,24 @@ impl Test {
             ),
             None => None,
         };
+        let log = skipped_log(ctx);
+        if let Some(runs) = self.stress {
+            let mut env = vec![(SKIPPED_VARIABLE.to_owned(), log)];
+            if let Some(binary) = app_binary {
+                env.push((APP_BINARY_VARIABLE.to_owned(), binary));
+            }
+            return Stress {
+                runs,
+                load: self.load,
+                jobs: self
+                    .jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+                timeout: self.test_timeout,
+                selection: Selection::parse(&self.args)?,
+                env,
+            }
+            .run(ctx);
+        }
         let args = &self.args;
         // The whole workspace, unless the arguments pick packages.
         let picks_packages = args
@@ -54,7 +92,11 @@ impl Test {
         let workspace = (!picks_packages).then_some("--workspace");
         let cargo = ctx.cargo_path();
         let test = if tools::find(Tool::CargoNextest).is_some() {
-            cmd!(ctx.sh, "{cargo} nextest run {workspace...} {args...}")
+            let no_retries = self.no_retries.then_some("--retries=0");
+            cmd!(
+                ctx.sh,
+                "{cargo} nextest run {no_retries...} {workspace...} {args...}"
+            )
         } else {
             let hint = Tool::CargoNextest.info().install();
             eprintln!(
@@ -66,7 +108,6 @@ impl Test {
         if let Some(binary) = app_binary {
             test = test.env(APP_BINARY_VARIABLE, binary);
         }
-        let log = skipped_log(ctx);
         if let Some(folder) = log.parent() {
             std::fs::create_dir_all(folder)
                 .with_context(|| format!("create {}", folder.display()))?;

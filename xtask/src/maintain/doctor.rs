@@ -89,6 +89,7 @@ const SECTIONS: [(&str, &[Tool]); 10] = [
             Tool::Actionlint,
             Tool::RustAuditInfo,
             Tool::CycloneDx,
+            Tool::StressNg,
         ],
     ),
     (

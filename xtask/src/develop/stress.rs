@@ -1,0 +1,633 @@
+//! `cargo xtask test --stress N`: the flake hunt. The test binaries are
+//! built once; then every selected test runs N times, each run a process of
+//! its own (as nextest runs them), optionally while `stress-ng` keeps every
+//! CPU busy. Nothing is retried: the report lists, per test, how many runs
+//! failed and the distinct first lines of their failures, and any failure
+//! fails the task.
+//!
+//! It runs the test binaries itself rather than through a test runner, so
+//! that it works the same with or without cargo-nextest and can say which
+//! run of which test failed and how.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use xshell::cmd;
+
+use crate::exec::Ctx;
+use crate::tools::{self, Tool};
+
+/// What to run and how hard.
+#[derive(Debug)]
+pub struct Stress {
+    pub runs: usize,
+    /// Keep every CPU busy with `stress-ng` meanwhile.
+    pub load: bool,
+    /// Tests running at once.
+    pub jobs: usize,
+    /// A test run still going after this long is killed and counted failed.
+    pub timeout: Duration,
+    pub selection: Selection,
+    /// Variables every test process gets (the binary under test, the skip log).
+    pub env: Vec<(String, PathBuf)>,
+}
+
+/// Which tests, from the arguments after the flags: `-p`/`--package` and
+/// `--test` pick what is built, `--skip PATTERN` leaves tests out, and any
+/// other word is a name filter (a test runs if its name contains any).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub build_args: Vec<String>,
+    pub filters: Vec<String>,
+    pub skips: Vec<String>,
+}
+
+impl Selection {
+    pub fn parse(args: &[String]) -> Result<Selection> {
+        let mut selection = Selection::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = |flag: &str| {
+                args.next()
+                    .cloned()
+                    .with_context(|| format!("--stress: {flag} needs a value"))
+            };
+            match arg.as_str() {
+                "-p" | "--package" | "--test" => {
+                    let value = value(arg)?;
+                    selection.build_args.extend([arg.clone(), value]);
+                }
+                "--skip" => selection.skips.push(value(arg)?),
+                "--" => {}
+                _ if arg.starts_with("--package=") || arg.starts_with("--test=") => {
+                    selection.build_args.push(arg.clone());
+                }
+                _ if arg.starts_with('-') => bail!(
+                    "--stress takes -p/--package, --test, --skip and test name filters, not {arg:?}: pick the tests by name (e.g. `cargo xtask test --stress 100 -p app upgrade`)"
+                ),
+                _ => selection.filters.push(arg.clone()),
+            }
+        }
+        Ok(selection)
+    }
+
+    fn picks(&self, name: &str) -> bool {
+        (self.filters.is_empty() || self.filters.iter().any(|filter| name.contains(filter)))
+            && !self.skips.iter().any(|skip| name.contains(skip))
+    }
+}
+
+/// One test binary cargo built.
+#[derive(Debug)]
+struct Binary {
+    path: PathBuf,
+    /// The package's folder: the working directory cargo test gives it.
+    package_dir: PathBuf,
+    /// The test target's name (`upgrade` for `app/tests/upgrade.rs`).
+    target: String,
+}
+
+/// One test of one binary.
+#[derive(Debug)]
+struct Case {
+    binary: Arc<Binary>,
+    name: String,
+}
+
+impl Case {
+    fn label(&self) -> String {
+        format!("{}::{}", self.binary.target, self.name)
+    }
+
+    /// The real-host and release-build tests take turns, as in
+    /// `.config/nextest.toml`: two at once only slow each other past their
+    /// bounds.
+    fn runs_alone(&self) -> bool {
+        self.name.starts_with("slow_") || self.binary.target == "hosts"
+    }
+}
+
+/// How one run of one test ended.
+#[derive(Debug)]
+enum Verdict {
+    Passed,
+    /// Failed, with the first line that says why.
+    Failed(String),
+}
+
+impl Stress {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        if self.runs == 0 {
+            bail!("--stress 0 runs nothing: give the number of runs, e.g. --stress 100");
+        }
+        let stress_ng = if self.load {
+            Some(tools::require(Tool::StressNg)?)
+        } else {
+            None
+        };
+        let binaries = build(ctx, &self.selection)?;
+        let cases = list(&binaries, &self.selection)?;
+        if ctx.dry_run {
+            return Ok(());
+        }
+        if cases.is_empty() {
+            bail!(
+                "--stress: no test matches {:?} (skipping {:?}); `cargo xtask test -- --list` lists them",
+                self.selection.filters,
+                self.selection.skips
+            );
+        }
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let _load = stress_ng
+            .map(|stress_ng| Load::start(ctx, &stress_ng, cpus))
+            .transpose()?;
+        eprintln!(
+            "stress: {} test(s) x {} run(s), {} at a time{}; each bounded by {} s",
+            cases.len(),
+            self.runs,
+            self.jobs,
+            if self.load {
+                format!(", with stress-ng loading {cpus} CPU(s)")
+            } else {
+                String::new()
+            },
+            self.timeout.as_secs()
+        );
+        let started = Instant::now();
+        let results = self.run_all(&cases);
+        let report = Report::of(&cases, &results);
+        eprintln!("{}", report.text(self.runs, started.elapsed()));
+        if report.failed_runs > 0 {
+            bail!(
+                "{} of {} test runs failed, in {} of {} tests (see the table above)",
+                report.failed_runs,
+                cases.len() * self.runs,
+                report.failing_tests,
+                cases.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Every case `runs` times, `jobs` at once, run-major (the first run of
+    /// every test before any second), so that a long hunt cut short still
+    /// covered every test.
+    fn run_all(&self, cases: &[Case]) -> Vec<Vec<(Verdict, Duration)>> {
+        let queue: Vec<(usize, usize)> = (0..self.runs)
+            .flat_map(|run| (0..cases.len()).map(move |case| (run, case)))
+            .collect();
+        let next = AtomicUsize::new(0);
+        let alone = Mutex::new(());
+        let results: Mutex<Vec<Vec<(Verdict, Duration)>>> =
+            Mutex::new(cases.iter().map(|_| Vec::new()).collect());
+        let done = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..self.jobs.max(1) {
+                scope.spawn(|| {
+                    while let Some(&(run, index)) = queue.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        let case = &cases[index];
+                        let _turn = case
+                            .runs_alone()
+                            .then(|| alone.lock().unwrap_or_else(PoisonError::into_inner));
+                        let began = Instant::now();
+                        let verdict = run_once(case, &self.env, self.timeout);
+                        let took = began.elapsed();
+                        if let Verdict::Failed(why) = &verdict {
+                            eprintln!(
+                                "FAIL  {} (run {}/{}): {why}",
+                                case.label(),
+                                run + 1,
+                                self.runs
+                            );
+                        }
+                        results.lock().unwrap_or_else(PoisonError::into_inner)[index]
+                            .push((verdict, took));
+                        let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        if finished.is_multiple_of(cases.len()) {
+                            eprintln!("stress: {} of {} test runs done", finished, queue.len());
+                        }
+                    }
+                });
+            }
+        });
+        results.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Builds the test binaries once (`cargo test --no-run`) and returns them.
+fn build(ctx: &Ctx, selection: &Selection) -> Result<Vec<Arc<Binary>>> {
+    let cargo = ctx.cargo_path();
+    let picks_packages = selection
+        .build_args
+        .iter()
+        .any(|arg| arg == "-p" || arg.starts_with("--package"));
+    let workspace = (!picks_packages).then_some("--workspace");
+    let build_args = &selection.build_args;
+    let build = cmd!(
+        ctx.sh,
+        "{cargo} test --no-run --message-format=json-render-diagnostics {workspace...} {build_args...}"
+    );
+    let output = ctx
+        .read_echoed(ctx.stamped(build)?)
+        .context("build the test binaries")?;
+    let mut binaries = Vec::new();
+    for line in output.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_test =
+            message["reason"] == "compiler-artifact" && message["profile"]["test"] == true;
+        let (Some(path), Some(manifest), Some(target)) = (
+            message["executable"].as_str(),
+            message["manifest_path"].as_str(),
+            message["target"]["name"].as_str(),
+        ) else {
+            continue;
+        };
+        if !is_test {
+            continue;
+        }
+        binaries.push(Arc::new(Binary {
+            path: PathBuf::from(path),
+            package_dir: Path::new(manifest)
+                .parent()
+                .context("a manifest path has a folder")?
+                .to_owned(),
+            target: target.to_owned(),
+        }));
+    }
+    Ok(binaries)
+}
+
+/// The selected tests of every binary, from `<binary> --list`.
+fn list(binaries: &[Arc<Binary>], selection: &Selection) -> Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    for binary in binaries {
+        let output = Command::new(&binary.path)
+            .args(["--list", "--format", "terse"])
+            .current_dir(&binary.package_dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("list the tests of {}", binary.path.display()))?;
+        if !output.status.success() {
+            bail!(
+                "`{} --list` failed ({})",
+                binary.path.display(),
+                output.status
+            );
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        cases.extend(
+            parse_list(&text)
+                .filter(|name| selection.picks(name))
+                .map(|name| Case {
+                    binary: binary.clone(),
+                    name: name.to_owned(),
+                }),
+        );
+    }
+    Ok(cases)
+}
+
+/// The test names in libtest's `--list --format terse` output.
+fn parse_list(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter_map(|line| line.strip_suffix(": test"))
+}
+
+/// Runs one test in a process of its own (and a process group of its own,
+/// so that a timeout kills what it started too).
+fn run_once(case: &Case, env: &[(String, PathBuf)], timeout: Duration) -> Verdict {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(&case.binary.path);
+    command
+        .args(["--exact", &case.name, "--test-threads=1"])
+        .current_dir(&case.binary.package_dir)
+        .env("CARGO_MANIFEST_DIR", &case.binary.package_dir)
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return Verdict::Failed(format!("could not start the test: {err}")),
+    };
+    let (status, output) = match wait_bounded(child, timeout) {
+        Ok(Some(done)) => done,
+        Ok(None) => {
+            return Verdict::Failed(format!(
+                "still running after {} s: killed",
+                timeout.as_secs()
+            ));
+        }
+        Err(err) => return Verdict::Failed(format!("{err:#}")),
+    };
+    if status.success() {
+        return Verdict::Passed;
+    }
+    Verdict::Failed(first_failure_line(&output).unwrap_or_else(|| format!("{status}")))
+}
+
+/// Waits for `child` up to `timeout`, collecting stdout and stderr; `None`
+/// if it was still running (it and its process group are then killed).
+fn wait_bounded(
+    mut child: Child,
+    timeout: Duration,
+) -> Result<Option<(std::process::ExitStatus, String)>> {
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|out| Box::new(out) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|err| Box::new(err) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut stream| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stream.read_to_end(&mut text);
+            text
+        })
+    })
+    .collect();
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("wait for the test")? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let group = child.id() as libc::pid_t;
+    // SAFETY: kill(2) with a negative pid signals the process group the
+    // test was started in (its own); it only reads its arguments.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+    let Some(status) = status else {
+        let _ = child.wait();
+        return Ok(None);
+    };
+    let mut output = String::new();
+    for reader in readers {
+        let bytes = reader.join().unwrap_or_default();
+        output.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    Ok(Some((status, output)))
+}
+
+/// Where libtest's output says why a test failed: the panic's location and
+/// the first line of its message.
+fn first_failure_line(output: &str) -> Option<String> {
+    let mut lines = output.lines();
+    while let Some(line) = lines.next() {
+        if let Some((_, location)) = line.split_once("' panicked at ") {
+            let location = location.trim_end_matches(':');
+            let message = lines.next().unwrap_or_default().trim();
+            let mut said = format!("{location}: {message}");
+            if said.len() > 240 {
+                let cut = (0..=240)
+                    .rev()
+                    .find(|at| said.is_char_boundary(*at))
+                    .unwrap_or(0);
+                said.truncate(cut);
+                said.push_str(" ...");
+            }
+            return Some(said);
+        }
+    }
+    None
+}
+
+/// `stress-ng` keeping every CPU busy for as long as this lives.
+struct Load(Child);
+
+impl Load {
+    fn start(ctx: &Ctx, stress_ng: &Path, cpus: usize) -> Result<Load> {
+        let cpus = cpus.to_string();
+        let command = cmd!(ctx.sh, "{stress_ng} --cpu {cpus} --quiet");
+        let mut command = Command::from(command);
+        eprintln!("$ {} &", ctx.display(&command, false));
+        let child = command
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start stress-ng")?;
+        Ok(Load(child))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        // stress-ng stops its workers on SIGTERM (SIGKILL would leave them).
+        // SAFETY: kill(2) on the pid of a child this value owns.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs and failures per test.
+struct Report {
+    rows: Vec<Row>,
+    failed_runs: usize,
+    failing_tests: usize,
+}
+
+struct Row {
+    label: String,
+    runs: usize,
+    failures: BTreeMap<String, usize>,
+    /// The slowest run: how close the test comes to its bounds.
+    slowest: Duration,
+}
+
+impl Report {
+    fn of(cases: &[Case], results: &[Vec<(Verdict, Duration)>]) -> Report {
+        let rows: Vec<Row> = cases
+            .iter()
+            .zip(results)
+            .map(|(case, runs)| {
+                let mut failures = BTreeMap::new();
+                for (verdict, _) in runs {
+                    if let Verdict::Failed(why) = verdict {
+                        *failures.entry(why.clone()).or_insert(0) += 1;
+                    }
+                }
+                Row {
+                    label: case.label(),
+                    runs: runs.len(),
+                    failures,
+                    slowest: runs.iter().map(|(_, took)| *took).max().unwrap_or_default(),
+                }
+            })
+            .collect();
+        let failed_runs = rows
+            .iter()
+            .map(|row| row.failures.values().sum::<usize>())
+            .sum();
+        let failing_tests = rows.iter().filter(|row| !row.failures.is_empty()).count();
+        Report {
+            rows,
+            failed_runs,
+            failing_tests,
+        }
+    }
+
+    /// The tests that failed, each with its reasons, then the ten slowest
+    /// of those that did not.
+    fn text(&self, runs: usize, elapsed: Duration) -> String {
+        let mut text = format!(
+            "==> stress summary: {} test(s), {runs} run(s) each, in {:.0} s\n",
+            self.rows.len(),
+            elapsed.as_secs_f64()
+        );
+        for row in self.rows.iter().filter(|row| !row.failures.is_empty()) {
+            let failed: usize = row.failures.values().sum();
+            text.push_str(&format!(
+                "    FAILED {failed} of {} runs: {} (slowest run {:.1} s)\n",
+                row.runs,
+                row.label,
+                row.slowest.as_secs_f64()
+            ));
+            for (why, count) in &row.failures {
+                text.push_str(&format!("        {count} x {why}\n"));
+            }
+        }
+        let mut steady: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|row| row.failures.is_empty())
+            .collect();
+        text.push_str(&format!(
+            "    passed every run: {} test(s); the slowest runs:\n",
+            steady.len()
+        ));
+        steady.sort_by_key(|row| std::cmp::Reverse(row.slowest));
+        for row in steady.iter().take(10) {
+            text.push_str(&format!(
+                "        {:>6.1} s  {}\n",
+                row.slowest.as_secs_f64(),
+                row.label
+            ));
+        }
+        text.pop();
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_arguments_split_into_build_picks_filters_and_skips() {
+        let args = |words: &str| words.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            Selection::parse(&args("-p app --test upgrade failed ten --skip slow_")).unwrap(),
+            Selection {
+                build_args: args("-p app --test upgrade"),
+                filters: args("failed ten"),
+                skips: args("slow_"),
+            }
+        );
+        assert_eq!(
+            Selection::parse(&args("--package=app -- upgrade")).unwrap(),
+            Selection {
+                build_args: args("--package=app"),
+                filters: args("upgrade"),
+                skips: Vec::new(),
+            }
+        );
+        let refused = Selection::parse(&args("-E not")).unwrap_err().to_string();
+        assert!(refused.contains("not \"-E\""), "{refused}");
+        assert!(Selection::parse(&args("--skip")).is_err());
+    }
+
+    #[test]
+    fn a_name_is_picked_by_any_filter_unless_skipped() {
+        let selection = Selection {
+            filters: vec!["upgrade".into(), "drain".into()],
+            skips: vec!["ten_".into()],
+            ..Selection::default()
+        };
+        assert!(selection.picks("failed_upgrades_leave_the_old_process_serving"));
+        assert!(selection.picks("drain_waits"));
+        assert!(!selection.picks("ten_upgrades_under_load"));
+        assert!(!selection.picks("healthz"));
+        assert!(Selection::default().picks("anything"));
+    }
+
+    #[test]
+    fn tests_are_read_from_the_terse_list() {
+        let list = "upgrade::a: test\nb_c: test\nsome_bench: bench\n\n";
+        assert_eq!(parse_list(list).collect::<Vec<_>>(), ["upgrade::a", "b_c"]);
+    }
+
+    #[test]
+    fn a_failure_is_named_by_its_panic_location_and_first_line() {
+        let output = "running 1 test\n\
+            some log line\n\
+            thread 'failed_upgrades' panicked at app/tests/upgrade.rs:144:5:\n\
+            the new process (pid 12) exited before it was ready\n\
+            second line\n";
+        assert_eq!(
+            first_failure_line(output).unwrap(),
+            "app/tests/upgrade.rs:144:5: the new process (pid 12) exited before it was ready"
+        );
+        assert_eq!(first_failure_line("error: test failed\n"), None);
+        let long = format!("thread 'x' panicked at a.rs:1:1:\n{}\n", "é".repeat(300));
+        let said = first_failure_line(&long).unwrap();
+        assert!(said.len() <= 244 && said.ends_with(" ..."), "{said}");
+    }
+
+    #[test]
+    fn the_report_counts_failures_per_test_and_groups_their_reasons() {
+        let binary = Arc::new(Binary {
+            path: PathBuf::from("/t"),
+            package_dir: PathBuf::from("/p"),
+            target: "upgrade".into(),
+        });
+        let cases = ["steady", "flaky"].map(|name| Case {
+            binary: binary.clone(),
+            name: name.into(),
+        });
+        let ran = |verdict: Verdict, seconds: u64| (verdict, Duration::from_secs(seconds));
+        let results = vec![
+            vec![
+                ran(Verdict::Passed, 1),
+                ran(Verdict::Passed, 3),
+                ran(Verdict::Passed, 2),
+            ],
+            vec![
+                ran(Verdict::Failed("a.rs:1:1: late".into()), 9),
+                ran(Verdict::Passed, 1),
+                ran(Verdict::Failed("a.rs:1:1: late".into()), 8),
+            ],
+        ];
+        let report = Report::of(&cases, &results);
+        assert_eq!((report.failed_runs, report.failing_tests), (2, 1));
+        let text = report.text(3, Duration::from_secs(7));
+        assert_eq!(
+            text,
+            "==> stress summary: 2 test(s), 3 run(s) each, in 7 s\n    \
+             FAILED 2 of 3 runs: upgrade::flaky (slowest run 9.0 s)\n        \
+             2 x a.rs:1:1: late\n    \
+             passed every run: 1 test(s); the slowest runs:\n           \
+             3.0 s  upgrade::steady"
+        );
+    }
+}
