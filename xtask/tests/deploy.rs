@@ -413,7 +413,72 @@ fn deploy_under_load_auto_rollback_rollbacks_and_interrupt_on_a_local_root() {
             ("auto-rollback".to_owned(), "0.1.0-aaaaaaa".to_owned(), ok()),
         ]
     );
-    assert!(!root.join(".deploy.lock").exists());
+    assert!(lock_is_free_within(&root, Duration::from_secs(10)));
+
+    // Killed outright while B activates (no chance to switch back): the
+    // activation it started goes on and B serves, unproven; `current.proven`
+    // still names A; the lock died with the deploy. The next plain deploy
+    // switches back to A, proves it, then deploys B and proves it.
+    let mut killed = xtask(&workspace_root());
+    killed
+        .arg("deploy")
+        .arg("--archive")
+        .arg(&b)
+        .arg("--root")
+        .arg(&root)
+        .arg("--activate")
+        .arg(format!(
+            "sleep 1; exec '{}'",
+            supervisor.scratch.path().join("activate").display()
+        ))
+        .arg("--service")
+        .arg(format!("127.0.0.1:{}", supervisor.port))
+        .args(["--timeout", "20s"])
+        .stderr(std::process::Stdio::null());
+    let mut child = killed.spawn().unwrap();
+    let switched = Instant::now();
+    while current(&root) != "releases/0.1.0-bbbbbbb" {
+        assert!(
+            switched.elapsed() < Duration::from_secs(30) && child.try_wait().unwrap().is_none(),
+            "B never switched in"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        fs::read_link(root.join("current.proven")).unwrap(),
+        Path::new("releases/0.1.0-aaaaaaa")
+    );
+    assert!(lock_is_free_within(&root, Duration::from_secs(10)));
+    let unproven = Instant::now();
+    while get(supervisor.port, "/version").is_none_or(|(_, body)| !body.contains(&commits[1])) {
+        assert!(
+            unproven.elapsed() < Duration::from_secs(30),
+            "the killed deploy's activation never upgraded to B"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let next = deploy(&b, "20s");
+    let stderr = stderr_text(&next);
+    assert!(next.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("local: 0.1.0-bbbbbbb was switched to and never proven (an earlier deploy stopped half-way): switching back to 0.1.0-aaaaaaa"),
+        "{stderr}"
+    );
+    assert_eq!(serving_commit(supervisor.port), commits[1]);
+    assert_eq!(
+        fs::read_link(root.join("current.proven")).unwrap(),
+        Path::new("releases/0.1.0-bbbbbbb")
+    );
+    let actions = log_actions(&root);
+    assert_eq!(
+        actions[actions.len() - 2..],
+        [
+            ("recover".to_owned(), "0.1.0-aaaaaaa".to_owned(), ok()),
+            ("deploy".to_owned(), "0.1.0-bbbbbbb".to_owned(), ok()),
+        ]
+    );
 }
 
 /// Every path under `dir` with its contents (or link target), to check
@@ -535,45 +600,44 @@ fn bad_archives_and_held_locks_are_refused_with_nothing_changed() {
         "it links to ../../../etc, outside the release",
     );
 
-    // A lock held by a live deploy (this test's own pid), then by one that
-    // is gone.
+    // A lock held by another deploy: refused at once, naming the holder;
+    // with --lock-wait, the deploy waits until the holder lets go.
     let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let owner = |pid: u32| {
-        serde_json::json!({"user": "someone", "controller": hostname.trim(), "pid": pid,
-                           "since": "2026-01-01T00:00:00Z", "release": "0.1.0-eeeeeee"})
-        .to_string()
-    };
-    fs::create_dir(root.join(".deploy.lock")).unwrap();
-    fs::write(root.join(".deploy.lock/owner"), owner(std::process::id())).unwrap();
-    let before = snapshot(&root);
-    let held = |expected: &str| {
-        let run = output(&mut deploy(&good_archive));
-        let stderr = stderr_text(&run);
-        assert_eq!(run.status.code(), Some(1), "{stderr}");
-        assert!(
-            stderr.lines().last().unwrap().contains(expected),
-            "`{stderr}` lacks `{expected}`"
-        );
-        assert_eq!(snapshot(&root), before, "{stderr}");
-    };
-    held("is locked: someone is deploying 0.1.0-eeeeeee");
-    let mut gone = Command::new("true").spawn().unwrap();
-    let gone_pid = gone.id();
-    gone.wait().unwrap();
-    fs::write(root.join(".deploy.lock/owner"), owner(gone_pid)).unwrap();
+    let owner = serde_json::json!({"user": "someone", "controller": hostname.trim(), "pid": 1,
+                                   "since": "2026-01-01T00:00:00Z", "release": "0.1.0-eeeeeee"})
+    .to_string();
+    let holder = HeldLock::hold(&root, &owner);
     let before = snapshot(&root);
     let run = output(&mut deploy(&good_archive));
     let stderr = stderr_text(&run);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap();
     assert!(
-        stderr.contains("locked by a deploy that is gone")
-            && stderr.contains(&format!(
-                "clear it with `rm -r {}/.deploy.lock`",
-                root.display()
-            )),
+        last.contains("failed at lock: ")
+            && last.contains("is locked: someone is deploying 0.1.0-eeeeeee (pid 1 on")
+            && last.contains("pass --lock-wait 5m"),
+        "{last}"
+    );
+    assert_eq!(snapshot(&root), before, "{stderr}");
+    let letting_go = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        drop(holder);
+    });
+    let waited = output(deploy(&good_archive).args(["--lock-wait", "60s"]));
+    letting_go.join().unwrap();
+    let stderr = stderr_text(&waited);
+    assert!(
+        stderr.contains(
+            "local: waiting up to 60 s for the deploy lock: someone is deploying 0.1.0-eeeeeee"
+        ),
         "{stderr}"
     );
-    assert_eq!(snapshot(&root), before);
+    // Past the lock: it fails at the proof (nothing serves in this test).
+    assert!(
+        stderr.lines().last().unwrap().contains("failed at prove"),
+        "{stderr}"
+    );
+    assert!(lock_is_free_within(&root, Duration::from_secs(10)));
 }
 
 /// A throwaway `sshd` on a loopback port, as the current user, with its own
@@ -740,19 +804,12 @@ fn deploy_over_ssh_to_two_hosts_undoes_the_first_when_the_second_fails() {
     assert_eq!(current(&root_alpha), "releases/0.1.0-aaaaaaa");
     assert_eq!(serving_commit(supervisor.port), commits[0]);
 
-    // Beta is locked by a deploy that is still running (this test).
+    // Beta is locked by a deploy that is still running.
     let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let lock_owner = |pid: u32| {
-        serde_json::json!({"user": "someone", "controller": hostname.trim(), "pid": pid,
-                           "since": "2026-01-01T00:00:00Z", "release": "0.1.0-eeeeeee"})
-        .to_string()
-    };
-    fs::create_dir_all(root_beta.join(".deploy.lock")).unwrap();
-    fs::write(
-        root_beta.join(".deploy.lock/owner"),
-        lock_owner(std::process::id()),
-    )
-    .unwrap();
+    let lock_owner = serde_json::json!({"user": "someone", "controller": hostname.trim(), "pid": 1,
+                                        "since": "2026-01-01T00:00:00Z", "release": "0.1.0-eeeeeee"})
+    .to_string();
+    let holder = HeldLock::hold(&root_beta, &lock_owner);
     let beta_before = snapshot(&root_beta);
     let fleet = deploy(&b, &both);
     let stderr = stderr_text(&fleet);
@@ -806,23 +863,9 @@ fn deploy_over_ssh_to_two_hosts_undoes_the_first_when_the_second_fails() {
         ])
     );
 
-    // The locking deploy dies: beta's lock is stale, and the command the
-    // message gives clears it.
-    let mut gone = Command::new("true").spawn().unwrap();
-    let gone_pid = gone.id();
-    gone.wait().unwrap();
-    fs::write(root_beta.join(".deploy.lock/owner"), lock_owner(gone_pid)).unwrap();
-    let stale = deploy(&b, &both[1..]);
-    let stderr = stderr_text(&stale);
-    assert_eq!(stale.status.code(), Some(1), "{stderr}");
-    let clear = stderr
-        .split_once("the lock is stale; clear it with `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(command, _)| command.to_owned())
-        .unwrap_or_else(|| panic!("no command to clear the stale lock in:\n{stderr}"));
-    assert!(clear.starts_with("ssh -F "), "{clear}");
-    stdout_of(Command::new("sh").arg("-c").arg(&clear));
-    assert!(!root_beta.join(".deploy.lock").exists());
+    // The locking deploy ends: beta's lock is free, with nothing to clear.
+    drop(holder);
+    assert!(lock_is_free_within(&root_beta, Duration::from_secs(10)));
 }
 
 /// A `systemctl` whose `show` describes an installed `app.service` that

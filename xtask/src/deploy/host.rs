@@ -21,8 +21,6 @@ pub enum Transport {
         destination: String,
         /// Options every ssh and scp call gets (config file, multiplexing).
         options: Vec<String>,
-        /// The `--ssh-config` file, for commands shown to the user.
-        config: Option<String>,
         /// The options that only tune the connection (batch mode,
         /// multiplexing), as echoed; left out of echoed commands.
         plumbing: String,
@@ -89,7 +87,6 @@ impl Host {
             transport: Transport::Ssh {
                 destination: destination.to_owned(),
                 options,
-                config: ssh_config.map(|config| config.display().to_string()),
                 plumbing: plumbing.join(" "),
             },
         })
@@ -98,29 +95,6 @@ impl Host {
     /// A path under the root.
     pub fn path(&self, relative: &str) -> String {
         format!("{}/{relative}", self.root.trim_end_matches('/'))
-    }
-
-    /// `argv` as a user would type it to run it on the host (a hint in an
-    /// error message).
-    pub fn typed(&self, argv: &[&str]) -> String {
-        let line: Vec<String> = argv.iter().map(|word| shell_quote(word.as_ref())).collect();
-        match &self.transport {
-            Transport::Local => line.join(" "),
-            Transport::Ssh {
-                destination,
-                config,
-                ..
-            } => {
-                let config = config
-                    .as_deref()
-                    .map(|config| format!("-F {} ", shell_quote(config.as_ref())))
-                    .unwrap_or_default();
-                format!(
-                    "ssh {config}{destination} {}",
-                    shell_quote(line.join(" ").as_ref())
-                )
-            }
-        }
     }
 
     /// The command that runs `argv` on the host, as an xshell command.
@@ -160,6 +134,38 @@ impl Host {
     /// Runs a read that changes nothing; not echoed, run under `--dry-run`.
     pub fn read(&self, ctx: &Ctx, argv: &[&str]) -> Result<Output> {
         self.exec(ctx, self.command(ctx, argv), None, false)
+    }
+
+    /// Starts `argv` on the host as a process that runs beside the deploy
+    /// (the lock's holder), echoed, with its stdin, stdout and stderr piped;
+    /// in a process group of its own, so that the Ctrl-C that asks a deploy
+    /// to switch back does not end it. `None` under `--dry-run`.
+    pub fn spawn_holder(&self, ctx: &Ctx, argv: &[&str]) -> Result<Option<std::process::Child>> {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::from(self.command(ctx, argv));
+        let line = self.shown(ctx, &command);
+        say!("$ {line}");
+        if ctx.dry_run {
+            return Ok(None);
+        }
+        let child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("start `{line}`"))?;
+        Ok(Some(child))
+    }
+
+    /// A command as echoed: without the ssh options that only tune the
+    /// connection.
+    fn shown(&self, ctx: &Ctx, command: &std::process::Command) -> String {
+        let line = ctx.display(command, false);
+        match &self.transport {
+            Transport::Ssh { plumbing, .. } => line.replacen(&format!(" {plumbing}"), "", 1),
+            Transport::Local => line,
+        }
     }
 
     /// Runs the user's activation command, a shell line, on the host.
@@ -234,11 +240,7 @@ impl Host {
         echo: bool,
     ) -> Result<Output> {
         let mut command = std::process::Command::from(command);
-        let line = ctx.display(&command, false);
-        let line = match &self.transport {
-            Transport::Ssh { plumbing, .. } => line.replacen(&format!(" {plumbing}"), "", 1),
-            Transport::Local => line,
-        };
+        let line = self.shown(ctx, &command);
         if echo {
             say!("$ {line}");
             if ctx.dry_run {

@@ -7,8 +7,10 @@
 //!
 //! On each host, under `--root DIR`:
 //! `releases/<version>-<commit>/` (unpacked archives), `current` (a
-//! relative symlink to one of them), `deploys.log` (JSON lines) and, while
-//! a deploy runs, `.deploy.lock/`.
+//! relative symlink to one of them), `current.proven` (the last release
+//! proven to serve: a switch not yet proven is undone by the next deploy,
+//! `rollback` or the boot check), `deploys.log` (JSON lines) and
+//! `.deploy-lock` (flock(2)-held while a deploy runs).
 
 /// A line of a deploy's progress (see `output::say`).
 macro_rules! say {
@@ -467,10 +469,10 @@ fn deploy_host(
     };
     host.change(ctx, &["mkdir", "-p", &host.root])
         .with_context(|| failed_at("creating the deploy root"))?;
-    let lock = Lock::acquire(ctx, host, &source.name, plan.lock_wait)
+    let mut lock = Lock::acquire(ctx, host, &source.name, plan.lock_wait)
         .with_context(|| failed_at("lock"))?;
-    let result = deploy_locked(plan, host, units, source, keep);
-    let released = lock.release(ctx);
+    let result = deploy_locked(plan, host, units, source, keep, &mut lock);
+    let released = lock.release();
     let from = result?;
     released?;
     Ok(from)
@@ -482,10 +484,17 @@ fn deploy_locked(
     units: &Units,
     source: &Source,
     keep: usize,
+    lock: &mut Lock,
 ) -> Result<Option<String>> {
     let ctx = plan.ctx;
     let started = Instant::now();
     let state = State::read(ctx, host)?;
+    let state = recover(plan, host, state).with_context(|| {
+        format!(
+            "deploy of {} to {} failed at recover",
+            source.name, host.label
+        )
+    })?;
     let from = state.current.clone();
     let fail = |step: &str, err: anyhow::Error| -> anyhow::Error {
         let entry = Entry::new(host, "deploy", from.as_deref(), &source.name, started)
@@ -506,6 +515,7 @@ fn deploy_locked(
         Units::Current | Units::Outdated => plan.activate.clone(),
     };
     if ctx.dry_run {
+        record_proven_before_switch(ctx, host, &state)?;
         switch(ctx, host, &source.name)?;
         if *units != Units::Current {
             units::install(plan, host)?;
@@ -523,6 +533,7 @@ fn deploy_locked(
     if from.as_deref() == Some(source.name.as_str())
         && prove(plan, host, &source.commit, Duration::ZERO, Interrupt::Stop).is_ok()
     {
+        mark_proven(ctx, host, &state, &source.name)?;
         state::append(
             ctx,
             host,
@@ -537,6 +548,11 @@ fn deploy_locked(
     }
 
     check_interrupted().map_err(|err| fail("switch", err))?;
+    lock.check(host).map_err(|err| fail("switch", err))?;
+    // The intent, before the switch: `current.proven` names the release
+    // that served, so that a deploy that never proves the new one (killed,
+    // cut off) is undone by the next deploy, `rollback` or the next boot.
+    record_proven_before_switch(ctx, host, &state).map_err(|err| fail("switch", err))?;
     switch(ctx, host, &source.name).map_err(|err| fail("switch", err))?;
     // The step that failed is carried with the error, not read back from
     // its text. An interrupt during activation (which may also have killed
@@ -615,6 +631,7 @@ fn deploy_locked(
             }
         };
     }
+    mark_proven(ctx, host, &state, &source.name)?;
     state::append(
         ctx,
         host,
@@ -731,7 +748,12 @@ fn verify_release(ctx: &Ctx, host: &Host, folder: &str, source: &Source) -> Resu
 /// Points `current` at a release: a new symlink under a temporary name,
 /// renamed over the old one, so there is never a moment without `current`.
 fn switch(ctx: &Ctx, host: &Host, release: &str) -> Result<()> {
-    let temporary = host.path(&format!(".current-{}", std::process::id()));
+    point(ctx, host, "current", release)
+}
+
+/// Points the symlink `link` of the root at `releases/<release>`, by rename.
+fn point(ctx: &Ctx, host: &Host, link: &str, release: &str) -> Result<()> {
+    let temporary = host.path(&format!(".current-{link}-{}", std::process::id()));
     host.change(
         ctx,
         &[
@@ -743,7 +765,75 @@ fn switch(ctx: &Ctx, host: &Host, release: &str) -> Result<()> {
             &temporary,
         ],
     )?;
-    host.change(ctx, &["mv", "-T", &temporary, &host.path("current")])
+    host.change(ctx, &["mv", "-T", &temporary, &host.path(link)])
+}
+
+/// Records `release` as the last one proven to serve (`current.proven`),
+/// unless it is already.
+fn mark_proven(ctx: &Ctx, host: &Host, state: &State, release: &str) -> Result<()> {
+    if state.proven.as_deref() == Some(release) && !ctx.dry_run {
+        return Ok(());
+    }
+    point(ctx, host, state::PROVEN, release)
+        .with_context(|| format!("record {release} as proven on {}", host.label))
+}
+
+/// Before a switch: the release `current` names now is the one to come back
+/// to. (`recover` has made `current` the proven one if there was a record;
+/// a root deployed by an older xtask has none yet.)
+fn record_proven_before_switch(ctx: &Ctx, host: &Host, state: &State) -> Result<()> {
+    match &state.current {
+        Some(current) => mark_proven(ctx, host, state, current),
+        None => Ok(()),
+    }
+}
+
+/// Undoes a switch that was never proven: when `current` names another
+/// release than `current.proven` (a deploy was killed or cut off between
+/// its switch and its proof), `current` goes back to the proven release,
+/// which is activated and proven, and the log says so. Returns the state
+/// to go on from.
+fn recover(plan: &Plan, host: &Host, state: State) -> Result<State> {
+    let ctx = plan.ctx;
+    let Some((unproven, proven)) = state.unproven_switch() else {
+        return Ok(state);
+    };
+    let (unproven, proven) = (unproven.to_owned(), proven.to_owned());
+    if !state.releases.contains(&proven) {
+        say!(
+            "{}: warning: current.proven names {proven}, which is gone; keeping {unproven}",
+            host.label
+        );
+        return Ok(state);
+    }
+    say!(
+        "{}: {unproven} was switched to and never proven (an earlier deploy stopped half-way): switching back to {proven}, the last proven release",
+        host.label
+    );
+    let started = Instant::now();
+    let back = switch(ctx, host, &proven)
+        .and_then(|()| host.activate(ctx, &plan.activate))
+        .and_then(|()| {
+            if ctx.dry_run {
+                return Ok(());
+            }
+            let (_, commit) = release_identity(ctx, host, &proven)?;
+            prove(plan, host, &commit, plan.timeout, Interrupt::Finish)
+        });
+    let entry = Entry::new(host, "recover", Some(&unproven), &proven, started);
+    match back {
+        Ok(()) => {
+            state::append(ctx, host, &entry)?;
+            State::read(ctx, host)
+        }
+        Err(err) => {
+            state::append(ctx, host, &entry.failed("recover", &format!("{err:#}")))?;
+            Err(err.context(format!(
+                "switch {} back from the unproven {unproven} to {proven}",
+                host.label
+            )))
+        }
+    }
 }
 
 /// The version and commit in a release name as `deploy` writes it,
@@ -889,9 +979,10 @@ enum Undo {
 fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Result<()> {
     let ctx = plan.ctx;
     let started = Instant::now();
-    let lock = Lock::acquire(ctx, host, to.unwrap_or("(previous)"), plan.lock_wait)?;
+    let mut lock = Lock::acquire(ctx, host, to.unwrap_or("(previous)"), plan.lock_wait)?;
     let result = (|| {
         let state = State::read(ctx, host)?;
+        lock.check(host)?;
         let target = match to {
             Some(release) if state.releases.iter().any(|name| name == release) => release.to_owned(),
             Some(release) => bail!(
@@ -930,6 +1021,7 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
         entry.duration_ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(()) => {
+                mark_proven(ctx, host, &state, &target)?;
                 state::append(ctx, host, &entry)?;
                 say!(
                     "{}: {} serves again (was {}) in {:.2}s",
@@ -946,7 +1038,7 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
             }
         }
     })();
-    let released = lock.release(ctx);
+    let released = lock.release();
     result?;
     released
 }

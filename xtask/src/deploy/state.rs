@@ -4,9 +4,10 @@
 //!
 //! Every change is a rename or an append: a release is unpacked under a
 //! temporary name and renamed in; `current` is switched by renaming a new
-//! symlink over it; the log only grows. The lock is a directory made with
-//! `mkdir`, which either creates it or fails, with an `owner` file saying
-//! who holds it.
+//! symlink over it; the log only grows. The lock is an flock(2) on a file,
+//! held by a process on the host that lives only as long as the deploy
+//! (see `Lock`), so a killed deploy, a cut connection or a crashed machine
+//! leaves no lock behind.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,7 +19,12 @@ use super::host::Host;
 use crate::exec::Ctx;
 
 pub const LOG: &str = "deploys.log";
-pub const LOCK: &str = ".deploy.lock";
+/// The symlink to the last release proven to serve; `current` differs from
+/// it only between a switch and its proof.
+pub const PROVEN: &str = "current.proven";
+/// The lock file: held with flock(2) while a deploy runs; it holds who
+/// took it last.
+pub const LOCK: &str = ".deploy-lock";
 
 /// One line of `deploys.log`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +107,8 @@ pub struct State {
     pub current: Option<String>,
     /// The release folders, sorted by name.
     pub releases: Vec<String>,
+    /// The release `current.proven` points at, if any.
+    pub proven: Option<String>,
 }
 
 impl State {
@@ -110,17 +118,19 @@ impl State {
         let log = host.path(LOG);
         let current = host.path("current");
         let releases = host.path("releases");
+        let proven = host.path(PROVEN);
         let listing = host
             .read(
                 ctx,
                 &[
                     "sh",
                     "-c",
-                    "cat \"$1\" 2>/dev/null; echo '--- current'; readlink \"$2\" 2>/dev/null; echo '--- releases'; ls -1 \"$3\" 2>/dev/null; true",
+                    "cat \"$1\" 2>/dev/null; echo '--- current'; readlink \"$2\" 2>/dev/null; echo '--- proven'; readlink \"$4\" 2>/dev/null; echo '--- releases'; ls -1 \"$3\" 2>/dev/null; true",
                     "sh",
                     &log,
                     &current,
                     &releases,
+                    &proven,
                 ],
             )
             .with_context(|| format!("read the deploy state of {} on {}", host.root, host.label))?
@@ -128,7 +138,10 @@ impl State {
         let (log_text, rest) = listing
             .split_once("--- current\n")
             .context("unexpected deploy state listing")?;
-        let (current_text, releases_text) = rest
+        let (current_text, rest) = rest
+            .split_once("--- proven\n")
+            .context("unexpected deploy state listing")?;
+        let (proven_text, releases_text) = rest
             .split_once("--- releases\n")
             .context("unexpected deploy state listing")?;
         let mut entries = Vec::new();
@@ -142,10 +155,9 @@ impl State {
                 })?,
             );
         }
-        let current = current_text
-            .trim()
-            .strip_prefix("releases/")
-            .map(str::to_owned);
+        let release_of = |link: &str| link.trim().strip_prefix("releases/").map(str::to_owned);
+        let current = release_of(current_text);
+        let proven = release_of(proven_text);
         let releases = releases_text
             .lines()
             .filter(|name| !name.is_empty() && !name.starts_with('.'))
@@ -155,7 +167,17 @@ impl State {
             entries,
             current,
             releases,
+            proven,
         })
+    }
+
+    /// `(current, proven)` when `current` names a release that was switched
+    /// to and never proven.
+    pub fn unproven_switch(&self) -> Option<(&str, &str)> {
+        match (&self.current, &self.proven) {
+            (Some(current), Some(proven)) if current != proven => Some((current, proven)),
+            _ => None,
+        }
     }
 
     /// Releases marked bad and not successfully switched to since.
@@ -245,112 +267,236 @@ struct Owner {
     release: String,
 }
 
-/// A held deploy lock; `release` removes it.
-pub struct Lock<'a> {
-    host: &'a Host,
-    released: bool,
+impl Owner {
+    fn describe(&self) -> String {
+        format!(
+            "{} is deploying {} (pid {} on {}, since {})",
+            self.user, self.release, self.pid, self.controller, self.since
+        )
+    }
 }
 
-impl<'a> Lock<'a> {
+/// How often the deploy tells the lock's holder on the host that it lives.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Silence after which the holder lets the lock go: the deploy's machine
+/// crashed or its connection was cut without either end noticing.
+const SILENCE_SECONDS: u32 = 20;
+
+/// The process that holds a root's lock, run on the host by `sh -s`
+/// (POSIX sh, flock from util-linux, coreutils). `$1` is the lock file,
+/// `$2` who asks (JSON), `$3` how many seconds to wait for another holder.
+/// The lock is an flock on the file: the kernel drops it when the holder
+/// exits, and the holder exits when its stdin ends (the deploy exited or
+/// was killed, or its ssh connection closed) or stays silent for
+/// `SILENCE_SECONDS` (a crashed machine), so no lock outlives its deploy.
+const HOLDER: &str = r#"exec 9>>"$1" || exit 71
+if ! flock -n 9; then
+  printf 'waiting %s\n' "$(head -c 4096 "$1" | head -n 1)"
+  if ! flock -w "$3" 9; then
+    printf 'busy %s\n' "$(head -c 4096 "$1" | head -n 1)"
+    exit 75
+  fi
+fi
+printf '%s\n' "$2" > "$1"
+echo locked
+while [ "$(timeout SILENCE head -c 1 | wc -c)" -eq 1 ]; do :; done
+"#;
+
+/// A held deploy lock: a process on the host holds it for as long as this
+/// value keeps writing to it; `release` (or the end of this process, however
+/// it ends) lets it go.
+pub struct Lock {
+    holder: Option<Holder>,
+}
+
+struct Holder {
+    child: std::process::Child,
+    /// Dropping it stops the heartbeat, which closes the holder's stdin.
+    stop: std::sync::mpsc::Sender<()>,
+    heartbeat: std::thread::JoinHandle<()>,
+    /// Cleared when a heartbeat cannot be written: the holder is gone.
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Lock {
     /// Takes the lock of `host`'s root, waiting up to `wait` for a holder
     /// to finish.
-    pub fn acquire(ctx: &Ctx, host: &'a Host, release: &str, wait: Duration) -> Result<Lock<'a>> {
+    pub fn acquire(ctx: &Ctx, host: &Host, release: &str, wait: Duration) -> Result<Lock> {
+        use std::io::BufRead;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
         let lock = host.path(LOCK);
-        let owner = Owner {
+        let owner = serde_json::to_string(&Owner {
             user: user(),
             controller: controller(),
             pid: std::process::id(),
             since: now_rfc3339(),
             release: release.to_owned(),
+        })
+        .context("serialize the lock owner")?;
+        let script = HOLDER.replace("SILENCE", &SILENCE_SECONDS.to_string());
+        let seconds = wait.as_secs().to_string();
+        let Some(mut child) = host.spawn_holder(
+            ctx,
+            &["sh", "-c", &script, "deploy-lock", &lock, &owner, &seconds],
+        )?
+        else {
+            return Ok(Lock { holder: None });
         };
-        let deadline = Instant::now() + wait;
-        loop {
-            match host.change(ctx, &["mkdir", &lock]) {
-                Ok(()) => break,
-                Err(err) => {
-                    let holder = host
-                        .read(ctx, &["cat", &format!("{lock}/owner")])
-                        .ok()
-                        .and_then(|output| serde_json::from_str::<Owner>(&output.stdout).ok());
-                    let exists = host.read(ctx, &["test", "-d", &lock]).is_ok();
-                    if !exists {
-                        // mkdir failed for another reason (permissions, no
-                        // root): that is the error.
-                        return Err(err).with_context(|| format!("take the deploy lock {lock}"));
-                    }
-                    let clear = host.typed(&["rm", "-r", &lock]);
-                    match &holder {
-                        Some(holder) if is_gone(holder) => bail!(
-                            "{} on {} is locked by a deploy that is gone (pid {} on {}, {} since {}, deploying {}): the lock is stale; clear it with `{clear}`",
-                            host.root,
-                            host.label,
-                            holder.pid,
-                            holder.controller,
-                            holder.user,
-                            holder.since,
-                            holder.release
-                        ),
-                        _ if Instant::now() < deadline => {
-                            super::check_interrupted()?;
-                            std::thread::sleep(Duration::from_millis(200));
-                        }
-                        Some(holder) => bail!(
-                            "{} on {} is locked: {} is deploying {} (pid {} on {}, since {}): wait for it, pass --lock-wait 5m, or if it is gone, clear it with `{clear}`",
-                            host.root,
-                            host.label,
-                            holder.user,
-                            holder.release,
-                            holder.pid,
-                            holder.controller,
-                            holder.since
-                        ),
-                        None => bail!(
-                            "{} on {} is locked ({lock} exists, with no owner yet): wait for it, pass --lock-wait 5m, or if no deploy is running, clear it with `{clear}`",
-                            host.root,
-                            host.label
-                        ),
-                    }
+        let stdout = child.stdout.take().context("the lock holder's stdout")?;
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
                 }
             }
+        });
+        let refused = |child: &mut std::process::Child, why: String| {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(anyhow::anyhow!(why))
+        };
+        loop {
+            if super::interrupted() {
+                return refused(
+                    &mut child,
+                    "interrupted while waiting for the deploy lock".into(),
+                );
+            }
+            let line = match lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => line,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().context("wait for the lock holder")?;
+                    let said = holder_error(&mut child);
+                    bail!(
+                        "take the deploy lock {lock} on {}: the holder ended ({status}){said}",
+                        host.label
+                    );
+                }
+            };
+            let holder_of = |json: &str| {
+                serde_json::from_str::<Owner>(json).map_or_else(
+                    |_| "another deploy holds it".to_owned(),
+                    |owner| owner.describe(),
+                )
+            };
+            if let Some(json) = line.strip_prefix("waiting ") {
+                say!(
+                    "{}: waiting up to {} s for the deploy lock: {}",
+                    host.label,
+                    wait.as_secs(),
+                    holder_of(json)
+                );
+            } else if let Some(json) = line.strip_prefix("busy ") {
+                return refused(
+                    &mut child,
+                    format!(
+                        "{} on {} is locked: {}: wait for it, or pass --lock-wait 5m (a deploy that ended, however, holds no lock)",
+                        host.root,
+                        host.label,
+                        holder_of(json)
+                    ),
+                );
+            } else if line == "locked" {
+                break;
+            }
         }
-        let owner_json = serde_json::to_string(&owner).context("serialize the lock owner")?;
-        host.change_with_input(
-            ctx,
-            &["tee", &format!("{lock}/owner")],
-            owner_json.as_bytes(),
-        )
-        .context("record the lock owner")?;
+        let mut stdin = child.stdin.take().context("the lock holder's stdin")?;
+        let alive = std::sync::Arc::new(AtomicBool::new(true));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let heartbeat = {
+            let alive = alive.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(HEARTBEAT)
+                {
+                    if stdin.write_all(b".").and_then(|()| stdin.flush()).is_err() {
+                        alive.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                // Dropping stdin here ends the holder.
+            })
+        };
         Ok(Lock {
-            host,
-            released: false,
+            holder: Some(Holder {
+                child,
+                stop,
+                heartbeat,
+                alive,
+            }),
         })
     }
 
-    pub fn release(mut self, ctx: &Ctx) -> Result<()> {
-        self.released = true;
-        self.host
-            .change(ctx, &["rm", "-r", &self.host.path(LOCK)])
-            .context("release the deploy lock")
+    /// Fails if the lock was lost (its holder on the host ended): nothing
+    /// may change after that, since another deploy may hold it now.
+    pub fn check(&mut self, host: &Host) -> Result<()> {
+        let Some(holder) = &mut self.holder else {
+            return Ok(());
+        };
+        let ended = !holder.alive.load(std::sync::atomic::Ordering::SeqCst)
+            || holder.child.try_wait().ok().flatten().is_some();
+        if ended {
+            bail!(
+                "lost the deploy lock on {}: the connection holding it ended; nothing more was changed",
+                host.label
+            );
+        }
+        Ok(())
+    }
+
+    pub fn release(mut self) -> Result<()> {
+        let Some(holder) = self.holder.take() else {
+            return Ok(());
+        };
+        drop(holder.stop);
+        let _ = holder.heartbeat.join();
+        let mut child = holder.child;
+        // The holder exits on the end of its stdin; over ssh, once the
+        // remote side has.
+        let status = child.wait().context("wait for the deploy lock's holder")?;
+        if !status.success() {
+            let said = holder_error(&mut child);
+            bail!("release the deploy lock: its holder ended with {status}{said}");
+        }
+        Ok(())
     }
 }
 
-impl Drop for Lock<'_> {
+impl Drop for Lock {
     fn drop(&mut self) {
-        if !self.released {
-            say!(
-                "warning: the deploy lock {} on {} was not released",
-                self.host.path(LOCK),
-                self.host.label
-            );
+        if let Some(holder) = self.holder.take() {
+            // The holder sees its stdin end and lets the lock go.
+            drop(holder.stop);
+            let _ = holder.heartbeat.join();
+            let mut child = holder.child;
+            let _ = child.wait();
         }
     }
 }
 
-/// Whether the process holding a lock is known to be gone: it ran on this
-/// machine and no longer exists.
-fn is_gone(owner: &Owner) -> bool {
-    owner.controller == controller()
-        && !std::path::Path::new(&format!("/proc/{}", owner.pid)).exists()
+/// What the holder said on stderr, as `: <last line>`, if anything.
+fn holder_error(child: &mut std::process::Child) -> String {
+    use std::io::Read;
+    let mut said = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut said);
+    }
+    said.lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .map(|line| {
+            if line.contains("flock") && line.contains("not found") {
+                format!(": {line} (install util-linux on the host)")
+            } else {
+                format!(": {line}")
+            }
+        })
+        .unwrap_or_default()
 }
 
 pub fn now_rfc3339() -> String {
@@ -407,7 +553,21 @@ mod tests {
             entries,
             current: Some(current.to_owned()),
             releases: vec!["a".into(), "b".into(), "c".into()],
+            proven: None,
         }
+    }
+
+    #[test]
+    fn a_switch_is_unproven_while_current_and_the_proven_link_differ() {
+        let mut state = state(Vec::new(), "b");
+        // A root from before the proven link, or a bare one: nothing to undo.
+        assert_eq!(state.unproven_switch(), None);
+        state.proven = Some("b".into());
+        assert_eq!(state.unproven_switch(), None);
+        state.proven = Some("a".into());
+        assert_eq!(state.unproven_switch(), Some(("b", "a")));
+        state.current = None;
+        assert_eq!(state.unproven_switch(), None);
     }
 
     #[test]
@@ -444,6 +604,7 @@ mod tests {
             entries,
             current: Some("ccc".into()),
             releases: vec!["a".into(), "bb".into(), "ccc".into(), "old".into()],
+            proven: Some("ccc".into()),
         };
         assert_eq!(state.to_prune(2, &[]), ["old", "a"]);
         assert_eq!(state.to_prune(1, &["old"]), ["a"]);

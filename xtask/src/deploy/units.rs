@@ -106,7 +106,9 @@ fn inspect_host(plan: &Plan, host: &Host, unit: &str, replace: bool) -> Result<U
             continue;
         }
         let recorded = read_file(plan, host, &host.path(&format!("{RECORD_DIR}/{name}")));
-        if installed.is_some() && installed == recorded || replace {
+        // A unit this xtask adds (neither installed nor recorded) is new,
+        // not edited.
+        if installed == recorded || replace {
             outdated = true;
             continue;
         }
@@ -146,7 +148,14 @@ pub fn install(plan: &Plan, host: &Host) -> Result<()> {
             )?;
         }
     }
-    host.change(ctx, &["systemctl", "daemon-reload"])
+    host.change(ctx, &["systemctl", "daemon-reload"])?;
+    // The boot check runs at boot only (multi-user.target wants it), never
+    // during a deploy.
+    let binary = &ctx.project.settings.binary;
+    host.change(
+        ctx,
+        &["systemctl", "enable", &format!("{binary}-recover.service")],
+    )
 }
 
 /// The command that starts the service for the first time: the socket

@@ -394,7 +394,12 @@ fn wait_bounded(
 fn first_failure_line(output: &str) -> Option<String> {
     let mut lines = output.lines();
     while let Some(line) = lines.next() {
-        if let Some((_, location)) = line.split_once("' panicked at ") {
+        // `thread 'name' panicked at …:` (before Rust 1.92) or
+        // `thread 'name' (1234) panicked at …:`.
+        let panic = line
+            .strip_prefix("thread '")
+            .and_then(|rest| rest.split_once(" panicked at "));
+        if let Some((_, location)) = panic {
             let location = location.trim_end_matches(':');
             let message = lines.next().unwrap_or_default().trim();
             let mut said = format!("{location}: {message}");
@@ -587,6 +592,11 @@ mod tests {
         assert_eq!(
             first_failure_line(output).unwrap(),
             "app/tests/upgrade.rs:144:5: the new process (pid 12) exited before it was ready"
+        );
+        let with_thread_id = "thread 'main' (4242) panicked at src/a.rs:2:5:\nboom\n";
+        assert_eq!(
+            first_failure_line(with_thread_id).unwrap(),
+            "src/a.rs:2:5: boom"
         );
         assert_eq!(first_failure_line("error: test failed\n"), None);
         let long = format!("thread 'x' panicked at a.rs:1:1:\n{}\n", "é".repeat(300));

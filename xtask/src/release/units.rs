@@ -196,6 +196,37 @@ KeyringMode=private
 WantedBy=multi-user.target
 "
     );
+    let root_text = root.display();
+    let recover = format!(
+        r#"# Rendered by `cargo xtask units` from [workspace.metadata.xtask]; edit there.
+# At boot, before {name}.service starts: if a deploy switched `current` to a
+# release and never proved it (killed, cut off, the host lost power), switch
+# back to the last release proven to serve (`current.proven`), and log it.
+# A deploy that holds the lock owns the switch, so this never races one.
+[Unit]
+Description={name}: back to the last proven release after an unfinished deploy
+Before={name}.service
+ConditionPathIsSymbolicLink={root_text}/current.proven
+
+[Service]
+Type=oneshot
+# Once per boot: a later start of {name}.service does not run it again.
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'cd {root_text} || exit 0; \
+  exec 9>>.deploy-lock; flock -n 9 || exit 0; \
+  proven=$$(readlink current.proven) || exit 0; current=$$(readlink current); \
+  [ "$$current" = "$$proven" ] && exit 0; \
+  ln -sfn "$$proven" .current-recover && mv -T .current-recover current || exit 1; \
+  host=$$(cat /proc/sys/kernel/hostname); \
+  printf \'{{"time":"%%s","user":"root","controller":"%%s","host":"%%s","action":"recover","from":"%%s","to":"%%s","result":"ok","step":"boot","duration_ms":0}}\\n\' \
+    "$$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)" "$$host" "$$host" "$${{current#releases/}}" "$${{proven#releases/}}" >> deploys.log; \
+  sync deploys.log; \
+  echo "switched current back from $${{current#releases/}}, never proven, to $${{proven#releases/}}"'
+
+[Install]
+WantedBy=multi-user.target
+"#
+    );
     let supervisor = format!(
         "\
 ; Rendered by `cargo xtask units` from [workspace.metadata.xtask] and the
@@ -225,6 +256,7 @@ stdout_logfile=/var/log/{name}/{name}.log
     vec![
         (format!("{name}.socket"), socket),
         (format!("{name}.service"), service),
+        (format!("{name}-recover.service"), recover),
         (format!("{name}.supervisor.conf"), supervisor),
     ]
 }
@@ -247,8 +279,24 @@ mod tests {
         };
         let files = render(&settings, 9090, Path::new("/srv"));
         let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
-        assert_eq!(names, ["svc.socket", "svc.service", "svc.supervisor.conf"]);
-        let (socket, service, supervisor) = (&files[0].1, &files[1].1, &files[2].1);
+        assert_eq!(
+            names,
+            [
+                "svc.socket",
+                "svc.service",
+                "svc-recover.service",
+                "svc.supervisor.conf"
+            ]
+        );
+        let (socket, service, recover, supervisor) =
+            (&files[0].1, &files[1].1, &files[2].1, &files[3].1);
+        assert!(
+            recover.contains("\nBefore=svc.service\n")
+                && recover.contains("\nConditionPathIsSymbolicLink=/srv/current.proven\n")
+                && recover.contains("'cd /srv || exit 0;")
+                && recover.contains("\nWantedBy=multi-user.target\n"),
+            "{recover}"
+        );
         assert!(socket.contains("\nListenStream=9090\n"), "{socket}");
         assert!(service.contains("\nRequires=svc.socket\n"), "{service}");
         assert!(

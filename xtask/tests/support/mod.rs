@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
@@ -220,12 +221,12 @@ impl RunningApp {
             .spawn()
             .unwrap();
         let mut stdout = child.stdout.take().unwrap();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut seen = String::new();
         let mut buffer = [0u8; 4096];
         loop {
             let read = stdout.read(&mut buffer).unwrap_or(0);
-            if read == 0 || started.elapsed() > std::time::Duration::from_secs(20) {
+            if read == 0 || started.elapsed() > Duration::from_secs(20) {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!("the app exited or never logged its listening line: {seen}");
@@ -263,7 +264,7 @@ impl RunningApp {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
@@ -276,5 +277,59 @@ impl Drop for RunningApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A deploy lock held as another deploy would hold it: an flock on the
+/// root's `.deploy-lock`, with `owner` (JSON) written into the file. It is
+/// let go when this value is dropped.
+pub struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    pub fn hold(root: &Path, owner: &str) -> HeldLock {
+        use std::io::BufRead;
+        fs::create_dir_all(root).unwrap();
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "exec 9>>\"$1\" && flock 9 && printf '%s\\n' \"$2\" > \"$1\" && echo held && exec cat >/dev/null",
+                "hold",
+            ])
+            .arg(root.join(".deploy-lock"))
+            .arg(owner)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sh");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "held\n", "the test could not take the lock");
+        HeldLock(child)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether nothing holds the deploy lock of `root` within `bound`.
+pub fn lock_is_free_within(root: &Path, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        let free = Command::new("flock")
+            .args(["-n"])
+            .arg(root.join(".deploy-lock"))
+            .arg("true")
+            .status()
+            .is_ok_and(|status| status.success());
+        if free || Instant::now() >= deadline {
+            return free;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
