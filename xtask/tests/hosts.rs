@@ -559,15 +559,17 @@ fn slow_a_fleet_of_four_rolls_out_behind_a_canary_and_halts_on_a_bad_canary_or_h
 }
 
 /// Where the kill table kills a deploy: the step, the line the deploy
-/// prints on reaching it (it prints each command before running it), and
-/// how long after that line the kill comes.
-const KILL_POINTS: [(&str, &str, u64); 6] = [
-    ("before the upload", "mkdir -p /opt/app/releases", 0),
-    ("during the upload", "$ scp", 0),
-    ("after the unpack", "sync -f", 0),
-    ("after the switch", "systemctl reload app", 0),
-    ("during activation", "systemctl reload app", 50),
-    ("during the proof", "to serve commit", 0),
+/// prints on reaching it (it prints each command before running it), how
+/// long after that line the kill comes, and whether the host is rebooted
+/// (halted as by its power button, booted again) before the next deploy.
+const KILL_POINTS: [(&str, &str, u64, bool); 7] = [
+    ("before the upload", "mkdir -p /opt/app/releases", 0, false),
+    ("during the upload", "$ scp", 0, false),
+    ("after the unpack", "sync -f", 0, false),
+    ("after the switch", "systemctl reload app", 0, false),
+    ("during activation", "systemctl reload app", 50, false),
+    ("during the proof", "to serve commit", 0, false),
+    ("during the proof, then a reboot", "to serve commit", 0, true),
 ];
 
 /// Runs `cargo xtask deploy` and, when it prints a line containing
@@ -624,19 +626,20 @@ fn deploy_killed_at(
     (printed, status)
 }
 
-/// The kill table: a deploy killed at each step leaves the host serving a
-/// release that was proven, and the next deploy recovers with at most one
-/// printed command (the stale lock's). Then a connection cut during the
+/// The kill table: a deploy killed at each step leaves no lock behind and
+/// a host serving a release that was proven; a reboot after a kill between
+/// switch and proof boots the last proven release; and the next plain
+/// deploy succeeds with no step by hand. Then a connection cut during the
 /// upload and a full disk: each an error naming the host, nothing
 /// switched, no lock left.
 #[test]
-fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_one_command_to_recover() {
+fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_no_step_by_hand() {
     let Some(tree) = tree_or_skip() else {
         return;
     };
     let scratch = TempDir::new().unwrap();
     let key = ssh_key(scratch.path());
-    let host = Host::boot(&tree, scratch.path(), "one", &key);
+    let mut host = Host::boot(&tree, scratch.path(), "one", &key);
     let ssh_config = scratch.path().join("ssh_config");
     fs::write(&ssh_config, host.ssh_config(&key)).unwrap();
     let (old, old_archive) = release_of(scratch.path(), "c", &[]);
@@ -645,11 +648,11 @@ fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_one_command_to_rec
     assert!(deployed.status.success(), "{}", stderr_text(&deployed));
 
     let mut table = vec![
-        "| killed | serving after | current after | lock left | the next deploy printed |"
+        "| killed | serving after | current after | lock gone after | the next deploy printed |"
             .to_owned(),
         "|---|---|---|---|---|".to_owned(),
     ];
-    for (step, trigger, delay) in KILL_POINTS {
+    for (step, trigger, delay, reboot) in KILL_POINTS {
         let (printed, status) = deploy_killed_at(
             &new_archive,
             &ssh_config,
@@ -661,13 +664,45 @@ fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_one_command_to_rec
             !status.success(),
             "{step}: the deploy was not killed\n{printed}"
         );
-        // Whatever the step, the host serves one of the two releases, both
-        // of which were proven (the new one by the deploys before).
-        let serving_after = serving(&host);
-        assert!(
-            serving_after == old || serving_after == new,
-            "{step}: serves {serving_after}"
+        // The lock dies with the deploy: its holder on the host sees the
+        // connection end.
+        let lock_gone_after = host.run_ok(
+            "start=$(date +%s%N); until flock -n /opt/app/.deploy-lock true; do \
+               [ $(( $(date +%s%N) - start )) -gt 30000000000 ] && echo never && exit; sleep 0.05; done; \
+             echo \"$(( ($(date +%s%N) - start) / 1000000 )) ms\"",
         );
+        let lock_gone_after = lock_gone_after.trim().to_owned();
+        assert_ne!(lock_gone_after, "never", "{step}: the lock outlived the deploy by 30 s");
+        if reboot {
+            // Killed between switch and proof: the new release was never
+            // proven, so the boot check goes back to the old one.
+            assert_eq!(
+                host.run_ok("readlink /opt/app/current /opt/app/current.proven"),
+                "releases/0.1.0-ddddddd\nreleases/0.1.0-ccccccc\n",
+                "{step}"
+            );
+            host.reboot();
+            fs::write(&ssh_config, host.ssh_config(&key)).unwrap();
+            let recovered = host.run_ok("journalctl -b -u app-recover.service -o cat");
+            assert!(
+                recovered.contains("switched current back from 0.1.0-ddddddd, never proven, to 0.1.0-ccccccc"),
+                "{step}: {recovered}\n{}",
+                host.console()
+            );
+            let last_entry = host.run_ok("tail -n 1 /opt/app/deploys.log");
+            let last_entry: serde_json::Value = serde_json::from_str(&last_entry)
+                .unwrap_or_else(|err| panic!("{step}: {err}: {last_entry}"));
+            assert_eq!(
+                (&last_entry["action"], &last_entry["from"], &last_entry["to"], &last_entry["step"]),
+                (
+                    &serde_json::json!("recover"),
+                    &serde_json::json!("0.1.0-ddddddd"),
+                    &serde_json::json!("0.1.0-ccccccc"),
+                    &serde_json::json!("boot")
+                ),
+                "{step}"
+            );
+        }
         // Ready within a bound: a deploy killed during activation can leave
         // the reload it started finishing (the old process draining answers
         // 503 until the new one holds every connection).
@@ -679,32 +714,28 @@ fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_one_command_to_rec
             "200",
             "{step}: not ready within 10 s"
         );
+        // Whatever the step, the host serves one of the two releases, both
+        // of which were proven (the new one by the deploys before); after a
+        // reboot, the old one.
+        let serving_after = serving(&host);
+        assert!(
+            serving_after == old || serving_after == new && !reboot,
+            "{step}: serves {serving_after}"
+        );
         let current = host.run_ok("readlink /opt/app/current").trim().to_owned();
-        let lock_left = host.run("test -d /opt/app/.deploy.lock").status.success();
-        // Recovery: the next deploy, after at most the one command it prints.
+        // Recovery: the next plain deploy, with nothing done by hand.
         let next = deploy(&new_archive, "one", &ssh_config);
         let next_printed = stderr_text(&next);
-        let said = if next.status.success() {
-            "deployed".to_owned()
+        assert!(next.status.success(), "{step}: {next_printed}");
+        let said = if next_printed.contains("was switched to and never proven") {
+            "switched back to the proven release, then deployed"
         } else {
-            let clear = next_printed
-                .split_once("clear it with `")
-                .and_then(|(_, rest)| rest.split_once('`'))
-                .map(|(command, _)| command.to_owned())
-                .unwrap_or_else(|| panic!("{step}: no command to recover:\n{next_printed}"));
-            stdout_of(std::process::Command::new("sh").arg("-c").arg(&clear));
-            let again = deploy(&new_archive, "one", &ssh_config);
-            assert!(again.status.success(), "{step}: {}", stderr_text(&again));
-            format!(
-                "`{}`, then deployed",
-                clear.replace(&*ssh_config.to_string_lossy(), "ssh_config")
-            )
+            "deployed"
         };
         assert_eq!(serving(&host), new, "{step}");
         table.push(format!(
-            "| {step} | {} | {current} | {} | {said} |",
+            "| {step} | {} | {current} | {lock_gone_after} | {said} |",
             &serving_after[..7],
-            if lock_left { "yes" } else { "no" }
         ));
         // Back to the old release for the next row, without the new one.
         let back = deploy(&old_archive, "one", &ssh_config);
@@ -725,7 +756,11 @@ fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_one_command_to_rec
     let line = printed.lines().last().unwrap_or("");
     assert!(line.contains("to one failed at upload"), "{line}");
     assert_eq!(serving(&host), old);
-    assert!(!host.run("test -d /opt/app/.deploy.lock").status.success());
+    assert!(
+        host.run("flock -n /opt/app/.deploy-lock true")
+            .status
+            .success()
+    );
     table.push(format!(
         "| scp cut during the upload | {} | unchanged | no | `{line}` |",
         &old[..7]
