@@ -305,6 +305,7 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
         "config/prod.toml",
         "units/app.service",
         "units/app.socket",
+        "units/app-recover.service",
         "units/app.supervisor.conf",
     ] {
         let line = listing

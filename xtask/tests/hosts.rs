@@ -569,7 +569,12 @@ const KILL_POINTS: [(&str, &str, u64, bool); 7] = [
     ("after the switch", "systemctl reload app", 0, false),
     ("during activation", "systemctl reload app", 50, false),
     ("during the proof", "to serve commit", 0, false),
-    ("during the proof, then a reboot", "to serve commit", 0, true),
+    (
+        "during the proof, then a reboot",
+        "to serve commit",
+        0,
+        true,
+    ),
 ];
 
 /// Runs `cargo xtask deploy` and, when it prints a line containing
@@ -672,7 +677,10 @@ fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_no_step_by_hand() 
              echo \"$(( ($(date +%s%N) - start) / 1000000 )) ms\"",
         );
         let lock_gone_after = lock_gone_after.trim().to_owned();
-        assert_ne!(lock_gone_after, "never", "{step}: the lock outlived the deploy by 30 s");
+        assert_ne!(
+            lock_gone_after, "never",
+            "{step}: the lock outlived the deploy by 30 s"
+        );
         if reboot {
             // Killed between switch and proof: the new release was never
             // proven, so the boot check goes back to the old one.
@@ -685,7 +693,9 @@ fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_no_step_by_hand() 
             fs::write(&ssh_config, host.ssh_config(&key)).unwrap();
             let recovered = host.run_ok("journalctl -b -u app-recover.service -o cat");
             assert!(
-                recovered.contains("switched current back from 0.1.0-ddddddd, never proven, to 0.1.0-ccccccc"),
+                recovered.contains(
+                    "switched current back from 0.1.0-ddddddd, never proven, to 0.1.0-ccccccc"
+                ),
                 "{step}: {recovered}\n{}",
                 host.console()
             );
@@ -693,7 +703,12 @@ fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_no_step_by_hand() 
             let last_entry: serde_json::Value = serde_json::from_str(&last_entry)
                 .unwrap_or_else(|err| panic!("{step}: {err}: {last_entry}"));
             assert_eq!(
-                (&last_entry["action"], &last_entry["from"], &last_entry["to"], &last_entry["step"]),
+                (
+                    &last_entry["action"],
+                    &last_entry["from"],
+                    &last_entry["to"],
+                    &last_entry["step"]
+                ),
                 (
                     &serde_json::json!("recover"),
                     &serde_json::json!("0.1.0-ddddddd"),

@@ -27,13 +27,15 @@ fn rendered_units_verify_and_are_locked_down() {
             .arg(&out),
     );
     let (service, socket) = (out.join("app.service"), out.join("app.socket"));
+    let recover = out.join("app-recover.service");
     assert!(out.join("app.supervisor.conf").is_file());
 
     let verify = output(
         Command::new(&analyze)
             .arg("verify")
             .arg(&service)
-            .arg(&socket),
+            .arg(&socket)
+            .arg(&recover),
     );
     let complaints = format!(
         "{}{}",

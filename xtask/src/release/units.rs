@@ -7,7 +7,9 @@
 //! (SIGHUP: the service starts the binary the `current` symlink now points
 //! at, hands it the socket, and names it to systemd with `MAINPID=`), and is
 //! sandboxed as far as systemd allows, with a comment on each relaxation
-//! that remains. Checked with `systemd-analyze verify` and `systemd-analyze
+//! that remains. `<binary>-recover.service` runs at boot, before the
+//! service: it undoes a deploy's switch that was never proven (see
+//! `deploy`). Checked with `systemd-analyze verify` and `systemd-analyze
 //! security --offline=yes --threshold=2` in the tests. `dist` ships the same
 //! files, rendered for the default deploy root, in every Linux archive.
 
@@ -80,9 +82,9 @@ pub fn default_root(settings: &Settings) -> PathBuf {
     Path::new("/opt").join(&settings.binary)
 }
 
-/// The files, by name: the socket unit, the service unit, the supervisord
-/// program, for the deploy root `root`: they run the release its `current`
-/// symlink points at, which is what `deploy --root` switches (and checks
+/// The files, by name: the socket unit, the service unit, the boot check
+/// (`<binary>-recover.service`), the supervisord program, for the deploy
+/// root `root`: they run the release its `current` symlink points at, which is what `deploy --root` switches (and checks
 /// before a `systemctl reload`).
 /// `port` is the service's (`Project::service_port`, from the config).
 pub fn render(settings: &Settings, port: u16, root: &Path) -> Vec<(String, String)> {
