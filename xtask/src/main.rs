@@ -10,6 +10,7 @@ mod exec;
 mod flags;
 mod maintain;
 mod manifest;
+mod names;
 mod project;
 mod reference;
 mod release;

@@ -343,6 +343,12 @@ fn deploy_under_load_auto_rollback_rollbacks_and_interrupt_on_a_local_root() {
     let back = rollback();
     assert!(back.status.success(), "{}", stderr_text(&back));
     assert_eq!(serving_commit(supervisor.port), commits[0]);
+    let last_entry = fs::read_to_string(root.join("deploys.log")).unwrap();
+    let last_entry: Value = serde_json::from_str(last_entry.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (&last_entry["action"], &last_entry["downgrade"]),
+        (&serde_json::json!("rollback"), &serde_json::json!(true))
+    );
     let again = rollback();
     let stderr = stderr_text(&again);
     assert_eq!(again.status.code(), Some(1), "{stderr}");
@@ -599,6 +605,26 @@ fn bad_archives_and_held_locks_are_refused_with_nothing_changed() {
         &linking.join(&name),
         "it links to ../../../etc, outside the release",
     );
+    // The genuine archive with its manifest edited: a version that climbs
+    // out of releases/, then one older than the release the root runs.
+    let relabelled = |folder: &str, version: &str| {
+        let dir = scratch.path().join(folder);
+        fs::create_dir_all(&dir).unwrap();
+        fs::copy(&good_archive, dir.join(&name)).unwrap();
+        fs::copy(good.join("SHA256SUMS"), dir.join("SHA256SUMS")).unwrap();
+        let mut manifest = manifest_at(&commit);
+        manifest["version"] = serde_json::json!(version);
+        fs::write(dir.join("dist-manifest.json"), manifest.to_string()).unwrap();
+        dir.join(&name)
+    };
+    refused(
+        &relabelled("escaping", "../../ESCAPED"),
+        "the release's version \"../../ESCAPED\" is refused: it holds a `/`",
+    );
+    refused(
+        &relabelled("older", "0.0.9"),
+        "refusing to deploy 0.0.9-ddddddd over 0.1.0-aaaaaaa on local: version 0.0.9 is older than 0.1.0, and releases only move forward",
+    );
 
     // A lock held by another deploy: refused at once, naming the holder;
     // with --lock-wait, the deploy waits until the holder lets go.
@@ -638,6 +664,21 @@ fn bad_archives_and_held_locks_are_refused_with_nothing_changed() {
         "{stderr}"
     );
     assert!(lock_is_free_within(&root, Duration::from_secs(10)));
+
+    // Asked for by name, the older release goes on, logged as a downgrade.
+    let downgrade = output(deploy(&relabelled("older-again", "0.0.9")).arg("--allow-downgrade"));
+    let stderr = stderr_text(&downgrade);
+    assert!(
+        stderr.contains("local: warning: --allow-downgrade: deploying 0.0.9-ddddddd over 0.1.0-aaaaaaa (version 0.0.9 is older than 0.1.0)"),
+        "{stderr}"
+    );
+    let log = fs::read_to_string(root.join("deploys.log")).unwrap();
+    let entry: Value = log
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|entry| entry["action"] == "deploy" && entry["to"] == "0.0.9-ddddddd")
+        .unwrap_or_else(|| panic!("no deploy of 0.0.9-ddddddd in:\n{log}"));
+    assert_eq!(entry["downgrade"], true, "{entry}");
 }
 
 /// A throwaway `sshd` on a loopback port, as the current user, with its own

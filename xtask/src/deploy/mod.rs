@@ -21,6 +21,7 @@ macro_rules! say {
 
 mod host;
 pub mod k8s;
+mod order;
 mod output;
 mod rollout;
 mod source;
@@ -35,6 +36,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::exec::Ctx;
 use crate::manifest::MANIFEST;
+use crate::release::provenance::Identity;
 use crate::targets;
 use crate::util::TempFolder;
 use host::Host;
@@ -106,6 +108,14 @@ pub struct Deploy {
     /// replaced what runs on the hosts
     #[arg(long)]
     install_unverified: bool,
+    /// Deploy a signed release built from a tree with uncommitted changes
+    /// (its commit does not say what was built)
+    #[arg(long)]
+    allow_dirty: bool,
+    /// Deploy a release older than the one a host runs (`rollback` is the
+    /// usual way back); logged as a downgrade
+    #[arg(long)]
+    allow_downgrade: bool,
     #[command(flatten)]
     place: Where,
     #[command(flatten)]
@@ -187,6 +197,8 @@ struct Plan<'a> {
     service: String,
     timeout: Duration,
     lock_wait: Duration,
+    /// `deploy --allow-downgrade`: a release older than a host's goes on.
+    allow_downgrade: bool,
     ctx: &'a Ctx,
 }
 
@@ -242,6 +254,7 @@ impl Activation {
             service,
             timeout: self.timeout,
             lock_wait: self.lock_wait,
+            allow_downgrade: false,
             ctx,
         })
     }
@@ -260,7 +273,8 @@ impl Deploy {
         }
         let control = TempFolder::new("xtask-ssh")?;
         let hosts = self.place.hosts(&control)?;
-        let plan = self.activation.plan(ctx)?;
+        let mut plan = self.activation.plan(ctx)?;
+        plan.allow_downgrade = self.allow_downgrade;
         let units = units::inspect(&plan, &hosts, self.replace_units)?;
         // Everything about the release is checked before any host changes:
         // its signatures and provenance first, then its checksum and entries.
@@ -286,6 +300,14 @@ impl Deploy {
                     .with_context(|| format!("read {}", dist_dir.join(MANIFEST).display()))?
             }
         };
+        // A release older than what any host runs is refused before any
+        // host changes (and again under each host's lock).
+        if !self.allow_downgrade {
+            for host in &hosts {
+                let state = State::read(ctx, host)?;
+                order::check_forward(&state, &source, &host.label, false)?;
+            }
+        }
         if self.public_key.is_none() && ctx.project.settings.public_key.is_none() {
             eprintln!(
                 "note: no public-key in [workspace.metadata.xtask], so the release's signatures are not checked (cargo xtask keygen makes a key pair)"
@@ -323,28 +345,37 @@ impl Deploy {
     /// Refuses an archive whose bundle or provenance is missing or does not
     /// verify against the public key, unless `--install-unverified`; with
     /// no public key configured there is nothing to check against.
-    fn check_signatures(&self, ctx: &Ctx, archive: &Path) -> Result<()> {
+    fn check_signatures(&self, ctx: &Ctx, archive: &Path) -> Result<Option<Identity>> {
         let key = crate::release::verify::named_or_configured_key(ctx, self.public_key.as_deref())?;
         // Without a key there is nothing to check against; `run` says so
         // once the release is otherwise in order.
         let Some(key) = key else {
-            return Ok(());
+            return Ok(None);
         };
         let failures = crate::release::verify::check_archive(archive, &key);
         let name = archive.display();
         if failures.is_empty() {
+            let identity = crate::release::verify::signed_identity(archive, &key)?;
+            if identity.dirty && !self.allow_dirty {
+                bail!(
+                    "refusing to deploy {name}: its signed provenance says it was built from a tree with uncommitted changes, so commit {} does not say what runs; build it from a clean tree (cargo xtask release), or pass --allow-dirty",
+                    identity.commit
+                );
+            }
             eprintln!(
-                "verified {name}: signed by key id {}, a subject of the provenance",
-                key.key_id()
+                "verified {name}: signed by key id {}, a subject of the provenance ({} at {})",
+                key.key_id(),
+                identity.version,
+                identity.commit
             );
-            return Ok(());
+            return Ok(Some(identity));
         }
         if self.install_unverified {
             eprintln!(
                 "warning: --install-unverified: installing {name} although {}",
                 failures.join("; ")
             );
-            return Ok(());
+            return Ok(None);
         }
         bail!(
             "refusing to deploy {name}: {}{}; it is not verified by key id {}: sign it (cargo xtask dist with the signing key), or pass --install-unverified to take the risk",
@@ -495,10 +526,22 @@ fn deploy_locked(
             source.name, host.label
         )
     })?;
+    let downgrade = order::check_forward(&state, source, &host.label, plan.allow_downgrade)
+        .with_context(|| {
+            format!(
+                "deploy of {} to {} failed at order",
+                source.name, host.label
+            )
+        })?;
     let from = state.current.clone();
+    let deploy_entry = |started: Instant| {
+        let mut entry = Entry::new(host, "deploy", from.as_deref(), &source.name, started);
+        entry.commit_time = source.commit_time.clone();
+        entry.downgrade = downgrade;
+        entry
+    };
     let fail = |step: &str, err: anyhow::Error| -> anyhow::Error {
-        let entry = Entry::new(host, "deploy", from.as_deref(), &source.name, started)
-            .failed(step, &format!("{err:#}"));
+        let entry = deploy_entry(started).failed(step, &format!("{err:#}"));
         if let Err(log_err) = state::append(ctx, host, &entry) {
             say!("warning: {log_err:#}");
         }
@@ -534,11 +577,7 @@ fn deploy_locked(
         && prove(plan, host, &source.commit, Duration::ZERO, Interrupt::Stop).is_ok()
     {
         mark_proven(ctx, host, &state, &source.name)?;
-        state::append(
-            ctx,
-            host,
-            &Entry::new(host, "deploy", from.as_deref(), &source.name, started),
-        )?;
+        state::append(ctx, host, &deploy_entry(started))?;
         say!(
             "{}: {} already serves, nothing to switch",
             host.label,
@@ -632,11 +671,7 @@ fn deploy_locked(
         };
     }
     mark_proven(ctx, host, &state, &source.name)?;
-    state::append(
-        ctx,
-        host,
-        &Entry::new(host, "deploy", from.as_deref(), &source.name, started),
-    )?;
+    state::append(ctx, host, &deploy_entry(started))?;
     prune(ctx, host, keep, &source.name)?;
     say!(
         "{}: {} serves (commit {})",
@@ -1005,6 +1040,7 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
             Undo::Fleet | Undo::Canary => "auto-rollback",
         };
         let mut entry = Entry::new(host, action, from.as_deref(), &target, started);
+        entry.downgrade = why == Undo::Rollback;
         if why != Undo::Fleet {
             entry.marked_bad = from.clone().filter(|from| *from != target);
         }
@@ -1045,6 +1081,9 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
 
 impl Rollback {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        if let Some(to) = &self.to {
+            crate::names::component("--to", to)?;
+        }
         let control = TempFolder::new("xtask-ssh")?;
         let hosts = self.place.hosts(&control)?;
         let plan = self.activation.plan(ctx)?;

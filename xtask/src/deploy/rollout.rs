@@ -104,7 +104,8 @@ pub fn run_batch<T: Send>(
                     plan.reloaded_unit.clone(),
                     plan.service.clone(),
                 );
-                let (timeout, lock_wait) = (plan.timeout, plan.lock_wait);
+                let (timeout, lock_wait, allow_downgrade) =
+                    (plan.timeout, plan.lock_wait, plan.allow_downgrade);
                 let deploy = &deploy;
                 scope.spawn(move || {
                     let plan = Plan {
@@ -113,6 +114,7 @@ pub fn run_batch<T: Send>(
                         service,
                         timeout,
                         lock_wait,
+                        allow_downgrade,
                         ctx: &ctx,
                     };
                     OUTPUT.with(|output| *output.borrow_mut() = Some(Vec::new()));

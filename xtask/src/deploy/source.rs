@@ -4,8 +4,11 @@
 //! unpacked into a local staging folder that is copied to each host.
 //!
 //! An entry is refused if its path is absolute or has `..`, if it is a link
-//! that leads out of the release, or if it is anything but a file, a folder
-//! or a symlink.
+//! that leads out of the release, if it is anything but a file, a folder or
+//! a symlink, or if it comes twice. The release's name, version and commit
+//! come from the signed provenance when there is a key to check it with
+//! (a manifest that disagrees is refused), and pass `names` before they
+//! become a path.
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -14,31 +17,56 @@ use anyhow::{Context, Result, bail};
 
 use crate::archive::sha256_hex;
 use crate::manifest::{ArtifactKind, MANIFEST, Manifest, SHA256SUMS};
+use crate::names;
+use crate::release::provenance::Identity;
 
 pub struct Source {
     /// `<version>-<commit_short>`: the folder name under `releases/`.
     pub name: String,
+    pub version: String,
     /// The full commit `/version` must report once deployed.
     pub commit: String,
+    /// When the commit was made (RFC 3339): orders two builds of one version.
+    pub commit_time: Option<String>,
     /// The unpacked release, ready to copy.
     pub staging: crate::util::TempFolder,
     /// Each regular file, relative to the release, with its sha256.
     pub files: Vec<(String, String)>,
 }
 
-/// Checks an archive's signatures before anything reads its contents.
-pub type Verify<'a> = dyn Fn(&Path) -> Result<()> + 'a;
+/// Checks an archive's signatures before anything reads its contents;
+/// returns what the signed provenance says the release is, when it was
+/// checked against a key.
+pub type Verify<'a> = dyn Fn(&Path) -> Result<Option<Identity>> + 'a;
 
 /// The release in `archive`: its signatures checked by `verify`, then its
-/// bytes against `expected_sha256`, then checked and unpacked.
+/// bytes against `expected_sha256`, then checked and unpacked. `claimed` is
+/// what the manifest says it is; when the archive is signed, the signed
+/// provenance decides, and a manifest that says otherwise is refused.
 pub fn unpack(
     archive: &Path,
     expected_sha256: &str,
-    name: &str,
-    commit: &str,
+    claimed: &Identity,
     verify: &Verify<'_>,
 ) -> Result<Source> {
-    verify(archive)?;
+    let identity = match verify(archive)? {
+        Some(signed) => {
+            if (&signed.version, &signed.commit) != (&claimed.version, &claimed.commit) {
+                bail!(
+                    "refusing to deploy {}: the manifest says version {:?} at commit {:?}, the signed provenance {} at {}: the files come from different releases, or the manifest was changed; deploy a release folder as dist wrote it",
+                    archive.display(),
+                    claimed.version,
+                    claimed.commit,
+                    signed.version,
+                    signed.commit
+                );
+            }
+            signed
+        }
+        None => claimed.clone(),
+    };
+    let name = names::release(&identity.version, &identity.commit)
+        .with_context(|| format!("refusing to deploy {}", archive.display()))?;
     let bytes = std::fs::read(archive).with_context(|| format!("read {}", archive.display()))?;
     let actual = sha256_hex(&bytes);
     if actual != expected_sha256 {
@@ -48,9 +76,10 @@ pub fn unpack(
         );
     }
     let staging = crate::util::TempFolder::new("xtask-deploy-staging")?;
-    let root = staging.path().join(name);
+    let root = staging.path().join(&name);
     std::fs::create_dir(&root).with_context(|| format!("create {}", root.display()))?;
     let mut files = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
     let entries = tar
         .entries()
@@ -62,6 +91,15 @@ pub fn unpack(
             format!("{}: refusing entry `{}`", archive.display(), raw.display())
         })?;
         let Some(relative) = relative else { continue };
+        // A name twice (a link, then a file written through it): what lands
+        // on the host would depend on the order of unpacking.
+        if !seen.insert(relative.clone()) {
+            bail!(
+                "{}: refusing entry `{}`: the archive holds it twice",
+                archive.display(),
+                raw.display()
+            );
+        }
         let target = root.join(&relative);
         let kind = entry.header().entry_type();
         if let Some(parent) = target.parent() {
@@ -100,8 +138,10 @@ pub fn unpack(
     }
     files.sort();
     Ok(Source {
-        name: name.to_owned(),
-        commit: commit.to_owned(),
+        name,
+        version: identity.version,
+        commit: identity.commit,
+        commit_time: identity.commit_time,
         staging,
         files,
     })
@@ -165,12 +205,11 @@ pub fn from_manifest(
                 dist_dir.join(MANIFEST).display()
             )
         })?;
-    let name = format!("{}-{}", manifest.version, manifest.stamp.commit_short);
+    let path = names::relative_path("the archive's path in the manifest", &artifact.path)?;
     unpack(
-        &dist_dir.join(&artifact.path),
+        &dist_dir.join(path),
         &artifact.sha256,
-        &name,
-        &manifest.stamp.commit,
+        &claimed(manifest),
         verify,
     )
 }
@@ -200,8 +239,17 @@ pub fn from_archive(archive: &Path, verify: &Verify<'_>) -> Result<Source> {
         .with_context(|| format!("{} lists no {file_name}", sums_path.display()))?;
     let manifest_path = folder.join(MANIFEST);
     let manifest = Manifest::require(&manifest_path)?;
-    let name = format!("{}-{}", manifest.version, manifest.stamp.commit_short);
-    unpack(archive, &expected, &name, &manifest.stamp.commit, verify)
+    unpack(archive, &expected, &claimed(&manifest), verify)
+}
+
+/// What an (unsigned) manifest says its release is.
+fn claimed(manifest: &Manifest) -> Identity {
+    Identity {
+        version: manifest.version.clone(),
+        commit: manifest.stamp.commit.clone(),
+        commit_time: Some(manifest.stamp.commit_time.clone()),
+        dirty: manifest.stamp.dirty,
+    }
 }
 
 #[cfg(test)]

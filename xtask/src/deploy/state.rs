@@ -52,6 +52,14 @@ pub struct Entry {
     /// host): `<controller>-<pid>-<start time>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+    /// When the commit of `to` was made (RFC 3339), from its signed
+    /// provenance or its manifest: orders two builds of one version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<String>,
+    /// The action went back to an older release (`rollback`, or a deploy
+    /// with `--allow-downgrade`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub downgrade: bool,
     pub duration_ms: u64,
 }
 
@@ -83,6 +91,8 @@ impl Entry {
             error: None,
             marked_bad: None,
             rollout: ROLLOUT.get().cloned(),
+            commit_time: None,
+            downgrade: false,
             duration_ms: started.elapsed().as_millis() as u64,
         }
     }
@@ -209,6 +219,16 @@ impl State {
                     && self.releases.contains(release)
             })
             .cloned()
+    }
+
+    /// When the commit of `release` was made, as the last entry that
+    /// switched to it recorded.
+    pub fn commit_time_of(&self, release: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .filter(|entry| entry.switched() && entry.to == release)
+            .find_map(|entry| entry.commit_time.as_deref())
     }
 
     /// When a release was last switched to, from the log.
@@ -544,6 +564,8 @@ mod tests {
             error: None,
             marked_bad: marked_bad.map(str::to_owned),
             rollout: None,
+            commit_time: None,
+            downgrade: false,
             duration_ms: 1,
         }
     }

@@ -422,10 +422,22 @@ struct Load(Child);
 
 impl Load {
     fn start(ctx: &Ctx, stress_ng: &Path, cpus: usize) -> Result<Load> {
+        use std::os::unix::process::CommandExt;
         let cpus = cpus.to_string();
         let command = cmd!(ctx.sh, "{stress_ng} --cpu {cpus} --quiet");
         let mut command = Command::from(command);
         eprintln!("$ {} &", ctx.display(&command, false));
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls prctl, which is async-signal-safe: stress-ng ends with this
+        // process however it ends, so no load outlives the hunt.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command
             .stdout(Stdio::null())
             .spawn()

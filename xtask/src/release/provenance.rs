@@ -105,6 +105,39 @@ fn builder_id() -> String {
     }
 }
 
+/// What a signed statement says the release is: the facts a deploy acts
+/// on, taken from here rather than from the unsigned manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub version: String,
+    pub commit: String,
+    /// RFC 3339, the commit's own time: orders two builds of one version.
+    pub commit_time: Option<String>,
+    /// Built from a tree with uncommitted changes: the commit does not
+    /// say what was built.
+    pub dirty: bool,
+}
+
+/// The identity a statement records (`externalParameters` and the stamp).
+pub fn identity(statement: &[u8]) -> Result<Identity> {
+    let value: Value = serde_json::from_slice(statement).context("the statement is not JSON")?;
+    let definition = &value["predicate"]["buildDefinition"];
+    let external = &definition["externalParameters"];
+    let stamp = &definition["internalParameters"]["stamp"];
+    Ok(Identity {
+        version: external["version"]
+            .as_str()
+            .context("the statement records no version")?
+            .to_owned(),
+        commit: external["source"]["digest"]["gitCommit"]
+            .as_str()
+            .context("the statement records no commit")?
+            .to_owned(),
+        commit_time: stamp["commit_time"].as_str().map(str::to_owned),
+        dirty: stamp["dirty"].as_bool().unwrap_or(true),
+    })
+}
+
 /// The subjects of a statement: `(name, sha256)`.
 pub fn subjects(statement: &[u8]) -> Result<Vec<(String, String)>> {
     let value: Value = serde_json::from_slice(statement).context("the statement is not JSON")?;

@@ -227,6 +227,44 @@ pub fn check_folder(folder: &Path, key: &PublicKey) -> (Vec<String>, String) {
     (failures, checked)
 }
 
+/// The provenance files (`*.intoto.jsonl`) in the folder of `archive`.
+fn provenances_beside(archive: &Path) -> Vec<PathBuf> {
+    let folder = archive
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.to_string_lossy().ends_with(".intoto.jsonl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// What the signed provenance beside `archive` says the release is, once
+/// `check_archive` found nothing wrong: the version and commit a deploy
+/// names and proves, never the unsigned manifest's.
+pub fn signed_identity(archive: &Path, key: &PublicKey) -> Result<provenance::Identity> {
+    let [path] = provenances_beside(archive)
+        .try_into()
+        .map_err(|found: Vec<PathBuf>| {
+            anyhow::anyhow!(
+                "{} provenance files beside {}; a release has one",
+                found.len(),
+                archive.display()
+            )
+        })?;
+    let envelope = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    let statement = formats::check_dsse_envelope(key, &envelope)
+        .with_context(|| format!("check {}", path.display()))?;
+    provenance::identity(&statement).with_context(|| format!("read {}", path.display()))
+}
+
 /// The subjects of a signed provenance envelope, `name -> sha256`.
 fn provenance_subjects(key: &PublicKey, envelope: &[u8]) -> Result<BTreeMap<String, String>> {
     let statement = formats::check_dsse_envelope(key, envelope)?;
@@ -262,16 +300,7 @@ pub fn check_archive(archive: &Path, key: &PublicKey) -> Vec<String> {
             "{name}: unsigned (no {name}{BUNDLE_SUFFIX} beside it)"
         )),
     }
-    let provenances: Vec<PathBuf> = std::fs::read_dir(folder)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| entry.path())
-                .filter(|path| path.to_string_lossy().ends_with(".intoto.jsonl"))
-                .collect()
-        })
-        .unwrap_or_default();
-    match provenances.as_slice() {
+    match provenances_beside(archive).as_slice() {
         [] => failures.push(format!("{name}: no provenance (*.intoto.jsonl) beside it")),
         [path] => {
             let subjects = std::fs::read(path)

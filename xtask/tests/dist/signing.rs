@@ -464,8 +464,9 @@ fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
-/// `deploy --archive` of an unsigned, a wrongly signed and a tampered
-/// archive: each refused in one line, before the host changes. `root` holds
+/// `deploy --archive` of a genuine archive beside an edited manifest (a new
+/// label, a path that climbs out), an unsigned, a wrongly signed and a
+/// tampered archive: each refused in one line, before the host changes. `root` holds
 /// a release deployed before.
 pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, other: &Keys, root: &Path) {
     let scratch = TempDir::new().unwrap();
@@ -494,8 +495,30 @@ pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, other: &Key
         })
         .collect();
     fs::write(tampered.join("SHA256SUMS"), sums_text).unwrap();
+    // The genuine signed files with an edited (unsigned) manifest: a new
+    // label, and a version that would climb out of releases/.
+    let relabel = |folder: &str, version: &str| {
+        let relabelled = scratch.path().join(folder);
+        copy_folder(dist, &relabelled);
+        let manifest_path = relabelled.join("dist-manifest.json");
+        let mut manifest: Value =
+            serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+        manifest["version"] = serde_json::json!(version);
+        fs::write(&manifest_path, manifest.to_string()).unwrap();
+        relabelled.join(&archive)
+    };
 
     let cases = [
+        (
+            relabel("relabelled", "9.9.9"),
+            keys.public.clone(),
+            "the manifest says version \"9.9.9\"",
+        ),
+        (
+            relabel("climbing", "../../ESCAPED"),
+            keys.public.clone(),
+            "the manifest says version \"../../ESCAPED\"",
+        ),
         (unsigned.join(&archive), keys.public.clone(), "unsigned (no"),
         (
             dist.join(&archive),
