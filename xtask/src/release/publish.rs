@@ -69,7 +69,11 @@ impl Publish {
         verify_checksums(&dist_dir, &manifest)?;
         match ctx.project.public_key()? {
             Some(key) => {
-                let (failures, checked) = crate::release::verify::check_folder(&dist_dir, &key);
+                let (failures, checked) = crate::release::verify::check_folder(
+                    &dist_dir,
+                    &key,
+                    crate::release::verify::Missing::Fail,
+                );
                 if let Some(first) = failures.first() {
                     bail!(
                         "{} is not what key id {} signed: {first}{}; run the release again with the signing key",

@@ -6,9 +6,11 @@
 //!   signed (SSH signature and bundle); every file it lists that is here
 //!   has its checksum; every archive, SBOM and OCI archive here has a
 //!   bundle that verifies; the provenance verifies and its subjects are
-//!   exactly what `SHA256SUMS` lists, with the same checksums. Files
-//!   `SHA256SUMS` lists that are not here (the bare binaries, which are not
-//!   published) are counted, not failed.
+//!   exactly what `SHA256SUMS` lists, with the same checksums. A file here
+//!   that `SHA256SUMS` does not list (but for the sums' own signatures and
+//!   the manifest), and a listed file that is not here, each fail it;
+//!   `--ignore-missing` lets the second pass for a download without the
+//!   bare binaries, which are not published.
 //! - An archive: its bundle and the provenance beside it, and `SHA256SUMS`
 //!   if it is there too.
 //! - An image `REGISTRY/NAME:TAG` (or `@sha256:…`): the index the registry
@@ -48,7 +50,25 @@ pub struct Verify {
     /// loopback
     #[arg(long)]
     insecure_registry: bool,
+    /// A folder: files SHA256SUMS lists and the folder lacks pass (a
+    /// download without the bare binaries, which are not published)
+    #[arg(long)]
+    ignore_missing: bool,
+    /// Pass a release whose signed provenance says it was built from a
+    /// tree with uncommitted changes
+    #[arg(long)]
+    allow_dirty: bool,
 }
+
+/// The files of a release folder that `SHA256SUMS` does not list and that
+/// are accounted for otherwise: the sums and their signatures, and the
+/// manifest (unsigned, and trusted by nothing that checks signatures).
+const UNLISTED: [&str; 4] = [
+    SHA256SUMS,
+    SUMS_SSH_SIGNATURE,
+    "SHA256SUMS.sigstore.json",
+    crate::manifest::MANIFEST,
+];
 
 /// Files that carry a Sigstore bundle of their own, by name.
 const BUNDLED_SUFFIXES: [&str; 4] = [".tar.gz", ".zip", ".cdx.json", ".oci.tar"];
@@ -69,7 +89,12 @@ impl Verify {
             .unwrap_or_else(|| ctx.project.dist_dir().display().to_string());
         let path = Path::new(&what);
         let (failures, checked) = if path.is_dir() {
-            check_folder(path, &key)
+            let missing = if self.ignore_missing {
+                Missing::Pass
+            } else {
+                Missing::Fail
+            };
+            check_folder(path, &key, missing)
         } else if path.is_file() {
             (
                 check_archive(path, &key),
@@ -80,6 +105,25 @@ impl Verify {
         } else {
             bail!("{what} is neither a folder, a file nor an image REGISTRY/NAME:TAG");
         };
+        let mut failures = failures;
+        // Signed, but from a tree with uncommitted changes: its commit does
+        // not say what was built.
+        if failures.is_empty() && !self.allow_dirty && (path.is_dir() || path.is_file()) {
+            let folder = if path.is_dir() {
+                path
+            } else {
+                path.parent()
+                    .filter(|parent| !parent.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+            };
+            let identity = signed_identity_in(folder, &key)?;
+            if identity.dirty {
+                failures.push(format!(
+                    "the signed provenance says the release was built from a tree with uncommitted changes, so commit {} does not say what was built (pass --allow-dirty to accept it)",
+                    identity.commit
+                ));
+            }
+        }
         for failure in &failures {
             eprintln!("FAIL {failure}");
         }
@@ -120,8 +164,18 @@ fn read_sums(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What a file `SHA256SUMS` lists and the folder lacks means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// A failure: the folder is not the release it claims to be.
+    Fail,
+    /// Counted only (`--ignore-missing`, a download).
+    Pass,
+}
+
 /// Checks a release folder; returns the failures and what was checked.
-pub fn check_folder(folder: &Path, key: &PublicKey) -> (Vec<String>, String) {
+/// A file the folder holds and cannot account for fails it.
+pub fn check_folder(folder: &Path, key: &PublicKey, missing: Missing) -> (Vec<String>, String) {
     let mut failures = Vec::new();
     let read = |name: &str| std::fs::read(folder.join(name));
     let Ok(sums_bytes) = read(SHA256SUMS) else {
@@ -150,7 +204,24 @@ pub fn check_folder(folder: &Path, key: &PublicKey) -> (Vec<String>, String) {
         }
         Err(_) => failures.push(format!("{SHA256SUMS}: unsigned (no {sums_bundle})")),
     }
-    let sums = read_sums(&String::from_utf8_lossy(&sums_bytes));
+    let mut sums = read_sums(&String::from_utf8_lossy(&sums_bytes));
+    sums.retain(
+        |path, _| match crate::names::relative_path("a path SHA256SUMS lists", path) {
+            Ok(_) => true,
+            Err(err) => {
+                failures.push(format!("{SHA256SUMS}: {err:#}"));
+                false
+            }
+        },
+    );
+    for unlisted in files_under(folder)
+        .into_iter()
+        .filter(|path| !sums.contains_key(path) && !UNLISTED.contains(&path.as_str()))
+    {
+        failures.push(format!(
+            "{unlisted}: here, but not listed in {SHA256SUMS}: a file the release does not account for; remove it, or verify the release as it was downloaded"
+        ));
+    }
     let mut present = 0;
     let mut absent = 0;
     let mut contents = BTreeMap::new();
@@ -165,7 +236,14 @@ pub fn check_folder(folder: &Path, key: &PublicKey) -> (Vec<String>, String) {
                 }
                 contents.insert(path.as_str(), bytes);
             }
-            Err(_) => absent += 1,
+            Err(_) => {
+                absent += 1;
+                if missing == Missing::Fail {
+                    failures.push(format!(
+                        "{path}: listed in {SHA256SUMS} but not here (a download without the bare binaries: pass --ignore-missing)"
+                    ));
+                }
+            }
         }
     }
     for (path, bytes) in &contents {
@@ -227,12 +305,38 @@ pub fn check_folder(folder: &Path, key: &PublicKey) -> (Vec<String>, String) {
     (failures, checked)
 }
 
+/// Every file under `folder` (symlinks included, folders left out), as
+/// paths relative to it with `/` between parts.
+fn files_under(folder: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(folder.join(&relative)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = relative.join(entry.file_name());
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(path),
+                _ => found.push(path.to_string_lossy().replace('\\', "/")),
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// The provenance files (`*.intoto.jsonl`) in the folder of `archive`.
 fn provenances_beside(archive: &Path) -> Vec<PathBuf> {
     let folder = archive
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    provenances_in(folder)
+}
+
+/// The provenance files (`*.intoto.jsonl`) in `folder`.
+fn provenances_in(folder: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(folder)
         .map(|entries| {
             entries
@@ -250,13 +354,22 @@ fn provenances_beside(archive: &Path) -> Vec<PathBuf> {
 /// `check_archive` found nothing wrong: the version and commit a deploy
 /// names and proves, never the unsigned manifest's.
 pub fn signed_identity(archive: &Path, key: &PublicKey) -> Result<provenance::Identity> {
-    let [path] = provenances_beside(archive)
+    let folder = archive
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    signed_identity_in(folder, key)
+}
+
+/// What the one signed provenance in `folder` says the release is.
+fn signed_identity_in(folder: &Path, key: &PublicKey) -> Result<provenance::Identity> {
+    let [path] = provenances_in(folder)
         .try_into()
         .map_err(|found: Vec<PathBuf>| {
             anyhow::anyhow!(
-                "{} provenance files beside {}; a release has one",
+                "{} provenance files in {}; a release has one",
                 found.len(),
-                archive.display()
+                folder.display()
             )
         })?;
     let envelope = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
@@ -466,6 +579,56 @@ mod tests {
         .unwrap();
     }
 
+    #[test]
+    fn a_folder_fails_on_a_file_it_cannot_account_for_and_on_a_missing_one() {
+        let key = PrivateKey::generate().unwrap();
+        let folder = crate::util::TempFolder::new("xtask-verify-accounting").unwrap();
+        std::fs::create_dir_all(folder.path().join("x")).unwrap();
+        signed_folder(&key, folder.path());
+        std::fs::write(folder.path().join(crate::manifest::MANIFEST), "{}").unwrap();
+        // Complete but for x/app: a download passes with Missing::Pass only.
+        assert_eq!(
+            check_folder(folder.path(), key.public(), Missing::Pass).0,
+            Vec::<String>::new()
+        );
+        let failures = check_folder(folder.path(), key.public(), Missing::Fail).0;
+        assert_eq!(failures.len(), 1, "{failures:#?}");
+        assert!(
+            failures[0].starts_with("x/app: listed in SHA256SUMS but not here"),
+            "{failures:#?}"
+        );
+        // A file nobody listed, beside and below the listed ones.
+        std::fs::write(folder.path().join("app-1-x.tar.gz.extra"), "x").unwrap();
+        std::fs::write(folder.path().join("x/evil"), "x").unwrap();
+        let failures = check_folder(folder.path(), key.public(), Missing::Pass).0;
+        assert_eq!(failures.len(), 2, "{failures:#?}");
+        assert!(
+            failures[0].starts_with("app-1-x.tar.gz.extra: here, but not listed in SHA256SUMS")
+        );
+        assert!(failures[1].starts_with("x/evil: here, but not listed in SHA256SUMS"));
+    }
+
+    #[test]
+    fn a_path_in_sha256sums_that_climbs_out_is_refused_unread() {
+        let key = PrivateKey::generate().unwrap();
+        let folder = crate::util::TempFolder::new("xtask-verify-climbing").unwrap();
+        std::fs::create_dir_all(folder.path().join("x")).unwrap();
+        signed_folder(&key, folder.path());
+        let sums = std::fs::read_to_string(folder.path().join(SHA256SUMS)).unwrap();
+        std::fs::write(
+            folder.path().join(SHA256SUMS),
+            format!("{sums}{}  ../../etc/passwd\n", "0".repeat(64)),
+        )
+        .unwrap();
+        let failures = check_folder(folder.path(), key.public(), Missing::Pass).0;
+        assert!(
+            failures.iter().any(|failure| failure.starts_with(
+                "SHA256SUMS: a path SHA256SUMS lists \"../../etc/passwd\": the part \"..\" is refused"
+            )),
+            "{failures:#?}"
+        );
+    }
+
     fn flip(path: &Path, at: usize) {
         let mut bytes = std::fs::read(path).unwrap();
         bytes[at] ^= 1;
@@ -543,7 +706,7 @@ mod tests {
             std::fs::create_dir_all(folder.path().join("x")).unwrap();
             signed_folder(&key, folder.path());
             broken(folder.path());
-            let (failures, checked) = check_folder(folder.path(), key.public());
+            let (failures, checked) = check_folder(folder.path(), key.public(), Missing::Pass);
             assert_eq!(failures.len(), expected.len(), "{name}: {failures:#?}");
             for (failure, expected) in failures.iter().zip(expected) {
                 assert!(
@@ -559,7 +722,7 @@ mod tests {
                 );
                 let archive = folder.path().join("app-1-x.tar.gz");
                 assert_eq!(check_archive(&archive, key.public()), Vec::<String>::new());
-                let others = check_folder(folder.path(), other.public()).0;
+                let others = check_folder(folder.path(), other.public(), Missing::Pass).0;
                 assert_eq!(
                     others.len(),
                     5,
