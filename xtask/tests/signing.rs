@@ -147,6 +147,30 @@ fn keygen_writes_a_cosign_key_the_public_key_and_the_setting_and_refusals_are_on
             "{args:?} printed the key"
         );
     }
+    // A weak passphrase, in a project without keys: refused, nothing written.
+    let fresh = repository();
+    let weak_dir = TempDir::new().unwrap();
+    let weak = output(
+        xtask(fresh.path())
+            .arg("keygen")
+            .env("XDG_CONFIG_HOME", weak_dir.path())
+            .env("SIGNING_PASSPHRASE", "hunter2"),
+    );
+    let stderr = stderr_text(&weak);
+    assert_eq!(weak.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().last().unwrap_or_default(),
+        "error: the passphrase is refused: it has 7 characters, fewer than 12; choose one of at least 12 characters mixing words, digits and signs (e.g. four random words), or generate one: `openssl rand -base64 24`"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        !weak_dir.path().join("cargo-xtask").exists(),
+        "a refused keygen wrote a key"
+    );
+    assert!(
+        !fresh.path().join("keys").exists(),
+        "a refused keygen wrote keys/"
+    );
     // A project without a public key: verify needs one named.
     let plain = repository();
     let run = output(xtask(plain.path()).arg("verify"));

@@ -142,9 +142,7 @@ fn default_private_key(binary: &str) -> Result<PathBuf> {
 /// on the terminal.
 fn passphrase() -> Result<String> {
     if let Some((passphrase, _)) = signing::passphrase_from_env()? {
-        if passphrase.is_empty() {
-            bail!("the passphrase is empty, which would leave the key unprotected: choose one");
-        }
+        check_strength(&passphrase)?;
         return Ok(passphrase);
     }
     let tty = std::fs::OpenOptions::new()
@@ -163,10 +161,61 @@ fn passphrase() -> Result<String> {
     if first != second {
         bail!("the two passphrases differ: run keygen again");
     }
-    if first.is_empty() {
-        bail!("the passphrase is empty, which would leave the key unprotected: choose one");
-    }
+    check_strength(&first)?;
     Ok(first)
+}
+
+/// The shortest passphrase keygen accepts, in characters.
+const MIN_LENGTH: usize = 12;
+/// The least estimated strength, in bits (see `estimated_bits`).
+const MIN_BITS: f64 = 60.0;
+/// The fewest different characters.
+const MIN_DISTINCT: usize = 6;
+
+/// Refuses a passphrase that guessing would find: the rule is at least
+/// `MIN_LENGTH` characters, `MIN_DISTINCT` of them different, and an
+/// estimated `MIN_BITS` bits. Whoever steals the key file (a CI cache, a
+/// laptop backup) can try passphrases offline, slowed only by scrypt.
+fn check_strength(passphrase: &str) -> Result<()> {
+    let length = passphrase.chars().count();
+    let distinct = passphrase
+        .chars()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let bits = estimated_bits(passphrase);
+    let problem = if length == 0 {
+        "it is empty, which would leave the key unprotected".to_owned()
+    } else if length < MIN_LENGTH {
+        format!("it has {length} characters, fewer than {MIN_LENGTH}")
+    } else if distinct < MIN_DISTINCT {
+        format!("it has {distinct} different characters, fewer than {MIN_DISTINCT}")
+    } else if bits < MIN_BITS {
+        format!("its estimated strength is {bits:.0} bits, under {MIN_BITS:.0}")
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "the passphrase is refused: {problem}; choose one of at least {MIN_LENGTH} characters mixing words, digits and signs (e.g. four random words), or generate one: `openssl rand -base64 24`"
+    )
+}
+
+/// Length times the bits of the alphabet its characters come from
+/// (lowercase 26, uppercase 26, digits 10, anything else 33): what a
+/// brute-force search over that alphabet would need, an upper bound for a
+/// passphrase made of words.
+fn estimated_bits(passphrase: &str) -> f64 {
+    let has = |test: fn(&char) -> bool| passphrase.chars().any(|c| test(&c));
+    let alphabet = [
+        (has(char::is_ascii_lowercase), 26),
+        (has(char::is_ascii_uppercase), 26),
+        (has(char::is_ascii_digit), 10),
+        (has(|c| !c.is_ascii_alphanumeric()), 33),
+    ]
+    .iter()
+    .filter(|(present, _)| *present)
+    .map(|(_, size)| size)
+    .sum::<u32>();
+    passphrase.chars().count() as f64 * f64::from(alphabet.max(1)).log2()
 }
 
 /// One line from the terminal with echo off.
@@ -241,4 +290,33 @@ fn name_in_settings(cargo_toml: &Path, relative: &str) -> Result<()> {
         &text[insert..]
     );
     write_atomically(cargo_toml, updated.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_passphrases_are_refused_with_the_rule() {
+        for (weak, why) in [
+            ("", "it is empty"),
+            ("x", "1 characters, fewer than 12"),
+            ("hunter2hunt", "11 characters"),
+            ("aaaaaaaaaaaaaaaaaaaa", "1 different characters"),
+            ("abcabcabcabcab", "3 different characters"),
+            ("123456789012", "estimated strength is 40 bits"),
+            ("1234567890123", "estimated strength is 43 bits"),
+        ] {
+            let refused = format!("{:#}", check_strength(weak).unwrap_err());
+            assert!(refused.contains(why), "{weak:?}: {refused}");
+            assert!(refused.contains("openssl rand -base64 24"), "{refused}");
+        }
+        for strong in [
+            "canary-passphrase-7f3a9c",
+            "correct horse battery staple",
+            "Tr0ub4dor&3xyz",
+        ] {
+            assert!(check_strength(strong).is_ok(), "{strong}");
+        }
+    }
 }
