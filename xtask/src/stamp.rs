@@ -77,13 +77,15 @@ impl Stamp {
     /// Asks `rustc_program` and git (in `project`'s root) once; the context
     /// calls this on first use and hands the result to every task.
     pub fn compute(sh: &Shell, rustc_program: &Path, project: &Project) -> Result<Stamp> {
-        let rustc_verbose = cmd!(sh, "{rustc_program} -vV")
-            .quiet()
-            .read()
-            .context("ask rustc for its version")?;
-        let (rustc, host) = parse_rustc_version(&rustc_verbose)?;
+        // rustc and git answer at once, side by side: the stamp is paid by
+        // every build, a no-op one too.
+        let rustc_verbose = Background::start(cmd!(sh, "{rustc_program} -vV"));
         let epoch_override = source_date_epoch_from_env()?;
         let git = read_git(sh, &project.root, &project.target_dir)?;
+        let rustc_verbose = rustc_verbose
+            .finish()
+            .context("ask rustc for its version")?;
+        let (rustc, host) = parse_rustc_version(&rustc_verbose)?;
         let stamp = match git {
             Some(git) => Stamp {
                 version: project.version.clone(),
@@ -161,6 +163,24 @@ fn read_git(sh: &Shell, root: &Path, target_dir: &Path) -> Result<Option<GitFact
         return Ok(None);
     }
     let git = tools::require(Tool::Git)?;
+    // Build outputs are not source changes, even when the target directory
+    // sits in the checkout without being ignored (CARGO_TARGET_DIR=build).
+    let exclude_target: Vec<String> = target_dir
+        .strip_prefix(root)
+        .ok()
+        .filter(|relative| !relative.as_os_str().is_empty())
+        .map(|relative| {
+            vec![
+                "--".to_owned(),
+                ".".to_owned(),
+                format!(":(exclude){}", relative.display()),
+            ]
+        })
+        .unwrap_or_default();
+    // Started first, they run while `git log` does. In a shallow clone
+    // without tags describe falls back to the short hash.
+    let describe = Background::start(cmd!(sh, "{git} describe --tags --always HEAD"));
+    let status = Background::start(cmd!(sh, "{git} status --porcelain {exclude_target...}"));
     // One call for the commit, its time, and the branch and tags on HEAD
     // (`%D`, e.g. `HEAD -> main, tag: v0.1.0`): every spawn here is paid
     // by every build.
@@ -191,30 +211,13 @@ fn read_git(sh: &Shell, root: &Path, target_dir: &Path) -> Result<Option<GitFact
     else {
         bail!("unexpected `git log` output: {log:?}");
     };
-    // In a shallow clone without tags this falls back to the short hash.
-    let describe = cmd!(sh, "{git} describe --tags --always HEAD")
-        .quiet()
-        .read()
+    let describe = describe
+        .finish()
         .context("describe the commit with git describe")?;
     let tags = tags_from_decorations(decorations);
     let branch = branch_from_decorations(decorations, &tags);
-    // Build outputs are not source changes, even when the target directory
-    // sits in the checkout without being ignored (CARGO_TARGET_DIR=build).
-    let exclude_target: Vec<String> = target_dir
-        .strip_prefix(root)
-        .ok()
-        .filter(|relative| !relative.as_os_str().is_empty())
-        .map(|relative| {
-            vec![
-                "--".to_owned(),
-                ".".to_owned(),
-                format!(":(exclude){}", relative.display()),
-            ]
-        })
-        .unwrap_or_default();
-    let status = cmd!(sh, "{git} status --porcelain {exclude_target...}")
-        .quiet()
-        .read()
+    let status = status
+        .finish()
         .context("check for changes with git status")?;
     Ok(Some(GitFacts {
         describe,
@@ -228,6 +231,53 @@ fn read_git(sh: &Shell, root: &Path, target_dir: &Path) -> Result<Option<GitFact
             .parse()
             .with_context(|| format!("commit time `{commit_epoch}` is not a number"))?,
     }))
+}
+
+/// A quiet command running while others do; `finish` waits for it and
+/// returns its stdout, trimmed as xshell's `read` trims it. Dropped
+/// unfinished (an earlier step failed), it is waited for.
+struct Background {
+    line: String,
+    child: std::io::Result<std::process::Child>,
+}
+
+impl Background {
+    fn start(cmd: xshell::Cmd<'_>) -> Background {
+        let mut command = std::process::Command::from(cmd);
+        let line = format!("{command:?}");
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        Background { line, child }
+    }
+
+    fn finish(mut self) -> Result<String> {
+        let child = std::mem::replace(&mut self.child, Err(std::io::ErrorKind::Other.into()));
+        let output = child
+            .and_then(std::process::Child::wait_with_output)
+            .with_context(|| format!("run {}", self.line))?;
+        if !output.status.success() {
+            bail!(
+                "{} failed ({}): {}",
+                self.line,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let text = String::from_utf8(output.stdout)
+            .with_context(|| format!("{} printed something other than UTF-8", self.line))?;
+        Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(child) = &mut self.child {
+            let _ = child.wait();
+        }
+    }
 }
 
 fn source_date_epoch_from_env() -> Result<Option<u64>> {

@@ -225,17 +225,9 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
     let format =
         binfmt::verify(target, &bytes).with_context(|| format!("check {}", path.display()))?;
     eprintln!("checked {}: {}", target.triple, format.describe());
-    if (target.arch, target.os, target.libc) == (Arch::X86_64, Os::Linux, Libc::Musl) {
-        let at = linkage::check_memcpy(&bytes)
-            .with_context(|| format!("check the memcpy of {}", path.display()))?;
-        eprintln!(
-            "checked {}: memcpy, __memcpy_fwd and memmove's forward copies are the service's own (at {at:#x})",
-            target.triple
-        );
-    }
-
-    // Running the binary is slower than reading its header; a binary whose
-    // bytes were already run by a previous dist is not run again.
+    // Scanning the machine code and running the binary are the slow checks;
+    // a binary whose bytes a previous dist recorded passed them already,
+    // so a no-op dist does neither again.
     let sha256 = archive::sha256_hex(&bytes);
     let already_run = previous.is_some_and(|manifest| {
         manifest
@@ -243,6 +235,22 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
             .iter()
             .any(|artifact| artifact.kind == ArtifactKind::Binary && artifact.sha256 == sha256)
     });
+    if (target.arch, target.os, target.libc) == (Arch::X86_64, Os::Linux, Libc::Musl) {
+        if already_run {
+            eprintln!(
+                "checked {}: memcpy linkage, as the previous dist checked these bytes",
+                target.triple
+            );
+        } else {
+            let at = linkage::check_memcpy(&bytes)
+                .with_context(|| format!("check the memcpy of {}", path.display()))?;
+            eprintln!(
+                "checked {}: memcpy, __memcpy_fwd and memmove's forward copies are the service's own (at {at:#x})",
+                target.triple
+            );
+        }
+    }
+
     let host = targets::host(&ctx.stamp()?.host);
     let runner = match target.runner(&host) {
         Runner::Native => None,
