@@ -20,6 +20,10 @@ pub struct Test {
     /// release build from dist) instead of the debug build
     #[arg(long, value_name = "PATH")]
     pub app_binary: Option<PathBuf>,
+    /// Every test but the `slow_` end-to-end ones (with cargo-nextest or
+    /// cargo test alike)
+    #[arg(long)]
+    pub fast: bool,
     /// The flake hunt: build once, then run each selected test N times, each
     /// run a process of its own, never retried; report every test's
     /// failures (ARGS are then -p, --test, --skip and name filters)
@@ -79,19 +83,26 @@ impl Test {
                     .jobs
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
                 timeout: self.test_timeout,
-                selection: Selection::parse(&self.args)?,
+                selection: {
+                    let mut selection = Selection::parse(&self.args)?;
+                    if self.fast {
+                        selection.skips.push(SLOW_PREFIX.to_owned());
+                    }
+                    selection
+                },
                 env,
             }
             .run(ctx);
         }
-        let args = &self.args;
+        let nextest = tools::find(Tool::CargoNextest).is_some();
+        let args = &with_fast_filter(&self.args, self.fast, nextest);
         // The whole workspace, unless the arguments pick packages.
         let picks_packages = args
             .iter()
             .any(|arg| arg == "-p" || arg.starts_with("--package"));
         let workspace = (!picks_packages).then_some("--workspace");
         let cargo = ctx.cargo_path();
-        let test = if tools::find(Tool::CargoNextest).is_some() {
+        let test = if nextest {
             let no_retries = self.no_retries.then_some("--retries=0");
             cmd!(
                 ctx.sh,
@@ -126,6 +137,30 @@ impl Test {
         }
         outcome
     }
+}
+
+/// The prefix of the end-to-end tests `--fast` leaves out.
+const SLOW_PREFIX: &str = "slow_";
+
+/// The arguments with `--fast`'s filter added in the syntax of the runner:
+/// a nextest filter expression, or libtest's `--skip` after `--`.
+fn with_fast_filter(args: &[String], fast: bool, nextest: bool) -> Vec<String> {
+    let mut args = args.to_vec();
+    if !fast {
+        return args;
+    }
+    if nextest {
+        args.splice(
+            0..0,
+            ["-E".to_owned(), format!("not test(/^{SLOW_PREFIX}/)")],
+        );
+    } else {
+        if !args.iter().any(|arg| arg == "--") {
+            args.push("--".to_owned());
+        }
+        args.extend(["--skip".to_owned(), SLOW_PREFIX.to_owned()]);
+    }
+    args
 }
 
 /// `target/xtask/skipped.tsv`, or where `$XTASK_SKIPPED` says (a test of
@@ -183,7 +218,33 @@ fn summarize_skips(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::summarize_skips;
+    use super::{summarize_skips, with_fast_filter};
+
+    #[test]
+    fn the_fast_filter_is_written_for_the_runner() {
+        let words = |text: &str| -> Vec<String> {
+            text.split(' ')
+                .filter(|word| !word.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            with_fast_filter(&words("-p app"), false, true),
+            words("-p app")
+        );
+        assert_eq!(
+            with_fast_filter(&words("-p app"), true, true),
+            ["-E", "not test(/^slow_/)", "-p", "app"]
+        );
+        assert_eq!(
+            with_fast_filter(&words("-p app"), true, false),
+            words("-p app -- --skip slow_")
+        );
+        assert_eq!(
+            with_fast_filter(&words("upgrade -- --nocapture"), true, false),
+            words("upgrade -- --nocapture --skip slow_")
+        );
+    }
 
     #[test]
     fn skips_are_summarized_by_what_was_missing() {
