@@ -1025,6 +1025,13 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
                 host.label,
                 state.releases.join(", ")
             ),
+            // A switch never proven goes back to the release that was.
+            None if state
+                .unproven_switch()
+                .is_some_and(|(_, proven)| state.releases.iter().any(|name| name == proven)) =>
+            {
+                state.proven.clone().expect("an unproven switch has a proven release")
+            }
             None => state.previous_good().with_context(|| {
                 format!(
                     "{} has no previous good release to roll back to (current: {}; bad: {}): name one with --to",
