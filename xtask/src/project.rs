@@ -27,12 +27,46 @@ pub struct Settings {
     /// against, and what the private key `dist` signs with must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// Keys that signed earlier releases, still accepted by `verify` and
+    /// `deploy` (until their date, if they have one) after `keygen
+    /// --rotate` made a new `public-key`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_keys: Vec<PreviousKey>,
     /// `[workspace.metadata.xtask.k8s]`: what `cargo xtask k8s` renders.
     #[serde(default)]
     pub k8s: K8sSettings,
     /// `[workspace.metadata.xtask.canary]`: what `deploy --canary` allows.
     #[serde(default)]
     pub canary: CanarySettings,
+}
+
+/// A key that signed earlier releases: `{ key = "keys/app.1a2b3c4d5e6f.pub",
+/// until = "2027-03-01" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PreviousKey {
+    /// The public key, relative to the workspace root.
+    pub key: String,
+    /// The last day (UTC, `YYYY-MM-DD`) a release it signed is accepted;
+    /// none: until the entry is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// A key releases may be signed with, as the project names it.
+pub struct AcceptedKey {
+    pub key: crate::signing::PublicKey,
+    /// Where it came from, for messages: `public-key` or `previous-keys`.
+    pub label: String,
+    /// The last day it is accepted, if it has one.
+    pub until: Option<String>,
+}
+
+impl AcceptedKey {
+    /// Whether `today` (`YYYY-MM-DD`) is past the key's last day.
+    pub fn retired(&self, today: &str) -> bool {
+        self.until.as_deref().is_some_and(|until| today > until)
+    }
 }
 
 /// The bounds a canary must stay within over its soak; by default the
@@ -174,6 +208,45 @@ impl Project {
             .context("read public-key of [workspace.metadata.xtask]: run `cargo xtask keygen`, or fix the path")
     }
 
+    /// Every key the project accepts signatures from: `public-key` first,
+    /// then `previous-keys` in order. Empty without a `public-key`.
+    pub fn accepted_keys(&self) -> Result<Vec<AcceptedKey>> {
+        let Some(current) = self.public_key()? else {
+            return Ok(Vec::new());
+        };
+        let mut keys = vec![AcceptedKey {
+            key: current,
+            label: format!(
+                "public-key {}",
+                self.settings.public_key.as_deref().unwrap_or_default()
+            ),
+            until: None,
+        }];
+        for previous in &self.settings.previous_keys {
+            if let Some(until) = &previous.until {
+                check_day(until).with_context(|| {
+                    format!(
+                        "previous-keys of [workspace.metadata.xtask]: until = {until:?} of {}",
+                        previous.key
+                    )
+                })?;
+            }
+            let key = crate::signing::PublicKey::read(&self.root.join(&previous.key))
+                .with_context(|| {
+                    format!(
+                        "read {} of previous-keys in [workspace.metadata.xtask]: fix the path, or remove the entry",
+                        previous.key
+                    )
+                })?;
+            keys.push(AcceptedKey {
+                key,
+                label: format!("previous key {}", previous.key),
+                until: previous.until.clone(),
+            });
+        }
+        Ok(keys)
+    }
+
     pub fn load(cargo: &Path) -> Result<Project> {
         let metadata = cargo_metadata::MetadataCommand::new()
             .cargo_path(cargo)
@@ -249,6 +322,24 @@ pub fn parse_settings(workspace_metadata: &serde_json::Value) -> Result<Settings
         .context("read [workspace.metadata.xtask] in the root Cargo.toml")
 }
 
+/// Checks a day written `YYYY-MM-DD`.
+pub fn check_day(day: &str) -> Result<()> {
+    let parts: Vec<&str> = day.split('-').collect();
+    let numbers: Option<Vec<u32>> = parts.iter().map(|part| part.parse().ok()).collect();
+    match (parts.as_slice(), numbers.as_deref()) {
+        ([year, month, date], Some([_, month_number, date_number]))
+            if year.len() == 4
+                && month.len() == 2
+                && date.len() == 2
+                && (1..=12).contains(month_number)
+                && (1..=31).contains(date_number) =>
+        {
+            Ok(())
+        }
+        _ => bail!("{day:?} is not a day written YYYY-MM-DD (e.g. 2027-03-01)"),
+    }
+}
+
 /// The first line cargo printed, without its own `error: ` prefix.
 fn metadata_error(err: &cargo_metadata::Error) -> String {
     match err {
@@ -304,6 +395,7 @@ mod tests {
                 targets: vec!["x86_64-unknown-linux-musl".into()],
                 keep_releases: None,
                 public_key: None,
+                previous_keys: Vec::new(),
                 k8s: Default::default(),
                 canary: Default::default(),
             }),

@@ -180,3 +180,108 @@ fn keygen_writes_a_cosign_key_the_public_key_and_the_setting_and_refusals_are_on
         stderr_text(&run)
     );
 }
+
+#[test]
+fn keygen_rotate_keeps_the_old_key_accepted_until_its_day_and_replaces_no_file() {
+    let repo = repository();
+    let keys_dir = TempDir::new().unwrap();
+    assert!(keygen(repo.path(), keys_dir.path()).status.success());
+    let public = repo.path().join("keys/app.pub");
+    let first = fs::read_to_string(&public).unwrap();
+
+    let rotate = |until: &str| {
+        output(
+            xtask(repo.path())
+                .args(["keygen", "--rotate", "--until", until])
+                .env("XDG_CONFIG_HOME", keys_dir.path())
+                .env("SIGNING_PASSPHRASE", PASSPHRASE),
+        )
+    };
+    let rotated = rotate("2999-12-31");
+    let stdout = String::from_utf8_lossy(&rotated.stdout).into_owned();
+    assert!(rotated.status.success(), "{}", stderr_text(&rotated));
+    let second = fs::read_to_string(&public).unwrap();
+    assert_ne!(first, second, "the project's key is new");
+    // The old public key, renamed by its id, and the old private key beside
+    // the new one.
+    let kept: Vec<String> = fs::read_dir(repo.path().join("keys"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("app.") && name.ends_with(".pub") && name != "app.pub")
+        .collect();
+    let [old_public] = kept.as_slice() else {
+        panic!("one old public key expected: {kept:?}");
+    };
+    assert_eq!(
+        fs::read_to_string(repo.path().join("keys").join(old_public)).unwrap(),
+        first
+    );
+    let id = old_public
+        .trim_start_matches("app.")
+        .trim_end_matches(".pub");
+    assert!(
+        keys_dir
+            .path()
+            .join(format!("cargo-xtask/app-signing.{id}.key"))
+            .is_file()
+    );
+    assert!(
+        keys_dir
+            .path()
+            .join("cargo-xtask/app-signing.key")
+            .is_file()
+    );
+    let settings = fs::read_to_string(repo.path().join("Cargo.toml")).unwrap();
+    assert!(
+        settings.contains(&format!(
+            "previous-keys = [{{ key = \"keys/{old_public}\", until = \"2999-12-31\" }}]"
+        )),
+        "{settings}"
+    );
+    let signers = fs::read_to_string(repo.path().join("keys/app.allowed_signers")).unwrap();
+    assert_eq!(signers.lines().count(), 2, "{signers}");
+    assert!(
+        signers
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("valid-before=\"29991231235959Z\""),
+        "{signers}"
+    );
+    assert!(
+        stdout.contains("stays accepted until 2999-12-31"),
+        "{stdout}"
+    );
+
+    // The settings still read (verify names every key it tries), and a
+    // second rotation adds to the list.
+    let second_rotation = rotate("2999-12-31");
+    assert!(
+        second_rotation.status.success(),
+        "{}",
+        stderr_text(&second_rotation)
+    );
+    let settings = fs::read_to_string(repo.path().join("Cargo.toml")).unwrap();
+    let line = settings
+        .lines()
+        .find(|line| line.starts_with("previous-keys = ["))
+        .unwrap();
+    assert_eq!(line.matches("key = ").count(), 2, "{line}");
+    let verify = output(xtask(repo.path()).args(["verify", "no-such-folder"]));
+    assert!(
+        stderr_text(&verify).contains("no-such-folder is neither a folder"),
+        "{}",
+        stderr_text(&verify)
+    );
+
+    // A day that is not one is refused before anything changes.
+    let before = fs::read_to_string(&public).unwrap();
+    let refused = rotate("next week");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr_text(&refused).contains("\"next week\" is not a day written YYYY-MM-DD"),
+        "{}",
+        stderr_text(&refused)
+    );
+    assert_eq!(fs::read_to_string(&public).unwrap(), before);
+}

@@ -346,30 +346,36 @@ impl Deploy {
     /// verify against the public key, unless `--install-unverified`; with
     /// no public key configured there is nothing to check against.
     fn check_signatures(&self, ctx: &Ctx, archive: &Path) -> Result<Option<Identity>> {
-        let key = crate::release::verify::named_or_configured_key(ctx, self.public_key.as_deref())?;
+        use crate::release::verify;
+        let keys = verify::named_or_configured_keys(ctx, self.public_key.as_deref())?;
         // Without a key there is nothing to check against; `run` says so
         // once the release is otherwise in order.
-        let Some(key) = key else {
+        if keys.is_empty() {
             return Ok(None);
-        };
-        let failures = crate::release::verify::check_archive(archive, &key);
+        }
+        let signer = verify::first_signer(&keys, &verify::today(), |key| {
+            Ok((verify::check_archive(archive, key), ()))
+        })?;
         let name = archive.display();
-        if failures.is_empty() {
-            let identity = crate::release::verify::signed_identity(archive, &key)?;
-            if identity.dirty && !self.allow_dirty {
-                bail!(
-                    "refusing to deploy {name}: its signed provenance says it was built from a tree with uncommitted changes, so commit {} does not say what runs; build it from a clean tree (cargo xtask release), or pass --allow-dirty",
+        let failures = match signer {
+            Ok((signer, ())) => {
+                let identity = verify::signed_identity(archive, &signer.key)?;
+                if identity.dirty && !self.allow_dirty {
+                    bail!(
+                        "refusing to deploy {name}: its signed provenance says it was built from a tree with uncommitted changes, so commit {} does not say what runs; build it from a clean tree (cargo xtask release), or pass --allow-dirty",
+                        identity.commit
+                    );
+                }
+                eprintln!(
+                    "verified {name}: signed by {}, a subject of the provenance ({} at {})",
+                    verify::describe_signer(signer),
+                    identity.version,
                     identity.commit
                 );
+                return Ok(Some(identity));
             }
-            eprintln!(
-                "verified {name}: signed by key id {}, a subject of the provenance ({} at {})",
-                key.key_id(),
-                identity.version,
-                identity.commit
-            );
-            return Ok(Some(identity));
-        }
+            Err(failures) => failures,
+        };
         if self.install_unverified {
             eprintln!(
                 "warning: --install-unverified: installing {name} although {}",
@@ -378,13 +384,13 @@ impl Deploy {
             return Ok(None);
         }
         bail!(
-            "refusing to deploy {name}: {}{}; it is not verified by key id {}: sign it (cargo xtask dist with the signing key), or pass --install-unverified to take the risk",
+            "refusing to deploy {name}: {}{}; it is not verified by {}: sign it (cargo xtask dist with the signing key), or pass --install-unverified to take the risk",
             failures[0],
             match failures.len() {
                 1 => String::new(),
                 more => format!(" (and {} more: cargo xtask verify {name})", more - 1),
             },
-            key.key_id()
+            verify::describe_keys(&keys)
         )
     }
 

@@ -32,6 +32,15 @@ pub struct Keygen {
     /// [default: keys/<binary>.pub]
     #[arg(long, value_name = "FILE")]
     public_key: Option<PathBuf>,
+    /// Replace the project's key with a new one: the old public key stays
+    /// accepted as a previous key (previous-keys), its private key is
+    /// renamed aside
+    #[arg(long)]
+    rotate: bool,
+    /// With --rotate: the last day (YYYY-MM-DD, UTC) a release the old key
+    /// signed is accepted [default: until its previous-keys entry is removed]
+    #[arg(long, value_name = "DATE", requires = "rotate")]
+    until: Option<String>,
 }
 
 /// The identity the SSH signature of `SHA256SUMS` is checked under
@@ -42,6 +51,9 @@ pub fn ssh_identity(binary: &str) -> String {
 
 impl Keygen {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        if self.rotate {
+            return self.rotate(ctx);
+        }
         let binary = &ctx.project.settings.binary;
         let private_path = match self.private_key {
             Some(path) => path,
@@ -90,15 +102,7 @@ impl Keygen {
         let public = key.public();
         for (path, text) in [
             (&public_path, public.to_pem()),
-            (
-                &signers_path,
-                format!(
-                    "{} namespaces=\"{}\" {}\n",
-                    ssh_identity(binary),
-                    signing::formats::SSH_NAMESPACE,
-                    public.ssh_line(&ssh_identity(binary))
-                ),
-            ),
+            (&signers_path, signers_line(binary, public)),
         ] {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
@@ -125,6 +129,210 @@ impl Keygen {
         );
         Ok(())
     }
+}
+
+impl Keygen {
+    /// `keygen --rotate`: a new key pair where the project's is; the old
+    /// public key renamed to `<name>.<key id>.pub` and listed in
+    /// `previous-keys`, the old private key renamed the same way. Every
+    /// check comes before the first change.
+    fn rotate(self, ctx: &Ctx) -> Result<()> {
+        let project = &ctx.project;
+        let binary = &project.settings.binary;
+        let configured = project.settings.public_key.clone().context(
+            "nothing to rotate: [workspace.metadata.xtask] names no public-key; run `cargo xtask keygen` to make the first key",
+        )?;
+        if let Some(named) = &self.public_key
+            && *named != Path::new(&configured)
+        {
+            bail!(
+                "--public-key {} with --rotate: the new key goes where public-key = \"{configured}\" is; drop --public-key",
+                named.display()
+            );
+        }
+        if let Some(until) = &self.until {
+            crate::project::check_day(until).context("--until")?;
+        }
+        let public_path = project.root.join(&configured);
+        let signers_path = public_path.with_extension("allowed_signers");
+        let old = signing::PublicKey::read(&public_path)
+            .with_context(|| format!("read the key to rotate, {}", public_path.display()))?;
+        let id = &old.key_id()[..12];
+        let aside = |path: &Path, extension: &str| {
+            path.with_file_name(format!(
+                "{}.{id}.{extension}",
+                path.file_stem().unwrap_or_default().to_string_lossy()
+            ))
+        };
+        let old_public = aside(&public_path, "pub");
+        let old_public_relative = Path::new(&configured)
+            .with_file_name(old_public.file_name().unwrap_or_default())
+            .to_string_lossy()
+            .replace('\\', "/");
+        if project
+            .settings
+            .previous_keys
+            .iter()
+            .any(|previous| previous.key == old_public_relative)
+        {
+            bail!(
+                "{old_public_relative} is already a previous key: this key was rotated out before"
+            );
+        }
+        let private_path = match &self.private_key {
+            Some(path) => path.clone(),
+            None => default_private_key(binary)?,
+        };
+        let old_private = aside(&private_path, "key");
+        for path in [&old_public, &old_private] {
+            if path.exists() {
+                bail!(
+                    "{} exists, and keygen replaces no key: move it away first",
+                    path.display()
+                );
+            }
+        }
+        let old_signers = std::fs::read_to_string(&signers_path).unwrap_or_default();
+        if ctx.dry_run {
+            println!(
+                "(dry run) would rename {} to {}, write a new key to {} and {}, and list the old one in previous-keys",
+                public_path.display(),
+                old_public.display(),
+                public_path.display(),
+                private_path.display()
+            );
+            return Ok(());
+        }
+        let passphrase = passphrase()?;
+        let key = PrivateKey::generate()?;
+        let encrypted = key.encrypt(passphrase.as_bytes())?;
+        let public = key.public();
+
+        if private_path.exists() {
+            std::fs::rename(&private_path, &old_private).with_context(|| {
+                format!(
+                    "rename the old private key {} to {}",
+                    private_path.display(),
+                    old_private.display()
+                )
+            })?;
+        }
+        write_private(&private_path, encrypted.as_bytes())?;
+        std::fs::rename(&public_path, &old_public).with_context(|| {
+            format!(
+                "rename {} to {}",
+                public_path.display(),
+                old_public.display()
+            )
+        })?;
+        write_atomically(&public_path, public.to_pem().as_bytes())?;
+        // The old key keeps verifying SHA256SUMS.sig with ssh-keygen too,
+        // until the day after --until.
+        let valid_before = self
+            .until
+            .as_deref()
+            .map(|until| format!(",valid-before=\"{}235959Z\"", until.replace('-', "")))
+            .unwrap_or_default();
+        let old_lines: String = old_signers
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| match line.split_once(" namespaces=") {
+                Some((identity, rest)) if !line.contains("valid-before=") => {
+                    let (options, key) = rest.split_once(' ').unwrap_or((rest, ""));
+                    format!("{identity} namespaces={options}{valid_before} {key}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        write_atomically(
+            &signers_path,
+            format!("{}{old_lines}", signers_line(binary, public)).as_bytes(),
+        )?;
+        add_previous_key(
+            &project.root.join("Cargo.toml"),
+            &old_public_relative,
+            self.until.as_deref(),
+        )?;
+        println!("key id {} signs from now on", public.key_id());
+        println!(
+            "key id {} ({old_public_relative}) stays accepted {}",
+            old.key_id(),
+            match &self.until {
+                Some(until) => format!("until {until}"),
+                None => "until its previous-keys entry is removed".to_owned(),
+            }
+        );
+        println!(
+            "private keys: the new one {}, the old one renamed to {}",
+            private_path.display(),
+            old_private.display()
+        );
+        println!(
+            "commit keys/ and Cargo.toml; replace the CI secrets:\n  gh secret set {} < {}\n  gh secret set {}",
+            signing::KEY_VAR,
+            private_path.display(),
+            signing::PASSPHRASE_VAR
+        );
+        Ok(())
+    }
+}
+
+/// The `allowed_signers` line of `key`, as `ssh-keygen -Y verify` reads it.
+fn signers_line(binary: &str, key: &signing::PublicKey) -> String {
+    format!(
+        "{} namespaces=\"{}\" {}\n",
+        ssh_identity(binary),
+        signing::formats::SSH_NAMESPACE,
+        key.ssh_line(&ssh_identity(binary))
+    )
+}
+
+/// Lists the rotated-out key in `previous-keys` of the settings, as a new
+/// line after `public-key`, or added to an existing one-line list.
+fn add_previous_key(cargo_toml: &Path, relative: &str, until: Option<&str>) -> Result<()> {
+    let text = std::fs::read_to_string(cargo_toml)
+        .with_context(|| format!("read {}", cargo_toml.display()))?;
+    let entry = match until {
+        Some(until) => format!("{{ key = \"{relative}\", until = \"{until}\" }}"),
+        None => format!("{{ key = \"{relative}\" }}"),
+    };
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    if let Some(line) = lines
+        .iter_mut()
+        .find(|line| line.starts_with("previous-keys = ["))
+    {
+        if !line.trim_end().ends_with(']') {
+            bail!(
+                "{}: previous-keys spans several lines: add {entry} to it by hand",
+                cargo_toml.display()
+            );
+        }
+        *line = line.replacen(
+            "previous-keys = [",
+            &format!("previous-keys = [{entry}, "),
+            1,
+        );
+        *line = line.replace(", ]", "]");
+    } else {
+        let at = lines
+            .iter()
+            .position(|line| line.starts_with("public-key = "))
+            .with_context(|| {
+                format!(
+                    "{} names no public-key line: add previous-keys = [{entry}] to [workspace.metadata.xtask] by hand",
+                    cargo_toml.display()
+                )
+            })?;
+        lines.insert(
+            at + 1,
+            format!(
+                "# Keys that signed earlier releases, still accepted (cargo xtask keygen --rotate).\nprevious-keys = [{entry}]"
+            ),
+        );
+    }
+    let mut updated = lines.join("\n");
+    updated.push('\n');
+    write_atomically(cargo_toml, updated.as_bytes())
 }
 
 fn default_private_key(binary: &str) -> Result<PathBuf> {

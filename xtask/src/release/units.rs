@@ -276,6 +276,7 @@ mod tests {
             targets: Vec::new(),
             keep_releases: None,
             public_key: None,
+            previous_keys: Vec::new(),
             k8s: Default::default(),
             canary: Default::default(),
         };

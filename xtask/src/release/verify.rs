@@ -28,6 +28,7 @@ use xshell::cmd;
 use crate::archive::sha256_hex;
 use crate::exec::Ctx;
 use crate::manifest::SHA256SUMS;
+use crate::project::AcceptedKey;
 use crate::release::cosign;
 use crate::release::provenance;
 use crate::release::registry::Destination;
@@ -83,32 +84,53 @@ fn needs_bundle(path: &str) -> bool {
 
 impl Verify {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let key = public_key(ctx, self.public_key.as_deref())?;
+        let keys = named_or_configured_keys(ctx, self.public_key.as_deref())?;
+        if keys.is_empty() {
+            bail!(
+                "no public key: pass --public-key FILE, or name one as public-key in [workspace.metadata.xtask] (cargo xtask keygen makes a pair)"
+            );
+        }
         let what = self
             .what
             .unwrap_or_else(|| ctx.project.dist_dir().display().to_string());
         let path = Path::new(&what);
-        let (failures, checked) = if path.is_dir() {
-            let missing = if self.ignore_missing {
-                Missing::Pass
-            } else {
-                Missing::Fail
-            };
-            check_folder(path, &key, missing)
-        } else if path.is_file() {
-            (
-                check_archive(path, &key),
-                format!("{what}: bundle and provenance"),
-            )
-        } else if what.contains('/') && !what.starts_with('.') && !what.starts_with('/') {
-            check_image(ctx, &what, &key, self.insecure_registry)?
+        let missing = if self.ignore_missing {
+            Missing::Pass
         } else {
-            bail!("{what} is neither a folder, a file nor an image REGISTRY/NAME:TAG");
+            Missing::Fail
         };
-        let mut failures = failures;
+        let check = |key: &PublicKey| -> Result<(Vec<String>, String)> {
+            if path.is_dir() {
+                Ok(check_folder(path, key, missing))
+            } else if path.is_file() {
+                Ok((
+                    check_archive(path, key),
+                    format!("{what}: bundle and provenance"),
+                ))
+            } else if what.contains('/') && !what.starts_with('.') && !what.starts_with('/') {
+                check_image(ctx, &what, key, self.insecure_registry)
+            } else {
+                bail!("{what} is neither a folder, a file nor an image REGISTRY/NAME:TAG");
+            }
+        };
+        let (signer, checked) = match first_signer(&keys, &today(), check)? {
+            Ok(found) => found,
+            Err(failures) => {
+                for failure in &failures {
+                    eprintln!("FAIL {failure}");
+                }
+                bail!(
+                    "{} failed verification against {}: {} problem{} (listed above)",
+                    what,
+                    describe_keys(&keys),
+                    failures.len(),
+                    if failures.len() == 1 { "" } else { "s" }
+                );
+            }
+        };
         // Signed, but from a tree with uncommitted changes: its commit does
         // not say what was built.
-        if failures.is_empty() && !self.allow_dirty && (path.is_dir() || path.is_file()) {
+        if !self.allow_dirty && (path.is_dir() || path.is_file()) {
             let folder = if path.is_dir() {
                 path
             } else {
@@ -116,43 +138,95 @@ impl Verify {
                     .filter(|parent| !parent.as_os_str().is_empty())
                     .unwrap_or(Path::new("."))
             };
-            let identity = signed_identity_in(folder, &key)?;
+            let identity = signed_identity_in(folder, &signer.key)?;
             if identity.dirty {
-                failures.push(format!(
-                    "the signed provenance says the release was built from a tree with uncommitted changes, so commit {} does not say what was built (pass --allow-dirty to accept it)",
+                eprintln!(
+                    "FAIL the signed provenance says the release was built from a tree with uncommitted changes, so commit {} does not say what was built (pass --allow-dirty to accept it)",
                     identity.commit
-                ));
+                );
+                bail!("{what} failed verification: built from a dirty tree (listed above)");
             }
         }
-        for failure in &failures {
-            eprintln!("FAIL {failure}");
-        }
-        if !failures.is_empty() {
-            bail!(
-                "{} failed verification against key id {}: {} problem{} (listed above)",
-                what,
-                key.key_id(),
-                failures.len(),
-                if failures.len() == 1 { "" } else { "s" }
-            );
-        }
-        println!("verified {checked} against key id {}", key.key_id());
+        println!("verified {checked} against {}", describe_signer(signer));
         Ok(())
     }
 }
 
-/// The key to verify against: the one named, else the project's.
-fn public_key(ctx: &Ctx, named: Option<&Path>) -> Result<PublicKey> {
-    named_or_configured_key(ctx, named)?.context(
-        "no public key: pass --public-key FILE, or name one as public-key in [workspace.metadata.xtask] (cargo xtask keygen makes a pair)",
-    )
+/// The keys to check against: the one named (alone), else every key the
+/// project accepts (`public-key`, then `previous-keys`); empty if neither.
+pub fn named_or_configured_keys(ctx: &Ctx, named: Option<&Path>) -> Result<Vec<AcceptedKey>> {
+    match named {
+        Some(path) => Ok(vec![AcceptedKey {
+            key: PublicKey::read(path)?,
+            label: format!("--public-key {}", path.display()),
+            until: None,
+        }]),
+        None => ctx.project.accepted_keys(),
+    }
 }
 
-/// The key named on the command line, else the project's, if either.
-pub fn named_or_configured_key(ctx: &Ctx, named: Option<&Path>) -> Result<Option<PublicKey>> {
-    match named {
-        Some(path) => PublicKey::read(path).map(Some),
-        None => ctx.project.public_key(),
+/// Today, UTC, as `YYYY-MM-DD`.
+pub fn today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    crate::util::rfc3339_utc(now)[..10].to_owned()
+}
+
+/// The key that signed: `check` runs with each accepted key that is not
+/// retired, in order, and the first with nothing to report wins (with what
+/// its check says it checked). If none does, the failures against the
+/// first key, or the one line that says a retired key signed it.
+pub fn first_signer<'k, T>(
+    keys: &'k [AcceptedKey],
+    today: &str,
+    check: impl Fn(&PublicKey) -> Result<(Vec<String>, T)>,
+) -> Result<std::result::Result<(&'k AcceptedKey, T), Vec<String>>> {
+    let mut first_failures = None;
+    for key in keys.iter().filter(|key| !key.retired(today)) {
+        let (failures, checked) = check(&key.key)?;
+        if failures.is_empty() {
+            return Ok(Ok((key, checked)));
+        }
+        first_failures.get_or_insert(failures);
+    }
+    for key in keys.iter().filter(|key| key.retired(today)) {
+        if check(&key.key)?.0.is_empty() {
+            return Ok(Err(vec![format!(
+                "signed by key id {} ({}), which was accepted until {} and is retired: releases it signed are no longer trusted; rebuild and sign with the current key",
+                key.key.key_id(),
+                key.label,
+                key.until.as_deref().unwrap_or_default()
+            )]));
+        }
+    }
+    Ok(Err(first_failures.unwrap_or_default()))
+}
+
+/// The key that signed, as messages name it.
+pub fn describe_signer(key: &AcceptedKey) -> String {
+    match &key.until {
+        Some(until) => format!(
+            "key id {} ({}, accepted until {until})",
+            key.key.key_id(),
+            key.label
+        ),
+        None => format!("key id {} ({})", key.key.key_id(), key.label),
+    }
+}
+
+/// The keys tried, as messages name them.
+pub fn describe_keys(keys: &[AcceptedKey]) -> String {
+    match keys {
+        [one] => format!("key id {}", one.key.key_id()),
+        many => format!(
+            "{} keys ({})",
+            many.len(),
+            many.iter()
+                .map(|key| key.key.key_id()[..12].to_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -626,6 +700,59 @@ mod tests {
                 "SHA256SUMS: a path SHA256SUMS lists \"../../etc/passwd\": the part \"..\" is refused"
             )),
             "{failures:#?}"
+        );
+    }
+
+    #[test]
+    fn the_first_accepted_key_that_verifies_signed_and_a_retired_one_is_refused() {
+        let [current, previous, retired, stranger] =
+            [(); 4].map(|()| PrivateKey::generate().unwrap());
+        let accepted = |key: &PrivateKey, label: &str, until: Option<&str>| AcceptedKey {
+            key: key.public().clone(),
+            label: label.to_owned(),
+            until: until.map(str::to_owned),
+        };
+        let keys = [
+            accepted(&current, "public-key keys/app.pub", None),
+            accepted(&previous, "previous key keys/app.1.pub", Some("2027-03-01")),
+            accepted(&retired, "previous key keys/app.0.pub", Some("2026-01-31")),
+        ];
+        let today = "2026-12-07";
+        let signer_of = |signing_key: &PrivateKey| {
+            let folder = crate::util::TempFolder::new("xtask-verify-rotation").unwrap();
+            std::fs::create_dir_all(folder.path().join("x")).unwrap();
+            signed_folder(signing_key, folder.path());
+            first_signer(&keys, today, |key| {
+                Ok(check_folder(folder.path(), key, Missing::Pass))
+            })
+            .unwrap()
+            .map(|(signer, _)| describe_signer(signer))
+        };
+        assert!(
+            signer_of(&current)
+                .unwrap()
+                .ends_with("(public-key keys/app.pub)")
+        );
+        assert!(
+            signer_of(&previous)
+                .unwrap()
+                .ends_with("(previous key keys/app.1.pub, accepted until 2027-03-01)")
+        );
+        let refused = signer_of(&retired).unwrap_err();
+        assert_eq!(refused.len(), 1, "{refused:#?}");
+        assert!(
+            refused[0].contains(
+                "(previous key keys/app.0.pub), which was accepted until 2026-01-31 and is retired"
+            ),
+            "{refused:#?}"
+        );
+        // Signed by a key nobody listed: the failures against the current key.
+        let refused = signer_of(&stranger).unwrap_err();
+        assert!(
+            refused
+                .iter()
+                .any(|failure| failure.starts_with("SHA256SUMS.sig: ")),
+            "{refused:#?}"
         );
     }
 
