@@ -101,6 +101,7 @@ impl Ctx {
     /// The command with the version stamp in its environment, for every
     /// cargo call that compiles the app.
     pub fn stamped<'a>(&self, cmd: Cmd<'a>) -> Result<Cmd<'a>> {
+        crate::signing::refuse_project_code_with_secrets("this task's cargo build")?;
         Ok(cmd.envs(self.stamp()?.env_vars()))
     }
 

@@ -21,7 +21,7 @@ const TASK_GROUPS: &[(&str, &[&str])] = &[
     (
         "Release",
         &[
-            "dist", "release", "image", "publish", "keygen", "verify", "units", "version",
+            "dist", "release", "image", "publish", "keygen", "sign", "verify", "units", "version",
         ],
     ),
     ("Deploy", &["deploy", "rollback", "releases", "k8s"]),
@@ -100,6 +100,8 @@ pub enum Task {
     Publish(crate::release::publish::Publish),
     /// Create the release signing key pair: the private key encrypted (cosign's format), the public key in keys/
     Keygen(crate::release::keygen::Keygen),
+    /// Sign what dist, release or image wrote in target/dist/, the signing secrets given to this step alone
+    Sign(crate::release::sign::Sign),
     /// Check a release folder, an archive or a pushed image against the public key: signatures, provenance, checksums
     Verify(crate::release::verify::Verify),
     /// Render the systemd units and supervisord program for the service

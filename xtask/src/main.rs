@@ -55,6 +55,7 @@ fn main() -> ExitCode {
 }
 
 fn run(flags: flags::Flags) -> anyhow::Result<()> {
+    signing::check_not_compiled_with_secrets()?;
     let ctx = Ctx::new(flags.dry_run)?;
     match flags.task {
         Task::Build(task) => task.run(&ctx),
@@ -73,6 +74,7 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Image(task) => task.run(&ctx),
         Task::Publish(task) => task.run(&ctx),
         Task::Keygen(task) => task.run(&ctx),
+        Task::Sign(task) => task.run(&ctx),
         Task::Verify(task) => task.run(&ctx),
         Task::Units(task) => task.run(&ctx),
         Task::Deploy(task) => task.run(&ctx),

@@ -57,6 +57,9 @@ fn bad_targets_and_environments_fail_before_building() {
     let xtask_in = |args: &[&str]| {
         let mut command = xtask(dir);
         command.args(args).env("CARGO_TARGET_DIR", &target_dir);
+        // Under `cargo test`, the slow test's signing secrets reach every
+        // run of this process; these runs compile and must not hold them.
+        signing::without_secrets(&mut command);
         command
     };
     run_fails(
@@ -112,7 +115,7 @@ fn bad_targets_and_environments_fail_before_building() {
 
     let tarball = copy_workspace();
     run_fails(
-        xtask(tarball.path())
+        signing::without_secrets(&mut xtask(tarball.path()))
             .args(["release", "--target", "x86_64"])
             .env("CARGO_TARGET_DIR", &target_dir),
         "release needs a git checkout",
@@ -124,7 +127,7 @@ fn dist_dry_run_prints_the_build_without_running_it() {
     let scratch = TempDir::new().unwrap();
     let target_dir = scratch.path().join("target");
     let run = output(
-        xtask(&workspace_root())
+        signing::without_secrets(&mut xtask(&workspace_root()))
             .args([
                 "--dry-run",
                 "dist",
@@ -181,8 +184,9 @@ fn artifact<'a>(manifest: &'a Value, kind: &str, target: &str) -> &'a Value {
 /// `target/test-builds/<name>-*`, kept between local runs so that a rerun
 /// finds its builds (the paths are part of the build flags). Returns the
 /// first clone and both target directories.
-/// With `keys`, both sign (the first with the key in files, the second in
-/// the variables themselves) while `/proc` is watched for the secrets.
+/// With `keys`, both are then signed by `sign` (the first with the key in
+/// files, the second in the variables themselves) while `/proc` is watched
+/// for the secrets.
 fn dist_in_two_checkouts(
     name: &str,
     targets: &[&str],
@@ -208,24 +212,39 @@ fn dist_in_two_checkouts(
         for target in targets {
             command.args(["--target", target]);
         }
+        // Building never holds the signing secrets; `sign` does, after.
+        signing::without_secrets(&mut command);
         command
     };
     let (mut first_dist, mut second_dist) = (
         dist_in(&first, &target_dirs[0]),
         dist_in(&second, &target_dirs[1]),
     );
-    let runs = match keys {
-        Some(keys) => {
-            keys.by_value(&mut second_dist);
-            signing::run_watching_proc(vec![first_dist, second_dist], &keys.secrets())
-        }
-        None => {
-            let in_parallel = std::thread::spawn(move || output(&mut second_dist));
-            vec![output(&mut first_dist), in_parallel.join().unwrap()]
-        }
-    };
+    let in_parallel = std::thread::spawn(move || output(&mut second_dist));
+    let runs = [output(&mut first_dist), in_parallel.join().unwrap()];
     for run in &runs {
         assert!(run.status.success(), "{}", stderr_text(run));
+    }
+    if let Some(keys) = keys {
+        let sign_in = |clone: &Path, target_dir: &Path| {
+            let mut command = xtask(clone);
+            command.arg("sign").env("CARGO_TARGET_DIR", target_dir);
+            command
+        };
+        let (first_sign, mut second_sign) = (
+            sign_in(&first, &target_dirs[0]),
+            sign_in(&second, &target_dirs[1]),
+        );
+        keys.by_value(&mut second_sign);
+        let signed = signing::run_watching_proc(vec![first_sign, second_sign], &keys.secrets());
+        for run in &signed {
+            assert!(run.status.success(), "{}", stderr_text(run));
+            assert!(
+                !stderr_text(run).contains("Compiling"),
+                "sign compiled:\n{}",
+                stderr_text(run)
+            );
+        }
     }
     let sums =
         |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
@@ -358,11 +377,11 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     // Nothing changed: nothing is compiled, and no archive is rewritten.
     let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
     let archive_inode = inode(&dist.join(&archive));
-    let again = output(
+    let again = output(signing::without_secrets(
         xtask(&first)
             .args(["dist", "--target", "x86_64", "--target", "aarch64"])
             .env("CARGO_TARGET_DIR", &first_target),
-    );
+    ));
     assert!(again.status.success(), "{}", stderr_text(&again));
     assert!(
         !stderr_text(&again).contains("Compiling"),
@@ -383,11 +402,11 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
 
     // release: same build, plus release notes, from a tagged clean tree.
     git(&first, &["tag", "v0.1.0"]);
-    let release = output(
+    let release = output(signing::without_secrets(
         xtask(&first)
             .args(["release", "--target", "aarch64"])
             .env("CARGO_TARGET_DIR", &first_target),
-    );
+    ));
     assert!(release.status.success(), "{}", stderr_text(&release));
     let notes = fs::read_to_string(dist.join("RELEASE_NOTES.md")).unwrap();
     let subject = git(&first, &["log", "-1", "--format=%s"]);

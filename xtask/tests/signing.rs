@@ -102,16 +102,25 @@ fn keygen_writes_a_cosign_key_the_public_key_and_the_setting_and_refusals_are_on
     let cases: Vec<Case> = vec![
         (&["keygen"], vec![("XDG_CONFIG_HOME", keys_dir.path().as_os_str()), ("SIGNING_PASSPHRASE", PASSPHRASE.as_ref())],
             format!("{} exists, and keygen replaces no key", private.display())),
-        (&["dist"], vec![("SIGNING_KEY_FILE", private.as_os_str()), ("SIGNING_PASSPHRASE", "wrong-passphrase".as_ref())],
+        (&["sign"], vec![("SIGNING_KEY_FILE", private.as_os_str()), ("SIGNING_PASSPHRASE", "wrong-passphrase".as_ref())],
             "open the signing key in SIGNING_KEY_FILE with the passphrase in SIGNING_PASSPHRASE: the passphrase does not open the key".to_owned()),
-        (&["dist"], vec![("SIGNING_KEY", key_text.as_ref()), ("SIGNING_KEY_FILE", private.as_os_str()), ("SIGNING_PASSPHRASE", PASSPHRASE.as_ref())],
+        (&["sign"], vec![("SIGNING_KEY", key_text.as_ref()), ("SIGNING_KEY_FILE", private.as_os_str()), ("SIGNING_PASSPHRASE", PASSPHRASE.as_ref())],
             "both SIGNING_KEY and SIGNING_KEY_FILE are set: set one of them".to_owned()),
-        (&["dist"], vec![("SIGNING_KEY", key_text.as_ref())],
+        (&["sign"], vec![("SIGNING_KEY", key_text.as_ref())],
             "SIGNING_KEY is set but neither SIGNING_PASSPHRASE nor SIGNING_PASSPHRASE_FILE is".to_owned()),
-        (&["dist"], vec![("SIGNING_KEY_FILE", other_private.as_os_str()), ("SIGNING_PASSPHRASE_FILE", passphrase_file.as_os_str())],
+        (&["sign"], vec![("SIGNING_KEY_FILE", other_private.as_os_str()), ("SIGNING_PASSPHRASE_FILE", passphrase_file.as_os_str())],
             format!("is not the one public-key of [workspace.metadata.xtask] names ({key_id})")),
-        (&["release", "--target", "x86_64", "--allow-dirty"], vec![],
+        (&["sign"], vec![],
             format!("the project's public-key ({key_id}) says releases are signed, and no signing key is given")),
+        (&["sign"], vec![("SIGNING_KEY_FILE", private.as_os_str()), ("SIGNING_PASSPHRASE", PASSPHRASE.as_ref())],
+            "nothing to sign in ".to_owned()),
+        // Tasks that compile refuse the secrets before anything runs.
+        (&["dist"], vec![("SIGNING_KEY_FILE", private.as_os_str()), ("SIGNING_PASSPHRASE", PASSPHRASE.as_ref())],
+            "the signing secrets (SIGNING_KEY, SIGNING_KEY_FILE, SIGNING_PASSPHRASE, SIGNING_PASSPHRASE_FILE) are set, and a release build runs project code".to_owned()),
+        (&["release", "--target", "x86_64", "--allow-dirty"], vec![("SIGNING_PASSPHRASE_FILE", passphrase_file.as_os_str())],
+            "are set, and a release build runs project code".to_owned()),
+        (&["test", "--fast"], vec![("SIGNING_KEY", key_text.as_ref())],
+            "are set, and this task's cargo build runs project code".to_owned()),
         (&["verify", "no-such-folder"], vec![],
             "no-such-folder is neither a folder, a file nor an image REGISTRY/NAME:TAG".to_owned()),
         (&["verify", "--public-key", "Cargo.toml"], vec![],
@@ -284,4 +293,119 @@ fn keygen_rotate_keeps_the_old_key_accepted_until_its_day_and_replaces_no_file()
         stderr_text(&refused)
     );
     assert_eq!(fs::read_to_string(&public).unwrap(), before);
+}
+
+/// The build script of the scratch copy, with a hostile part first: it
+/// looks for `marker` in its own environment and in every
+/// `/proc/*/environ` and `/proc/*/cmdline` it can read, and writes what it
+/// found, and how many places it read, to `report`.
+fn hostile_build_script(original: &str, marker: &str, report: &Path) -> String {
+    let original = original.replacen("fn main() {", "fn original_main() {", 1);
+    format!(
+        r#"{original}
+
+fn main() {{
+    look_for_secrets();
+    original_main();
+}}
+
+fn look_for_secrets() {{
+    let marker: &str = {marker:?};
+    let mut found = Vec::new();
+    let mut read = 0;
+    for (name, value) in std::env::vars_os() {{
+        if value.to_string_lossy().contains(marker) {{
+            found.push(format!("own environment: {{}}", name.to_string_lossy()));
+        }}
+    }}
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {{
+        for place in ["environ", "cmdline"] {{
+            if let Ok(bytes) = std::fs::read(entry.path().join(place)) {{
+                read += 1;
+                if String::from_utf8_lossy(&bytes).contains(marker) {{
+                    found.push(format!("{{}}/{{place}}", entry.path().display()));
+                }}
+            }}
+        }}
+    }}
+    std::fs::write({report:?}, format!("read {{read}}\n{{}}", found.join("\n"))).unwrap();
+}}
+"#
+    )
+}
+
+/// A build script that would steal the passphrase finds nothing on the
+/// documented path: a task that compiles refuses to start while the
+/// secrets are set (so the script never runs beside them), and built
+/// without them the script sees none; `sign` then compiles nothing. The
+/// parent shell holds the secrets in its environment for as long as the
+/// xtask runs, as the cargo of `cargo xtask` does.
+#[test]
+fn slow_a_hostile_build_script_never_runs_beside_the_signing_secrets() {
+    let repo = repository();
+    let keys_dir = TempDir::new().unwrap();
+    assert!(keygen(repo.path(), keys_dir.path()).status.success());
+    let private = keys_dir.path().join("cargo-xtask/app-signing.key");
+    let report = keys_dir.path().join("report");
+    let build_rs = repo.path().join("app/build.rs");
+    let original = fs::read_to_string(&build_rs).unwrap();
+    fs::write(
+        &build_rs,
+        hostile_build_script(&original, PASSPHRASE, &report),
+    )
+    .unwrap();
+    // Registry crates are reused between runs; the scratch copy's own
+    // crates are built again.
+    let target_dir = workspace_root().join("target/test-builds/hostile");
+    let through_a_parent = |task: &[&str], secrets: bool| {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "\"$0\" \"$@\"; status=$?; exit $status"])
+            .arg(env!("CARGO_BIN_EXE_xtask"))
+            .args(task)
+            .current_dir(repo.path())
+            .env("CARGO", env!("CARGO"))
+            .env("CARGO_TARGET_DIR", &target_dir);
+        if secrets {
+            command
+                .env("SIGNING_KEY_FILE", &private)
+                .env("SIGNING_PASSPHRASE", PASSPHRASE);
+        }
+        output(&mut command)
+    };
+
+    // With the secrets: refused before cargo runs.
+    for task in [
+        &["build"][..],
+        &["test", "--fast", "-p", "app", "--test", "greeter"],
+    ] {
+        let refused = through_a_parent(task, true);
+        let stderr = stderr_text(&refused);
+        assert_eq!(refused.status.code(), Some(1), "{task:?}: {stderr}");
+        assert!(
+            stderr.contains("are set, and this task's cargo build runs project code"),
+            "{task:?}: {stderr}"
+        );
+        assert!(
+            !report.exists(),
+            "{task:?}: the build script ran beside the secrets"
+        );
+    }
+    // Without them: the script runs, reads /proc, and finds nothing.
+    let built = through_a_parent(&["build"], false);
+    assert!(built.status.success(), "{}", stderr_text(&built));
+    let found = fs::read_to_string(&report).expect("the build script ran");
+    let (read, leaks) = found.split_once('\n').unwrap();
+    let read: usize = read.trim_start_matches("read ").parse().unwrap();
+    assert!(read > 10, "the build script read only {read} places");
+    assert_eq!(leaks, "", "the build script found the passphrase");
+    // `sign` with the secrets compiles nothing: the script does not run.
+    fs::remove_file(&report).unwrap();
+    let signed = through_a_parent(&["sign"], true);
+    assert!(
+        stderr_text(&signed).contains("nothing to sign in"),
+        "{}",
+        stderr_text(&signed)
+    );
+    assert!(!report.exists(), "sign ran the build script");
 }

@@ -63,6 +63,7 @@ const HOST_GNU: &str = "x86_64-unknown-linux-gnu";
 
 impl Sanitize {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        crate::signing::refuse_project_code_with_secrets("`sanitize`")?;
         let checks = if self.only.is_empty() {
             ALL.to_vec()
         } else {

@@ -58,7 +58,7 @@ impl Dist {
         } else {
             targets::resolve(&self.targets, &ctx.project.settings.targets)?
         };
-        build_and_package(ctx, &targets, None, Signing::IfGiven)
+        build_and_package(ctx, &targets, None, Signing::Later)
     }
 }
 
@@ -104,7 +104,7 @@ impl Release {
                 .unwrap_or_else(|| parts::default_out(ctx, &targets));
             return parts::split(ctx, &targets, notes, &out);
         }
-        build_and_package(ctx, &targets, Some(notes), Signing::WhenConfigured)
+        build_and_package(ctx, &targets, Some(notes), Signing::Later)
     }
 }
 

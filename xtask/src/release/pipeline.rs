@@ -59,6 +59,9 @@ pub fn build_and_package(
         tools::require(Tool::CargoZigbuild)?;
         tools::require(Tool::Zig)?;
     }
+    // Compiling runs project code, which must not share a process tree
+    // with the signing secrets.
+    crate::signing::refuse_project_code_with_secrets("a release build")?;
     // A wrong passphrase fails before anything is built.
     let key = if ctx.dry_run {
         None
@@ -609,7 +612,7 @@ pub fn binaries_for(ctx: &Ctx, targets: &[Target]) -> Result<Manifest> {
         eprintln!("using the binaries in {}", path.display());
         return Ok(manifest);
     }
-    build_and_package(ctx, targets, None, Signing::IfGiven)?;
+    build_and_package(ctx, targets, None, Signing::Later)?;
     if ctx.dry_run {
         return Ok(Manifest::new(
             &ctx.project.settings.binary,

@@ -35,11 +35,17 @@ pub enum Signing {
     /// `release --split`: a runner's part is signed when the parts are
     /// merged, not before.
     Off,
-    /// `dist`, `image`, `k8s`: sign when a key is given.
+    /// `dist`, `release`: they compile, so they never hold the key (see
+    /// `signing::refuse_project_code_with_secrets`); `sign` signs what
+    /// they built.
+    Later,
+    /// `image`, `k8s`: sign when a key is given.
     IfGiven,
-    /// `release`, `release --merge`: a project that names a public key
-    /// releases signed only.
+    /// `release --merge`: a project that names a public key releases signed
+    /// only.
     WhenConfigured,
+    /// `sign`: the key must be given.
+    Required,
 }
 
 /// The private key from the environment, checked against the project's
@@ -50,11 +56,32 @@ pub fn signing_key(ctx: &Ctx, signing: Signing) -> Result<Option<PrivateKey>> {
         return Ok(None);
     }
     let configured = ctx.project.public_key()?;
+    if signing == Signing::Later {
+        if configured.is_some() {
+            eprintln!(
+                "note: not signed yet: sign it with `{}=… {}=… cargo xtask sign` (docs/signing.md)",
+                signing::KEY_FILE_VAR,
+                signing::PASSPHRASE_FILE_VAR
+            );
+        }
+        return Ok(None);
+    }
     let Some((key, source)) = PrivateKey::from_env()? else {
-        if let (Some(public), Signing::WhenConfigured) = (&configured, signing) {
+        let required = match signing {
+            Signing::Required => true,
+            Signing::WhenConfigured => configured.is_some(),
+            _ => false,
+        };
+        if required {
+            let why = match &configured {
+                Some(public) => format!(
+                    "the project's public-key ({}) says releases are signed",
+                    public.key_id()
+                ),
+                None => "`sign` signs with the release key".to_owned(),
+            };
             bail!(
-                "the project's public-key ({}) says releases are signed, and no signing key is given: set {} (or {}) and {} (or {})",
-                public.key_id(),
+                "{why}, and no signing key is given: set {} (or {}) and {} (or {})",
                 signing::KEY_FILE_VAR,
                 signing::KEY_VAR,
                 signing::PASSPHRASE_FILE_VAR,
@@ -184,4 +211,67 @@ pub fn seal(
         }
     }
     write_atomically(&folder.join(MANIFEST), manifest.to_json()?.as_bytes())
+}
+
+/// `cargo xtask sign`: signs the release `dist`, `release` or `image` wrote
+/// in `target/dist/`, as they would have: those tasks compile project code,
+/// so they never hold the key; this one runs none, so it may.
+#[derive(clap::Args, Debug)]
+pub struct Sign {}
+
+impl Sign {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let key = signing_key(ctx, Signing::Required)?;
+        let dist = ctx.project.dist_dir();
+        let manifest_path = dist.join(MANIFEST);
+        let mut manifest = Manifest::require(&manifest_path).with_context(|| {
+            format!(
+                "nothing to sign in {}: build it first, without the signing secrets (`cargo xtask dist` or `release`)",
+                dist.display()
+            )
+        })?;
+        let stamp = ctx.stamp()?;
+        if manifest.stamp.commit != stamp.commit || manifest.stamp.dirty != stamp.dirty {
+            bail!(
+                "{} was built from commit {}{}, and the tree is at {}{}: the provenance would describe another tree; build it again (`cargo xtask dist`), then sign",
+                dist.display(),
+                manifest.stamp.commit,
+                if manifest.stamp.dirty {
+                    " with changes"
+                } else {
+                    ""
+                },
+                stamp.commit,
+                if stamp.dirty { " with changes" } else { "" }
+            );
+        }
+        // What is signed is what the build wrote: a file changed since
+        // would be signed as built.
+        for artifact in manifest
+            .artifacts
+            .iter()
+            .filter(|artifact| !artifact.kind.is_signature())
+        {
+            let path = dist.join(crate::names::relative_path("an artifact", &artifact.path)?);
+            let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+            if crate::archive::sha256_hex(&bytes) != artifact.sha256 {
+                bail!(
+                    "{} changed after it was built: build again (`cargo xtask dist`), then sign",
+                    path.display()
+                );
+            }
+        }
+        let key = key.context("no signing key")?;
+        if ctx.dry_run {
+            eprintln!("(dry run: would sign {})", dist.display());
+            return Ok(());
+        }
+        seal(ctx, &dist, &mut manifest, Some(&key))?;
+        println!(
+            "signed {} with key id {}",
+            dist.display(),
+            key.public().key_id()
+        );
+        Ok(())
+    }
 }

@@ -318,15 +318,126 @@ fn read_secrets() -> Secrets {
     }
 }
 
+/// Whether any signing variable was set when the process started.
+static GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Reads the signing secrets and removes their variables from this
-/// process's environment. Called first thing in `main`, before any thread.
+/// process's environment, so that no command a task runs inherits them.
+/// Called first thing in `main`, before any thread.
+///
+/// `remove_var` alone leaves the strings in the environment block the
+/// kernel shows as `/proc/<pid>/environ`, which any process of the same
+/// user can read: their bytes are overwritten in place. With a secret
+/// given, the process also stops being dumpable, which makes its
+/// `/proc/<pid>/{environ,mem,fd}` unreadable to other processes of the
+/// user and refuses them ptrace.
 pub fn take_secrets_from_env() {
+    let given = SECRET_VARS
+        .iter()
+        .any(|var| std::env::var_os(var).is_some_and(|value| !value.is_empty()));
     let _ = SECRETS.set(read_secrets());
     for var in SECRET_VARS {
+        scrub_from_environment_block(var);
         // SAFETY: called first thing in `main`, before any thread exists
         // that could read the environment.
         unsafe { std::env::remove_var(var) };
     }
+    if given {
+        GIVEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: prctl with PR_SET_DUMPABLE only changes this process's
+        // flag.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    }
+}
+
+/// Overwrites the value of `var` where the environment block holds it.
+fn scrub_from_environment_block(var: &str) {
+    let Ok(name) = std::ffi::CString::new(var) else {
+        return;
+    };
+    // SAFETY: single-threaded (see `take_secrets_from_env`); getenv returns
+    // a pointer into the process's environment strings, which are writable
+    // and outlive this call; strlen stops at the string's own NUL, and only
+    // the bytes before it are written.
+    unsafe {
+        let value = libc::getenv(name.as_ptr());
+        if value.is_null() {
+            return;
+        }
+        let length = libc::strlen(value);
+        for at in 0..length {
+            std::ptr::write_volatile(value.add(at), b'*' as libc::c_char);
+        }
+    }
+}
+
+/// Whether the signing secrets were given to this process.
+pub fn secrets_given() -> bool {
+    GIVEN.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Refuses to go on to `what` (a step that compiles or runs project code:
+/// build scripts, proc macros, tests, the service) while the signing
+/// secrets were given: cargo, which started this process, still holds them
+/// in its environment, where that code could read them.
+pub fn refuse_project_code_with_secrets(what: &str) -> Result<()> {
+    if secrets_given() {
+        bail!(
+            "the signing secrets ({}) are set, and {what} runs project code (build scripts, proc macros, tests), which must not see them: run it without them, then sign what it built with `cargo xtask sign` (docs/signing.md, \"Where the secrets go\")",
+            SECRET_VARS.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Refuses the secrets when cargo compiled this very xtask on the way here
+/// (`cargo xtask` on a fresh clone, or after a change to the xtask): the
+/// compiler and the build scripts of its dependencies ran with them in
+/// their environment. The xtask is to be built first, without them.
+pub fn check_not_compiled_with_secrets() -> Result<()> {
+    if !secrets_given() {
+        return Ok(());
+    }
+    let parent = std::os::unix::process::parent_id();
+    let parent_is_cargo = std::fs::read_to_string(format!("/proc/{parent}/comm"))
+        .is_ok_and(|name| name.trim() == "cargo");
+    if !parent_is_cargo {
+        return Ok(());
+    }
+    let (Some(built), Some(cargo_started)) = (
+        std::fs::metadata("/proc/self/exe")
+            .and_then(|meta| meta.modified())
+            .ok(),
+        process_start(parent),
+    ) else {
+        return Ok(());
+    };
+    if built > cargo_started {
+        bail!(
+            "this xtask was compiled by the `cargo xtask` that runs it, with the signing secrets in cargo's environment, where the compiler and build scripts could read them: build the xtask first without them (e.g. `cargo xtask help`), then give them to the signing step alone; if that build ran code you do not trust, rotate the key (cargo xtask keygen --rotate)"
+        );
+    }
+    Ok(())
+}
+
+/// When process `pid` started, from its `stat` and the boot time.
+fn process_start(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces; `starttime` is field 22, the 20th after it.
+    let after_name = stat.rsplit_once(')')?.1;
+    let ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a system setting.
+    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    let started = std::time::Duration::from_millis(boot * 1000 + ticks * 1000 / per_second.max(1));
+    Some(std::time::UNIX_EPOCH + started)
 }
 
 /// The value of `var`, else the contents of the file `file_var` names;

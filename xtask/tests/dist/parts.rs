@@ -65,6 +65,11 @@ pub fn split_and_merge_equal_one_release(clone: &Path, target_dir: &Path) {
     let in_clone = |args: &[&str]| {
         let mut command = xtask(clone);
         command.args(args).env("CARGO_TARGET_DIR", target_dir);
+        // `release` compiles, so it never holds the signing secrets; the
+        // image and the merge, which do not, sign.
+        if args[0] == "release" && !args.contains(&"--merge") {
+            signing::without_secrets(&mut command);
+        }
         command
     };
     // One machine: both targets, then the image.

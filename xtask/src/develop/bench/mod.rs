@@ -176,6 +176,7 @@ impl Bench {
     }
 
     pub fn run(mut self, ctx: &Ctx) -> Result<()> {
+        crate::signing::refuse_project_code_with_secrets("`bench`")?;
         if self.quick {
             self.duration = self.duration.min(2);
             self.rounds = 1;
