@@ -97,10 +97,11 @@ pub fn without_secrets(command: &mut Command) -> &mut Command {
     command
 }
 
-/// Runs the commands at once, sampling every process's command line (and
-/// the environment of every process but the ones started here, whose own
-/// start-up environment the kernel keeps) until all end; fails if a
-/// secret shows there or in their output.
+/// Runs the commands at once, sampling every process's command line and
+/// environment until all end; fails if a secret shows there or in their
+/// output. The xtasks started here were given the secrets, which the
+/// kernel shows in their environment from exec until their `main`
+/// overwrites them: each is watched from its first line of output on.
 pub fn run_watching_proc(commands: Vec<Command>, secrets: &[String]) -> Vec<std::process::Output> {
     let logs = TempDir::new().unwrap();
     let mut children = Vec::new();
@@ -116,9 +117,9 @@ pub fn run_watching_proc(commands: Vec<Command>, secrets: &[String]) -> Vec<std:
             .unwrap();
         children.push((child, out, err));
     }
-    let own: Vec<String> = children
+    let own: Vec<(String, PathBuf)> = children
         .iter()
-        .map(|(child, ..)| child.id().to_string())
+        .map(|(child, _, err)| (child.id().to_string(), err.clone()))
         .collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     let (mut samples, mut leaked) = (0, Vec::new());
@@ -134,13 +135,15 @@ pub fn run_watching_proc(commands: Vec<Command>, secrets: &[String]) -> Vec<std:
             "the signing runs took over 600 s"
         );
         samples += 1;
-        // Command lines ten times a second, environments once a second:
-        // the builds being watched share the machine with the watching.
-        let with_environ = samples % 10 == 1;
+        // Signing compiles nothing and takes a fraction of a second: every
+        // sample reads every command line and environment.
         for entry in fs::read_dir("/proc").unwrap().flatten() {
             let pid = entry.file_name().to_string_lossy().into_owned();
+            let starting = own.iter().any(|(own_pid, err)| {
+                *own_pid == pid && fs::metadata(err).is_ok_and(|meta| meta.len() == 0)
+            });
             let mut places = vec![("cmdline", fs::read(entry.path().join("cmdline")))];
-            if with_environ && !own.contains(&pid) {
+            if !starting {
                 places.push(("environ", fs::read(entry.path().join("environ"))));
             }
             for (place, bytes) in places {
@@ -151,7 +154,7 @@ pub fn run_watching_proc(commands: Vec<Command>, secrets: &[String]) -> Vec<std:
                 }
             }
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(
         leaked.is_empty(),
