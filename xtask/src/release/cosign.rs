@@ -33,24 +33,40 @@ pub fn signature_tag(digest: &str) -> String {
     format!("{}.sig", digest.replace(':', "-"))
 }
 
+/// The annotation of the signed payload that names the tags the digest was
+/// pushed under, space-separated: a tag moved to another digest (an older
+/// release, or another name) no longer matches what was signed.
+pub const TAGS_ANNOTATION: &str = "tags";
+
 /// The simple signing payload for `digest` in repository `name`
-/// (`registry/repository`, no tag).
-pub fn payload(name: &str, digest: &str) -> Vec<u8> {
+/// (`registry/repository`, no tag), naming the `tags` it was pushed under.
+pub fn payload(name: &str, digest: &str, tags: &[String]) -> Vec<u8> {
+    let optional = if tags.is_empty() {
+        Value::Null
+    } else {
+        json!({ TAGS_ANNOTATION: tags.join(" ") })
+    };
     let value = json!({
         "critical": {
             "identity": {"docker-reference": name},
             "image": {"docker-manifest-digest": digest},
             "type": SIGNATURE_TYPE,
         },
-        "optional": null,
+        "optional": optional,
     });
     serde_json::to_vec(&value).expect("JSON serializes")
 }
 
 /// Writes an OCI layout at `dir` holding the signature manifest of
 /// `digest`, tagged `sig`, for skopeo to copy to the signature tag.
-fn write_signature_layout(dir: &Path, key: &PrivateKey, name: &str, digest: &str) -> Result<()> {
-    let payload = payload(name, digest);
+fn write_signature_layout(
+    dir: &Path,
+    key: &PrivateKey,
+    name: &str,
+    digest: &str,
+    tags: &[String],
+) -> Result<()> {
+    let payload = payload(name, digest, tags);
     let signature = Base64::encode_string(&key.sign(&payload));
     let payload_digest = format!("sha256:{}", sha256_hex(&payload));
     let config = serde_json::to_vec(&json!({
@@ -106,13 +122,15 @@ pub struct Access<'a> {
     pub secrets: &'a [&'a str],
 }
 
-/// Pushes the signature of each of `digests` in repository `name`.
+/// Pushes the signature of each of `digests` in repository `name`, each
+/// naming the `tags` the image was pushed under.
 pub fn push_signatures(
     ctx: &Ctx,
     skopeo: &Path,
     key: &PrivateKey,
     name: &str,
     digests: &[&str],
+    tags: &[String],
     access: &Access<'_>,
 ) -> Result<()> {
     let tls = format!("--dest-tls-verify={}", access.verify_tls);
@@ -122,7 +140,7 @@ pub fn push_signatures(
         .unwrap_or_default();
     for digest in digests {
         let layout = crate::util::TempFolder::new("xtask-cosign-signature")?;
-        write_signature_layout(layout.path(), key, name, digest)?;
+        write_signature_layout(layout.path(), key, name, digest, tags)?;
         let source = format!("oci:{}:sig", layout.path().display());
         let target = format!("docker://{name}:{}", signature_tag(digest));
         let auth = &auth;
@@ -145,13 +163,15 @@ pub fn push_signatures(
 
 /// Checks the signatures of `digest` in repository `name`: the signature
 /// tag exists, and one of its layers is a payload naming this repository
-/// and digest, signed by `key`. Returns what is wrong, in one line.
+/// and digest (and the tag `read_as`, when the digest was read through one), signed by
+/// `key`. Returns what is wrong, in one line.
 pub fn check_signature(
     ctx: &Ctx,
     skopeo: &Path,
     key: &PublicKey,
     name: &str,
     digest: &str,
+    read_as: Option<&str>,
     verify_tls: bool,
 ) -> Result<()> {
     let tls = format!("--tls-verify={verify_tls}");
@@ -220,6 +240,17 @@ pub fn check_signature(
         } else if critical["type"] != SIGNATURE_TYPE {
             problems
                 .push("the signed payload is not a cosign container image signature".to_owned());
+        } else if let Some(tag) = read_as
+            && !payload["optional"][TAGS_ANNOTATION]
+                .as_str()
+                .is_some_and(|tags| tags.split(' ').any(|signed| signed == tag))
+        {
+            problems.push(format!(
+                "it was signed for tag(s) {}, not {tag}: the tag was moved to this digest (an older release, or another name); verify by digest, or push and sign it under {tag}",
+                payload["optional"][TAGS_ANNOTATION]
+                    .as_str()
+                    .unwrap_or("(none)")
+            ));
         } else {
             return Ok(());
         }

@@ -227,7 +227,7 @@ pub fn push(
             auth_file: auth_file.as_ref().map(|file| file.path.as_path()),
             secrets: &secrets,
         };
-        cosign::push_signatures(ctx, skopeo, key, &name, &digests, &access)
+        cosign::push_signatures(ctx, skopeo, key, &name, &digests, &tags, &access)
             .map_err(|err| explain_failure(err, destination, credentials.is_some()))?;
     }
     // Last, for scripts that read the pinned reference off the end.

@@ -580,9 +580,16 @@ fn check_image(
             .flatten()
             .filter_map(|manifest| manifest["digest"].as_str().map(str::to_owned)),
     );
-    for manifest_digest in &digests {
+    // The index read through a tag must have been signed for that tag; the
+    // platform manifests are reached through the index.
+    let tag = by_digest
+        .is_none()
+        .then_some(destination.tag.as_deref())
+        .flatten();
+    for (index, manifest_digest) in digests.iter().enumerate() {
+        let tag = if index == 0 { tag } else { None };
         if let Err(err) =
-            cosign::check_signature(ctx, &skopeo, key, &name, manifest_digest, verify_tls)
+            cosign::check_signature(ctx, &skopeo, key, &name, manifest_digest, tag, verify_tls)
         {
             failures.push(format!("{err:#}"));
         }

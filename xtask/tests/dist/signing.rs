@@ -821,6 +821,30 @@ pub fn check_image_refusals(
     let again = verify(&keys.public);
     assert!(again.status.success(), "{}", stderr_text(&again));
 
+    // The signed index under another tag (a tag moved to it, as to an
+    // older release): its signature names the tag it was pushed under.
+    put_manifest("9.9.9", index_type, &index);
+    let moved = output(
+        xtask(clone)
+            .args([
+                "verify",
+                &format!("{address}/{repository}:9.9.9"),
+                "--public-key",
+            ])
+            .arg(&keys.public),
+    );
+    refused(moved, &format!("it was signed for tag(s) {tag}, not 9.9.9"));
+    let pinned = output(
+        xtask(clone)
+            .args([
+                "verify",
+                &format!("{address}/{repository}@{digest}"),
+                "--public-key",
+            ])
+            .arg(&keys.public),
+    );
+    assert!(pinned.status.success(), "{}", stderr_text(&pinned));
+
     // The index pushed again with one byte more: same content to a reader,
     // another digest, which nobody signed.
     let mut changed = index.clone();
