@@ -422,6 +422,7 @@ struct Load(Child);
 
 impl Load {
     fn start(ctx: &Ctx, stress_ng: &Path, cpus: usize) -> Result<Load> {
+        #[cfg(target_os = "linux")]
         use std::os::unix::process::CommandExt;
         let cpus = cpus.to_string();
         let command = cmd!(ctx.sh, "{stress_ng} --cpu {cpus} --quiet");
@@ -430,6 +431,7 @@ impl Load {
         // SAFETY: the closure runs in the forked child before exec and only
         // calls prctl, which is async-signal-safe: stress-ng ends with this
         // process however it ends, so no load outlives the hunt.
+        #[cfg(target_os = "linux")]
         unsafe {
             command.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {

@@ -344,9 +344,12 @@ pub fn take_secrets_from_env() {
     }
     if given {
         GIVEN.store(true, std::sync::atomic::Ordering::SeqCst);
+        #[cfg(target_os = "linux")]
         // SAFETY: prctl with PR_SET_DUMPABLE only changes this process's
         // flag.
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
     }
 }
 
