@@ -421,37 +421,45 @@ fn deploy_under_load_auto_rollback_rollbacks_and_interrupt_on_a_local_root() {
     );
     assert!(lock_is_free_within(&root, Duration::from_secs(10)));
 
-    // Killed outright while B activates (no chance to switch back): the
-    // activation it started goes on and B serves, unproven; `current.proven`
-    // still names A; the lock died with the deploy. The next plain deploy
-    // switches back to A, proves it, then deploys B and proves it.
-    let mut killed = xtask(&workspace_root());
-    killed
-        .arg("deploy")
-        .arg("--archive")
-        .arg(&b)
-        .arg("--root")
-        .arg(&root)
-        .arg("--activate")
-        .arg(format!(
-            "sleep 1; exec '{}'",
-            supervisor.scratch.path().join("activate").display()
-        ))
-        .arg("--service")
-        .arg(format!("127.0.0.1:{}", supervisor.port))
-        .args(["--timeout", "20s"])
-        .stderr(std::process::Stdio::null());
-    let mut child = killed.spawn().unwrap();
-    let switched = Instant::now();
-    while current(&root) != "releases/0.1.0-bbbbbbb" {
+    // Killed outright during its proof (no chance to switch back): B was
+    // activated and serves, unproven; `current.proven` still names A; the
+    // lock died with the deploy. The next plain deploy switches back to A,
+    // proves it, then deploys B and proves it.
+    {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut killed = xtask(&workspace_root());
+        killed
+            .arg("deploy")
+            .arg("--archive")
+            .arg(&b)
+            .arg("--root")
+            .arg(&root)
+            .args(supervisor.flags())
+            .args(["--timeout", "20s"])
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        let mut child = killed.spawn().unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut printed = String::new();
+        for line in stderr.lines() {
+            let line = line.unwrap_or_default();
+            printed.push_str(&line);
+            printed.push('\n');
+            // Printed once activation returned, before the first probe.
+            if line.contains("to serve commit") {
+                // SAFETY: kill has no memory effects; the group is the
+                // deploy's own.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                break;
+            }
+        }
+        child.wait().unwrap();
         assert!(
-            switched.elapsed() < Duration::from_secs(30) && child.try_wait().unwrap().is_none(),
-            "B never switched in"
+            printed.contains("to serve commit"),
+            "the deploy never reached its proof:\n{printed}"
         );
-        std::thread::sleep(Duration::from_millis(10));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
     assert_eq!(
         fs::read_link(root.join("current.proven")).unwrap(),
         Path::new("releases/0.1.0-aaaaaaa")
