@@ -473,12 +473,8 @@ impl Lock {
         let Some(holder) = self.holder.take() else {
             return Ok(());
         };
-        drop(holder.stop);
-        let _ = holder.heartbeat.join();
-        let mut child = holder.child;
-        // The holder exits on the end of its stdin; over ssh, once the
-        // remote side has.
-        let status = child.wait().context("wait for the deploy lock's holder")?;
+        let (status, mut child) = holder.end();
+        let status = status.context("wait for the deploy lock's holder")?;
         if !status.success() {
             let said = holder_error(&mut child);
             bail!("release the deploy lock: its holder ended with {status}{said}");
@@ -487,14 +483,26 @@ impl Lock {
     }
 }
 
+impl Holder {
+    /// Stops the heartbeat, which ends the holder's stdin: it exits (over
+    /// ssh, once the remote side has) and the kernel drops the lock.
+    fn end(
+        self,
+    ) -> (
+        std::io::Result<std::process::ExitStatus>,
+        std::process::Child,
+    ) {
+        drop(self.stop);
+        let _ = self.heartbeat.join();
+        let mut child = self.child;
+        (child.wait(), child)
+    }
+}
+
 impl Drop for Lock {
     fn drop(&mut self) {
         if let Some(holder) = self.holder.take() {
-            // The holder sees its stdin end and lets the lock go.
-            drop(holder.stop);
-            let _ = holder.heartbeat.join();
-            let mut child = holder.child;
-            let _ = child.wait();
+            let _ = holder.end();
         }
     }
 }

@@ -131,13 +131,7 @@ impl Verify {
         // Signed, but from a tree with uncommitted changes: its commit does
         // not say what was built.
         if !self.allow_dirty && (path.is_dir() || path.is_file()) {
-            let folder = if path.is_dir() {
-                path
-            } else {
-                path.parent()
-                    .filter(|parent| !parent.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."))
-            };
+            let folder = if path.is_dir() { path } else { folder_of(path) };
             let identity = signed_identity_in(folder, &signer.key)?;
             if identity.dirty {
                 eprintln!(
@@ -400,12 +394,16 @@ fn files_under(folder: &Path) -> Vec<String> {
     found
 }
 
+/// The folder a file is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// The provenance files (`*.intoto.jsonl`) in the folder of `archive`.
 fn provenances_beside(archive: &Path) -> Vec<PathBuf> {
-    let folder = archive
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = folder_of(archive);
     provenances_in(folder)
 }
 
@@ -428,10 +426,7 @@ fn provenances_in(folder: &Path) -> Vec<PathBuf> {
 /// `check_archive` found nothing wrong: the version and commit a deploy
 /// names and proves, never the unsigned manifest's.
 pub fn signed_identity(archive: &Path, key: &PublicKey) -> Result<provenance::Identity> {
-    let folder = archive
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = folder_of(archive);
     signed_identity_in(folder, key)
 }
 
@@ -466,10 +461,7 @@ pub fn check_archive(archive: &Path, key: &PublicKey) -> Vec<String> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let folder = archive
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let folder = folder_of(archive);
     let bytes = match std::fs::read(archive) {
         Ok(bytes) => bytes,
         Err(err) => return vec![format!("{}: {err}", archive.display())],
