@@ -118,7 +118,7 @@ fn dry_run_prints_commands_without_running_them() {
     );
     let echoed = stderr_text(&dry_build);
     assert!(
-        echoed.contains(" cargo build --workspace --exclude xtask --release\n"),
+        echoed.contains(" cargo build --workspace --exclude xtask --exclude xtask-lib --release\n"),
         "{echoed}"
     );
     assert!(

@@ -20,12 +20,13 @@ impl Build {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let release = self.release.then_some("--release");
         let cargo_args = &self.cargo_args;
-        // The xtask is excluded: the `cargo xtask` alias has just built it.
-        let xtask = env!("CARGO_PKG_NAME");
+        // The xtask and its library are excluded: the `cargo xtask` alias
+        // has just built them.
+        let xtask_lib = env!("CARGO_PKG_NAME");
         let cargo = ctx.cargo_path();
         let build = cmd!(
             ctx.sh,
-            "{cargo} build --workspace --exclude {xtask} {release...} {cargo_args...}"
+            "{cargo} build --workspace --exclude xtask --exclude {xtask_lib} {release...} {cargo_args...}"
         );
         ctx.run(ctx.stamped(build)?).context("build the workspace")
     }

@@ -8,7 +8,7 @@ use super::render::{self, ENVIRONMENTS, EnvConfig, Inputs};
 use crate::project::K8sSettings;
 
 fn config_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")
 }
 
 /// The objects of one environment's flat file, as `k8s` renders them.

@@ -126,7 +126,7 @@ fn cli_page(help_texts: &[(String, String)]) -> String {
     let mut page = header(
         "`cargo xtask` reference",
         "What `cargo xtask --help` and each task's `--help` print, from the clap\n\
-         definitions in `xtask/src/`.",
+         definitions in `xtask/lib/src/`.",
     );
     for (line, help) in help_texts {
         page.push_str(&format!(
@@ -141,7 +141,7 @@ fn tools_page() -> String {
     let mut page = header(
         "Tools",
         "The external tools the tasks and tests use, from the one list in\n\
-         `xtask/src/tools.rs`. `cargo xtask setup` installs those needed by the tests\n\
+         `xtask/lib/src/tools.rs`. `cargo xtask setup` installs those needed by the tests\n\
          (`--bench` adds the benchmark tools); `cargo xtask doctor` shows which are\n\
          present. Debian packages are installed without recommends and with no\n\
          service started; PyPI packages into the virtual environment of\n\
@@ -490,7 +490,7 @@ fn manifest_page() -> Result<String> {
         &format!(
             "The contract between tasks: what `dist` and `release` built, read back by\n\
              `image`, `deploy`, `k8s` and `publish` (and by anything of yours) instead of\n\
-             guessing file names. From the types of `xtask/src/manifest.rs`; the current\n\
+             guessing file names. From the types of `xtask/lib/src/manifest.rs`; the current\n\
              `format_version` is {}.\n\n\
              | field | type | what it is |\n\
              |-------|------|------------|\n",
@@ -501,7 +501,7 @@ fn manifest_page() -> Result<String> {
         let Some((_, description)) = manifest::FIELDS.iter().find(|(field, _)| field == path)
         else {
             bail!(
-                "dist-manifest.json field {path} has no entry in FIELDS of xtask/src/manifest.rs: describe it there"
+                "dist-manifest.json field {path} has no entry in FIELDS of xtask/lib/src/manifest.rs: describe it there"
             );
         };
         page.push_str(&format!("| `{path}` | {kind} | {description} |\n"));
@@ -509,7 +509,7 @@ fn manifest_page() -> Result<String> {
     for (field, _) in manifest::FIELDS {
         if !paths.iter().any(|(path, _)| path == field) {
             bail!(
-                "FIELDS of xtask/src/manifest.rs describes {field}, which the manifest does not have: remove it"
+                "FIELDS of xtask/lib/src/manifest.rs describes {field}, which the manifest does not have: remove it"
             );
         }
     }
