@@ -12,16 +12,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::platform::Service;
-use crate::platform::build_info::BUILD_INFO;
-use crate::platform::config::LogFormat;
-use crate::platform::connections::{Limits, Server};
-use crate::platform::http::router;
-use crate::platform::lifecycle::{Lifecycle, State};
-use crate::platform::metrics::Metrics;
-use crate::platform::state::Shared;
-use crate::platform::workers::Workers;
 use crate::service::Greeter;
+use platform::Service;
+use platform::config::LogFormat;
+use platform::connections::{Limits, Server};
+use platform::http::router;
+use platform::lifecycle::{Lifecycle, State};
+use platform::metrics::Metrics;
+use platform::state::Shared;
+use platform::workers::Workers;
 
 struct Counting;
 
@@ -141,11 +140,11 @@ fn print_counts(setting: &str, measured: &[(&str, f64)]) {
 
 #[test]
 fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
-    let mut settings = crate::platform::test_settings();
+    let mut settings = template_settings();
     // The request log as shipped (JSON, at INFO), into a sink.
     settings.log.format = LogFormat::Json;
-    settings.log.level = crate::platform::config::LogLevel::Info;
-    crate::platform::logging::init_with_output(&settings.log, Box::new(std::io::sink()));
+    settings.log.level = platform::config::LogLevel::Info;
+    platform::logging::init_with_output(&settings.log, Box::new(std::io::sink()));
     let measured = measure(settings);
     print_counts("off", &measured);
     for ((name, per_request), (_, _, recorded)) in measured.iter().zip(RECORDED) {
@@ -155,7 +154,7 @@ fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
         );
     }
     for (ratio, recorded) in RECORDED_TRACED {
-        let mut settings = crate::platform::test_settings();
+        let mut settings = template_settings();
         settings.log.format = LogFormat::Json;
         // Spans go to a port nothing listens on: the export thread's own
         // allocations are not counted, only the request path's.
@@ -172,16 +171,30 @@ fn allocations_per_request_stay_at_or_below_the_recorded_counts() {
     }
 }
 
+/// The settings of the template's `config/` with no environment.
+fn template_settings() -> platform::config::Settings {
+    let overrides = platform::config::Overrides {
+        config_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")),
+        listen: None,
+    };
+    platform::config::Settings::load(
+        &overrides,
+        &platform::config::Environment::default(),
+        &|_| Ok(()),
+    )
+    .expect("config/ loads")
+}
+
 /// Allocations per request on the server's thread, per request of
 /// `RECORDED`, with these settings.
-fn measure(settings: crate::platform::config::Settings) -> Vec<(&'static str, f64)> {
-    let business = crate::platform::Started::<Greeter>::new(Default::default()).unwrap();
+fn measure(settings: platform::config::Settings) -> Vec<(&'static str, f64)> {
+    let business = platform::Started::<Greeter>::new(Default::default()).unwrap();
     let traces = settings.tracing.active().then(|| {
-        let mut metrics = Metrics::new(&BUILD_INFO);
-        let exporter = crate::platform::otlp::Exporter::start(
+        let mut metrics = Metrics::new(platform::build_info::get());
+        let exporter = platform::otlp::Exporter::start(
             &settings.tracing,
             "app",
-            &BUILD_INFO,
+            platform::build_info::get(),
             &mut metrics,
         )
         .unwrap();
@@ -201,7 +214,7 @@ fn measure(settings: crate::platform::config::Settings) -> Vec<(&'static str, f6
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.set_nonblocking(true).unwrap();
             address_sender.send(listener.local_addr().unwrap()).unwrap();
-            let metrics = Arc::new(Metrics::new(&BUILD_INFO));
+            let metrics = Arc::new(Metrics::new(platform::build_info::get()));
             let limits = Limits {
                 header_read_timeout: settings.server.header_read_timeout,
                 idle_timeout: settings.server.idle_timeout,

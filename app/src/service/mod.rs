@@ -1,6 +1,7 @@
 //! The business part: what a team that adopts this template replaces with
-//! its own. Everything else in `src/` is the platform, which it reaches
-//! only through `crate::platform`'s surface (see `platform/mod.rs`).
+//! its own. It reaches the platform (the `platform` crate) only through
+//! the crate's root: `Service`, `Setup`, `Router` (see
+//! `platform/src/lib.rs`).
 //!
 //! The example greets: `GET /` says hello, `POST /greet` greets a name and
 //! counts the greetings (`greetings_total` on `/metrics`), and the greeting
@@ -19,7 +20,7 @@ use axum::routing::{get, post};
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
-use crate::platform::{Router, Service, Setup};
+use platform::{Router, Service, Setup};
 
 /// The keys of `[service]` besides `name`.
 #[derive(Debug, Deserialize, Serialize)]

@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt;
 
 use super::{Greeter, Settings};
-use crate::platform::Started;
+use platform::Started;
 
 async fn call(started: &Started<Greeter>, request: Request<Body>) -> (StatusCode, String) {
     let response = started.router().oneshot(request).await.unwrap();

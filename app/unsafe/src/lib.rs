@@ -1,6 +1,6 @@
 //! The service's unsafe code, on its own: the allocator cache
-//! (`app/src/platform/thread_cache.rs`) and the assembly `memcpy`
-//! (`app/src/platform/memcpy.rs`), the very files the service compiles,
+//! (`app/platform/src/thread_cache.rs`) and the assembly `memcpy`
+//! (`app/platform/src/memcpy.rs`), the very files the service compiles,
 //! included by path rather than copied.
 //!
 //! `cargo xtask sanitize` runs Miri, AddressSanitizer and ThreadSanitizer
@@ -10,9 +10,9 @@
 //! none of the checked code calls. The service builds them as its own
 //! modules in the musl builds it ships; their tests run here only.
 
-#[path = "../../src/platform/thread_cache.rs"]
+#[path = "../../platform/src/thread_cache.rs"]
 pub mod thread_cache;
 
 #[cfg(target_arch = "x86_64")]
-#[path = "../../src/platform/memcpy.rs"]
+#[path = "../../platform/src/memcpy.rs"]
 pub mod memcpy;

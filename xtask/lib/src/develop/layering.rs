@@ -2,13 +2,14 @@
 //! checked by `lint` (and `ci`) from the sources: the xtask's stages import
 //! the core and never the other way, `release/` never imports `deploy/`,
 //! the service's business part reaches the platform only through the
-//! surface `app/src/platform/mod.rs` declares, and no crate has an import
-//! circle.
+//! surface the `platform` crate's root (`app/platform/src/lib.rs`)
+//! declares, and no crate has an import circle.
 //!
 //! An import is a `crate::…` or `super::…` path anywhere in a module's code
-//! (a `use` line or a path written inline), braces expanded. Relative paths
-//! from a `mod.rs` into its own children are declarations of the folder,
-//! not arrows, and are not read.
+//! (a `use` line or a path written inline), braces expanded, or a path
+//! into another crate the rules read (`platform::…` from the service).
+//! Relative paths from a `mod.rs` into its own children are declarations
+//! of the folder, not arrows, and are not read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -17,10 +18,14 @@ use anyhow::{Context, Result, bail};
 
 use crate::exec::Ctx;
 
-/// How one crate is layered: which layer a module is in, and which layers
-/// each layer may import.
+/// How one crate, or a crate and the library crates it is built on, is
+/// layered: which layer a module is in, and which layers each layer may
+/// import.
 pub struct Rules {
-    pub crate_dir: &'static str,
+    /// `(source folder, module prefix)`: each crate's modules are named
+    /// under its prefix (the crate's name as the others import it; empty
+    /// for the crate the rules are named after).
+    pub crates: &'static [(&'static str, &'static str)],
     pub layer_of: fn(&str) -> &'static str,
     /// `(layer, the layers it may import)`; a layer imports itself freely.
     pub allowed: &'static [(&'static str, &'static [&'static str])],
@@ -30,7 +35,7 @@ pub struct Rules {
 /// them all (the generated docs); the stages use the core
 /// at the root of `src/`; develop and deploy may use the release pipeline.
 pub const XTASK: Rules = Rules {
-    crate_dir: "xtask/lib",
+    crates: &[("xtask/lib/src", "")],
     layer_of: |module| match module.split("::").next().unwrap_or_default() {
         "" | "flags" | "reference" => "entry",
         "develop" => "develop",
@@ -53,10 +58,11 @@ pub const XTASK: Rules = Rules {
 };
 
 /// The service: `main.rs` joins the business part (`service/`) to the
-/// platform; the business part sees only the surface (`platform/mod.rs`),
-/// and the platform never sees the business part.
+/// platform crate; the business part sees only its surface (the crate's
+/// root, `lib.rs`). That the platform never sees the business part, the
+/// crates' dependency already holds.
 pub const APP: Rules = Rules {
-    crate_dir: "app",
+    crates: &[("app/src", ""), ("app/platform/src", "platform")],
     layer_of: |module| {
         let mut segments = module.split("::");
         match (segments.next().unwrap_or_default(), segments.next()) {
@@ -78,12 +84,11 @@ pub const APP: Rules = Rules {
 pub fn check(ctx: &Ctx) -> Result<()> {
     let mut problems = Vec::new();
     for rules in [&XTASK, &APP] {
-        let src = ctx.project.root.join(rules.crate_dir).join("src");
-        let modules = read_modules(&src)?;
+        let modules = read_crates(&ctx.project.root, rules)?;
         problems.extend(
             violations(&modules, rules)
                 .into_iter()
-                .map(|problem| format!("{}: {problem}", rules.crate_dir)),
+                .map(|problem| format!("{}: {problem}", rules.crates[0].0)),
         );
     }
     if !problems.is_empty() {
@@ -95,6 +100,22 @@ pub fn check(ctx: &Ctx) -> Result<()> {
     }
     eprintln!("layering: xtask and app import only in the allowed directions, with no circle");
     Ok(())
+}
+
+/// The modules of every crate the rules name, under their prefixes.
+pub fn read_crates(root: &Path, rules: &Rules) -> Result<BTreeMap<String, String>> {
+    let mut modules = BTreeMap::new();
+    for (src, prefix) in rules.crates {
+        for (module, text) in read_modules(&root.join(src))? {
+            let name = [*prefix, module.as_str()]
+                .into_iter()
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("::");
+            modules.insert(name, text);
+        }
+    }
+    Ok(modules)
 }
 
 /// Every `.rs` file under `src`, as (module path, source text).
@@ -132,7 +153,7 @@ fn module_path(relative: &str) -> String {
 
 /// What breaks the rules: forbidden arrows, then circles.
 pub fn violations(modules: &BTreeMap<String, String>, rules: &Rules) -> Vec<String> {
-    let graph = imports(modules);
+    let graph = imports(modules, rules);
     let mut problems = Vec::new();
     for (from, targets) in &graph {
         let from_layer = (rules.layer_of)(from);
@@ -169,13 +190,29 @@ fn display(module: &str) -> &str {
 }
 
 /// For each module, the other modules its code names.
-fn imports(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
+fn imports(
+    modules: &BTreeMap<String, String>,
+    rules: &Rules,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let libraries: Vec<&str> = rules
+        .crates
+        .iter()
+        .map(|(_, prefix)| *prefix)
+        .filter(|prefix| !prefix.is_empty())
+        .collect();
     let mut graph = BTreeMap::new();
     for (module, text) in modules {
+        // The crate this module is in: `crate::` paths start there.
+        let own_crate = libraries
+            .iter()
+            .find(|prefix| module == *prefix || module.starts_with(&format!("{prefix}::")))
+            .map(|prefix| vec![(*prefix).to_owned()])
+            .unwrap_or_default();
         let mut targets = BTreeSet::new();
-        for path in paths_in(text) {
+        for path in paths_in(text, &libraries) {
             let absolute = match path.first().map(String::as_str) {
-                Some("crate") => path[1..].to_vec(),
+                Some("crate") => [own_crate.clone(), path[1..].to_vec()].concat(),
+                Some(library) if libraries.contains(&library) => path,
                 Some("super") => {
                     let mut base: Vec<String> = module.split("::").map(str::to_owned).collect();
                     let mut rest = &path[..];
@@ -284,13 +321,19 @@ fn is_ident(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
-/// Every `crate::…` and `super::…` path in `text` outside comments, with
-/// `{a, b::c}` groups expanded into one path each.
-fn paths_in(text: &str) -> Vec<Vec<String>> {
+/// Every `crate::…` and `super::…` path in `text` outside comments, and
+/// every path into one of `libraries`, with `{a, b::c}` groups expanded
+/// into one path each.
+fn paths_in(text: &str, libraries: &[&str]) -> Vec<Vec<String>> {
     let code = code_only(text);
     let bytes = code.as_bytes();
     let mut paths = Vec::new();
-    for start in ["crate::", "super::"] {
+    let starts = ["crate", "super"]
+        .iter()
+        .chain(libraries)
+        .map(|root| format!("{root}::"));
+    for start in starts {
+        let start = start.as_str();
         let mut from = 0;
         while let Some(found) = code[from..].find(start) {
             let at = from + found;
@@ -395,7 +438,10 @@ mod tests {
                     let x = crate::targets::resolve(a);\n\
                     use super::host::Host;\n\
                     use super::*;";
-        let paths: Vec<String> = paths_in(text).iter().map(|path| path.join("::")).collect();
+        let paths: Vec<String> = paths_in(text, &[])
+            .iter()
+            .map(|path| path.join("::"))
+            .collect();
         assert_eq!(
             paths,
             [
@@ -413,9 +459,10 @@ mod tests {
     fn the_workspace_imports_only_in_the_allowed_directions() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         for rules in [&XTASK, &APP] {
-            let src = root.join(rules.crate_dir).join("src");
-            let found = violations(&read_modules(&src).unwrap(), rules);
-            assert!(found.is_empty(), "{}: {found:#?}", rules.crate_dir);
+            let modules = read_crates(&root, rules).unwrap();
+            assert!(modules.len() > 3, "{:?}: {modules:?}", rules.crates);
+            let found = violations(&modules, rules);
+            assert!(found.is_empty(), "{:?}: {found:#?}", rules.crates);
         }
     }
 
@@ -459,24 +506,28 @@ mod tests {
 
     #[test]
     fn the_business_part_sees_the_surface_and_not_the_platform_inside() {
+        // As `read_crates` names them: the platform crate's modules under
+        // `platform`, its own paths as `crate::`.
         let tree = modules(&[
             (
                 "main.rs",
-                "use crate::platform::server; use crate::service::Greeter;",
+                "fn main() { platform::main::<service::Greeter>(platform::package!()) }",
             ),
             ("platform/mod.rs", "pub trait Service {}"),
-            ("platform/config.rs", "use crate::platform::Service;"),
+            ("platform/config.rs", "use crate::Service;"),
+            ("platform/server.rs", "use crate::config::Settings;"),
             (
                 "service/mod.rs",
-                "use crate::platform::{Service, Setup, config::Settings};",
+                "use platform::{Service, Setup, config::Settings};",
             ),
-            ("platform/server.rs", "use crate::service::Greeter;"),
+            ("service/tests.rs", "let s = platform::server::run();"),
+            ("allocations.rs", "use platform::server;"),
         ]);
         assert_eq!(
             violations(&tree, &APP),
             [
-                "platform::server imports service (platform may import platform, surface)",
                 "service imports platform::config (business may import business, surface)",
+                "service::tests imports platform::server (business may import business, surface)",
             ]
         );
     }

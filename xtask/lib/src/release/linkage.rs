@@ -1,5 +1,5 @@
 //! Checks that the x86_64 musl binary copies memory with the service's own
-//! `memcpy` (`app/src/platform/memcpy.rs`), as the shipped build must: its
+//! `memcpy` (`app/platform/src/memcpy.rs`), as the shipped build must: its
 //! speed depends on it, and nothing else would notice if a toolchain or musl
 //! update stopped linking it, or linked musl's beside it.
 //!
@@ -68,7 +68,7 @@ fn rel32_target(bytes: &[u8], rel_at: usize) -> Option<usize> {
 /// direct calls use it.
 pub fn check_memcpy(bytes: &[u8]) -> Result<usize> {
     let fix =
-        "(app/src/platform/memcpy.rs links it as memcpy and __memcpy_fwd in the x86_64 musl build)";
+        "(app/platform/src/memcpy.rs links it as memcpy and __memcpy_fwd in the x86_64 musl build)";
     let ours = match find(bytes, OURS)[..] {
         [one] => one,
         [] => bail!("the service's memcpy is not in the binary {fix}"),

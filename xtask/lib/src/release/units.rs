@@ -40,7 +40,7 @@ const STOP_TIMEOUT_SECONDS: u32 = 40;
 /// The open-files limit of the service: each connection costs a descriptor,
 /// so it must be at least `server.max_connections` of the config (4096 in
 /// `config/base.toml`) plus the 64 the service keeps for itself
-/// (`DESCRIPTORS_KEPT` in `app/src/platform/server.rs`). Twice the connections leaves
+/// (`DESCRIPTORS_KEPT` in `app/platform/src/server.rs`). Twice the connections leaves
 /// room to raise them. The service would raise its own soft limit to the
 /// hard one, but the unit's system call filter forbids `setrlimit`, so the
 /// unit sets both.

@@ -30,7 +30,7 @@ use tracing::span;
 use tracing::subscriber::{Interest, Subscriber};
 use tracing::{Event, Level, Metadata};
 
-use crate::platform::config::{Log, LogFormat, LogLevel, RequestLog};
+use crate::config::{Log, LogFormat, LogLevel, RequestLog};
 
 /// Longest a line waits in the buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);

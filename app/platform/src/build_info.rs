@@ -1,5 +1,9 @@
-//! What this binary was built from: the stamp `cargo xtask` computed, passed
-//! in by `build.rs` as `BUILD_*` compile-time variables.
+//! What this binary was built from: the stamp `cargo xtask` computed,
+//! passed in by the platform's `build.rs` as `BUILD_*` compile-time
+//! variables, and the service package's own name and version, which the
+//! service's `main` hands over ([`Package`]).
+
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -22,12 +26,62 @@ pub struct BuildInfo {
     pub rustc: &'static str,
 }
 
-/// The name this binary was built as (`[[bin]]` name), which is how it
-/// names itself in `--version`, usage lines and its default service name.
-pub const BINARY: &str = env!("CARGO_BIN_NAME");
+/// What the service's package says of itself, which only its own crate
+/// knows at compile time: `platform::main` takes it from `src/main.rs`
+/// (`platform::package!()`).
+#[derive(Debug, Clone, Copy)]
+pub struct Package {
+    /// The `[[bin]]` name, which is how the binary names itself in
+    /// `--version`, usage lines and its default service name.
+    pub binary: &'static str,
+    /// The package's version (the workspace's).
+    pub version: &'static str,
+}
 
-pub const BUILD_INFO: BuildInfo = BuildInfo {
-    version: env!("CARGO_PKG_VERSION"),
+/// The service's [`Package`] from its own crate's compile-time variables.
+#[macro_export]
+macro_rules! package {
+    () => {
+        $crate::build_info::Package {
+            binary: env!("CARGO_BIN_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    };
+}
+
+/// The package `main` was given; until then (the platform's own unit
+/// tests), `app` at the platform's version.
+static PACKAGE: OnceLock<Package> = OnceLock::new();
+
+/// Records the service's package, once, before anything reads the stamp.
+pub fn set_package(package: Package) {
+    let _ = PACKAGE.set(package);
+}
+
+fn package() -> Package {
+    *PACKAGE.get_or_init(|| Package {
+        binary: "app",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// The name this binary was built as ([`Package::binary`]).
+pub fn binary() -> &'static str {
+    package().binary
+}
+
+/// The stamp with the service's version.
+pub fn get() -> &'static BuildInfo {
+    static INFO: OnceLock<BuildInfo> = OnceLock::new();
+    INFO.get_or_init(|| BuildInfo {
+        version: package().version,
+        ..STAMP
+    })
+}
+
+/// The stamp of the build, the version aside.
+const STAMP: BuildInfo = BuildInfo {
+    version: "unknown",
     describe: env!("BUILD_DESCRIBE"),
     commit: env!("BUILD_COMMIT"),
     commit_short: env!("BUILD_COMMIT_SHORT"),
@@ -90,7 +144,7 @@ mod tests {
             commit_short: "1a2b3c4",
             commit_time: "2026-11-25T01:17:00+01:00",
             target: "aarch64-unknown-linux-musl",
-            ..BUILD_INFO
+            ..get().clone()
         };
         assert_eq!(
             info.version_line("app"),
@@ -103,7 +157,7 @@ mod tests {
             commit_short: "unknown",
             commit_time: "unknown",
             target: "x",
-            ..BUILD_INFO
+            ..get().clone()
         };
         assert_eq!(
             unknown.version_line("app"),

@@ -10,11 +10,13 @@
 //! - [`Setup`]: what it gets at start: the service's name and version, and
 //!   the metrics registry its own metrics join;
 //! - [`main`]: the command line, configuration, logging and the server,
-//!   for `src/main.rs` to call with the business part.
+//!   for `src/main.rs` to call with the business part and its [`package!`];
+//! - [`Started`]: the business part started as `main` starts it, for its
+//!   own tests.
 //!
 //! Logs are `tracing`'s macros (`tracing::info!`), written by the platform's
-//! logger; routes are plain axum `Router`s; metrics are `prometheus-client`
-//! types.
+//! logger; routes are axum's method routers (`get(handler)`) on paths of a
+//! [`Router`] of the platform's; metrics are `prometheus-client` types.
 
 pub mod build_info;
 pub mod cli;
@@ -40,13 +42,11 @@ pub mod workers;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// The router the business part builds: axum's, typed with the platform's
-/// state, which its handlers do not see (they capture their own).
-pub type Router = axum::Router<state::AppState>;
+pub use http::Router;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use build_info::{BINARY, BUILD_INFO};
+use build_info::Package;
 use cli::Command;
 use config::{Environment, Overrides, Settings};
 use metrics::Metrics;
@@ -105,7 +105,7 @@ impl Setup<'_> {
 
     /// The version the build was stamped with.
     pub fn version(&self) -> &'static str {
-        BUILD_INFO.version
+        build_info::get().version
     }
 
     /// Adds a metric to `/metrics`, e.g. a `prometheus_client` `Counter`
@@ -120,28 +120,77 @@ impl Setup<'_> {
     }
 }
 
-/// The whole program: `src/main.rs` calls this with the business part.
-pub fn main<S: Service>() -> ExitCode {
+/// The whole program: `src/main.rs` calls this with the business part and
+/// its package (`platform::main::<Greeter>(platform::package!())`).
+pub fn main<S: Service>(package: Package) -> ExitCode {
+    run(package, &Typed::<S>(std::marker::PhantomData))
+}
+
+/// What the program needs of the business part, behind a `dyn`: generic,
+/// the whole program would be compiled in the service's crate, beside the
+/// platform's own copies of what it calls (tens of KB of the binary).
+trait Business {
+    /// One layer's keys of `[service]`, read as the business part's
+    /// settings.
+    fn check_layer(&self, table: &toml::Table) -> Result<(), String>;
+
+    /// Starts the business part with its keys of `[service]`: their
+    /// effective values and what makes its routes.
+    fn start(&self, table: toml::Table, setup: &mut Setup<'_>) -> anyhow::Result<Running>;
+}
+
+/// A started business part, as the program keeps it.
+struct Running {
+    effective: toml::Table,
+    routes: Box<dyn Fn() -> Router + Send + Sync>,
+}
+
+struct Typed<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S: Service> Business for Typed<S> {
+    fn check_layer(&self, table: &toml::Table) -> Result<(), String> {
+        toml::Value::Table(table.clone())
+            .try_into::<S::Settings>()
+            .map(drop)
+            .map_err(|err| err.message().trim().to_owned())
+    }
+
+    fn start(&self, table: toml::Table, setup: &mut Setup<'_>) -> anyhow::Result<Running> {
+        let own: S::Settings = toml::Value::Table(table)
+            .try_into()
+            .map_err(|err| anyhow::anyhow!("[service] {}", err.message().trim()))?;
+        let effective = effective(&own);
+        let service = Arc::new(S::new(own, setup).map_err(|err| anyhow::anyhow!("service.{err}"))?);
+        Ok(Running {
+            effective,
+            routes: Box::new(move || service.routes()),
+        })
+    }
+}
+
+fn run(package: Package, business: &dyn Business) -> ExitCode {
+    build_info::set_package(package);
     build_info::keep_dependency_list();
+    let binary = build_info::binary();
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
         Err(err) => {
             return fail(
                 EXIT_USAGE,
-                &anyhow::anyhow!("{err}: run `{BINARY} --help` for usage"),
+                &anyhow::anyhow!("{err}: run `{binary} --help` for usage"),
             );
         }
     };
     match command {
-        Command::Help => println!("{}", cli::USAGE),
-        Command::Version { json: false } => println!("{}", BUILD_INFO.version_line(BINARY)),
+        Command::Help => println!("{}", cli::usage()),
+        Command::Version { json: false } => println!("{}", build_info::get().version_line(binary)),
         Command::Version { json: true } => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&BUILD_INFO).expect("the stamp serializes")
+                serde_json::to_string_pretty(build_info::get()).expect("the stamp serializes")
             );
         }
-        Command::ConfigCheck(overrides) => match load::<S>(&overrides) {
+        Command::ConfigCheck(overrides) => match load(&overrides, business) {
             Ok((settings, _, _)) => println!(
                 "config ok: APP_ENV={}, from {}",
                 settings.env.name(),
@@ -149,17 +198,17 @@ pub fn main<S: Service>() -> ExitCode {
             ),
             Err(err) => return fail(EXIT_CONFIG, &err),
         },
-        Command::ConfigShow(overrides) => match load::<S>(&overrides) {
+        Command::ConfigShow(overrides) => match load(&overrides, business) {
             Ok((settings, _, _)) => print!("{}", settings.to_redacted_toml()),
             Err(err) => return fail(EXIT_CONFIG, &err),
         },
         Command::Serve(overrides) => {
-            let (settings, metrics, service) = match load::<S>(&overrides) {
+            let (settings, metrics, running) = match load(&overrides, business) {
                 Ok(loaded) => loaded,
                 Err(err) => return fail(EXIT_CONFIG, &err),
             };
             logging::init(&settings.log);
-            let outcome = server::run(settings, metrics, move || service.routes());
+            let outcome = server::run(settings, metrics, &*running.routes);
             logging::flush();
             return match outcome {
                 Ok(()) => ExitCode::SUCCESS,
@@ -173,22 +222,29 @@ pub fn main<S: Service>() -> ExitCode {
 
 /// The settings, checked whole (the business part's by starting it), and
 /// the metrics registry the business part registered with.
-fn load<S: Service>(overrides: &Overrides) -> anyhow::Result<(Settings, Metrics, Arc<S>)> {
+fn load(
+    overrides: &Overrides,
+    business: &dyn Business,
+) -> anyhow::Result<(Settings, Metrics, Running)> {
     let environment = Environment::capture()?;
-    let mut settings = Settings::load(overrides, &environment, check_layer::<S>)?;
-    let own: S::Settings = toml::Value::Table(std::mem::take(&mut settings.service.own))
-        .try_into()
-        .map_err(|err| anyhow::anyhow!("[service] {}", err.message().trim()))?;
-    settings.service.own = effective(&own);
-    let (metrics, service) =
-        start(own, &settings.service.name).map_err(|err| anyhow::anyhow!("service.{err}"))?;
-    Ok((settings, metrics, service))
+    let mut settings = Settings::load(overrides, &environment, &|table| {
+        business.check_layer(table)
+    })?;
+    let own = std::mem::take(&mut settings.service.own);
+    let mut metrics = Metrics::new(build_info::get());
+    let mut setup = Setup {
+        name: &settings.service.name,
+        metrics: &mut metrics,
+    };
+    let running = business.start(own, &mut setup)?;
+    settings.service.own = running.effective.clone();
+    Ok((settings, metrics, running))
 }
 
 /// Starts the business part with its settings, and the metrics registry it
 /// registered with.
 fn start<S: Service>(settings: S::Settings, name: &str) -> Result<(Metrics, Arc<S>), String> {
-    let mut metrics = Metrics::new(&BUILD_INFO);
+    let mut metrics = Metrics::new(build_info::get());
     let mut setup = Setup {
         name,
         metrics: &mut metrics,
@@ -198,25 +254,30 @@ fn start<S: Service>(settings: S::Settings, name: &str) -> Result<(Metrics, Arc<
 }
 
 /// The business part started as `main` starts it, for its own tests.
-#[cfg(test)]
 pub struct Started<S> {
+    /// The business part, as `Service::new` returned it.
     pub service: Arc<S>,
     metrics: Metrics,
 }
 
-#[cfg(test)]
 impl<S: Service> Started<S> {
     /// Starts `S` with `settings`, as `main` would.
     pub fn new(settings: S::Settings) -> Result<Started<S>, String> {
-        let (metrics, service) = start(settings, BINARY)?;
+        let (metrics, service) = start(settings, build_info::binary())?;
         Ok(Started { service, metrics })
     }
 
     /// The routes behind the platform's own, as a worker serves them.
     pub fn router(&self) -> axum::Router {
         let lifecycle = Arc::new(lifecycle::Lifecycle::default());
-        let settings = Arc::new(test_settings());
-        let state = state::Shared::new(settings, lifecycle, Arc::new(Metrics::new(&BUILD_INFO)));
+        // The built-in defaults: the router does not depend on which
+        // config files the service ships.
+        let settings = Arc::new(Settings::defaults(config::Env::Dev));
+        let state = state::Shared::new(
+            settings,
+            lifecycle,
+            Arc::new(Metrics::new(build_info::get())),
+        );
         http::router(state, self.service.routes())
     }
 
@@ -226,22 +287,15 @@ impl<S: Service> Started<S> {
     }
 }
 
-/// The settings of `config/` with no environment, for tests.
+/// The settings of the template's `config/` with no environment, for the
+/// platform's own tests.
 #[cfg(test)]
 pub fn test_settings() -> Settings {
     let overrides = Overrides {
-        config_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")),
+        config_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config")),
         listen: None,
     };
-    Settings::load(&overrides, &Environment::default(), |_| Ok(())).expect("config/ loads")
-}
-
-/// One layer's keys of `[service]`, read as the business part's settings.
-fn check_layer<S: Service>(table: &toml::Table) -> Result<(), String> {
-    toml::Value::Table(table.clone())
-        .try_into::<S::Settings>()
-        .map(drop)
-        .map_err(|err| err.message().trim().to_owned())
+    Settings::load(&overrides, &Environment::default(), &|_| Ok(())).expect("config/ loads")
 }
 
 /// The business part's settings with their effective values, for `config

@@ -32,7 +32,7 @@ use anyhow::{Context, anyhow};
 use anyhow::{Result, bail};
 
 #[cfg(unix)]
-use crate::platform::config::format_duration;
+use crate::config::format_duration;
 
 #[cfg(unix)]
 const HANDOVER: &str = "APP_HANDOVER";
@@ -52,7 +52,7 @@ impl Program {
         let mut args = std::env::args_os();
         let started_as = PathBuf::from(
             args.next()
-                .unwrap_or_else(|| crate::platform::build_info::BINARY.into()),
+                .unwrap_or_else(|| crate::build_info::binary().into()),
         );
         // A bare name (started through $PATH) is looked up again at upgrade
         // time; anything with a slash is relative to the start directory,

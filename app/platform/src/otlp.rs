@@ -31,10 +31,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use crate::platform::build_info::BuildInfo;
-use crate::platform::config::{Tracing, parse_resource_attributes};
-use crate::platform::metrics::Metrics;
-use crate::platform::traces::Hex;
+use crate::build_info::BuildInfo;
+use crate::config::{Tracing, parse_resource_attributes};
+use crate::metrics::Metrics;
+use crate::traces::Hex;
 
 /// At most one warning about dropped spans this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -227,7 +227,7 @@ impl Exporter {
             .expect("span queue");
         if waited.timed_out() {
             tracing::warn!(
-                export_timeout = %crate::platform::config::format_duration(self.export_timeout),
+                export_timeout = %crate::config::format_duration(self.export_timeout),
                 "trace export: the last spans were not all exported within the export timeout"
             );
         }
@@ -447,7 +447,7 @@ fn resource_json(settings: &Tracing, service_name: &str, build: &BuildInfo) -> S
     } else {
         &settings.service_name
     };
-    let instance = Hex::<32>::of(&crate::platform::traces::random_trace_id());
+    let instance = Hex::<32>::of(&crate::traces::random_trace_id());
     let mut attributes: Vec<(String, String)> = vec![
         ("service.name".to_owned(), service_name.to_owned()),
         ("service.version".to_owned(), build.version.to_owned()),
@@ -458,7 +458,7 @@ fn resource_json(settings: &Tracing, service_name: &str, build: &BuildInfo) -> S
         ("vcs.ref.head.revision".to_owned(), build.commit.to_owned()),
         (
             "telemetry.sdk.name".to_owned(),
-            crate::platform::build_info::BINARY.to_owned(),
+            crate::build_info::binary().to_owned(),
         ),
         ("telemetry.sdk.language".to_owned(), "rust".to_owned()),
     ];
@@ -479,7 +479,7 @@ fn resource_json(settings: &Tracing, service_name: &str, build: &BuildInfo) -> S
         push_string_attribute(&mut json, key, value);
     }
     json.push_str("]},\"scopeSpans\":[{\"scope\":{\"name\":");
-    push_json_string(&mut json, crate::platform::build_info::BINARY);
+    push_json_string(&mut json, crate::build_info::binary());
     json.push_str(",\"version\":");
     push_json_string(&mut json, build.version);
     json.push_str("},\"spans\":[");
@@ -638,9 +638,9 @@ mod tests {
 
     #[test]
     fn a_batch_is_otlp_json_with_hex_ids_and_the_http_conventions() {
-        let mut settings = crate::platform::test_settings().tracing;
+        let mut settings = crate::test_settings().tracing;
         settings.resource_attributes = "k8s.pod.name=app-1,service.name=ignored".to_owned();
-        let resource = resource_json(&settings, "app", &crate::platform::build_info::BUILD_INFO);
+        let resource = resource_json(&settings, "app", crate::build_info::get());
         let json = encode(
             &resource,
             &[

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::platform::build_info::BuildInfo;
+use crate::build_info::BuildInfo;
 
 /// Latency buckets in seconds, from 0.5 ms (a cached answer) to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -349,7 +349,7 @@ impl RequestShards {
                 labels(text, series_labels, Some(le));
                 let _ = write!(text, " {cumulative}");
                 if let Some((exemplar, seconds)) = &series.exemplars[index] {
-                    use crate::platform::traces::Hex;
+                    use crate::traces::Hex;
                     let _ = write!(
                         text,
                         " # {{trace_id=\"{}\",span_id=\"{}\"}} {seconds:?} {}.{:03}",
@@ -554,14 +554,14 @@ struct LogCollector;
 
 impl Collector for LogCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let dropped = ConstCounter::new(crate::platform::logging::dropped_lines());
+        let dropped = ConstCounter::new(crate::logging::dropped_lines());
         dropped.encode(encoder.encode_descriptor(
             "app_log_lines_dropped",
             "Log lines dropped because stdout could not keep up",
             None,
             dropped.metric_type(),
         )?)?;
-        let limited = ConstCounter::new(crate::platform::logging::request_lines_dropped());
+        let limited = ConstCounter::new(crate::logging::request_lines_dropped());
         limited.encode(encoder.encode_descriptor(
             "app_log_request_lines_dropped",
             "Request log lines dropped by log.requests_per_second",
@@ -728,7 +728,7 @@ mod tests {
             (&root, 10.0),
             (&root, 20.0),
         ];
-        let ours = Metrics::new(&crate::platform::build_info::BUILD_INFO);
+        let ours = Metrics::new(crate::build_info::get());
         // Each observation on a thread of its own, one in flight on another.
         std::thread::scope(|scope| {
             for (labels, seconds) in observations {

@@ -36,7 +36,7 @@ pub fn inherited_listener() -> Result<Option<std::net::TcpListener>> {
             "systemd passed {count} sockets: the service listens on one, so its socket unit should have one ListenStream="
         ),
     }
-    use crate::platform::upgrade::{Inheritable, check_inherited, close_on_exec};
+    use crate::upgrade::{Inheritable, check_inherited, close_on_exec};
     check_inherited(
         FIRST_FD,
         Inheritable::ListeningSocket,

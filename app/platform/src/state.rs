@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use serde::Serialize;
 
-use crate::platform::config::Settings;
-use crate::platform::lifecycle::Lifecycle;
-use crate::platform::metrics::Metrics;
-use crate::platform::otlp::Exporter;
+use crate::config::Settings;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::otlp::Exporter;
 
 /// What every handler shares: one `Arc`, so that the per-request clone the
 /// middleware makes is a single reference count.
@@ -28,7 +28,6 @@ pub struct Shared {
 
 impl Shared {
     /// Without tracing, for tests of the layer.
-    #[cfg(test)]
     pub fn new(
         settings: Arc<Settings>,
         lifecycle: Arc<Lifecycle>,

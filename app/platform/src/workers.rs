@@ -55,7 +55,6 @@ pub struct Threads {
 
 impl Workers {
     /// The current runtime as the only worker.
-    #[cfg(test)]
     pub fn current() -> Arc<Workers> {
         Workers::with_handles(vec![Handle::current()])
     }
@@ -112,8 +111,14 @@ impl Workers {
         })
     }
 
+    /// How many workers there are (at least one).
     pub fn len(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Never: a pool has at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.workers.is_empty()
     }
 
     /// The runtime of worker `index`, to start its accept loop on.

@@ -54,9 +54,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::platform::lifecycle::{Lifecycle, State};
-use crate::platform::metrics::{AcceptError, Metrics, Shed};
-use crate::platform::workers::{Open, Workers};
+use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::{AcceptError, Metrics, Shed};
+use crate::workers::{Open, Workers};
 
 /// The connection settings, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -786,7 +786,7 @@ mod tests {
 
     #[test]
     fn eviction_picks_the_longest_waiting_connection_without_a_request() {
-        let metrics = Metrics::new(&crate::platform::build_info::BUILD_INFO);
+        let metrics = Metrics::new(crate::build_info::get());
         let opened = Instant::now();
         let at = |seconds: u64| opened + Duration::from_secs(seconds);
         let connection = |phase: Phase, since: Instant| {
@@ -858,7 +858,7 @@ mod tests {
 
     #[test]
     fn descriptors_running_out_close_no_connection_not_yet_read_from() {
-        let metrics = Metrics::new(&crate::platform::build_info::BUILD_INFO);
+        let metrics = Metrics::new(crate::build_info::get());
         let opened = Instant::now();
         let mut table = Table::default();
         table.connections.insert(1, Arc::new(Activity::new(opened)));

@@ -23,11 +23,11 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::platform::config::format_duration;
-use crate::platform::metrics::{Exemplar, HttpLabels, intern_route};
-use crate::platform::otlp;
-use crate::platform::state::{AppState, ErrorBody};
-use crate::platform::traces::{self, Hex, SpanContext};
+use crate::config::format_duration;
+use crate::metrics::{Exemplar, HttpLabels, intern_route};
+use crate::otlp;
+use crate::state::{AppState, ErrorBody};
+use crate::traces::{self, Hex, SpanContext};
 
 /// A constant name: inserting a `&str` name that is not a standard header
 /// would allocate it anew on every response.
@@ -229,7 +229,7 @@ impl Observation {
             elapsed,
             exemplar,
         );
-        if crate::platform::logging::request_line_wanted(&state.settings.log, status) {
+        if crate::logging::request_line_wanted(&state.settings.log, status) {
             let ids = trace.as_ref().map(|trace| {
                 (
                     Hex::<32>::of(&trace.context.trace_id),
@@ -237,7 +237,7 @@ impl Observation {
                 )
             });
             tracing::info!(
-                target: crate::platform::logging::REQUEST_TARGET,
+                target: crate::logging::REQUEST_TARGET,
                 method,
                 route,
                 status,
@@ -485,18 +485,16 @@ mod tests {
         use axum::routing::post;
         use tower::ServiceExt;
 
-        use crate::platform::state::Shared;
+        use crate::state::Shared;
 
-        let mut settings = crate::platform::test_settings();
+        let mut settings = crate::test_settings();
         settings.server.request_timeout = Duration::from_millis(200);
-        let lifecycle = Arc::new(crate::platform::lifecycle::Lifecycle::default());
-        lifecycle.advance(crate::platform::lifecycle::State::Ready);
+        let lifecycle = Arc::new(crate::lifecycle::Lifecycle::default());
+        lifecycle.advance(crate::lifecycle::State::Ready);
         let state = Shared::new(
             Arc::new(settings),
             lifecycle,
-            Arc::new(crate::platform::metrics::Metrics::new(
-                &crate::platform::build_info::BUILD_INFO,
-            )),
+            Arc::new(crate::metrics::Metrics::new(crate::build_info::get())),
         );
         let sleep = || tokio::time::sleep(Duration::from_secs(30));
         let router = Router::new()

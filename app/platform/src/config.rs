@@ -137,7 +137,7 @@ impl WorkerCount {
     /// The number of worker threads this means on this machine.
     pub fn resolve(self) -> usize {
         match self {
-            WorkerCount::Auto => crate::platform::workers::automatic_count(),
+            WorkerCount::Auto => crate::workers::automatic_count(),
             WorkerCount::Count(count) => count,
         }
     }
@@ -159,7 +159,7 @@ pub struct Service {
     pub name: String,
     /// The rest of `[service]`: the business part's own settings, merged
     /// over the layers and checked by it layer by layer
-    /// (`crate::platform::Service::Settings`); after loading, every one of
+    /// (`crate::Service::Settings`); after loading, every one of
     /// them with its effective value, defaults included.
     pub own: toml::Table,
 }
@@ -287,7 +287,7 @@ fn otel_value(name: &str, key: &str, value: &str) -> Result<Option<String>> {
 
 /// How the business part checks one layer's keys of `[service]`: `Err` is
 /// the serde message naming the key.
-pub type CheckOwn = fn(&toml::Table) -> Result<(), String>;
+pub type CheckOwn<'a> = &'a dyn Fn(&toml::Table) -> Result<(), String>;
 
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -456,7 +456,7 @@ impl Settings {
     pub fn load(
         overrides: &Overrides,
         environment: &Environment,
-        check_own: CheckOwn,
+        check_own: CheckOwn<'_>,
     ) -> Result<Settings> {
         let env = Env::parse(environment.get("APP_ENV").unwrap_or("dev"))?;
         let mut settings = Settings::defaults(env);
@@ -512,7 +512,7 @@ impl Settings {
         Ok(settings)
     }
 
-    fn defaults(env: Env) -> Settings {
+    pub(crate) fn defaults(env: Env) -> Settings {
         Settings {
             env,
             server: Server {
@@ -535,7 +535,7 @@ impl Settings {
                 requests_per_second: 0,
             },
             service: Service {
-                name: crate::platform::build_info::BINARY.to_owned(),
+                name: crate::build_info::binary().to_owned(),
                 own: toml::Table::new(),
             },
             admin: Admin { token: None },
@@ -556,7 +556,7 @@ impl Settings {
         }
     }
 
-    fn apply_file(&mut self, path: &Path, text: &str, check_own: CheckOwn) -> Result<()> {
+    fn apply_file(&mut self, path: &Path, text: &str, check_own: CheckOwn<'_>) -> Result<()> {
         let source = path.display().to_string();
         let mut table: toml::Table =
             toml::from_str(text).map_err(|err| toml_error(&source, text, &err))?;
@@ -589,7 +589,7 @@ impl Settings {
         section: &str,
         key: &str,
         value: &str,
-        check_own: CheckOwn,
+        check_own: CheckOwn<'_>,
     ) -> Result<()> {
         // Every setting of the platform is a string in TOML (durations and
         // addresses too), so a variable's value is used as a TOML string.
@@ -1262,7 +1262,7 @@ mod tests {
             config_dir: Some(dir.path().to_owned()),
             listen: listen.map(|addr| addr.parse().unwrap()),
         };
-        Settings::load(&overrides, &environment, |_| Ok(())).map_err(|err| format!("{err:#}"))
+        Settings::load(&overrides, &environment, &|_| Ok(())).map_err(|err| format!("{err:#}"))
     }
 
     fn check_error(files: &[(&str, &str)], vars: &[(&str, &str)], expected: &[&str]) {

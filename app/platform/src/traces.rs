@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::platform::config::{Sampler, Tracing};
+use crate::config::{Sampler, Tracing};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -257,10 +257,10 @@ fn next_random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::config::parse_resource_attributes;
+    use crate::config::parse_resource_attributes;
 
     fn settings(sampler: Sampler, ratio: f64) -> Tracing {
-        let mut tracing = crate::platform::test_settings().tracing;
+        let mut tracing = crate::test_settings().tracing;
         tracing.sampler = sampler;
         tracing.ratio = ratio;
         tracing

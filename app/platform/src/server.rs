@@ -20,17 +20,17 @@ use anyhow::{Context, anyhow};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::platform::build_info::BUILD_INFO;
-use crate::platform::config::{Settings, format_duration};
-use crate::platform::connections::{self, Limits};
-use crate::platform::http;
-use crate::platform::lifecycle::{Lifecycle, State};
-use crate::platform::metrics::Metrics;
-use crate::platform::otlp::Exporter;
-use crate::platform::state::Shared;
-use crate::platform::systemd::Notifier;
-use crate::platform::upgrade::{self, Program, ReadySignal};
-use crate::platform::workers::Workers;
+use crate::build_info;
+use crate::config::{Settings, format_duration};
+use crate::connections::{self, Limits};
+use crate::http;
+use crate::lifecycle::{Lifecycle, State};
+use crate::metrics::Metrics;
+use crate::otlp::Exporter;
+use crate::state::Shared;
+use crate::systemd::Notifier;
+use crate::upgrade::{self, Program, ReadySignal};
+use crate::workers::Workers;
 
 /// How long keep-alive connections may stay open after accepting stopped,
 /// so that each active one gets a response with `Connection: close` instead
@@ -50,11 +50,14 @@ pub enum ServeError {
 /// accept loop and its share of the connections, on a single-threaded
 /// runtime; the other workers are threads of their own (see `workers`).
 /// `metrics` holds the business part's metrics already; `business` makes
-/// its routes, once per worker.
+/// its routes, once per worker. (A `dyn` and not a generic: the whole
+/// serving path would otherwise be compiled again in the service's crate,
+/// beside the platform's own copies of what it calls, 90 KB of the
+/// binary.)
 pub fn run(
     settings: Settings,
     metrics: Metrics,
-    business: impl Fn() -> crate::platform::Router,
+    business: &dyn Fn() -> crate::Router,
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -88,7 +91,7 @@ enum Stop {
 async fn serve(
     settings: Settings,
     metrics: Metrics,
-    business: impl Fn() -> crate::platform::Router,
+    business: &dyn Fn() -> crate::Router,
     workers: Arc<Workers>,
 ) -> Result<(), ServeError> {
     // Registered before listening, so that an early SIGTERM drains instead
@@ -113,7 +116,7 @@ async fn serve(
         let exporter = Exporter::start(
             &settings.tracing,
             &settings.service.name,
-            &BUILD_INFO,
+            build_info::get(),
             &mut metrics,
         )
         .context("start the trace export thread")
@@ -160,8 +163,8 @@ async fn serve(
         addr = %local_addr,
         pid = std::process::id(),
         env = settings.env.name(),
-        version = BUILD_INFO.version,
-        commit = BUILD_INFO.commit_short,
+        version = build_info::get().version,
+        commit = build_info::get().commit_short,
         socket = match origin {
             Origin::Bound => "bound",
             Origin::Systemd => "from systemd",
@@ -196,7 +199,7 @@ async fn serve(
                     info!(signal = number, program = %program.path().display(), "upgrade requested");
                     notifier.notify(&format!(
                         "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=upgrading: starting {}",
-                        crate::platform::systemd::monotonic_usec(),
+                        crate::systemd::monotonic_usec(),
                         program.path().display()
                     ));
                     upgrading = Some(Box::pin(upgrade::start(
@@ -335,7 +338,7 @@ async fn exit_on_stop_signals(mut signals: Signals, patience: u32) {
                 seen += 1;
                 if seen >= patience {
                     warn!(signal = number, "stop signal while draining: exiting now");
-                    crate::platform::logging::flush();
+                    crate::logging::flush();
                     std::process::exit(128 + number);
                 }
                 info!(signal = number, "stop signal: already draining");
@@ -348,8 +351,7 @@ async fn exit_on_stop_signals(mut signals: Signals, patience: u32) {
 /// (socket activation), else a new one bound to `addr`. Either way it is
 /// made non-blocking before tokio registers it.
 fn listen(addr: SocketAddr) -> anyhow::Result<(std::net::TcpListener, Origin)> {
-    let (listener, origin) = if let Some(listener) = crate::platform::systemd::inherited_listener()?
-    {
+    let (listener, origin) = if let Some(listener) = crate::systemd::inherited_listener()? {
         (listener, Origin::Systemd)
     } else if let Some(inherited) = upgrade::inherited()? {
         (inherited.listener, Origin::Upgrade(inherited.ready))

@@ -3,13 +3,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::platform::config::Overrides;
+use crate::config::Overrides;
 
-pub const USAGE: &str = concat!(
-    "Usage: ",
-    env!("CARGO_BIN_NAME"),
-    " [OPTIONS] [COMMAND]",
-    "
+/// The help text, which names the binary.
+pub fn usage() -> String {
+    format!("Usage: {} {USAGE_AFTER_NAME}", crate::build_info::binary())
+}
+
+const USAGE_AFTER_NAME: &str = "[OPTIONS] [COMMAND]
 
 Commands:
   serve           Run the service (the default)
@@ -37,8 +38,7 @@ Signals:
 
 Exit codes:
   0 stopped cleanly, 1 failed while running, 2 bad command line, 3 bad configuration,
-  4 cannot listen, 128+N stopped at once by a second signal N"
-);
+  4 cannot listen, 128+N stopped at once by a second signal N";
 
 #[derive(Debug, PartialEq)]
 pub enum Command {
