@@ -28,7 +28,7 @@ use axum::routing::post;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
-use crate::platform::{Router, Service, Setup};
+use platform::{Router, Service, Setup};
 
 #[derive(Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -60,8 +60,9 @@ impl Service for Orders {
     }
 
     fn routes(self: &Arc<Self>) -> Router {
-        // With a state of its own, as axum's guide writes it.
-        axum::Router::new().route("/orders", post(order)).with_state(self.clone())
+        // With a state of its own, as axum's guide writes it: an axum
+        // router of any shape goes in whole.
+        Router::from_axum(axum::Router::new().route("/orders", post(order)).with_state(self.clone()))
     }
 }
 
