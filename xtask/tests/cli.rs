@@ -32,6 +32,30 @@ fn help_lists_every_task_with_a_description() {
     }
 }
 
+/// The template's own task (`xtask/src/main.rs`) sits beside the library's:
+/// listed under "Project", with `--dry-run`, and run: the service's own
+/// `config show` for the environment asked.
+#[test]
+fn the_workspaces_own_task_runs_beside_the_librarys() {
+    let help = stdout_of(xtask(&workspace_root()).arg("help"));
+    let project = help.split("Project:\n").nth(1).expect("a Project group");
+    assert!(project.starts_with("  config "), "{help}");
+    let dry = output(xtask(&workspace_root()).args(["--dry-run", "config", "--env", "prod"]));
+    assert!(dry.status.success(), "{}", stderr_text(&dry));
+    assert!(
+        stderr_text(&dry).contains("$ APP_ENV=prod "),
+        "{}",
+        stderr_text(&dry)
+    );
+    let shown = output(xtask(&workspace_root()).args(["config", "--env", "prod"]));
+    assert!(shown.status.success(), "{}", stderr_text(&shown));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.starts_with("# APP_ENV=prod\n"), "{text}");
+    assert!(text.contains("config/prod.toml"), "{text}");
+    let bad = output(xtask(&workspace_root()).args(["config", "--env"]));
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr_text(&bad));
+}
+
 /// A `cargo` that logs its first argument before running the real one.
 fn logging_cargo(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let log = dir.join("cargo.log");

@@ -285,6 +285,26 @@ fn otel_value(name: &str, key: &str, value: &str) -> Result<Option<String>> {
     }))
 }
 
+/// The settings from one config file's text and `NAME=value` variables,
+/// as `load` reads them, for the fuzz targets (`crate::fuzz::config`).
+/// Variables that name files (`*_FILE`, `CREDENTIALS_DIRECTORY`) are left
+/// out: a fuzzer would have the loader read this machine's files.
+pub(crate) fn from_text_and_variables(text: &str, variables: &str) -> Result<Settings> {
+    let environment = Environment(
+        variables
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .filter(|(name, _)| {
+                is_ours(name) && !name.ends_with("_FILE") && *name != "CREDENTIALS_DIRECTORY"
+            })
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+    );
+    let env = Env::parse(environment.get("APP_ENV").unwrap_or("dev"))?;
+    let files = [(PathBuf::from("base.toml"), text.to_owned())];
+    Settings::from_files(env, &files, None, &environment, &|_| Ok(()))
+}
+
 /// How the business part checks one layer's keys of `[service]`: `Err` is
 /// the serde message naming the key.
 pub type CheckOwn<'a> = &'a dyn Fn(&toml::Table) -> Result<(), String>;
@@ -459,8 +479,6 @@ impl Settings {
         check_own: CheckOwn<'_>,
     ) -> Result<Settings> {
         let env = Env::parse(environment.get("APP_ENV").unwrap_or("dev"))?;
-        let mut settings = Settings::defaults(env);
-
         let config_dir = overrides
             .config_dir
             .clone()
@@ -474,12 +492,29 @@ impl Settings {
                 base.display()
             )
         })?;
-        settings.apply_file(&base, &base_text, check_own)?;
+        let mut files = vec![(base, base_text)];
         let env_file = config_dir.join(format!("{}.toml", env.name()));
         match std::fs::read_to_string(&env_file) {
-            Ok(text) => settings.apply_file(&env_file, &text, check_own)?,
+            Ok(text) => files.push((env_file, text)),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(anyhow!(err).context(format!("read {}", env_file.display()))),
+        }
+        Settings::from_files(env, &files, overrides.listen, environment, check_own)
+    }
+
+    /// The settings from the config files' texts (`(path, text)`, base
+    /// first), the environment and `--listen`: everything `load` does once
+    /// the files are read.
+    pub(crate) fn from_files(
+        env: Env,
+        files: &[(PathBuf, String)],
+        listen: Option<SocketAddr>,
+        environment: &Environment,
+        check_own: CheckOwn<'_>,
+    ) -> Result<Settings> {
+        let mut settings = Settings::defaults(env);
+        for (path, text) in files {
+            settings.apply_file(path, text, check_own)?;
         }
 
         for (name, key) in OTEL_VARIABLES {
@@ -502,7 +537,7 @@ impl Settings {
             settings.apply_env(name, &section, &key, value, check_own)?;
         }
 
-        if let Some(listen) = overrides.listen {
+        if let Some(listen) = listen {
             settings.server.listen = listen;
             settings.listen_has_port = true;
             settings.sources.push("--listen".to_owned());

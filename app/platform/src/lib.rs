@@ -22,6 +22,7 @@ pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod fuzz;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;

@@ -9,13 +9,15 @@ use std::ffi::OsString;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::OwnTasks;
+
 /// Tasks in the order and groups `--help` lists them. A unit test checks that
 /// every task appears here exactly once.
 const TASK_GROUPS: &[(&str, &[&str])] = &[
     (
         "Develop",
         &[
-            "build", "run", "dev", "test", "lint", "sanitize", "ci", "bench", "docs",
+            "build", "run", "dev", "test", "lint", "sanitize", "fuzz", "ci", "bench", "docs",
         ],
     ),
     (
@@ -84,6 +86,8 @@ pub enum Task {
     Lint(crate::develop::lint::Lint),
     /// Check the unsafe code that ships with Miri, AddressSanitizer and ThreadSanitizer (a pinned nightly)
     Sanitize(crate::develop::sanitize::Sanitize),
+    /// Fuzz the parsers of what comes from outside (manifests, sums, signatures, archives, registries, headers, config) with cargo-fuzz, each target for a bounded time
+    Fuzz(crate::develop::fuzz::Fuzz),
     /// Run exactly what CI runs, in order, stopping at the first failure
     Ci(crate::develop::ci::Ci),
     /// Benchmark what ships: the service against Go (wrk), upgrades, the build tool, sizes
@@ -126,21 +130,31 @@ pub enum Task {
 
 /// What the command line asks for.
 #[derive(Debug)]
-pub enum Parsed {
+pub enum Parsed<T> {
     Run(Box<Flags>),
+    /// A task of the workspace's own.
+    Own {
+        dry_run: bool,
+        task: T,
+    },
     /// Print this text (help) and exit successfully.
     Exit(String),
 }
 
 /// Parses the command line; a usage error comes back as one line of text
 /// without the `error: ` prefix.
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
-    let mut command = command();
+pub fn parse<T: OwnTasks>(args: impl IntoIterator<Item = OsString>) -> Result<Parsed<T>, String> {
+    let mut command = command::<T>()?;
     command.build();
     let matches = match command.try_get_matches_from_mut(args) {
         Ok(matches) => matches,
         Err(err) => return clap_outcome(&err),
     };
+    if matches.subcommand_name().is_some_and(T::has_subcommand) {
+        let task = T::from_arg_matches(&matches).map_err(|err| usage_error(&err))?;
+        let dry_run = matches.get_flag("dry_run");
+        return Ok(Parsed::Own { dry_run, task });
+    }
     let xtask = Xtask::from_arg_matches(&matches).map_err(|err| usage_error(&err))?;
     match xtask.task {
         Some(TaskOrHelp::Task(task)) => Ok(Parsed::Run(Box::new(Flags {
@@ -159,18 +173,41 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String>
     }
 }
 
-/// The clap command with the task list rendered in groups instead of clap's
-/// flat "Commands:" section.
-pub fn command() -> clap::Command {
-    let mut command = Xtask::command();
+/// The clap command, the workspace's own tasks added, with the task list
+/// rendered in groups instead of clap's flat "Commands:" section (the own
+/// tasks last, as "Project"). An own task with the name of one of the
+/// library's is refused.
+pub fn command<T: OwnTasks>() -> Result<clap::Command, String> {
+    let ours = Xtask::command();
+    let own = T::augment_subcommands(clap::Command::new("own"));
+    let own_names: Vec<&str> = own.get_subcommands().map(clap::Command::get_name).collect();
+    if let Some(clash) = own_names
+        .iter()
+        .find(|name| ours.find_subcommand(name).is_some() || **name == "help")
+    {
+        return Err(format!(
+            "the workspace's own task `{clash}` has the name of a task of xtask-lib: rename it in xtask/src/main.rs"
+        ));
+    }
+    let own_group = [("Project", own_names)];
+    let groups = TASK_GROUPS
+        .iter()
+        .map(|(group, tasks)| (*group, tasks.to_vec()))
+        .chain(
+            own_group
+                .iter()
+                .filter(|(_, tasks)| !tasks.is_empty())
+                .cloned(),
+        );
+    let mut command = T::augment_subcommands(ours);
     let names: Vec<String> = command
         .get_subcommands()
         .map(|sub| sub.get_name().to_owned())
         .collect();
     let mut task_list = String::new();
-    for (group, tasks) in TASK_GROUPS {
+    for (group, tasks) in groups {
         task_list.push_str(&format!("{group}:\n"));
-        for name in *tasks {
+        for name in tasks {
             let about = command
                 .find_subcommand(name)
                 .and_then(|sub| sub.get_about())
@@ -183,20 +220,29 @@ pub fn command() -> clap::Command {
     for name in names {
         command = command.mut_subcommand(name, |sub| sub.hide(true));
     }
-    command
+    Ok(command
         .override_usage("cargo xtask [--dry-run] <TASK> [TASK OPTIONS]")
         .before_help(task_list.trim_end().to_owned())
         .after_help(AFTER_HELP)
-        .help_template("{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}Options:\n{options}{after-help}")
+        .help_template("{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}Options:\n{options}{after-help}"))
 }
 
 /// Every help text as a user sees it: `cargo xtask --help`, then each
-/// task's `--help` in the order the task list gives them.
-pub fn help_texts() -> Vec<(String, String)> {
-    let mut command = command();
+/// task's `--help` in the order the task list gives them, the workspace's
+/// own last.
+pub fn help_texts<T: OwnTasks>() -> Result<Vec<(String, String)>, String> {
+    let mut command = command::<T>()?;
     command.build();
     let mut texts = vec![("cargo xtask".to_owned(), command.render_help().to_string())];
-    for name in TASK_GROUPS.iter().flat_map(|(_, tasks)| tasks.iter()) {
+    let own = T::augment_subcommands(clap::Command::new("own"));
+    let own_names: Vec<String> = own
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    let library_names = TASK_GROUPS
+        .iter()
+        .flat_map(|(_, tasks)| tasks.iter().copied());
+    for name in library_names.chain(own_names.iter().map(String::as_str)) {
         if let Some(sub) = command.find_subcommand_mut(name) {
             texts.push((
                 format!("cargo xtask {name}"),
@@ -204,10 +250,10 @@ pub fn help_texts() -> Vec<(String, String)> {
             ));
         }
     }
-    texts
+    Ok(texts)
 }
 
-fn clap_outcome(err: &clap::Error) -> Result<Parsed, String> {
+fn clap_outcome<T>(err: &clap::Error) -> Result<Parsed<T>, String> {
     use clap::error::ErrorKind;
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -261,8 +307,76 @@ fn usage_error(err: &clap::Error) -> String {
 mod tests {
     use super::*;
 
-    fn parse_ok(line: &str) -> Parsed {
+    /// Tasks a workspace might add, for the tests.
+    #[derive(Subcommand, Debug, PartialEq)]
+    enum Own {
+        /// Print the greeting
+        Greet {
+            /// Whom to greet
+            #[arg(long)]
+            name: String,
+        },
+    }
+
+    impl OwnTasks for Own {
+        fn run(self, _: &crate::Ctx) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// An own task with a library task's name.
+    #[derive(Subcommand, Debug)]
+    enum Clashing {
+        /// Not the library's dist
+        Dist,
+    }
+
+    impl OwnTasks for Clashing {
+        fn run(self, _: &crate::Ctx) -> anyhow::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn parse_ok(line: &str) -> Parsed<crate::NoOwnTasks> {
         parse(line.split_whitespace().map(OsString::from)).expect("command line parses")
+    }
+
+    #[test]
+    fn a_workspace_adds_its_own_tasks_beside_the_library_ones() {
+        let parsed =
+            parse::<Own>(["xtask", "--dry-run", "greet", "--name", "you"].map(OsString::from));
+        match parsed {
+            Ok(Parsed::Own { dry_run, task }) => {
+                assert!(dry_run);
+                assert_eq!(
+                    task,
+                    Own::Greet {
+                        name: "you".to_owned()
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse::<Own>(["xtask", "clean"].map(OsString::from)),
+            Ok(Parsed::Run(_))
+        ));
+        let help = match parse::<Own>(["xtask", "help"].map(OsString::from)) {
+            Ok(Parsed::Exit(text)) => text,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            help.contains("Project:\n  greet      Print the greeting"),
+            "{help}"
+        );
+        let texts = help_texts::<Own>().unwrap();
+        assert_eq!(texts.last().unwrap().0, "cargo xtask greet");
+        command::<Own>().unwrap().debug_assert();
+        let clash = parse::<Clashing>(["xtask", "dist"].map(OsString::from)).unwrap_err();
+        assert!(
+            clash.contains("own task `dist` has the name of a task of xtask-lib"),
+            "{clash}"
+        );
     }
 
     #[test]
@@ -282,7 +396,7 @@ mod tests {
 
     #[test]
     fn clap_definitions_are_consistent() {
-        command().debug_assert();
+        command::<crate::NoOwnTasks>().unwrap().debug_assert();
     }
 
     #[test]
@@ -291,7 +405,7 @@ mod tests {
             .into_iter()
             .map(|line| match parse_ok(line) {
                 Parsed::Exit(text) => text,
-                Parsed::Run(flags) => panic!("`{line}` ran {flags:?} instead of printing help"),
+                other => panic!("`{line}` gave {other:?} instead of printing help"),
             })
             .collect();
         assert!(
@@ -308,7 +422,7 @@ mod tests {
     #[test]
     fn usage_errors_are_one_line() {
         let check = |line: &str, expected: &str| {
-            let message = parse(line.split_whitespace().map(OsString::from))
+            let message = parse::<crate::NoOwnTasks>(line.split_whitespace().map(OsString::from))
                 .expect_err("command line is rejected");
             assert!(!message.contains('\n'), "{message}");
             assert!(message.contains(expected), "`{line}` gave `{message}`");

@@ -10,6 +10,7 @@ mod deploy;
 mod develop;
 mod exec;
 mod flags;
+pub mod fuzz;
 mod maintain;
 mod manifest;
 mod names;
@@ -25,21 +26,49 @@ mod util;
 
 use std::process::ExitCode;
 
-use exec::Ctx;
+pub use exec::Ctx;
 use flags::Task;
+
+/// Tasks a workspace adds to the library's: a `clap::Subcommand` enum, one
+/// variant per task (its doc comment is the task's line in `cargo xtask
+/// help`, under "Project"), run with the context the library's tasks get:
+/// the shell that echoes each command, `--dry-run`, the project's settings.
+/// `xtask/src/main.rs` hands them to [`main_with`]; the template's carries
+/// one as the example.
+pub trait OwnTasks: clap::Subcommand + std::fmt::Debug {
+    /// Runs the task the command line named.
+    fn run(self, ctx: &Ctx) -> anyhow::Result<()>;
+}
+
+/// A workspace without tasks of its own ([`main`]).
+#[derive(clap::Subcommand, Debug)]
+pub enum NoOwnTasks {}
+
+impl OwnTasks for NoOwnTasks {
+    fn run(self, _: &Ctx) -> anyhow::Result<()> {
+        match self {}
+    }
+}
 
 /// Exit code for a task that failed (a command, a check, a missing tool).
 const EXIT_FAILURE: u8 = 1;
 /// Exit code for a command line that could not be parsed.
 const EXIT_USAGE: u8 = 2;
 
-/// The whole command line: parses the arguments, runs the task and turns
-/// its outcome into the exit code (`xtask/lib/src/lib.rs` returns it).
+/// The whole command line with the library's tasks only.
 pub fn main() -> ExitCode {
+    main_with::<NoOwnTasks>()
+}
+
+/// The whole command line, the workspace's own tasks `T` beside the
+/// library's: parses the arguments, runs the task and turns its outcome
+/// into the exit code (`xtask/src/main.rs` returns it).
+pub fn main_with<T: OwnTasks>() -> ExitCode {
     tools::put_python_venv_on_path();
     signing::take_secrets_from_env();
-    let flags = match flags::parse(std::env::args_os()) {
-        Ok(flags::Parsed::Run(flags)) => *flags,
+    let outcome = match flags::parse::<T>(std::env::args_os()) {
+        Ok(flags::Parsed::Run(flags)) => run::<T>(*flags),
+        Ok(flags::Parsed::Own { dry_run, task }) => run_own(dry_run, task),
         Ok(flags::Parsed::Exit(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -49,7 +78,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match run(flags) {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", one_line(&format!("{err:#}")));
@@ -58,7 +87,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(flags: flags::Flags) -> anyhow::Result<()> {
+/// A task of the workspace's own, with the same checks as the library's.
+fn run_own<T: OwnTasks>(dry_run: bool, task: T) -> anyhow::Result<()> {
+    signing::check_not_compiled_with_secrets()?;
+    let ctx = Ctx::new(dry_run)?;
+    task.run(&ctx)
+}
+
+fn run<T: OwnTasks>(flags: flags::Flags) -> anyhow::Result<()> {
     signing::check_not_compiled_with_secrets()?;
     let ctx = Ctx::new(flags.dry_run)?;
     match flags.task {
@@ -68,11 +104,15 @@ fn run(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Test(task) => task.run(&ctx),
         Task::Lint(task) => task.run(&ctx),
         Task::Sanitize(task) => task.run(&ctx),
+        Task::Fuzz(task) => task.run(&ctx),
         Task::Ci(task) => task.run(&ctx),
         Task::Version(task) => task.run(&ctx),
         // The help texts come from here: `reference` must not import `flags`,
         // which names its flags.
-        Task::Docs(task) => task.run(&ctx, &flags::help_texts()),
+        Task::Docs(task) => task.run(
+            &ctx,
+            &flags::help_texts::<T>().map_err(|message| anyhow::anyhow!(message))?,
+        ),
         Task::Dist(task) => task.run(&ctx),
         Task::Release(task) => task.run(&ctx),
         Task::Image(task) => task.run(&ctx),

@@ -4,6 +4,7 @@
 //! file names. `SHA256SUMS` is derived from it, in the format
 //! `sha256sum -c` reads.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -411,6 +412,40 @@ impl Manifest {
             .iter()
             .find(|artifact| artifact.kind == kind && artifact.target.as_deref() == Some(triple))
     }
+}
+
+/// `SHA256SUMS` read back, as `path -> sha256`: a line is 64 lowercase
+/// hexadecimal digits, two spaces and a path (as `sha256sum` writes it, and
+/// [`Manifest::sha256sums`]). Any other line, or a path listed twice, is an
+/// error that names the line: a file whose lines disagree is not the one
+/// `dist` wrote. The paths are not checked here: each reader gates them
+/// (`names::relative_path`) before they become paths.
+pub fn read_sums(text: &str) -> Result<BTreeMap<String, String>> {
+    let mut sums = BTreeMap::new();
+    for (number, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+    {
+        let well_formed = line.split_once("  ").filter(|(sum, path)| {
+            sum.len() == 64
+                && sum
+                    .bytes()
+                    .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+                && !path.is_empty()
+        });
+        let Some((sum, path)) = well_formed else {
+            anyhow::bail!(
+                "line {} is not `<sha256>  <path>` (64 lowercase hexadecimal digits, two spaces, a path): {:?}",
+                number + 1,
+                line.chars().take(120).collect::<String>()
+            );
+        };
+        if sums.insert(path.to_owned(), sum.to_owned()).is_some() {
+            anyhow::bail!("line {} lists {path:?} a second time", number + 1);
+        }
+    }
+    Ok(sums)
 }
 
 #[cfg(test)]

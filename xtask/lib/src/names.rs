@@ -80,6 +80,29 @@ pub fn release(version: &str, commit: &str) -> Result<String> {
     Ok(name)
 }
 
+/// A content digest as registries name blobs and manifests:
+/// `sha256:` and 64 lowercase hexadecimal digits.
+pub fn digest<'a>(what: &str, digest: &'a str) -> Result<&'a str> {
+    let hex = digest.strip_prefix("sha256:").filter(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+    });
+    if hex.is_none() {
+        bail!(
+            "{what} {:?} is refused: a digest is `sha256:` and 64 lowercase hexadecimal digits",
+            digest
+                .chars()
+                .take(100)
+                .collect::<String>()
+                .escape_debug()
+                .to_string()
+        );
+    }
+    Ok(digest)
+}
+
 /// A relative path of checked components joined by `/` (an artifact in a
 /// manifest or `SHA256SUMS`): never absolute, never climbing out.
 pub fn relative_path<'a>(what: &str, path: &'a str) -> Result<&'a Path> {

@@ -161,11 +161,13 @@ fn tools_page() -> String {
         let installer = match info.need {
             Need::Tests => installer,
             Need::Bench => format!("{installer} `--bench`"),
+            Need::Fuzz => format!("{installer} `--fuzz`"),
             Need::Publish => "by hand (GitHub's runners have it)".to_owned(),
         };
         let who = match info.need {
             Need::Tests => "tasks and tests",
             Need::Bench => "`bench`",
+            Need::Fuzz => "`fuzz`",
             Need::Publish => "`publish`",
         };
         page.push_str(&format!(

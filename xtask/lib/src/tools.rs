@@ -42,10 +42,11 @@ pub enum Tool {
     Go,
     Gh,
     StressNg,
+    CargoFuzz,
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 33] = [
+pub const ALL: [Tool; 34] = [
     Tool::Git,
     Tool::Curl,
     Tool::Rustup,
@@ -79,6 +80,7 @@ pub const ALL: [Tool; 33] = [
     Tool::Go,
     Tool::Gh,
     Tool::StressNg,
+    Tool::CargoFuzz,
 ];
 
 /// What a release runner needs (`setup --release`): cross builds, the
@@ -115,6 +117,8 @@ pub enum Need {
     Tests,
     /// `cargo xtask bench` only (`setup --bench`).
     Bench,
+    /// `cargo xtask fuzz` only (`setup --fuzz`).
+    Fuzz,
     /// `cargo xtask publish` only, on a machine that releases (GitHub's
     /// runners have it); `setup` leaves it alone.
     Publish,
@@ -146,7 +150,7 @@ impl ToolInfo {
 
 impl Tool {
     pub fn info(self) -> ToolInfo {
-        use Need::{Bench, Publish, Tests};
+        use Need::{Bench, Fuzz, Publish, Tests};
         use Source::{Apt, Crate, Manual, Npm, Pip};
         let (binary, source, need, needed_for) = match self {
             Tool::Git => ("git", Apt("git"), Tests, "the version stamp of every build"),
@@ -312,6 +316,12 @@ impl Tool {
                 Apt("stress-ng"),
                 Tests,
                 "the flake hunt's load (`test --stress N --load`)",
+            ),
+            Tool::CargoFuzz => (
+                "cargo-fuzz",
+                Crate("cargo-fuzz"),
+                Fuzz,
+                "`fuzz` (the tests replay its seeds without it)",
             ),
             Tool::Hyperfine => ("hyperfine", Apt("hyperfine"), Bench, "benchmarks"),
             Tool::Wrk => ("wrk", Apt("wrk"), Bench, "benchmarks"),

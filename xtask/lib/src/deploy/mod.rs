@@ -24,7 +24,7 @@ pub mod k8s;
 mod order;
 mod output;
 mod rollout;
-mod source;
+pub mod source;
 mod state;
 mod units;
 

@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::archive::sha256_hex;
-use crate::manifest::{ArtifactKind, MANIFEST, Manifest, SHA256SUMS};
+use crate::manifest::{ArtifactKind, MANIFEST, Manifest, SHA256SUMS, read_sums};
 use crate::names;
 use crate::release::provenance::Identity;
 
@@ -78,9 +78,32 @@ pub fn unpack(
     let staging = crate::util::TempFolder::new("xtask-deploy-staging")?;
     let root = staging.path().join(&name);
     std::fs::create_dir(&root).with_context(|| format!("create {}", root.display()))?;
+    let files = unpack_tar(
+        flate2::read::GzDecoder::new(bytes.as_slice()),
+        &root,
+        archive,
+    )?;
+    Ok(Source {
+        name,
+        version: identity.version,
+        commit: identity.commit,
+        commit_time: identity.commit_time,
+        staging,
+        files,
+    })
+}
+
+/// Unpacks a release's tar stream into the empty folder `root`: its
+/// regular files (with their modes, at most `rwxr-xr-x`), folders and
+/// symlinks that stay inside, under the archive's top folder, which is
+/// dropped. Anything else (a path that climbs out or is absolute, a link
+/// out, a name twice, a device or a hard link) refuses the whole archive.
+/// Returns the files' paths and sha256s, sorted. `archive` names it in
+/// errors.
+pub fn unpack_tar(tar: impl Read, root: &Path, archive: &Path) -> Result<Vec<(String, String)>> {
     let mut files = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+    let mut tar = tar::Archive::new(tar);
     let entries = tar
         .entries()
         .with_context(|| format!("read {}", archive.display()))?;
@@ -100,6 +123,11 @@ pub fn unpack(
                 raw.display()
             );
         }
+        // A link the archive made earlier is never gone through: `a` ->
+        // `.` then `a/b` -> `..` passes the link check yet lands outside.
+        through_no_link(root, &relative).with_context(|| {
+            format!("{}: refusing entry `{}`", archive.display(), raw.display())
+        })?;
         let target = root.join(&relative);
         let kind = entry.header().entry_type();
         if let Some(parent) = target.parent() {
@@ -137,14 +165,7 @@ pub fn unpack(
         }
     }
     files.sort();
-    Ok(Source {
-        name,
-        version: identity.version,
-        commit: identity.commit,
-        commit_time: identity.commit_time,
-        staging,
-        files,
-    })
+    Ok(files)
 }
 
 /// The path of an entry inside the release: the archive's top folder
@@ -163,6 +184,19 @@ fn release_path(raw: &Path) -> Result<Option<PathBuf>> {
         return Ok(None);
     }
     Ok(Some(parts[1..].iter().collect()))
+}
+
+/// None of the folders above `relative` in `root` is a symlink.
+fn through_no_link(root: &Path, relative: &Path) -> Result<()> {
+    let mut at = root.to_path_buf();
+    let parents = relative.components().count().saturating_sub(1);
+    for component in relative.components().take(parents) {
+        at.push(component);
+        if std::fs::symlink_metadata(&at).is_ok_and(|meta| meta.file_type().is_symlink()) {
+            bail!("it goes through the symlink {}", at.display());
+        }
+    }
+    Ok(())
 }
 
 /// A symlink at `at` (relative to the release) pointing at `link` must stay
@@ -231,11 +265,9 @@ pub fn from_archive(archive: &Path, verify: &Verify<'_>) -> Result<Source> {
             sums_path.display()
         )
     })?;
-    let expected = sums
-        .lines()
-        .filter_map(|line| line.split_once("  "))
-        .find(|(_, path)| *path == file_name)
-        .map(|(sum, _)| sum.to_owned())
+    let expected = read_sums(&sums)
+        .with_context(|| format!("read {}", sums_path.display()))?
+        .remove(&file_name)
         .with_context(|| format!("{} lists no {file_name}", sums_path.display()))?;
     let manifest_path = folder.join(MANIFEST);
     let manifest = Manifest::require(&manifest_path)?;
@@ -296,5 +328,73 @@ mod tests {
         check("app-link", "../outside", false);
         check("app-link", "/usr/bin/env", false);
         check("a/b/c", "../../x/../y", true);
+    }
+
+    /// A tar of `(path, link target or file contents, is a link)`.
+    fn tar_of(entries: &[(&str, &str, bool)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data, link) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            if *link {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                builder.append_link(&mut header, path, data).unwrap();
+            } else {
+                header.set_size(data.len() as u64);
+                builder
+                    .append_data(&mut header, path, data.as_bytes())
+                    .unwrap();
+            }
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn an_archive_cannot_write_through_its_own_links() {
+        let cases: &[&[(&str, &str, bool)]] = &[
+            // `a` -> `.` is inside; `a/b` -> `..` looks one level deep
+            // but is `b` -> `..`, outside.
+            &[
+                ("top/a", ".", true),
+                ("top/a/b", "..", true),
+                ("top/a/b/escaped", "x", false),
+            ],
+            &[("top/d", "sub", true), ("top/d/file", "x", false)],
+        ];
+        for entries in cases {
+            let scratch = crate::util::TempFolder::new("xtask-unpack-links").unwrap();
+            let root = scratch.path().join("release");
+            std::fs::create_dir(&root).unwrap();
+            let refused = unpack_tar(tar_of(entries).as_slice(), &root, Path::new("a.tar"))
+                .expect_err("refused");
+            assert!(
+                format!("{refused:#}").contains("goes through the symlink"),
+                "{refused:#}"
+            );
+            let outside: Vec<_> = std::fs::read_dir(scratch.path())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            assert_eq!(outside, ["release"], "{entries:?}");
+        }
+        let scratch = crate::util::TempFolder::new("xtask-unpack-links").unwrap();
+        let root = scratch.path().join("release");
+        std::fs::create_dir(&root).unwrap();
+        let files = unpack_tar(
+            tar_of(&[
+                ("top/config/base.toml", "a = 1", false),
+                ("top/current", "config/base.toml", true),
+            ])
+            .as_slice(),
+            &root,
+            Path::new("a.tar"),
+        )
+        .unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(
+            std::fs::read_to_string(root.join("current")).unwrap(),
+            "a = 1"
+        );
     }
 }

@@ -37,7 +37,7 @@ pub struct Rules {
 pub const XTASK: Rules = Rules {
     crates: &[("xtask/lib/src", "")],
     layer_of: |module| match module.split("::").next().unwrap_or_default() {
-        "" | "flags" | "reference" => "entry",
+        "" | "flags" | "reference" | "fuzz" => "entry",
         "develop" => "develop",
         "release" => "release",
         "deploy" => "deploy",

@@ -1,9 +1,10 @@
 //! The tasks of the edit-compile-test loop: `build`, `run`, `dev`, `test`,
-//! `lint`, `sanitize`, `ci`, `version` and `bench`.
+//! `lint`, `sanitize`, `fuzz`, `ci`, `version` and `bench`.
 
 pub mod bench;
 pub mod build;
 pub mod ci;
+pub mod fuzz;
 pub mod layering;
 pub mod lint;
 pub mod run;

@@ -42,7 +42,7 @@ impl Doctor {
 }
 
 /// The tools of each section besides the core ones, in `tools::ALL` order.
-const SECTIONS: [(&str, &[Tool]); 10] = [
+const SECTIONS: [(&str, &[Tool]); 11] = [
     (
         "cross-compiling and running foreign binaries",
         &[Tool::CargoZigbuild, Tool::Zig, Tool::QemuAarch64],
@@ -99,6 +99,10 @@ const SECTIONS: [(&str, &[Tool]); 10] = [
     (
         "publishing releases (`publish`; GitHub's runners have it)",
         &[Tool::Gh],
+    ),
+    (
+        "fuzzing (`cargo xtask setup --fuzz` installs it)",
+        &[Tool::CargoFuzz],
     ),
 ];
 

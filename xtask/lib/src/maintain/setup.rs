@@ -19,6 +19,9 @@ pub struct Setup {
     /// Also install the benchmark tools (wrk, hyperfine, Go)
     #[arg(long)]
     bench: bool,
+    /// Also install the fuzzing tool (cargo-fuzz; the pinned nightly comes with the Rust part)
+    #[arg(long, conflicts_with = "release")]
+    fuzz: bool,
     /// Install only what release, image --push and publish need (a release
     /// runner): the Rust targets, cargo-zigbuild and zig, qemu-user, skopeo
     #[arg(long, conflicts_with = "bench")]
@@ -82,7 +85,9 @@ impl Setup {
                     if self.release {
                         return tools::RELEASE.contains(tool);
                     }
-                    need == Need::Tests || (self.bench && need == Need::Bench)
+                    need == Need::Tests
+                        || (self.bench && need == Need::Bench)
+                        || (self.fuzz && need == Need::Fuzz)
                 })
                 .filter(|tool| tools::find(*tool).is_none())
                 .collect()

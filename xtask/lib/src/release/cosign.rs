@@ -209,6 +209,11 @@ pub fn check_signature(
         .filter(|layer| layer["mediaType"] == PAYLOAD_MEDIA_TYPE)
     {
         let blob_digest = layer["digest"].as_str().unwrap_or_default();
+        // The registry's word, about to name a file: a digest or nothing.
+        if let Err(err) = crate::names::digest("a layer of the signature", blob_digest) {
+            problems.push(format!("{err:#}"));
+            continue;
+        }
         let path = dir.join(blob_digest.trim_start_matches("sha256:"));
         let Ok(payload) = std::fs::read(&path) else {
             problems.push(format!("its blob {blob_digest} is missing"));

@@ -400,6 +400,24 @@ fn write_layout(dist_dir: &Path, files: &[Entry]) -> Result<()> {
         .with_context(|| format!("move the new layout into {}", layout.display()))
 }
 
+/// The digests of the manifests an image index (as a registry served it)
+/// lists, each checked to be a digest before it names anything.
+pub fn index_manifest_digests(index: &[u8]) -> Result<Vec<String>> {
+    let index: Value = serde_json::from_slice(index).context("the image index is not JSON")?;
+    let manifests = index["manifests"]
+        .as_array()
+        .context("the image index lists no manifests")?;
+    manifests
+        .iter()
+        .map(|entry| {
+            let digest = entry["digest"]
+                .as_str()
+                .context("an entry of the image index has no digest")?;
+            crate::names::digest("a manifest digest in the image index", digest).map(str::to_owned)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

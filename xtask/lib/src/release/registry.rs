@@ -17,7 +17,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 use xshell::cmd;
 
 use crate::archive::sha256_hex;
@@ -271,20 +270,11 @@ fn verify(
             image.index_digest
         );
     }
-    let index: Value = serde_json::from_slice(&index)
-        .with_context(|| format!("{tagged} is not a JSON image index"))?;
-    let listed: Vec<&str> = index["manifests"]
-        .as_array()
-        .map(|manifests| {
-            manifests
-                .iter()
-                .filter_map(|entry| entry["digest"].as_str())
-                .collect()
-        })
-        .unwrap_or_default();
+    let listed = crate::release::oci::index_manifest_digests(&index)
+        .with_context(|| format!("read the image index the registry serves for {tagged}"))?;
     let name = pinned.split_once('@').map_or(pinned, |(name, _)| name);
     for platform in &image.platforms {
-        if !listed.contains(&platform.manifest_digest.as_str()) {
+        if !listed.contains(&platform.manifest_digest) {
             bail!(
                 "the index the registry serves for {tagged} lacks {} ({})",
                 platform.platform,

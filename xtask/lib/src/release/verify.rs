@@ -27,7 +27,7 @@ use xshell::cmd;
 
 use crate::archive::sha256_hex;
 use crate::exec::Ctx;
-use crate::manifest::SHA256SUMS;
+use crate::manifest::{SHA256SUMS, read_sums};
 use crate::project::AcceptedKey;
 use crate::release::cosign;
 use crate::release::provenance;
@@ -224,14 +224,6 @@ pub fn describe_keys(keys: &[AcceptedKey]) -> String {
     }
 }
 
-/// `SHA256SUMS` as `path -> sha256`.
-fn read_sums(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|line| line.split_once("  "))
-        .map(|(sum, path)| (path.to_owned(), sum.to_owned()))
-        .collect()
-}
-
 /// What a file `SHA256SUMS` lists and the folder lacks means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Missing {
@@ -272,7 +264,16 @@ pub fn check_folder(folder: &Path, key: &PublicKey, missing: Missing) -> (Vec<St
         }
         Err(_) => failures.push(format!("{SHA256SUMS}: unsigned (no {sums_bundle})")),
     }
-    let mut sums = read_sums(&String::from_utf8_lossy(&sums_bytes));
+    let mut sums = match read_sums(&String::from_utf8_lossy(&sums_bytes)) {
+        Ok(sums) => sums,
+        Err(err) => {
+            failures.push(format!("{SHA256SUMS}: {err:#}"));
+            return (
+                failures,
+                format!("{} (its {SHA256SUMS} unreadable)", folder.display()),
+            );
+        }
+    };
     sums.retain(
         |path, _| match crate::names::relative_path("a path SHA256SUMS lists", path) {
             Ok(_) => true,
@@ -511,13 +512,16 @@ pub fn check_archive(archive: &Path, key: &PublicKey) -> Vec<String> {
             }
             Err(_) => failures.push(format!("{SHA256SUMS}: unsigned (no {SUMS_SSH_SIGNATURE})")),
         }
-        match read_sums(&String::from_utf8_lossy(&sums)).get(&name) {
-            Some(listed) if *listed != sha256 => {
-                failures.push(format!(
-                    "{name}: its sha256 is not the one {SHA256SUMS} lists"
-                ));
-            }
-            _ => {}
+        match read_sums(&String::from_utf8_lossy(&sums)) {
+            Ok(sums) => match sums.get(&name) {
+                Some(listed) if *listed != sha256 => {
+                    failures.push(format!(
+                        "{name}: its sha256 is not the one {SHA256SUMS} lists"
+                    ));
+                }
+                _ => {}
+            },
+            Err(err) => failures.push(format!("{SHA256SUMS}: {err:#}")),
         }
     }
     failures
@@ -562,16 +566,8 @@ fn check_image(
     {
         failures.push(format!("{reference}: the registry serves {digest}"));
     }
-    let index: serde_json::Value =
-        serde_json::from_slice(&index).context("the index is not JSON")?;
     let mut digests = vec![digest.clone()];
-    digests.extend(
-        index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|manifest| manifest["digest"].as_str().map(str::to_owned)),
-    );
+    digests.extend(crate::release::oci::index_manifest_digests(&index)?);
     // The index read through a tag must have been signed for that tag; the
     // platform manifests are reached through the index.
     let tag = by_digest
