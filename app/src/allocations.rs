@@ -227,6 +227,7 @@ fn measure(settings: platform::config::Settings) -> Vec<(&'static str, f64)> {
                         server_lifecycle.clone(),
                         metrics.clone(),
                         traces.clone(),
+                        Default::default(),
                     ),
                     business.service.routes(),
                 )

@@ -13,16 +13,27 @@ include!(concat!(env!("OUT_DIR"), "/dep_v0.rs"));
 /// The stamp as `cargo xtask version --json` prints it: same fields, same order.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildInfo {
+    /// The service package's version.
     pub version: &'static str,
+    /// `git describe` of the commit built (`-dirty` with changes).
     pub describe: &'static str,
+    /// The commit built, in full.
     pub commit: &'static str,
+    /// Its first 7 digits.
     pub commit_short: &'static str,
+    /// The branch it was built on.
     pub branch: &'static str,
+    /// Whether the tree had uncommitted changes.
     pub dirty: bool,
+    /// The commit's time, RFC 3339.
     pub commit_time: &'static str,
+    /// The commit's time in seconds since 1970, which dated outputs use.
     pub source_date_epoch: u64,
+    /// The target triple built for.
     pub target: &'static str,
+    /// The cargo profile built with.
     pub profile: &'static str,
+    /// `rustc -V` of the compiler.
     pub rustc: &'static str,
 }
 
@@ -42,7 +53,7 @@ pub struct Package {
 #[macro_export]
 macro_rules! package {
     () => {
-        $crate::build_info::Package {
+        $crate::Package {
             binary: env!("CARGO_BIN_NAME"),
             version: env!("CARGO_PKG_VERSION"),
         }

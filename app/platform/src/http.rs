@@ -2,11 +2,13 @@
 //! `/version`, `/admin/config`) and the router that joins them to the
 //! business part's. Every request passes through `observe` first.
 
+use std::convert::Infallible;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, Route, get};
 use serde::Serialize;
 
 use crate::build_info;
@@ -48,6 +50,22 @@ impl Router {
         Router(self.0.merge(other.0))
     }
 
+    /// Puts `layer` (a tower layer: `axum::middleware::from_fn(...)`, one
+    /// of tower-http's, your own) in front of the routes added so far, as
+    /// axum's `Router::layer` does. The platform's routes are not behind
+    /// it, and the platform's request layer (request ids, timeouts,
+    /// metrics, the request log) stays in front of it.
+    pub fn layer<L>(self, layer: L) -> Router
+    where
+        L: tower_layer::Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: tower_service::Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as tower_service::Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as tower_service::Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as tower_service::Service<Request>>::Future: Send + 'static,
+    {
+        Router(self.0.layer(layer))
+    }
+
     /// Any axum router typed with the platform's state (nested routers,
     /// layers of its own, a fallback), at the cost of a second copy of
     /// axum's routing code in the binary.
@@ -72,16 +90,29 @@ pub fn router(state: AppState, business: Router) -> axum::Router {
 
 /// What `/readyz` answers; keys in alphabetical order, as before.
 #[derive(Serialize)]
-struct Readiness {
-    checks: Checks,
+struct Readiness<'a> {
+    checks: Checks<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    failed: Option<[&'static str; 1]>,
+    failed: Option<Vec<&'a str>>,
     ready: bool,
 }
 
-#[derive(Serialize)]
-struct Checks {
+/// `{"lifecycle": "<state>", "<business check>": "ok" | "failing", …}`.
+struct Checks<'a> {
     lifecycle: &'static str,
+    business: &'a [(&'a str, bool)],
+}
+
+impl Serialize for Checks<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1 + self.business.len()))?;
+        map.serialize_entry("lifecycle", self.lifecycle)?;
+        for (name, ok) in self.business {
+            map.serialize_entry(name, if *ok { "ok" } else { "failing" })?;
+        }
+        map.end()
+    }
 }
 
 /// Liveness: the process can answer. It checks nothing else, so that a slow
@@ -90,17 +121,25 @@ async fn healthz(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, JSON)], state.health.clone()).into_response()
 }
 
-/// Readiness: 200 while the lifecycle is ready; 503 from the moment a stop
-/// begins, naming the check that failed.
+/// Readiness: 200 while the lifecycle is ready and every check of the
+/// business part passes; 503 from the moment a stop begins, or while a
+/// check fails, naming the checks that failed.
 async fn readyz(State(state): State<AppState>) -> Response {
-    // One read of the state, so that the status and the body agree.
+    // One read of each, so that the status and the body agree.
     let lifecycle = state.lifecycle.state();
-    let ready = lifecycle == LifecycleState::Ready;
+    let business = state.checks.results();
+    let failed: Vec<&str> = (lifecycle != LifecycleState::Ready)
+        .then_some("lifecycle")
+        .into_iter()
+        .chain(business.iter().filter(|(_, ok)| !ok).map(|(name, _)| *name))
+        .collect();
+    let ready = failed.is_empty();
     let body = Readiness {
         checks: Checks {
             lifecycle: lifecycle.name(),
+            business: &business,
         },
-        failed: (!ready).then_some(["lifecycle"]),
+        failed: (!ready).then_some(failed),
         ready,
     };
     if ready {
@@ -111,10 +150,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    state
-        .metrics
-        .ready()
-        .set(i64::from(state.lifecycle.is_ready()));
+    state.metrics.ready().set(i64::from(state.is_ready()));
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     (
         [(header::CONTENT_TYPE, content_type)],

@@ -18,27 +18,54 @@
 //! logger; routes are axum's method routers (`get(handler)`) on paths of a
 //! [`Router`] of the platform's; metrics are `prometheus-client` types.
 
+#![deny(missing_docs)]
+
+// The modules below are the platform's inside: public so that the
+// template's own allocation test (`app/src/allocations.rs`) can assemble
+// the request path piece by piece, hidden from the documentation, and
+// under no compatibility promise. The business part uses the items of
+// this file only (`cargo xtask lint` checks it).
+#[doc(hidden)]
 pub mod build_info;
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod config;
+#[doc(hidden)]
 pub mod connections;
 pub mod fuzz;
+#[doc(hidden)]
 pub mod http;
+#[doc(hidden)]
 pub mod lifecycle;
+#[doc(hidden)]
 pub mod logging;
 #[cfg(all(target_arch = "x86_64", target_env = "musl"))]
+#[doc(hidden)]
 pub mod memcpy;
+#[doc(hidden)]
 pub mod metrics;
+#[doc(hidden)]
 pub mod observe;
+#[doc(hidden)]
 pub mod otlp;
+#[doc(hidden)]
 pub mod server;
+#[doc(hidden)]
 pub mod state;
+#[doc(hidden)]
 pub mod systemd;
 #[cfg(target_env = "musl")]
+#[doc(hidden)]
 pub mod thread_cache;
+#[doc(hidden)]
 pub mod traces;
+#[doc(hidden)]
 pub mod upgrade;
+#[doc(hidden)]
 pub mod workers;
+
+pub use build_info::{BuildInfo, Package};
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,7 +74,6 @@ pub use http::Router;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use build_info::Package;
 use cli::Command;
 use config::{Environment, Overrides, Settings};
 use metrics::Metrics;
@@ -95,6 +121,7 @@ pub trait Service: Sized + Send + Sync + 'static {
 pub struct Setup<'a> {
     name: &'a str,
     metrics: &'a mut Metrics,
+    checks: &'a mut state::ReadinessChecks,
 }
 
 #[allow(dead_code)]
@@ -118,6 +145,21 @@ impl Setup<'_> {
         metric: impl prometheus_client::registry::Metric,
     ) {
         self.metrics.register(name, help, metric);
+    }
+
+    /// Adds a readiness check: while `check` answers false, `/readyz`
+    /// answers 503 naming it (`"failed": ["<name>"]`) and `app_ready` is 0,
+    /// so that no traffic is sent here, though the process stays alive
+    /// (`/healthz` never checks it). It runs on every `/readyz` and scrape:
+    /// read state the service keeps (an `AtomicBool` its connection task
+    /// sets), never wait on I/O. A name is lowercase letters, digits and
+    /// `_`; `Err` says what is wrong with it (return it from `new`).
+    pub fn readiness(
+        &mut self,
+        name: &str,
+        check: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Result<(), String> {
+        self.checks.add(name, Box::new(check))
     }
 }
 
@@ -144,6 +186,7 @@ trait Business {
 struct Running {
     effective: toml::Table,
     routes: Box<dyn Fn() -> Router + Send + Sync>,
+    checks: Arc<state::ReadinessChecks>,
 }
 
 struct Typed<S>(std::marker::PhantomData<fn() -> S>);
@@ -165,6 +208,7 @@ impl<S: Service> Business for Typed<S> {
         Ok(Running {
             effective,
             routes: Box::new(move || service.routes()),
+            checks: Arc::default(),
         })
     }
 }
@@ -209,7 +253,7 @@ fn run(package: Package, business: &dyn Business) -> ExitCode {
                 Err(err) => return fail(EXIT_CONFIG, &err),
             };
             logging::init(&settings.log);
-            let outcome = server::run(settings, metrics, &*running.routes);
+            let outcome = server::run(settings, metrics, running.checks, &*running.routes);
             logging::flush();
             return match outcome {
                 Ok(()) => ExitCode::SUCCESS,
@@ -233,25 +277,33 @@ fn load(
     })?;
     let own = std::mem::take(&mut settings.service.own);
     let mut metrics = Metrics::new(build_info::get());
+    let mut checks = state::ReadinessChecks::default();
     let mut setup = Setup {
         name: &settings.service.name,
         metrics: &mut metrics,
+        checks: &mut checks,
     };
-    let running = business.start(own, &mut setup)?;
+    let mut running = business.start(own, &mut setup)?;
+    running.checks = Arc::new(checks);
     settings.service.own = running.effective.clone();
     Ok((settings, metrics, running))
 }
 
 /// Starts the business part with its settings, and the metrics registry it
 /// registered with.
-fn start<S: Service>(settings: S::Settings, name: &str) -> Result<(Metrics, Arc<S>), String> {
+fn start<S: Service>(
+    settings: S::Settings,
+    name: &str,
+) -> Result<(Metrics, state::ReadinessChecks, Arc<S>), String> {
     let mut metrics = Metrics::new(build_info::get());
+    let mut checks = state::ReadinessChecks::default();
     let mut setup = Setup {
         name,
         metrics: &mut metrics,
+        checks: &mut checks,
     };
     let service = S::new(settings, &mut setup)?;
-    Ok((metrics, Arc::new(service)))
+    Ok((metrics, checks, Arc::new(service)))
 }
 
 /// The business part started as `main` starts it, for its own tests.
@@ -259,25 +311,34 @@ pub struct Started<S> {
     /// The business part, as `Service::new` returned it.
     pub service: Arc<S>,
     metrics: Metrics,
+    checks: Arc<state::ReadinessChecks>,
 }
 
 impl<S: Service> Started<S> {
     /// Starts `S` with `settings`, as `main` would.
     pub fn new(settings: S::Settings) -> Result<Started<S>, String> {
-        let (metrics, service) = start(settings, build_info::binary())?;
-        Ok(Started { service, metrics })
+        let (metrics, checks, service) = start(settings, build_info::binary())?;
+        Ok(Started {
+            service,
+            metrics,
+            checks: Arc::new(checks),
+        })
     }
 
-    /// The routes behind the platform's own, as a worker serves them.
+    /// The routes behind the platform's own, as a worker serves them once
+    /// the service is ready (its readiness checks still decide `/readyz`).
     pub fn router(&self) -> axum::Router {
         let lifecycle = Arc::new(lifecycle::Lifecycle::default());
+        lifecycle.advance(lifecycle::State::Ready);
         // The built-in defaults: the router does not depend on which
         // config files the service ships.
         let settings = Arc::new(Settings::defaults(config::Env::Dev));
-        let state = state::Shared::new(
+        let state = state::Shared::traced(
             settings,
             lifecycle,
             Arc::new(Metrics::new(build_info::get())),
+            None,
+            self.checks.clone(),
         );
         http::router(state, self.service.routes())
     }
@@ -316,4 +377,91 @@ fn fail(code: u8, err: &anyhow::Error) -> ExitCode {
     // A process started by an upgrade: the old one says why in its log.
     upgrade::report_failure(code, &line);
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A business part with a readiness check of its own and a layer of
+    /// its own in front of its route.
+    struct Warming {
+        warm: Arc<AtomicBool>,
+    }
+
+    impl Service for Warming {
+        type Settings = ();
+
+        fn new(_: (), setup: &mut Setup<'_>) -> Result<Warming, String> {
+            let warm = Arc::new(AtomicBool::new(false));
+            let reads = warm.clone();
+            setup.readiness("cache_warm", move || reads.load(Ordering::Relaxed))?;
+            assert!(setup.readiness("cache_warm", || true).is_err());
+            assert!(setup.readiness("Cache Warm", || true).is_err());
+            assert!(setup.readiness("lifecycle", || true).is_err());
+            Ok(Warming { warm })
+        }
+
+        fn routes(self: &Arc<Self>) -> Router {
+            let stamp = axum::middleware::map_response(
+                |mut response: axum::response::Response| async move {
+                    response
+                        .headers_mut()
+                        .insert("x-business", axum::http::HeaderValue::from_static("yes"));
+                    response
+                },
+            );
+            Router::new()
+                .route("/work", axum::routing::get(|| async { "done" }))
+                .layer(stamp)
+        }
+    }
+
+    async fn get(router: &axum::Router, path: &str) -> (StatusCode, String, bool) {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let stamped = response.headers().contains_key("x-business");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap(), stamped)
+    }
+
+    #[tokio::test]
+    async fn a_business_readiness_check_and_layer_join_the_platforms() {
+        let started = Started::<Warming>::new(()).unwrap();
+        let router = started.router();
+        let (status, body, _) = get(&router, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(
+            body,
+            r#"{"checks":{"lifecycle":"ready","cache_warm":"failing"},"failed":["cache_warm"],"ready":false}"#
+        );
+        started.service.warm.store(true, Ordering::Relaxed);
+        let (status, body, _) = get(&router, "/readyz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            r#"{"checks":{"lifecycle":"ready","cache_warm":"ok"},"ready":true}"#
+        );
+        assert_eq!(
+            get(&router, "/work").await,
+            (StatusCode::OK, "done".to_owned(), true)
+        );
+        let (status, _, stamped) = get(&router, "/healthz").await;
+        assert!(
+            status == StatusCode::OK && !stamped,
+            "the platform's routes are not behind it"
+        );
+    }
 }

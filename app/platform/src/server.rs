@@ -57,6 +57,7 @@ pub enum ServeError {
 pub fn run(
     settings: Settings,
     metrics: Metrics,
+    checks: Arc<crate::state::ReadinessChecks>,
     business: &dyn Fn() -> crate::Router,
 ) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -67,7 +68,7 @@ pub fn run(
     let worker_count = settings.server.workers.resolve();
     let (workers, threads) =
         Workers::start(runtime.handle().clone(), worker_count).map_err(ServeError::Runtime)?;
-    let outcome = runtime.block_on(serve(settings, metrics, business, workers));
+    let outcome = runtime.block_on(serve(settings, metrics, checks, business, workers));
     // The connections still running (past the drain timeout) end with the
     // workers' runtimes, as the main one's end with it.
     drop(threads);
@@ -91,6 +92,7 @@ enum Stop {
 async fn serve(
     settings: Settings,
     metrics: Metrics,
+    checks: Arc<crate::state::ReadinessChecks>,
     business: &dyn Fn() -> crate::Router,
     workers: Arc<Workers>,
 ) -> Result<(), ServeError> {
@@ -135,6 +137,7 @@ async fn serve(
                 lifecycle.clone(),
                 metrics.clone(),
                 traces.clone(),
+                checks.clone(),
             ),
             business(),
         )

@@ -13,9 +13,15 @@ use xshell::{Cmd, Shell};
 use crate::project::Project;
 use crate::stamp::Stamp;
 
+/// What a task runs with: the workspace, its settings and how commands run.
 pub struct Ctx {
+    /// The shell commands are built in (`xshell::cmd!(ctx.sh, "...")`), in
+    /// the workspace root.
     pub sh: Shell,
+    /// `--dry-run`: state-changing commands are printed, not run.
     pub dry_run: bool,
+    /// The workspace: its root, target directory and
+    /// `[workspace.metadata.xtask]` settings.
     pub project: Project,
     /// The cargo that runs this xtask (`$CARGO`), so that a pinned toolchain
     /// builds everything.
@@ -63,6 +69,7 @@ impl Ctx {
         self.sh.cmd(&self.cargo)
     }
 
+    /// The cargo that runs this xtask, to put in a `cmd!`.
     pub fn cargo_path(&self) -> &Path {
         &self.cargo
     }

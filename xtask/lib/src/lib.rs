@@ -5,6 +5,8 @@
 //! This file only parses the flags, prints errors and dispatches to the task
 //! modules; each task lives in its own module with a `run` method.
 
+#![deny(missing_docs)]
+
 mod archive;
 mod deploy;
 mod develop;
