@@ -24,7 +24,7 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
 /// The W3C limit a vendor must pass on; longer lists are dropped whole.
-const TRACESTATE_LIMIT: usize = 512;
+pub(crate) const TRACESTATE_LIMIT: usize = 512;
 
 const SAMPLED: u8 = 0x01;
 

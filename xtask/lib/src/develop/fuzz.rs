@@ -21,8 +21,8 @@ pub struct Fuzz {
     /// The targets to run, by name [default: all of them]
     #[arg(value_name = "TARGET")]
     targets: Vec<String>,
-    /// How long each target runs, in seconds
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    /// How long each target runs: seconds, or with a unit (90s, 5m)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = seconds)]
     time: u64,
     /// Print the targets and exit
     #[arg(long)]
@@ -37,9 +37,6 @@ impl Fuzz {
         if self.list {
             println!("{}", known.join("\n"));
             return Ok(());
-        }
-        if self.time == 0 {
-            bail!("--time 0 would fuzz nothing: give the seconds each target runs, e.g. --time 60");
         }
         for target in &self.targets {
             if !known.contains(target) {
@@ -98,6 +95,20 @@ impl Fuzz {
     }
 }
 
+/// `--time`: `90`, `90s` or `5m`, as whole seconds, at least one.
+fn seconds(text: &str) -> Result<u64, String> {
+    let (number, unit) = match text.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (text.strip_suffix('s').unwrap_or(text), 1),
+    };
+    match number.parse::<u64>() {
+        Ok(count) if count > 0 => Ok(count * unit),
+        _ => Err(format!(
+            "{text:?} is not a duration: give seconds or minutes, e.g. 90s or 5m"
+        )),
+    }
+}
+
 /// The targets `xtask/fuzz/Cargo.toml` declares, in its order.
 fn targets(fuzz_dir: &std::path::Path) -> Result<Vec<String>> {
     let path: PathBuf = fuzz_dir.join("Cargo.toml");
@@ -117,4 +128,19 @@ fn targets(fuzz_dir: &std::path::Path) -> Result<Vec<String>> {
         bail!("{} declares no fuzz target ([[bin]])", path.display());
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_seconds_or_minutes() {
+        assert_eq!(seconds("90"), Ok(90));
+        assert_eq!(seconds("60s"), Ok(60));
+        assert_eq!(seconds("5m"), Ok(300));
+        for bad in ["0", "0s", "", "m", "5h", "-1", "1.5m"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
 }
