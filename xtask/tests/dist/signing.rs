@@ -517,15 +517,74 @@ pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, other: &Key
     let relabel = |folder: &str, version: &str| {
         let relabelled = scratch.path().join(folder);
         copy_folder(dist, &relabelled);
-        let manifest_path = relabelled.join("dist-manifest.json");
-        let mut manifest: Value =
-            serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
-        manifest["version"] = serde_json::json!(version);
-        fs::write(&manifest_path, manifest.to_string()).unwrap();
+        edit_manifest(&relabelled, |manifest| {
+            manifest["version"] = serde_json::json!(version);
+        });
         relabelled.join(&archive)
     };
 
+    // The other half of a mix: the genuine signed files beside the manifest
+    // of another release (the commit before), as a mirror could pair them.
+    let other_commit = stdout_of(
+        Command::new("git")
+            .args(["rev-parse", "HEAD~1"])
+            .current_dir(clone),
+    )
+    .trim()
+    .to_owned();
+    let mixed = scratch.path().join("mixed");
+    copy_folder(dist, &mixed);
+    edit_manifest(&mixed, |manifest| {
+        manifest["stamp"]["commit"] = serde_json::json!(other_commit);
+        manifest["stamp"]["commit_short"] = serde_json::json!(other_commit[..7]);
+    });
+    // A release signed from a tree with uncommitted changes: its commit
+    // does not say what was built.
+    let dirty_target = scratch.path().join("dirty-target");
+    let dirty = dirty_target.join("dist");
+    copy_folder(dist, &dirty);
+    edit_manifest(&dirty, |manifest| {
+        manifest["stamp"]["dirty"] = serde_json::json!(true);
+        let describe = format!("{}-dirty", manifest["stamp"]["describe"].as_str().unwrap());
+        manifest["stamp"]["describe"] = serde_json::json!(describe);
+    });
+    let readme = clone.join("README.md");
+    let committed = fs::read_to_string(&readme).unwrap();
+    fs::write(&readme, format!("{committed}\n<!-- not committed -->\n")).unwrap();
+    let signed = output(xtask(clone).arg("sign").env("CARGO_TARGET_DIR", &dirty_target));
+    fs::write(&readme, committed).unwrap();
+    assert!(signed.status.success(), "{}", stderr_text(&signed));
+    let verify_dirty = |allow: bool| {
+        output(
+            xtask(clone)
+                .arg("verify")
+                .arg(&dirty)
+                .arg("--public-key")
+                .arg(&keys.public)
+                .args(allow.then_some("--allow-dirty")),
+        )
+    };
+    let refused = verify_dirty(false);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_text(&refused));
+    assert!(
+        stderr_text(&refused).contains("built from a tree with uncommitted changes"),
+        "{}",
+        stderr_text(&refused)
+    );
+    let allowed = verify_dirty(true);
+    assert!(allowed.status.success(), "{}", stderr_text(&allowed));
+
     let cases = [
+        (
+            mixed.join(&archive),
+            keys.public.clone(),
+            &*format!("at commit \"{other_commit}\", the signed provenance"),
+        ),
+        (
+            dirty.join(&archive),
+            keys.public.clone(),
+            "its signed provenance says it was built from a tree with uncommitted changes",
+        ),
         (
             relabel("relabelled", "9.9.9"),
             keys.public.clone(),
@@ -581,6 +640,14 @@ pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, other: &Key
             path.display()
         );
     }
+}
+
+/// Rewrites a release folder's `dist-manifest.json` with `edit`.
+fn edit_manifest(folder: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = folder.join("dist-manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut manifest);
+    fs::write(&path, manifest.to_string()).unwrap();
 }
 
 /// The image's signature as a verifier finds it: the tag
