@@ -181,7 +181,7 @@ pub fn check_dependency_lists_and_sboms(clone: &Path, target_dir: &Path) {
             assert_eq!(roots[0]["name"], "app");
             for package in packages {
                 let source = package["source"].as_str().unwrap();
-                let local = package["name"] == "app";
+                let local = WORKSPACE_CRATES.contains(&package["name"].as_str().unwrap());
                 assert_eq!(
                     source,
                     if local { "local" } else { "crates.io" },
@@ -223,28 +223,44 @@ pub fn check_dependency_lists_and_sboms(clone: &Path, target_dir: &Path) {
                 component["purl"],
                 format!("pkg:cargo/{}@{}", key.0, key.1).as_str()
             );
+            // A crate of the workspace has no checksum (Cargo.lock records
+            // none for a path).
+            let expected_hash = checksums.get(&key).map(String::as_str);
             assert_eq!(
                 component["hashes"][0]["content"].as_str(),
-                Some(checksums[&key].as_str()),
+                expected_hash,
                 "{triple}: {key:?} has another checksum than Cargo.lock's"
+            );
+            assert_eq!(
+                expected_hash.is_none(),
+                WORKSPACE_CRATES.contains(&key.0.as_str()),
+                "{key:?}"
             );
         }
         let graph = sbom["dependencies"].as_array().unwrap();
         assert_eq!(graph.len(), expected.len(), "{triple}: one entry per crate");
-        let app = graph
-            .iter()
-            .find(|entry| entry["ref"] == "pkg:cargo/app@0.1.0")
-            .unwrap();
-        assert!(
-            app["dependsOn"]
-                .as_array()
-                .unwrap()
+        let depends_on = |crate_ref: &str, prefix: &str| {
+            let entry = graph
                 .iter()
-                .any(|dep| dep.as_str().unwrap().starts_with("pkg:cargo/tokio@")),
-            "{app}"
-        );
+                .find(|entry| entry["ref"] == crate_ref)
+                .unwrap_or_else(|| panic!("{crate_ref} is not in the graph"));
+            assert!(
+                entry["dependsOn"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|dep| dep.as_str().unwrap().starts_with(prefix)),
+                "{entry} lacks {prefix}"
+            );
+        };
+        depends_on("pkg:cargo/app@0.1.0", "pkg:cargo/platform@");
+        depends_on("pkg:cargo/platform@0.1.0", "pkg:cargo/tokio@");
     }
 }
+
+/// The crates of the workspace the shipped binary is built from: local
+/// sources, without checksums.
+const WORKSPACE_CRATES: [&str; 2] = ["app", "platform"];
 
 /// The layout's index lists, for each platform, an SBOM referrer whose
 /// subject is that platform's manifest and whose layer is the SBOM `dist`

@@ -350,6 +350,17 @@ fn copy_folder(from: &Path, to: &Path) {
     }
 }
 
+/// `copy_folder`, with the folders inside (a dist folder with its bare
+/// binaries, which `sign` reads).
+fn copy_tree(from: &Path, to: &Path) {
+    copy_folder(from, to);
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    }
+}
+
 fn flip_byte(path: &Path, at: usize) {
     let mut bytes = fs::read(path).unwrap();
     let at = at.min(bytes.len() - 1);
@@ -542,7 +553,7 @@ pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, other: &Key
     // does not say what was built.
     let dirty_target = scratch.path().join("dirty-target");
     let dirty = dirty_target.join("dist");
-    copy_folder(dist, &dirty);
+    copy_tree(dist, &dirty);
     edit_manifest(&dirty, |manifest| {
         manifest["stamp"]["dirty"] = serde_json::json!(true);
         let describe = format!("{}-dirty", manifest["stamp"]["describe"].as_str().unwrap());
@@ -551,7 +562,11 @@ pub fn check_deploy_refusals(clone: &Path, dist: &Path, keys: &Keys, other: &Key
     let readme = clone.join("README.md");
     let committed = fs::read_to_string(&readme).unwrap();
     fs::write(&readme, format!("{committed}\n<!-- not committed -->\n")).unwrap();
-    let signed = output(xtask(clone).arg("sign").env("CARGO_TARGET_DIR", &dirty_target));
+    let signed = output(
+        xtask(clone)
+            .arg("sign")
+            .env("CARGO_TARGET_DIR", &dirty_target),
+    );
     fs::write(&readme, committed).unwrap();
     assert!(signed.status.success(), "{}", stderr_text(&signed));
     let verify_dirty = |allow: bool| {
