@@ -347,7 +347,7 @@ fn slow_a_hostile_build_script_never_runs_beside_the_signing_secrets() {
     assert!(keygen(repo.path(), keys_dir.path()).status.success());
     let private = keys_dir.path().join("cargo-xtask/app-signing.key");
     let report = keys_dir.path().join("report");
-    let build_rs = repo.path().join("app/platform/build.rs");
+    let build_rs = repo.path().join("app/build.rs");
     let original = fs::read_to_string(&build_rs).unwrap();
     fs::write(
         &build_rs,

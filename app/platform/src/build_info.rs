@@ -1,14 +1,12 @@
-//! What this binary was built from: the stamp `cargo xtask` computed,
-//! passed in by the platform's `build.rs` as `BUILD_*` compile-time
-//! variables, and the service package's own name and version, which the
-//! service's `main` hands over ([`Package`]).
+//! What this binary was built from: the stamp `cargo xtask` computed and
+//! the service package's own name and version. Only the service's crate
+//! knows them at compile time (its `build.rs` runs `platform-build`, which
+//! passes the stamp in as `BUILD_*` variables): `platform::package!()`
+//! reads them there, and `main` records them here ([`set_package`]).
 
 use std::sync::OnceLock;
 
 use serde::Serialize;
-
-// The dependency list for scanners, when `cargo xtask dist` built this.
-include!(concat!(env!("OUT_DIR"), "/dep_v0.rs"));
 
 /// The stamp as `cargo xtask version --json` prints it: same fields, same order.
 #[derive(Debug, Clone, Serialize)]
@@ -37,31 +35,49 @@ pub struct BuildInfo {
     pub rustc: &'static str,
 }
 
-/// What the service's package says of itself, which only its own crate
-/// knows at compile time: `platform::main` takes it from `src/main.rs`
-/// (`platform::package!()`).
-#[derive(Debug, Clone, Copy)]
+/// What the service's crate knows of itself at compile time, which
+/// `platform::main` takes from `src/main.rs` (`platform::package!()`).
+#[derive(Debug, Clone)]
 pub struct Package {
     /// The `[[bin]]` name, which is how the binary names itself in
     /// `--version`, usage lines and its default service name.
     pub binary: &'static str,
-    /// The package's version (the workspace's).
-    pub version: &'static str,
+    /// The stamp, with the package's version.
+    pub build: BuildInfo,
+    /// References the embedded dependency list (`.dep-v0`), so that the
+    /// linker keeps it; `main` calls it.
+    pub keep_dependency_list: fn(),
 }
 
-/// The service's [`Package`] from its own crate's compile-time variables.
+/// The service's [`Package`], from its own crate's compile-time variables:
+/// its `build.rs` must run `platform_build::stamp()`.
 #[macro_export]
 macro_rules! package {
     () => {
         $crate::Package {
             binary: env!("CARGO_BIN_NAME"),
-            version: env!("CARGO_PKG_VERSION"),
+            build: $crate::BuildInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                describe: env!("BUILD_DESCRIBE"),
+                commit: env!("BUILD_COMMIT"),
+                commit_short: env!("BUILD_COMMIT_SHORT"),
+                branch: env!("BUILD_BRANCH"),
+                dirty: const { $crate::build_info::const_str_is_true(env!("BUILD_DIRTY")) },
+                commit_time: env!("BUILD_COMMIT_TIME"),
+                source_date_epoch: const {
+                    $crate::build_info::const_parse_u64(env!("BUILD_SOURCE_DATE_EPOCH"))
+                },
+                target: env!("BUILD_TARGET"),
+                profile: env!("BUILD_PROFILE"),
+                rustc: env!("BUILD_RUSTC"),
+            },
+            keep_dependency_list: include!(concat!(env!("OUT_DIR"), "/dep_v0.rs")),
         }
     };
 }
 
 /// The package `main` was given; until then (the platform's own unit
-/// tests), `app` at the platform's version.
+/// tests), `app`, unstamped, at the platform's version.
 static PACKAGE: OnceLock<Package> = OnceLock::new();
 
 /// Records the service's package, once, before anything reads the stamp.
@@ -69,10 +85,23 @@ pub fn set_package(package: Package) {
     let _ = PACKAGE.set(package);
 }
 
-fn package() -> Package {
-    *PACKAGE.get_or_init(|| Package {
+fn package() -> &'static Package {
+    PACKAGE.get_or_init(|| Package {
         binary: "app",
-        version: env!("CARGO_PKG_VERSION"),
+        build: BuildInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            describe: "unknown",
+            commit: "unknown",
+            commit_short: "unknown",
+            branch: "unknown",
+            dirty: false,
+            commit_time: "unknown",
+            source_date_epoch: 0,
+            target: "unknown",
+            profile: "unknown",
+            rustc: "unknown",
+        },
+        keep_dependency_list: || {},
     })
 }
 
@@ -83,27 +112,13 @@ pub fn binary() -> &'static str {
 
 /// The stamp with the service's version.
 pub fn get() -> &'static BuildInfo {
-    static INFO: OnceLock<BuildInfo> = OnceLock::new();
-    INFO.get_or_init(|| BuildInfo {
-        version: package().version,
-        ..STAMP
-    })
+    &package().build
 }
 
-/// The stamp of the build, the version aside.
-const STAMP: BuildInfo = BuildInfo {
-    version: "unknown",
-    describe: env!("BUILD_DESCRIBE"),
-    commit: env!("BUILD_COMMIT"),
-    commit_short: env!("BUILD_COMMIT_SHORT"),
-    branch: env!("BUILD_BRANCH"),
-    dirty: const_str_is_true(env!("BUILD_DIRTY")),
-    commit_time: env!("BUILD_COMMIT_TIME"),
-    source_date_epoch: const_parse_u64(env!("BUILD_SOURCE_DATE_EPOCH")),
-    target: env!("BUILD_TARGET"),
-    profile: env!("BUILD_PROFILE"),
-    rustc: env!("BUILD_RUSTC"),
-};
+/// References the embedded dependency list (see [`Package`]).
+pub fn keep_dependency_list() {
+    (package().keep_dependency_list)();
+}
 
 impl BuildInfo {
     /// `app 0.1.0 (1a2b3c4 2026-11-25 x86_64-unknown-linux-musl)`
@@ -123,12 +138,14 @@ impl BuildInfo {
     }
 }
 
-const fn const_str_is_true(value: &str) -> bool {
+/// `true` for the text `true`, at compile time (`package!`).
+pub const fn const_str_is_true(value: &str) -> bool {
     matches!(value.as_bytes(), b"true")
 }
 
-/// Parses a decimal number at compile time; anything else is a build error.
-const fn const_parse_u64(value: &str) -> u64 {
+/// Parses a decimal number at compile time (`package!`); anything else is
+/// a build error.
+pub const fn const_parse_u64(value: &str) -> u64 {
     let bytes = value.as_bytes();
     assert!(!bytes.is_empty(), "BUILD_SOURCE_DATE_EPOCH is empty");
     let mut number: u64 = 0;

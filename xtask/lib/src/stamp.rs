@@ -2,7 +2,7 @@
 //!
 //! It is computed once per invocation (git and rustc run here, never in a
 //! build script) and handed to cargo as `STAMP_*` environment variables,
-//! which `app/platform/build.rs` declares with `rerun-if-env-changed`. A new commit
+//! which `app/build.rs` (`platform-build`) declares with `rerun-if-env-changed`. A new commit
 //! therefore recompiles the app crate only, and an unchanged tree nothing.
 //! The time recorded is the commit time (or `SOURCE_DATE_EPOCH`), never the
 //! wall clock, so two builds of one commit are identical.
@@ -137,7 +137,7 @@ impl Stamp {
         }
     }
 
-    /// The variables `app/platform/build.rs` reads. Target and profile are not among
+    /// The variables `app/build.rs` (`platform-build`) reads. Target and profile are not among
     /// them: the build script knows those from cargo itself.
     pub fn env_vars(&self) -> [(&'static str, String); 8] {
         [

@@ -5,7 +5,7 @@
 //! - embedded in the binary in cargo-auditable's format (zlib-compressed
 //!   JSON in a `.dep-v0` section, which `cargo audit bin`, trivy, grype and
 //!   syft read): `dist` writes the compressed list to
-//!   `target/xtask/dep-v0/<triple>.zlib` and `app/platform/build.rs` embeds it;
+//!   `target/xtask/dep-v0/<triple>.zlib` and `app/build.rs` (`platform-build`) embeds it;
 //! - a CycloneDX 1.5 JSON SBOM per target next to each archive, in it, and
 //!   attached to each platform's image as an OCI referrer.
 //!
@@ -27,7 +27,7 @@ use crate::manifest::ManifestStamp;
 use crate::targets::Target;
 use crate::util::write_atomically;
 
-/// The environment variable that tells `app/platform/build.rs` where the compressed
+/// The environment variable that tells `app/build.rs` (`platform-build`) where the compressed
 /// lists are (`<dir>/<triple>.zlib`).
 pub const DEP_V0_DIR_VAR: &str = "APP_DEP_V0_DIR";
 /// Bumped when the cached resolve changes shape.
@@ -225,7 +225,7 @@ pub fn dep_v0_dir(ctx: &Ctx) -> PathBuf {
 
 /// The dependency tree of each target, from the cache when the manifests,
 /// lockfile and toolchain are unchanged, and each compressed list written
-/// where `app/platform/build.rs` reads it (only when its bytes change, so that a
+/// where `app/build.rs` (`platform-build`) reads it (only when its bytes change, so that a
 /// no-op build stays one).
 pub fn prepare(ctx: &Ctx, targets: &[Target]) -> Result<Vec<Dependencies>> {
     let mut all = Vec::new();

@@ -1,13 +1,19 @@
-//! Hands the version stamp to the compiler.
+//! The service's build script, as a library its `build.rs` calls
+//! (`platform_build::stamp()`), so that it is the platform's to fix: it
+//! hands the version stamp to the compiler of the service's crate, where
+//! `platform::package!()` reads it.
 //!
 //! `cargo xtask` computes the stamp once (git, rustc) and passes it in
-//! `STAMP_*` variables; this script only forwards them as `BUILD_*` and never
-//! runs git, so a no-op build stays a no-op. A plain `cargo build` gets clear
-//! defaults instead. Target and profile come from cargo itself.
+//! `STAMP_*` variables; this only forwards them as `BUILD_*` and never runs
+//! git, so a no-op build stays a no-op. A plain `cargo build` gets clear
+//! defaults instead. Target and profile come from cargo itself. Only the
+//! service's crate is stamped: a new commit recompiles it and nothing else.
 //!
 //! It also embeds the dependency list that `cargo xtask dist` wrote for the
 //! target (`$APP_DEP_V0_DIR/<target>.zlib`, cargo-auditable's format) as a
 //! `.dep-v0` section, which scanners read; a plain build embeds none.
+
+#![deny(missing_docs)]
 
 use std::env;
 use std::path::PathBuf;
@@ -24,7 +30,9 @@ const STAMP: [(&str, &str); 7] = [
     ("SOURCE_DATE_EPOCH", "0"),
 ];
 
-fn main() {
+/// Everything the service's `build.rs` does: the stamp as `BUILD_*`
+/// variables, and `$OUT_DIR/dep_v0.rs` for `platform::package!()`.
+pub fn stamp() {
     // Without this, cargo reruns the script whenever any file of the package
     // changes; with it, only the variables below can trigger a rerun.
     println!("cargo::rerun-if-changed=build.rs");
@@ -41,8 +49,9 @@ fn main() {
     write_dependency_section();
 }
 
-/// `$OUT_DIR/dep_v0.rs`: the section static and `keep_dependency_list`,
-/// which references it so that the linker's section GC keeps it.
+/// `$OUT_DIR/dep_v0.rs`: one block expression, the section static and a
+/// function that references it (so that the linker's section GC keeps it),
+/// whose value is that function; `platform::package!()` includes it.
 fn write_dependency_section() {
     println!("cargo::rerun-if-env-changed=APP_DEP_V0_DIR");
     let target = env::var("TARGET").unwrap_or_default();
@@ -60,12 +69,13 @@ fn write_dependency_section() {
                 ".dep-v0"
             };
             format!(
-                "#[used]\n#[unsafe(link_section = {section:?})]\nstatic DEP_V0: [u8; {length}] = *include_bytes!({path:?});\n\
-                 pub fn keep_dependency_list() {{\n    std::hint::black_box(&DEP_V0);\n}}\n",
+                "{{\n#[used]\n#[unsafe(link_section = {section:?})]\nstatic DEP_V0: [u8; {length}] = *include_bytes!({path:?});\n\
+                 fn keep_dependency_list() {{\n    std::hint::black_box(&DEP_V0);\n}}\n\
+                 keep_dependency_list as fn()\n}}\n",
                 path = path.display().to_string(),
             )
         }
-        None => "pub fn keep_dependency_list() {}\n".to_owned(),
+        None => "{\nfn keep_dependency_list() {}\nkeep_dependency_list as fn()\n}\n".to_owned(),
     };
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("dep_v0.rs");
     if std::fs::read_to_string(&out).ok().as_deref() != Some(code.as_str()) {
