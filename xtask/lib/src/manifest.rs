@@ -416,17 +416,25 @@ impl Manifest {
 
 /// `SHA256SUMS` read back, as `path -> sha256`: a line is 64 lowercase
 /// hexadecimal digits, two spaces and a path (as `sha256sum` writes it, and
-/// [`Manifest::sha256sums`]). Any other line, or a path listed twice, is an
-/// error that names the line: a file whose lines disagree is not the one
+/// [`Manifest::sha256sums`]), ended by `\n`. Any other line (a carriage
+/// return included: it would be part of the name for `sha256sum -c`, and
+/// dropped by a reader that takes `\r\n` as a line end), or a path listed
+/// twice, is an error that names the line: a file whose lines disagree is not the one
 /// `dist` wrote. The paths are not checked here: each reader gates them
 /// (`names::relative_path`) before they become paths.
 pub fn read_sums(text: &str) -> Result<BTreeMap<String, String>> {
     let mut sums = BTreeMap::new();
     for (number, line) in text
-        .lines()
+        .split('\n')
         .enumerate()
         .filter(|(_, line)| !line.is_empty())
     {
+        if line.contains('\r') {
+            anyhow::bail!(
+                "line {} holds a carriage return: SHA256SUMS ends its lines with a line feed alone, as dist writes it",
+                number + 1
+            );
+        }
         let well_formed = line.split_once("  ").filter(|(sum, path)| {
             sum.len() == 64
                 && sum
@@ -451,6 +459,31 @@ pub fn read_sums(text: &str) -> Result<BTreeMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_are_read_strictly() {
+        let sum = "ab".repeat(32);
+        let read = |text: &str| read_sums(text).map_err(|err| format!("{err:#}"));
+        assert_eq!(
+            read(&format!("{sum}  a.tar.gz\n{sum}  x/app\n"))
+                .unwrap()
+                .len(),
+            2
+        );
+        for (text, expected) in [
+            (format!("{sum}  a\r\n"), "line 1 holds a carriage return"),
+            (
+                format!("{sum}  a\n{sum}  a\n"),
+                "line 2 lists \"a\" a second time",
+            ),
+            (format!("{sum} a\n"), "line 1 is not `<sha256>  <path>`"),
+            (format!("{}  a\n", sum.to_uppercase()), "line 1 is not"),
+            (format!("{sum}  \n"), "line 1 is not"),
+        ] {
+            let err = read(&text).expect_err(&text);
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
 
     fn sample() -> Manifest {
         let stamp = Stamp {
