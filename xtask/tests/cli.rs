@@ -201,7 +201,19 @@ fn ci_dry_run_lists_its_steps_in_order() {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 19] = [
+    let cases: [(&Path, &[&str], i32, &str); 21] = [
+        (
+            &workspace_root(),
+            &["fuzz", "tarball"],
+            1,
+            "error: no fuzz target \"tarball\": the targets are manifest, sums,",
+        ),
+        (
+            &workspace_root(),
+            &["fuzz", "--time", "5h"],
+            2,
+            "error: invalid value '5h' for '--time <DURATION>': \"5h\" is not a duration",
+        ),
         (
             &workspace_root(),
             &["deploy-everything"],

@@ -3,9 +3,13 @@
 //! hundred deterministic mutations of each: the invariants hold on every
 //! machine without a nightly, and each target is known to run.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use support::{stdout_of, workspace_root, xtask};
 
 /// A fuzz target's entry point.
 type Entry = fn(&[u8]);
@@ -29,15 +33,12 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
+/// The targets as `cargo xtask fuzz` runs them (from `xtask/fuzz/Cargo.toml`)
+/// each have an entry point here, a target file that calls it, and seeds.
 #[test]
 fn every_fuzz_target_has_an_entry_point_and_seeds() {
-    let cargo_toml = fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
-    let declared: BTreeSet<&str> = cargo_toml
-        .lines()
-        .filter_map(|line| line.strip_prefix("name = \""))
-        .filter_map(|rest| rest.strip_suffix('"'))
-        .filter(|name| *name != "xtask-fuzz")
-        .collect();
+    let listed = stdout_of(xtask(&workspace_root()).args(["fuzz", "--list"]));
+    let declared: BTreeSet<&str> = listed.lines().collect();
     let tested: BTreeSet<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(declared, tested, "xtask/fuzz/Cargo.toml and TARGETS differ");
     for name in tested {

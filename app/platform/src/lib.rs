@@ -177,15 +177,18 @@ trait Business {
     /// settings.
     fn check_layer(&self, table: &toml::Table) -> Result<(), String>;
 
-    /// Starts the business part with its keys of `[service]`: their
-    /// effective values and what makes its routes.
-    fn start(&self, table: toml::Table, setup: &mut Setup<'_>) -> anyhow::Result<Running>;
+    /// Starts the business part, named `name`, with its keys of
+    /// `[service]`.
+    fn start(&self, table: toml::Table, name: &str) -> anyhow::Result<Running>;
 }
 
-/// A started business part, as the program keeps it.
+/// A started business part, as the program keeps it: the effective values
+/// of its settings, what makes its routes, and the metrics and readiness
+/// checks it registered.
 struct Running {
     effective: toml::Table,
     routes: Box<dyn Fn() -> Router + Send + Sync>,
+    metrics: Metrics,
     checks: Arc<state::ReadinessChecks>,
 }
 
@@ -199,16 +202,18 @@ impl<S: Service> Business for Typed<S> {
             .map_err(|err| err.message().trim().to_owned())
     }
 
-    fn start(&self, table: toml::Table, setup: &mut Setup<'_>) -> anyhow::Result<Running> {
+    fn start(&self, table: toml::Table, name: &str) -> anyhow::Result<Running> {
         let own: S::Settings = toml::Value::Table(table)
             .try_into()
             .map_err(|err| anyhow::anyhow!("[service] {}", err.message().trim()))?;
         let effective = effective(&own);
-        let service = Arc::new(S::new(own, setup).map_err(|err| anyhow::anyhow!("service.{err}"))?);
+        let (metrics, checks, service) =
+            start::<S>(own, name).map_err(|err| anyhow::anyhow!("service.{err}"))?;
         Ok(Running {
             effective,
             routes: Box::new(move || service.routes()),
-            checks: Arc::default(),
+            metrics,
+            checks: Arc::new(checks),
         })
     }
 }
@@ -236,7 +241,7 @@ fn run(package: Package, business: &dyn Business) -> ExitCode {
             );
         }
         Command::ConfigCheck(overrides) => match load(&overrides, business) {
-            Ok((settings, _, _)) => println!(
+            Ok((settings, _)) => println!(
                 "config ok: APP_ENV={}, from {}",
                 settings.env.name(),
                 settings.sources.join(", ")
@@ -244,16 +249,16 @@ fn run(package: Package, business: &dyn Business) -> ExitCode {
             Err(err) => return fail(EXIT_CONFIG, &err),
         },
         Command::ConfigShow(overrides) => match load(&overrides, business) {
-            Ok((settings, _, _)) => print!("{}", settings.to_redacted_toml()),
+            Ok((settings, _)) => print!("{}", settings.to_redacted_toml()),
             Err(err) => return fail(EXIT_CONFIG, &err),
         },
         Command::Serve(overrides) => {
-            let (settings, metrics, running) = match load(&overrides, business) {
+            let (settings, running) = match load(&overrides, business) {
                 Ok(loaded) => loaded,
                 Err(err) => return fail(EXIT_CONFIG, &err),
             };
             logging::init(&settings.log);
-            let outcome = server::run(settings, metrics, running.checks, &*running.routes);
+            let outcome = server::run(settings, running.metrics, running.checks, &*running.routes);
             logging::flush();
             return match outcome {
                 Ok(()) => ExitCode::SUCCESS,
@@ -266,31 +271,20 @@ fn run(package: Package, business: &dyn Business) -> ExitCode {
 }
 
 /// The settings, checked whole (the business part's by starting it), and
-/// the metrics registry the business part registered with.
-fn load(
-    overrides: &Overrides,
-    business: &dyn Business,
-) -> anyhow::Result<(Settings, Metrics, Running)> {
+/// the started business part.
+fn load(overrides: &Overrides, business: &dyn Business) -> anyhow::Result<(Settings, Running)> {
     let environment = Environment::capture()?;
     let mut settings = Settings::load(overrides, &environment, &|table| {
         business.check_layer(table)
     })?;
     let own = std::mem::take(&mut settings.service.own);
-    let mut metrics = Metrics::new(build_info::get());
-    let mut checks = state::ReadinessChecks::default();
-    let mut setup = Setup {
-        name: &settings.service.name,
-        metrics: &mut metrics,
-        checks: &mut checks,
-    };
-    let mut running = business.start(own, &mut setup)?;
-    running.checks = Arc::new(checks);
-    settings.service.own = running.effective.clone();
-    Ok((settings, metrics, running))
+    let mut running = business.start(own, &settings.service.name)?;
+    settings.service.own = std::mem::take(&mut running.effective);
+    Ok((settings, running))
 }
 
-/// Starts the business part with its settings, and the metrics registry it
-/// registered with.
+/// Starts the business part with its settings: it, and the metrics and
+/// readiness checks it registered (for `main` and for `Started`).
 fn start<S: Service>(
     settings: S::Settings,
     name: &str,

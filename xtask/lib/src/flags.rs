@@ -179,8 +179,8 @@ pub fn parse<T: OwnTasks>(args: impl IntoIterator<Item = OsString>) -> Result<Pa
 /// library's is refused.
 pub fn command<T: OwnTasks>() -> Result<clap::Command, String> {
     let ours = Xtask::command();
-    let own = T::augment_subcommands(clap::Command::new("own"));
-    let own_names: Vec<&str> = own.get_subcommands().map(clap::Command::get_name).collect();
+    let own_names = own_task_names::<T>();
+    let own_names: Vec<&str> = own_names.iter().map(String::as_str).collect();
     if let Some(clash) = own_names
         .iter()
         .find(|name| ours.find_subcommand(name).is_some() || **name == "help")
@@ -234,11 +234,7 @@ pub fn help_texts<T: OwnTasks>() -> Result<Vec<(String, String)>, String> {
     let mut command = command::<T>()?;
     command.build();
     let mut texts = vec![("cargo xtask".to_owned(), command.render_help().to_string())];
-    let own = T::augment_subcommands(clap::Command::new("own"));
-    let own_names: Vec<String> = own
-        .get_subcommands()
-        .map(|sub| sub.get_name().to_owned())
-        .collect();
+    let own_names = own_task_names::<T>();
     let library_names = TASK_GROUPS
         .iter()
         .flat_map(|(_, tasks)| tasks.iter().copied());
@@ -251,6 +247,14 @@ pub fn help_texts<T: OwnTasks>() -> Result<Vec<(String, String)>, String> {
         }
     }
     Ok(texts)
+}
+
+/// The names of the workspace's own tasks, in their declared order.
+fn own_task_names<T: OwnTasks>() -> Vec<String> {
+    T::augment_subcommands(clap::Command::new("own"))
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect()
 }
 
 fn clap_outcome<T>(err: &clap::Error) -> Result<Parsed<T>, String> {

@@ -171,4 +171,23 @@ mod tests {
             assert!(relative_path("an artifact", bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn digests_are_sha256_and_64_hexadecimal_digits() {
+        let hex = "ab".repeat(32);
+        assert!(digest("d", &format!("sha256:{hex}")).is_ok());
+        for bad in [
+            "sha256:../../x".to_owned(),
+            hex.clone(),
+            format!("sha512:{hex}"),
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("sha256:{hex}0"),
+        ] {
+            let message = refused(digest("a layer", &bad));
+            assert!(
+                message.starts_with("a layer ") && message.contains("64 lowercase hexadecimal"),
+                "{bad}: {message}"
+            );
+        }
+    }
 }
