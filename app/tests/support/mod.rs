@@ -11,7 +11,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod business;
-#[path = "../../../xtask/tests/support/tools.rs"]
 mod tools;
 #[allow(unused_imports)] // Used by some of the test binaries that include this module.
 pub use tools::tool_or_skip;

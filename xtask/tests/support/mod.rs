@@ -13,7 +13,7 @@ pub use tempfile::TempDir;
 
 pub mod hosts;
 pub mod releases;
-#[path = "tools.rs"]
+#[path = "../../../app/tests/support/tools.rs"]
 mod tools;
 #[allow(unused_imports)] // Used by some of the test binaries that include this module.
 pub use tools::{python_venv, skip, tool_or_skip, which};

@@ -1,5 +1,5 @@
 //! External tools in tests, shared by the test suites of every crate (the
-//! app's tests include this file by path): a missing tool is a printed skip
+//! xtask's tests include this file by path): a missing tool is a printed skip
 //! locally and a failure under `CI=true`, where `.ci/run` installs them all.
 
 use std::path::PathBuf;
