@@ -30,8 +30,9 @@ use crate::tools::{self, Tool};
 /// Files shipped next to the binary in every archive, from the workspace root.
 const SHIPPED_FILES: [&str; 1] = ["LICENSE"];
 /// The operator's guide, shipped as `OPERATING.md` with the binary's name
-/// in place of `app` (the developer README stays in the repository).
-const OPERATING_GUIDE: &str = "docs/operating.md";
+/// in place of `app` (the developer README stays in the repository). It
+/// describes what the libraries do on a host, so it comes with them.
+const OPERATING_GUIDE: &str = include_str!("../../templates/operating.md");
 /// Folders whose files are shipped too.
 const SHIPPED_DIRS: [&str; 1] = ["config"];
 /// A built and checked binary, and the SBOM of what is in it.
@@ -325,12 +326,9 @@ fn archive_entries(ctx: &Ctx, built: &Built, port: u16) -> Result<Vec<Entry>> {
             executable: false,
         },
     ];
-    let guide = ctx.project.root.join(OPERATING_GUIDE);
-    let guide_text =
-        std::fs::read_to_string(&guide).with_context(|| format!("read {}", guide.display()))?;
     entries.push(Entry {
         path: "OPERATING.md".to_owned(),
-        contents: named_for(&guide_text, &ctx.project.settings.binary).into_bytes(),
+        contents: named_for(OPERATING_GUIDE, &ctx.project.settings.binary).into_bytes(),
         executable: false,
     });
     for file in SHIPPED_FILES {
