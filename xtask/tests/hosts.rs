@@ -195,7 +195,8 @@ fn wait_until_serving_again(host: &Host, load: &Load) {
 }
 
 #[test]
-fn slow_a_bare_host_gets_the_service_then_upgrades_stops_restarts_and_reboots_under_load() {
+fn slow_on_hosts_a_bare_host_gets_the_service_then_upgrades_stops_restarts_and_reboots_under_load()
+{
     let Some(tree) = tree_or_skip() else {
         return;
     };
@@ -415,7 +416,7 @@ fn last_line(output: &std::process::Output) -> String {
 /// canary during its soak and no other host is touched; a release that
 /// cannot start on the third host is undone on the first two.
 #[test]
-fn slow_a_fleet_of_four_rolls_out_behind_a_canary_and_halts_on_a_bad_canary_or_host() {
+fn slow_on_hosts_a_fleet_of_four_rolls_out_behind_a_canary_and_halts_on_a_bad_canary_or_host() {
     let Some(tree) = tree_or_skip() else {
         return;
     };
@@ -638,7 +639,7 @@ fn deploy_killed_at(
 /// upload and a full disk: each an error naming the host, nothing
 /// switched, no lock left.
 #[test]
-fn slow_a_deploy_killed_at_any_step_leaves_a_serving_host_and_no_step_by_hand() {
+fn slow_on_hosts_a_deploy_killed_at_any_step_leaves_a_serving_host_and_no_step_by_hand() {
     let Some(tree) = tree_or_skip() else {
         return;
     };
