@@ -188,7 +188,8 @@ fn template_settings() -> platform::config::Settings {
 /// Allocations per request on the server's thread, per request of
 /// `RECORDED`, with these settings.
 fn measure(settings: platform::config::Settings) -> Vec<(&'static str, f64)> {
-    let business = platform::Started::<Greeter>::new(Default::default()).unwrap();
+    let business =
+        platform::Started::<Greeter>::new(platform::package!(), Default::default()).unwrap();
     let traces = settings.tracing.active().then(|| {
         let mut metrics = Metrics::new(platform::build_info::get());
         let exporter = platform::otlp::Exporter::start(

@@ -14,8 +14,10 @@ fn the_greeter_greets_with_its_setting_and_counts_the_names() {
 
     let root = service.get("/");
     assert_eq!(root.status, 200, "{root:?}");
-    assert_eq!(root.json()["service"], "app");
-    assert_eq!(root.json()["message"], "Hej from app");
+    // The service is named after its binary, the package's name.
+    let name = env!("CARGO_PKG_NAME");
+    assert_eq!(root.json()["service"], name);
+    assert_eq!(root.json()["message"], format!("Hej from {name}"));
     assert_eq!(root.json()["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(root.header("content-type"), Some("application/json"));
 

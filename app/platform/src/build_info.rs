@@ -86,7 +86,14 @@ pub fn set_package(package: Package) {
 }
 
 fn package() -> &'static Package {
-    PACKAGE.get_or_init(|| Package {
+    PACKAGE.get_or_init(unstamped)
+}
+
+/// A package with no stamp, at the platform's version, named `app`: what
+/// the platform's own tests run as.
+#[doc(hidden)]
+pub fn unstamped() -> Package {
+    Package {
         binary: "app",
         build: BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
@@ -102,7 +109,7 @@ fn package() -> &'static Package {
             rustc: "unknown",
         },
         keep_dependency_list: || {},
-    })
+    }
 }
 
 /// The name this binary was built as ([`Package::binary`]).

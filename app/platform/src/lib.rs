@@ -309,8 +309,11 @@ pub struct Started<S> {
 }
 
 impl<S: Service> Started<S> {
-    /// Starts `S` with `settings`, as `main` would.
-    pub fn new(settings: S::Settings) -> Result<Started<S>, String> {
+    /// Starts `S` with `settings`, as `main` would, as the service's crate
+    /// `package` describes it: `platform::package!()` in the service's
+    /// tests, so that its name and version are the service's own.
+    pub fn new(package: Package, settings: S::Settings) -> Result<Started<S>, String> {
+        build_info::set_package(package);
         let (metrics, checks, service) = start(settings, build_info::binary())?;
         Ok(Started {
             service,
@@ -433,7 +436,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_business_readiness_check_and_layer_join_the_platforms() {
-        let started = Started::<Warming>::new(()).unwrap();
+        let started = Started::<Warming>::new(build_info::unstamped(), ()).unwrap();
         let router = started.router();
         let (status, body, _) = get(&router, "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

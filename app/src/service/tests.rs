@@ -26,20 +26,26 @@ fn greet(body: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn root_says_hello_with_the_configured_greeting() {
-    let started = Started::<Greeter>::new(Settings {
-        greeting: "Hej".to_owned(),
-    })
+    let started = Started::<Greeter>::new(
+        platform::package!(),
+        Settings {
+            greeting: "Hej".to_owned(),
+        },
+    )
     .unwrap();
     let (status, body) = call(&started, Request::get("/").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(answer["message"], "Hej from app");
+    assert_eq!(
+        answer["message"],
+        format!("Hej from {}", env!("CARGO_BIN_NAME"))
+    );
     assert_eq!(answer["version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[tokio::test]
 async fn greet_greets_a_name_and_counts_it() {
-    let started = Started::<Greeter>::new(Settings::default()).unwrap();
+    let started = Started::<Greeter>::new(platform::package!(), Settings::default()).unwrap();
     let (status, body) = call(&started, greet(r#"{"name":" Ada "}"#)).await;
     assert_eq!(
         (status, body.as_str()),
@@ -58,8 +64,11 @@ async fn greet_greets_a_name_and_counts_it() {
 
 #[test]
 fn an_empty_greeting_is_refused_with_the_key() {
-    let refused = Started::<Greeter>::new(Settings {
-        greeting: " ".to_owned(),
-    });
+    let refused = Started::<Greeter>::new(
+        platform::package!(),
+        Settings {
+            greeting: " ".to_owned(),
+        },
+    );
     assert!(refused.is_err_and(|err| err.starts_with("greeting is empty")));
 }
