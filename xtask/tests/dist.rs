@@ -708,7 +708,6 @@ fn check_image(clone: &Path, target_dir: &Path) {
             image["reference"].as_str().unwrap(),
             &commit,
         );
-        build_dockerfile(&podman, clone, &dist, &commit);
     }
 }
 
@@ -1049,32 +1048,6 @@ impl Drop for Podman {
         // remove.
         let _ = self.command().args(["system", "reset", "--force"]).output();
     }
-}
-
-/// The Dockerfile at the root builds with `podman build` from the binary
-/// dist wrote, and the image runs.
-fn build_dockerfile(podman: &Podman, clone: &Path, dist: &Path, commit: &str) {
-    let binary = clone.join("target/dist/x86_64-unknown-linux-musl/app");
-    fs::create_dir_all(binary.parent().unwrap()).unwrap();
-    fs::copy(dist.join("x86_64-unknown-linux-musl/app"), &binary).unwrap();
-    let tag = format!("localhost/xtask-test-dockerfile-{}", std::process::id());
-    stdout_of(
-        podman
-            .command()
-            .args(["build", "--isolation", "chroot", "--tag", &tag, "."])
-            .current_dir(clone),
-    );
-    let version =
-        stdout_of(
-            podman
-                .command()
-                .args(["run", "--rm", "--network", "host", &tag, "--version"]),
-        );
-    let _ = podman.command().args(["rmi", "--force", &tag]).output();
-    assert!(
-        version.contains(&format!("({} ", &commit[..7])),
-        "{version}"
-    );
 }
 
 /// Loads the OCI archive, runs the amd64 image on loopback, and asks it
