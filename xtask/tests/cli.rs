@@ -201,7 +201,36 @@ fn ci_dry_run_lists_its_steps_in_order() {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 21] = [
+    let cases: [(&Path, &[&str], i32, &str); 25] = [
+        (
+            &workspace_root(),
+            &["update"],
+            1,
+            "error: Cargo.toml takes none of the libraries (platform, xtask-lib) by git tag",
+        ),
+        (
+            &workspace_root(),
+            &["new", "/nonexistent/Shop"],
+            1,
+            "error: the folder's name cannot name the service: give one with --name: `Shop` cannot name a service",
+        ),
+        (
+            &workspace_root(),
+            &[
+                "new",
+                "/nonexistent/shop",
+                "--tag",
+                "libraries-v0.0.0-no-such",
+            ],
+            1,
+            "error: the tag libraries-v0.0.0-no-such is not in this repository",
+        ),
+        (
+            &workspace_root(),
+            &["new", "app", "--name", "shop"],
+            1,
+            "error: app exists: `new` makes a project in a folder of its own",
+        ),
         (
             &workspace_root(),
             &["fuzz", "tarball"],

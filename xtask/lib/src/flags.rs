@@ -27,7 +27,10 @@ const TASK_GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Deploy", &["deploy", "rollback", "releases", "k8s"]),
-    ("Maintain", &["setup", "doctor", "clean", "help"]),
+    (
+        "Maintain",
+        &["setup", "doctor", "clean", "new", "update", "help"],
+    ),
 ];
 
 const AFTER_HELP: &str = "\
@@ -126,6 +129,10 @@ pub enum Task {
     Doctor(crate::maintain::doctor::Doctor),
     /// Remove build outputs and everything the release tasks wrote
     Clean(crate::maintain::clean::Clean),
+    /// Make a project of your own from the template, on the libraries at a release tag
+    New(crate::maintain::adopt::New),
+    /// Move this project to a later release of the libraries, and show what changed
+    Update(crate::maintain::adopt::Update),
 }
 
 /// What the command line asks for.

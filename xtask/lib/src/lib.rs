@@ -130,6 +130,8 @@ fn run<T: OwnTasks>(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Setup(task) => task.run(&ctx),
         Task::Doctor(task) => task.run(&ctx),
         Task::Clean(task) => task.run(&ctx),
+        Task::New(task) => task.run(&ctx),
+        Task::Update(task) => task.run(&ctx),
         Task::Bench(task) => task.run(&ctx),
     }
 }

@@ -33,6 +33,11 @@ impl Fuzz {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         crate::signing::refuse_project_code_with_secrets("`fuzz`")?;
         let fuzz_dir = ctx.project.root.join("xtask/fuzz");
+        if !fuzz_dir.join("Cargo.toml").is_file() {
+            bail!(
+                "no fuzz targets in this workspace (xtask/fuzz/): they fuzz the libraries' parsers and run in the libraries' repository"
+            );
+        }
         let known = targets(&fuzz_dir)?;
         if self.list {
             println!("{}", known.join("\n"));

@@ -85,6 +85,10 @@ pub fn check(ctx: &Ctx) -> Result<()> {
     let mut problems = Vec::new();
     for rules in [&XTASK, &APP] {
         let modules = read_crates(&ctx.project.root, rules)?;
+        if modules.is_empty() {
+            // A project made by `cargo xtask new` takes xtask-lib by tag.
+            continue;
+        }
         problems.extend(
             violations(&modules, rules)
                 .into_iter()
@@ -106,7 +110,16 @@ pub fn check(ctx: &Ctx) -> Result<()> {
 pub fn read_crates(root: &Path, rules: &Rules) -> Result<BTreeMap<String, String>> {
     let mut modules = BTreeMap::new();
     for (src, prefix) in rules.crates {
-        for (module, text) in read_modules(&root.join(src))? {
+        let mut src = root.join(src);
+        if !src.is_dir() {
+            // A project made by `cargo xtask new` takes the library from
+            // the libraries' tag: its source is where cargo checked it out.
+            match library_source(root, prefix)? {
+                Some(checked_out) => src = checked_out,
+                None => continue,
+            }
+        }
+        for (module, text) in read_modules(&src)? {
             let name = [*prefix, module.as_str()]
                 .into_iter()
                 .filter(|part| !part.is_empty())
@@ -138,6 +151,25 @@ pub fn read_modules(src: &Path) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(modules)
+}
+
+/// The source folder of the library `prefix` names, as cargo resolved it
+/// (a git checkout); `None` for the crate itself or a library the
+/// workspace does not use.
+fn library_source(root: &Path, prefix: &str) -> Result<Option<std::path::PathBuf>> {
+    if prefix.is_empty() {
+        return Ok(None);
+    }
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .current_dir(root)
+        .exec()
+        .with_context(|| format!("find the source of `{prefix}` with `cargo metadata`"))?;
+    Ok(metadata
+        .packages
+        .iter()
+        .find(|package| package.name.as_str() == prefix)
+        .and_then(|package| package.manifest_path.parent())
+        .map(|dir| dir.join("src").into_std_path_buf()))
 }
 
 /// `release/dist.rs` → `release::dist`, `deploy/mod.rs` → `deploy`,

@@ -18,7 +18,7 @@
 //! that the instrumented builds never mix with the normal ones. `ci` runs
 //! it as a step.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::exec::Ctx;
@@ -45,6 +45,8 @@ const ALL: [Check; 3] = [Check::Miri, Check::Address, Check::Thread];
 
 /// The package that holds the service's unsafe code alone (`app/unsafe`).
 const UNSAFE_CRATE: &str = "platform-unsafe";
+/// Where the template keeps it.
+const UNSAFE_CRATE_DIR: &str = "app/unsafe";
 
 /// The test modules of the unsafe code, as test-name filters of that
 /// package's library.
@@ -64,6 +66,11 @@ const HOST_GNU: &str = "x86_64-unknown-linux-gnu";
 impl Sanitize {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         crate::signing::refuse_project_code_with_secrets("`sanitize`")?;
+        if !has_unsafe_crate(ctx) {
+            bail!(
+                "no {UNSAFE_CRATE} crate in this workspace ({UNSAFE_CRATE_DIR}/): the unsafe code that ships is the platform's, and `sanitize` runs in the libraries' repository"
+            );
+        }
         let checks = if self.only.is_empty() {
             ALL.to_vec()
         } else {
@@ -77,9 +84,25 @@ impl Sanitize {
     }
 }
 
-/// `sanitize` with every check, as `ci` runs it.
+/// `sanitize` with every check, as `ci` runs it: nothing to do in a
+/// project that takes the platform by tag (its unsafe code is checked
+/// where the platform is built).
 pub fn all(ctx: &Ctx) -> Result<()> {
+    if !has_unsafe_crate(ctx) {
+        eprintln!(
+            "sanitize: no {UNSAFE_CRATE} in this workspace: the unsafe code that ships is the platform's, checked in the libraries' own CI"
+        );
+        return Ok(());
+    }
     Sanitize { only: Vec::new() }.run(ctx)
+}
+
+fn has_unsafe_crate(ctx: &Ctx) -> bool {
+    ctx.project
+        .root
+        .join(UNSAFE_CRATE_DIR)
+        .join("Cargo.toml")
+        .is_file()
 }
 
 fn run_check(ctx: &Ctx, check: Check) -> Result<()> {

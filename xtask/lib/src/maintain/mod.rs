@@ -1,6 +1,8 @@
-//! The tasks that keep a machine able to run the others: `setup`, `doctor`
-//! and `clean`.
+//! The tasks that keep a machine able to run the others (`setup`, `doctor`,
+//! `clean`) and a project on the libraries' newest release (`new`,
+//! `update`).
 
+pub mod adopt;
 pub mod clean;
 pub mod doctor;
 mod host_tree;
