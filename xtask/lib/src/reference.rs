@@ -346,6 +346,9 @@ struct Family {
     kind: String,
     help: String,
     labels: Vec<String>,
+    /// The names its samples carry (`x_total`, `x_bucket`, ...), which is
+    /// what a query names.
+    samples: Vec<String>,
 }
 
 fn metrics_page(ctx: &Ctx, app: &Path) -> Result<String> {
@@ -380,10 +383,13 @@ fn metrics_page(ctx: &Ctx, app: &Path) -> Result<String> {
         "Metrics",
         "What the service exports on `/metrics` (Prometheus text format), read\n\
          from the running service after one request to each business route, and\n\
-         the alerts of `cargo xtask k8s` that read each metric. Labels are those\n\
-         seen on the series then (`le` of histogram buckets left out).\n\n\
-         | metric | type | labels | alerts reading it | what it is |\n\
-         |--------|------|--------|-------------------|------------|\n",
+         the alerts of `cargo xtask k8s` that read each metric. A metric is\n\
+         named by its family, as `# TYPE` names it (OpenMetrics' naming); its\n\
+         series carry the names queries use (a counter's `_total`, a\n\
+         histogram's `_bucket`, `_sum` and `_count`, an info's `_info`). Labels\n\
+         are those seen on the series then (`le` of histogram buckets left out).\n\n\
+         | metric | type | series | labels | alerts reading it | what it is |\n\
+         |--------|------|--------|--------|-------------------|------------|\n",
     );
     for (name, family) in &families {
         let reading: Vec<String> = alerts
@@ -400,9 +406,15 @@ fn metrics_page(ctx: &Ctx, app: &Path) -> Result<String> {
             .iter()
             .map(|label| format!("`{label}`"))
             .collect();
+        let samples: Vec<String> = family
+            .samples
+            .iter()
+            .map(|sample| format!("`{sample}`"))
+            .collect();
         page.push_str(&format!(
-            "| `{name}` | {} | {} | {} | {} |\n",
+            "| `{name}` | {} | {} | {} | {} | {} |\n",
             family.kind,
+            samples.join(", "),
             labels.join(", "),
             reading.join(", "),
             family.help.replace('|', "\\|")
@@ -456,6 +468,9 @@ fn parse_exposition(text: &str) -> BTreeMap<String, Family> {
                 .map(|(labels, _)| labels)
                 .unwrap_or_default();
             let family = families.get_mut(&name).expect("found above");
+            if !family.samples.iter().any(|known| known == sample) {
+                family.samples.push(sample.to_owned());
+            }
             for pair in labels.split(',') {
                 let Some((label, _)) = pair.split_once('=') else {
                     continue;

@@ -121,10 +121,18 @@ pub fn report(ctx: &Ctx) -> usize {
         let counted = section_tools
             .iter()
             .all(|tool| tool.info().need == Need::Tests);
-        let checks = section_tools
+        let mut checks: Vec<Check> = section_tools
             .iter()
             .map(|tool| Check::tool(*tool))
             .collect();
+        if section_tools.contains(&Tool::SystemdNspawn) {
+            checks.push(Check {
+                name: "Debian 12 tree (real hosts)".to_owned(),
+                found: super::host_tree::ready().map(|tree| tree.display().to_string()),
+                install: "cargo xtask setup --only hosts".to_owned(),
+                needed_for: "the real-host tests boot it".to_owned(),
+            });
+        }
         sections.push((title, checks, counted));
     }
     let mut missing = 0;

@@ -24,6 +24,13 @@ fn recipe() -> String {
     format!("debootstrap --variant=minbase --include={PACKAGES} {SUITE}\n{SSHD_CONFIG}")
 }
 
+/// The tree, when it is built and up to date.
+pub fn ready() -> Option<std::path::PathBuf> {
+    let tree = tools::host_tree()?;
+    let marker = std::fs::read_to_string(tree.join(MARKER)).ok()?;
+    (marker == recipe()).then_some(tree)
+}
+
 /// Builds the tree unless an identical one is there. debootstrap needs
 /// root: as root the commands run as they are, with `via_sudo` (a CI
 /// runner's password-less sudo) through sudo, and otherwise the command to
@@ -36,7 +43,7 @@ pub fn build(
 ) -> Result<()> {
     let tree = tools::host_tree()
         .context("no place for the host tree: set XTASK_HOST_TREE, XDG_DATA_HOME or HOME")?;
-    if std::fs::read_to_string(tree.join(MARKER)).is_ok_and(|marker| marker == recipe()) {
+    if ready().is_some() {
         println!("host tree: {} is up to date", tree.display());
         return Ok(());
     }
