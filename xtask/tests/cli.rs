@@ -189,11 +189,36 @@ fn ci_dry_run_lists_its_steps_in_order() {
         "==> ci step 7/7: bench",
         "==> ci summary",
     ];
-    let mut rest = echoed.as_str();
+    in_order(&echoed, &expected_in_order);
+
+    // The fast tier: the same steps up to the tests, which leave out the
+    // slow end-to-end ones; no sanitizer, no benchmark.
+    let fast = output(xtask(&workspace_root()).args(["--dry-run", "ci", "--fast"]));
+    assert!(fast.status.success(), "{}", stderr_text(&fast));
+    let echoed = stderr_text(&fast);
+    in_order(
+        &echoed,
+        &[
+            "==> ci step 1/5: fmt",
+            "==> ci step 3/5: clippy",
+            "==> ci step 4/5: dist",
+            "==> ci step 5/5: test",
+            "not test(/^slow_/)",
+            "==> ci summary",
+        ],
+    );
+    assert!(
+        !echoed.contains("sanitize") && !echoed.contains("bench"),
+        "{echoed}"
+    );
+}
+
+fn in_order(text: &str, expected_in_order: &[&str]) {
+    let mut rest = text;
     for expected in expected_in_order {
         let at = rest
             .find(expected)
-            .unwrap_or_else(|| panic!("`{expected}` missing or out of order in:\n{echoed}"));
+            .unwrap_or_else(|| panic!("`{expected}` missing or out of order in:\n{text}"));
         rest = &rest[at + expected.len()..];
     }
 }

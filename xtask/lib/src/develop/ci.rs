@@ -16,7 +16,13 @@ use crate::targets;
 use crate::tools::{self, Need, Tool};
 
 #[derive(clap::Args, Debug)]
-pub struct Ci {}
+pub struct Ci {
+    /// The fast tier, for every change: fmt, layering, clippy, dist and
+    /// every test but the `slow_` end-to-end ones (no second clone, no
+    /// host, no sanitizer, no benchmark)
+    #[arg(long)]
+    fast: bool,
+}
 
 type StepFn = fn(&Ctx) -> Result<()>;
 
@@ -30,9 +36,19 @@ const STEPS: &[(&str, StepFn)] = &[
         lint::clippy_cross(ctx)
     }),
     ("dist", |ctx| Dist::default().run(ctx)),
-    ("test", test_with_the_dist_binary),
+    ("test", |ctx| test_with_the_dist_binary(ctx, false)),
     ("sanitize", crate::develop::sanitize::all),
     ("bench", quick_bench),
+];
+
+/// The fast tier: the steps before `test`, then the tests `test --fast`
+/// runs.
+const FAST_STEPS: &[(&str, StepFn)] = &[
+    STEPS[0],
+    STEPS[1],
+    STEPS[2],
+    STEPS[3],
+    ("test", |ctx| test_with_the_dist_binary(ctx, true)),
 ];
 
 /// `bench --quick` on the binary the dist step built: every part of the
@@ -58,7 +74,7 @@ fn quick_bench(ctx: &Ctx) -> Result<()> {
 /// The test suite, with the service's integration tests run against the
 /// release binary the dist step built for this machine: what ships is
 /// what is tested.
-fn test_with_the_dist_binary(ctx: &Ctx) -> Result<()> {
+fn test_with_the_dist_binary(ctx: &Ctx, fast: bool) -> Result<()> {
     let app_binary = if ctx.dry_run {
         None
     } else {
@@ -71,6 +87,7 @@ fn test_with_the_dist_binary(ctx: &Ctx) -> Result<()> {
     };
     Test {
         app_binary,
+        fast,
         no_retries: true,
         ..Test::default()
     }
@@ -85,13 +102,14 @@ enum Outcome {
 
 impl Ci {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let mut outcomes: Vec<(&str, Outcome)> = STEPS
+        let steps = if self.fast { FAST_STEPS } else { STEPS };
+        let mut outcomes: Vec<(&str, Outcome)> = steps
             .iter()
             .map(|(name, _)| (*name, Outcome::NotRun))
             .collect();
         let mut failure = None;
-        for (index, (name, step)) in STEPS.iter().enumerate() {
-            eprintln!("==> ci step {}/{}: {name}", index + 1, STEPS.len());
+        for (index, (name, step)) in steps.iter().enumerate() {
+            eprintln!("==> ci step {}/{}: {name}", index + 1, steps.len());
             let started = Instant::now();
             let result = step(ctx);
             let elapsed = started.elapsed();
