@@ -361,12 +361,15 @@ fn layer_entries(project: &Project, binary: Vec<u8>) -> Result<Vec<Entry>> {
         contents: binary,
         executable: true,
     }];
-    for name in ["passwd", "group"] {
-        let path = root.join("image").join(name);
-        let contents = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+    // The non-root user (65532) the image runs as, which the Kubernetes
+    // objects name: the libraries' to keep in step, so compiled in.
+    for (name, contents) in [
+        ("passwd", include_bytes!("../../templates/image/passwd").as_slice()),
+        ("group", include_bytes!("../../templates/image/group").as_slice()),
+    ] {
         entries.push(Entry {
             path: format!("etc/{name}"),
-            contents,
+            contents: contents.to_vec(),
             executable: false,
         });
     }
