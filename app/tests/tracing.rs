@@ -22,7 +22,7 @@ use support::*;
 const SETUP: &str = "cargo xtask setup --only python";
 /// The requests go to a platform route and to the business part's body
 /// route (`support::business`), so that these tests hold for any business
-/// part (`xtask/tests/rename.rs` runs them on another one).
+/// part (`xtask/tests/adopt.rs` runs them against an adopter's binary).
 const GET_ROUTE: &str = "/version";
 /// The span the tests send the collector themselves, to know it is ready.
 const PROBE: &str = "readiness-probe";

@@ -7,7 +7,10 @@
 //! (its name, a route, a middleware, a task of its own, another port),
 //! then moved to N+1 with the documented command: the new behaviour is
 //! there, the customisations are intact, only `Cargo.toml` and
-//! `Cargo.lock` changed, and `dist`, `units` and the service's tests pass.
+//! `Cargo.lock` changed, and `dist`, `units` and the service's tests pass;
+//! everything that ships (archive, guide, units, image, Kubernetes
+//! objects, the deploy's proof) follows the adopter's name and port, and
+//! the platform's contract tests pass against the adopter's binary.
 //!
 //! Cargo runs with a home of its own whose crates.io is a vendored copy of
 //! the crates `Cargo.lock` names: nothing leaves the machine, and cargo's
@@ -86,14 +89,15 @@ fn release_next(upstream: &Path) {
     git(upstream, &["tag", TAG_NEXT]);
 }
 
-/// The adopter's own changes: a route and a middleware in the business
-/// part, a task in the xtask, another port.
+/// The adopter's own changes: a route (an axum router with a state of its
+/// own) and a middleware in the business part, a task in the xtask,
+/// another port.
 fn customise(project: &Path) {
     let service = project.join("app/src/service/mod.rs");
     replace_in(
         &service,
         "            .route(\"/greet\", post(move |body| greet(for_greet.clone(), body)))\n",
-        "            .route(\"/greet\", post(move |body| greet(for_greet.clone(), body)))\n            .route(\"/stock\", get(|| async { \"12 in stock\" }))\n            .layer(axum::middleware::map_response(mark_the_shop))\n",
+        "            .route(\"/greet\", post(move |body| greet(for_greet.clone(), body)))\n            .merge(Router::from_axum(axum::Router::new().route(\"/stock\", get(|axum::extract::State(count): axum::extract::State<u32>| async move { format!(\"{count} in stock\") })).with_state(12)))\n            .layer(axum::middleware::map_response(mark_the_shop))\n",
     );
     let text = fs::read_to_string(&service).unwrap();
     fs::write(
@@ -254,6 +258,78 @@ fn slow_an_adopters_project_takes_the_next_libraries_without_a_merge() {
             .env("APP_ENV", "prod"),
     );
     assert!(prod.contains("listen = \"0.0.0.0:9191\""), "{prod}");
+
+    // The archive and its operator's guide carry the adopter's name.
+    let archive = target_dir.join("dist/shop-0.1.0-x86_64-unknown-linux-musl.tar.gz");
+    let listing = stdout_of(Command::new("tar").arg("-tzf").arg(&archive));
+    for expected in [
+        "shop",
+        "units/shop.service",
+        "units/shop.socket",
+        "OPERATING.md",
+    ] {
+        let entry = format!("shop-0.1.0-x86_64-unknown-linux-musl/{expected}");
+        assert!(
+            listing.lines().any(|line| line == entry),
+            "no {entry} in:\n{listing}"
+        );
+    }
+    let guide = stdout_of(
+        Command::new("tar")
+            .arg("-xzOf")
+            .arg(&archive)
+            .arg("shop-0.1.0-x86_64-unknown-linux-musl/OPERATING.md"),
+    );
+    assert!(
+        guide.starts_with("# Operating shop\n")
+            && guide.contains("systemctl reload shop")
+            && guide.contains("app_upgrades_failed_total"),
+        "{guide}"
+    );
+
+    // The platform's contract tests (the libraries' own, in this
+    // workspace) pass against the adopter's binary.
+    stdout_of(
+        xtask(&workspace_root())
+            .args(["test", "--app-binary"])
+            .arg(&binary)
+            .args(["--package", "app"])
+            .args(["--test", "service", "--test", "limits", "--test", "systemd"])
+            .args(["--test", "tracing", "--test", "upgrade"]),
+    );
+
+    // The image's config, the Kubernetes objects and the deploy proof
+    // follow the adopter's port.
+    stdout_of(
+        cargo_xtask(&project, &cargo_home, &target_dir).args(["image", "--target", "x86_64"]),
+    );
+    let exposed = fs::read_dir(target_dir.join("dist/image/blobs/sha256"))
+        .unwrap()
+        .map(|blob| fs::read(blob.unwrap().path()).unwrap())
+        .filter(|bytes| bytes.windows(12).any(|window| window == b"ExposedPorts"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(exposed.len(), 1, "one image config");
+    assert!(exposed[0].contains("\"9191/tcp\""), "{}", exposed[0]);
+    stdout_of(cargo_xtask(&project, &cargo_home, &target_dir).arg("k8s"));
+    let objects = fs::read_to_string(target_dir.join("dist/k8s/prod.yaml")).unwrap();
+    for expected in [
+        "containerPort: 9191",
+        "port: 9191",
+        "value: \"0.0.0.0:9191\"",
+    ] {
+        assert!(objects.contains(expected), "no `{expected}` in:\n{objects}");
+    }
+    let dry_deploy = output(
+        cargo_xtask(&project, &cargo_home, &target_dir)
+            .args(["--dry-run", "deploy", "--root"])
+            .arg(scratch.path().join("deploy-root")),
+    );
+    assert!(
+        stderr_text(&dry_deploy).contains("would wait for 127.0.0.1:9191 to answer /readyz"),
+        "{}",
+        stderr_text(&dry_deploy)
+    );
 
     // The new xtask step, with the adopter's name and port.
     let units = scratch.path().join("units");

@@ -256,39 +256,177 @@ fn dist_in_two_checkouts(
     (first, target_dirs)
 }
 
+/// The signed x86_64 and aarch64 release of two fresh clones of HEAD,
+/// which the slow dist tests share: built once per commit and xtask binary
+/// (in `target/test-builds/dist-fixture/`, kept between runs), by whichever
+/// of them runs first. Each test holds the fixture's lock while it runs and
+/// leaves the clones and the release as it found them (`Restore`).
+struct Release {
+    first: PathBuf,
+    target_dir: PathBuf,
+    second_target_dir: PathBuf,
+    keys: signing::Keys,
+    other_keys: signing::Keys,
+    _lock: fs::File,
+}
+
+impl Release {
+    fn get() -> Release {
+        use std::os::fd::AsRawFd;
+        let home = workspace_root().join("target/test-builds/dist-fixture");
+        fs::create_dir_all(&home).unwrap();
+        let lock = fs::File::create(home.join(".lock")).unwrap();
+        // SAFETY: flock on a descriptor this function owns; released when
+        // the release is dropped.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let xtask = fs::metadata(env!("CARGO_BIN_EXE_xtask")).unwrap();
+        let key = format!(
+            "{} {} {:?}",
+            git(&workspace_root(), &["rev-parse", "HEAD"]),
+            xtask.len(),
+            xtask.modified().unwrap()
+        );
+        let ready = home.join("ready");
+        let clones = home.parent().unwrap().join("dist-clones");
+        if fs::read_to_string(&ready).ok().as_deref() != Some(key.as_str()) {
+            let _ = fs::remove_file(&ready);
+            let keys_home = home.join("keys");
+            if keys_home.exists() {
+                fs::remove_dir_all(&keys_home).unwrap();
+            }
+            fs::create_dir_all(&keys_home).unwrap();
+            // The keys are made in clones of their own: keygen writes the
+            // public key and its setting into the clone it runs in.
+            let keys = signing::Keys::make(
+                &keys_home.join("release"),
+                &clone_head(&keys_home, "release-clone"),
+                "release",
+            );
+            signing::Keys::make(
+                &keys_home.join("other"),
+                &clone_head(&keys_home, "other-clone"),
+                "other",
+            );
+            keys.sign_every_run();
+            dist_in_two_checkouts("dist", &["x86_64", "aarch64"], Some(&keys));
+            fs::write(&ready, &key).unwrap();
+        }
+        let release = Release {
+            first: clones.join("first"),
+            target_dir: home.parent().unwrap().join("dist-first"),
+            second_target_dir: home.parent().unwrap().join("dist-second"),
+            keys: signing::Keys::load(&home.join("keys/release")),
+            other_keys: signing::Keys::load(&home.join("keys/other")),
+            _lock: lock,
+        };
+        release.keys.sign_every_run();
+        release
+    }
+
+    fn dist(&self) -> PathBuf {
+        dist_folder(&self.target_dir)
+    }
+
+    /// Puts `target/dist/` back as it is now, and deletes `tag`, when the
+    /// returned guard is dropped (also when the test fails).
+    fn restore_after(&self, tag: Option<&str>) -> Restore {
+        let kept = self.target_dir.with_file_name("dist-first.kept");
+        if kept.exists() {
+            fs::remove_dir_all(&kept).unwrap();
+        }
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(self.dist())
+            .arg(&kept)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Restore {
+            dist: self.dist(),
+            kept,
+            clone: self.first.clone(),
+            tag: tag.map(str::to_owned),
+        }
+    }
+}
+
+struct Restore {
+    dist: PathBuf,
+    kept: PathBuf,
+    clone: PathBuf,
+    tag: Option<String>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dist);
+        let _ = fs::rename(&self.kept, &self.dist);
+        if let Some(tag) = &self.tag {
+            let _ = Command::new("git")
+                .current_dir(&self.clone)
+                .args(["tag", "--delete", tag])
+                .output();
+        }
+    }
+}
+
 #[test]
-fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
-    // Everything this test builds is signed with a throwaway key; a second
-    // key is the wrong one.
-    let key_clones = TempDir::new().unwrap();
-    let keys = signing::Keys::make(&clone_head(key_clones.path(), "keys"), "release");
-    let other_keys = signing::Keys::make(&clone_head(key_clones.path(), "other"), "other");
-    keys.sign_every_run();
-    let (first, [first_target, second_target]) =
-        dist_in_two_checkouts("dist", &["x86_64", "aarch64"], Some(&keys));
+fn slow_dist_two_clones_give_the_same_signed_bytes() {
+    let release = Release::get();
     let sums =
         |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
-    assert_eq!(manifest(&first_target), manifest(&second_target));
     assert_eq!(
-        sums(&first_target).lines().count(),
+        manifest(&release.target_dir),
+        manifest(&release.second_target_dir)
+    );
+    assert_eq!(sums(&release.target_dir), sums(&release.second_target_dir));
+    assert_eq!(
+        sums(&release.target_dir).lines().count(),
         11,
         "two archives, two binaries, two SBOMs, four bundles and the provenance:\n{}",
-        sums(&first_target)
+        sums(&release.target_dir)
     );
-
-    let dist = dist_folder(&first_target);
-    assert_checksums_verify(&dist);
-    signing::check_with_other_tools(&dist, &keys);
-    signing::check_tampering(&first, &dist, &keys, &other_keys);
-    sbom::check_dependency_lists_and_sboms(&first, &first_target);
-
-    let manifest = manifest(&first_target);
-    let commit = git(&first, &["rev-parse", "HEAD"]);
-    deploy_by_target(&first, &first_target, &commit, &keys, &other_keys);
-    let epoch: u64 = git(&first, &["log", "-1", "--format=%ct"]).parse().unwrap();
+    let manifest = manifest(&release.target_dir);
+    let commit = git(&release.first, &["rev-parse", "HEAD"]);
     assert_eq!(manifest["stamp"]["commit"], commit.as_str());
     assert_eq!(manifest["stamp"]["dirty"], false);
+}
 
+#[test]
+fn slow_dist_checksums_and_signatures_verify_and_tampering_is_refused() {
+    let release = Release::get();
+    let dist = release.dist();
+    assert_checksums_verify(&dist);
+    signing::check_with_other_tools(&dist, &release.keys);
+    signing::check_tampering(&release.first, &dist, &release.keys, &release.other_keys);
+}
+
+#[test]
+fn slow_dist_dependency_lists_and_sboms_name_what_is_inside() {
+    let release = Release::get();
+    sbom::check_dependency_lists_and_sboms(&release.first, &release.target_dir);
+}
+
+#[test]
+fn slow_dist_deploy_by_target_installs_the_verified_archive() {
+    let release = Release::get();
+    let commit = git(&release.first, &["rev-parse", "HEAD"]);
+    deploy_by_target(
+        &release.first,
+        &release.target_dir,
+        &commit,
+        &release.keys,
+        &release.other_keys,
+    );
+}
+
+#[test]
+fn slow_dist_archive_holds_the_service_owned_by_root_and_dated_at_the_commit() {
+    let release = Release::get();
+    let manifest = manifest(&release.target_dir);
+    let epoch: u64 = git(&release.first, &["log", "-1", "--format=%ct"])
+        .parse()
+        .unwrap();
     // The archive: the binary, the docs and the sample config, owned by
     // 0:0, dated at the commit.
     let archive = artifact(&manifest, "archive", "x86_64-unknown-linux-musl")["path"]
@@ -307,7 +445,7 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
                     &archive,
                 ])
                 .env("TZ", "UTC")
-                .current_dir(&dist),
+                .current_dir(release.dist()),
         )
         .stdout,
     )
@@ -349,10 +487,15 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
         "every entry dates from the commit ({}):\n{listing}",
         date.trim()
     );
+}
 
+#[test]
+fn slow_dist_aarch64_binary_is_static_and_reports_its_commit_under_qemu() {
+    let release = Release::get();
+    let manifest = manifest(&release.target_dir);
     // The aarch64 binary is static (it runs under qemu-user without a
     // loader) and reports the commit.
-    let aarch64 = dist.join(
+    let aarch64 = release.dist().join(
         artifact(&manifest, "binary", "aarch64-unknown-linux-musl")["path"]
             .as_str()
             .unwrap(),
@@ -366,23 +509,39 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     );
     if let Some(qemu) = tool_or_skip("qemu-aarch64", "apt-get install -y qemu-user") {
         let version = stdout_of(Command::new(qemu).arg(&aarch64).arg("--version"));
-        let short = git(&first, &["rev-parse", "--short", "HEAD"]);
+        let short = git(&release.first, &["rev-parse", "--short", "HEAD"]);
         assert!(
             version.starts_with(&format!("app 0.1.0 ({short} "))
                 && version.contains("aarch64-unknown-linux-musl"),
             "{version}"
         );
     }
+}
 
-    // Nothing changed: nothing is compiled, and no archive is rewritten.
+#[test]
+fn slow_dist_again_compiles_nothing_and_keeps_the_archive() {
+    let release = Release::get();
+    let _restore = release.restore_after(None);
+    let dist_again = || {
+        let run = output(signing::without_secrets(
+            xtask(&release.first)
+                .args(["dist", "--target", "x86_64", "--target", "aarch64"])
+                .env("CARGO_TARGET_DIR", &release.target_dir),
+        ));
+        assert!(run.status.success(), "{}", stderr_text(&run));
+        run
+    };
+    // Another test may have left a build of another stamp behind (release
+    // builds from a tag): one dist brings the builds back to this commit.
+    dist_again();
+    let manifest = manifest(&release.target_dir);
+    let archive = artifact(&manifest, "archive", "x86_64-unknown-linux-musl")["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
-    let archive_inode = inode(&dist.join(&archive));
-    let again = output(signing::without_secrets(
-        xtask(&first)
-            .args(["dist", "--target", "x86_64", "--target", "aarch64"])
-            .env("CARGO_TARGET_DIR", &first_target),
-    ));
-    assert!(again.status.success(), "{}", stderr_text(&again));
+    let archive_inode = inode(&release.dist().join(&archive));
+    let again = dist_again();
     assert!(
         !stderr_text(&again).contains("Compiling"),
         "a no-op dist compiled:\n{}",
@@ -390,35 +549,55 @@ fn slow_dist_is_reproducible_checked_incremental_and_release_adds_notes() {
     );
     assert!(stderr_text(&again).contains(&format!("unchanged {archive}")));
     assert_eq!(
-        inode(&dist.join(&archive)),
+        inode(&release.dist().join(&archive)),
         archive_inode,
         "the unchanged archive was rewritten"
     );
+}
 
-    // The image, from these binaries, without building them again, then
-    // pushed to real registries on loopback.
-    check_image(&first, &first_target);
-    push_to_local_registries(&first, &first_target, &keys, &other_keys);
+#[test]
+fn slow_dist_image_is_reproducible_from_the_binaries_and_runs_in_podman() {
+    let release = Release::get();
+    let _restore = release.restore_after(None);
+    check_image(&release.first, &release.target_dir);
+}
 
+#[test]
+fn slow_dist_image_push_to_local_registries_is_signed_and_keeps_the_password_hidden() {
+    let release = Release::get();
+    let _restore = release.restore_after(None);
+    image_run(&release.first, &release.target_dir);
+    push_to_local_registries(
+        &release.first,
+        &release.target_dir,
+        &release.keys,
+        &release.other_keys,
+    );
+}
+
+#[test]
+fn slow_release_adds_notes_and_parts_merge_into_the_same_release() {
+    let release = Release::get();
+    let _restore = release.restore_after(Some("v0.1.0"));
     // release: same build, plus release notes, from a tagged clean tree.
-    git(&first, &["tag", "v0.1.0"]);
-    let release = output(signing::without_secrets(
-        xtask(&first)
+    git(&release.first, &["tag", "v0.1.0"]);
+    let run = output(signing::without_secrets(
+        xtask(&release.first)
             .args(["release", "--target", "aarch64"])
-            .env("CARGO_TARGET_DIR", &first_target),
+            .env("CARGO_TARGET_DIR", &release.target_dir),
     ));
-    assert!(release.status.success(), "{}", stderr_text(&release));
-    let notes = fs::read_to_string(dist.join("RELEASE_NOTES.md")).unwrap();
-    let subject = git(&first, &["log", "-1", "--format=%s"]);
+    assert!(run.status.success(), "{}", stderr_text(&run));
+    let notes = fs::read_to_string(release.dist().join("RELEASE_NOTES.md")).unwrap();
+    let subject = git(&release.first, &["log", "-1", "--format=%s"]);
     assert!(
         notes.starts_with("# app 0.1.0\n") && notes.contains(&subject),
         "{notes}"
     );
-    let released = manifest_after_release(&first_target);
+    let released = manifest_after_release(&release.target_dir);
     assert_eq!(released["stamp"]["describe"], "v0.1.0");
 
     // The same release from two runners' parts, merged.
-    parts::split_and_merge_equal_one_release(&first, &first_target);
+    parts::split_and_merge_equal_one_release(&release.first, &release.target_dir);
 }
 
 /// `sha256sum -c SHA256SUMS` in the dist folder, as a user checks a download.

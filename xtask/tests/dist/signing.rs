@@ -15,7 +15,6 @@ use crate::support::*;
 
 /// A throwaway signing key pair, made by `keygen` in a clone of its own.
 pub struct Keys {
-    _dir: TempDir,
     pub private: PathBuf,
     pub passphrase_file: PathBuf,
     pub passphrase: String,
@@ -24,16 +23,17 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn make(clone: &Path, label: &str) -> Keys {
-        let dir = TempDir::new().unwrap();
+    /// A new key pair made by `keygen` in `clone`, its files kept in `dir`.
+    pub fn make(dir: &Path, clone: &Path, label: &str) -> Keys {
+        fs::create_dir_all(dir).unwrap();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
         let passphrase = format!("canary-{label}-{}-{nanos}", std::process::id());
-        let passphrase_file = dir.path().join("passphrase");
+        let passphrase_file = dir.join("passphrase");
         fs::write(&passphrase_file, format!("{passphrase}\n")).unwrap();
-        let private = dir.path().join("signing.key");
+        let private = dir.join("signing.key");
         let made = output(
             xtask(clone)
                 .args(["keygen", "--private-key"])
@@ -43,17 +43,28 @@ impl Keys {
         let stdout = String::from_utf8_lossy(&made.stdout).into_owned();
         assert!(made.status.success(), "{}", stderr_text(&made));
         assert!(!stdout.contains(&passphrase) && !stderr_text(&made).contains(&passphrase));
-        let public = dir.path().join("app.pub");
-        let allowed_signers = dir.path().join("app.allowed_signers");
-        fs::copy(clone.join("keys/app.pub"), &public).unwrap();
-        fs::copy(clone.join("keys/app.allowed_signers"), &allowed_signers).unwrap();
+        fs::copy(clone.join("keys/app.pub"), dir.join("app.pub")).unwrap();
+        fs::copy(
+            clone.join("keys/app.allowed_signers"),
+            dir.join("app.allowed_signers"),
+        )
+        .unwrap();
+        Keys::load(dir)
+    }
+
+    /// The key pair `make` left in `dir`.
+    pub fn load(dir: &Path) -> Keys {
+        let passphrase_file = dir.join("passphrase");
+        let passphrase = fs::read_to_string(&passphrase_file)
+            .unwrap()
+            .trim_end()
+            .to_owned();
         Keys {
-            _dir: dir,
-            private,
+            private: dir.join("signing.key"),
             passphrase_file,
             passphrase,
-            public,
-            allowed_signers,
+            public: dir.join("app.pub"),
+            allowed_signers: dir.join("app.allowed_signers"),
         }
     }
 

@@ -364,8 +364,14 @@ fn layer_entries(project: &Project, binary: Vec<u8>) -> Result<Vec<Entry>> {
     // The non-root user (65532) the image runs as, which the Kubernetes
     // objects name: the libraries' to keep in step, so compiled in.
     for (name, contents) in [
-        ("passwd", include_bytes!("../../templates/image/passwd").as_slice()),
-        ("group", include_bytes!("../../templates/image/group").as_slice()),
+        (
+            "passwd",
+            include_bytes!("../../templates/image/passwd").as_slice(),
+        ),
+        (
+            "group",
+            include_bytes!("../../templates/image/group").as_slice(),
+        ),
     ] {
         entries.push(Entry {
             path: format!("etc/{name}"),
