@@ -82,6 +82,7 @@ static PACKAGE: OnceLock<Package> = OnceLock::new();
 
 /// Records the service's package, once, before anything reads the stamp.
 pub fn set_package(package: Package) {
+    platform_config::set_default_service_name(package.binary);
     let _ = PACKAGE.set(package);
 }
 

@@ -30,7 +30,7 @@ pub mod build_info;
 #[doc(hidden)]
 pub mod cli;
 #[doc(hidden)]
-pub mod config;
+pub use platform_config as config;
 #[doc(hidden)]
 pub mod connections;
 pub mod fuzz;

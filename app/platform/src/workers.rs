@@ -195,13 +195,6 @@ impl Drop for Threads {
     }
 }
 
-/// How many workers to run when the settings say `auto`: one per CPU the
-/// process may use (the affinity mask and a cgroup CPU quota count, so a
-/// container limited to 2 CPUs runs 2).
-pub fn automatic_count() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,13 +62,17 @@ pub const XTASK: Rules = Rules {
 /// root, `lib.rs`). That the platform never sees the business part, the
 /// crates' dependency already holds.
 pub const APP: Rules = Rules {
-    crates: &[("app/src", ""), ("app/platform/src", "platform")],
+    crates: &[
+        ("app/src", ""),
+        ("app/platform/src", "platform"),
+        ("app/platform/config/src", "platform_config"),
+    ],
     layer_of: |module| {
         let mut segments = module.split("::");
         match (segments.next().unwrap_or_default(), segments.next()) {
             ("service", _) => "business",
             ("platform", None) => "surface",
-            ("platform", Some(_)) => "platform",
+            ("platform", Some(_)) | ("platform_config", _) => "platform",
             _ => "entry",
         }
     },
@@ -167,7 +171,7 @@ fn library_source(root: &Path, prefix: &str) -> Result<Option<std::path::PathBuf
     Ok(metadata
         .packages
         .iter()
-        .find(|package| package.name.as_str() == prefix)
+        .find(|package| package.name.replace('-', "_") == prefix)
         .and_then(|package| package.manifest_path.parent())
         .map(|dir| dir.join("src").into_std_path_buf()))
 }
@@ -554,11 +558,14 @@ mod tests {
             ),
             ("service/tests.rs", "let s = platform::server::run();"),
             ("allocations.rs", "use platform::server;"),
+            ("platform_config/mod.rs", "pub struct Settings;"),
+            ("service/own.rs", "use platform_config::Settings;"),
         ]);
         assert_eq!(
             violations(&tree, &APP),
             [
                 "service imports platform::config (business may import business, surface)",
+                "service::own imports platform_config (business may import business, surface)",
                 "service::tests imports platform::server (business may import business, surface)",
             ]
         );

@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
+use std::sync::OnceLock;
 
 /// The deployment environment, from `APP_ENV`; it picks `<env>.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +138,11 @@ impl WorkerCount {
     /// The number of worker threads this means on this machine.
     pub fn resolve(self) -> usize {
         match self {
-            WorkerCount::Auto => crate::workers::automatic_count(),
+            // One per CPU the process may use: the affinity mask and a
+            // cgroup CPU quota count, so a container limited to 2 CPUs runs 2.
+            WorkerCount::Auto => {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            }
             WorkerCount::Count(count) => count,
         }
     }
@@ -159,7 +164,7 @@ pub struct Service {
     pub name: String,
     /// The rest of `[service]`: the business part's own settings, merged
     /// over the layers and checked by it layer by layer
-    /// (`crate::Service::Settings`); after loading, every one of
+    /// (the platform's `Service::Settings`); after loading, every one of
     /// them with its effective value, defaults included.
     pub own: toml::Table,
 }
@@ -286,10 +291,10 @@ fn otel_value(name: &str, key: &str, value: &str) -> Result<Option<String>> {
 }
 
 /// The settings from one config file's text and `NAME=value` variables,
-/// as `load` reads them, for the fuzz targets (`crate::fuzz::config`).
+/// as `load` reads them, for the fuzz targets (the platform's `fuzz::config`).
 /// Variables that name files (`*_FILE`, `CREDENTIALS_DIRECTORY`) are left
 /// out: a fuzzer would have the loader read this machine's files.
-pub(crate) fn from_text_and_variables(text: &str, variables: &str) -> Result<Settings> {
+pub fn from_text_and_variables(text: &str, variables: &str) -> Result<Settings> {
     let environment = Environment(
         variables
             .lines()
@@ -505,7 +510,7 @@ impl Settings {
     /// The settings from the config files' texts (`(path, text)`, base
     /// first), the environment and `--listen`: everything `load` does once
     /// the files are read.
-    pub(crate) fn from_files(
+    pub fn from_files(
         env: Env,
         files: &[(PathBuf, String)],
         listen: Option<SocketAddr>,
@@ -547,7 +552,7 @@ impl Settings {
         Ok(settings)
     }
 
-    pub(crate) fn defaults(env: Env) -> Settings {
+    pub fn defaults(env: Env) -> Settings {
         Settings {
             env,
             server: Server {
@@ -570,7 +575,7 @@ impl Settings {
                 requests_per_second: 0,
             },
             service: Service {
-                name: crate::build_info::binary().to_owned(),
+                name: default_service_name().to_owned(),
                 own: toml::Table::new(),
             },
             admin: Admin { token: None },
@@ -1272,6 +1277,20 @@ pub fn token_matches(expected: &SecretString, presented: &str) -> bool {
         difference |= usize::from(byte ^ presented.get(index).copied().unwrap_or(0));
     }
     difference == 0
+}
+
+/// The binary's name, the default of `service.name`: set once by the
+/// platform's `main` (from the service's own crate), `app` until then.
+static SERVICE_NAME: OnceLock<&'static str> = OnceLock::new();
+
+/// Records the binary's name as the default of `service.name`; the first
+/// call wins.
+pub fn set_default_service_name(name: &'static str) {
+    let _ = SERVICE_NAME.set(name);
+}
+
+fn default_service_name() -> &'static str {
+    SERVICE_NAME.get().copied().unwrap_or("app")
 }
 
 #[cfg(test)]
