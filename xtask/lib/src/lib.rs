@@ -20,6 +20,7 @@ mod project;
 mod reference;
 mod release;
 mod rustup;
+mod service;
 mod signing;
 mod stamp;
 mod targets;

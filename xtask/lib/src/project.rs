@@ -158,44 +158,10 @@ pub struct Project {
 }
 
 impl Project {
-    /// The port the service listens on as deployed: the one place it lives,
-    /// `server.listen` of `config/base.toml`, unless `config/prod.toml`
-    /// names an address with another (a host alone keeps base's port).
+    /// The port the service listens on as deployed, as the service's own
+    /// settings code reads `config/` for prod (`service::deployed_port`).
     pub fn service_port(&self) -> Result<u16> {
-        let config = self.root.join("config");
-        let mut port = None;
-        for file in ["base.toml", "prod.toml"] {
-            let path = config.join(file);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound && file != "base.toml" => {
-                    continue;
-                }
-                Err(err) => return Err(err).with_context(|| format!("read {}", path.display())),
-            };
-            let table: toml::Table =
-                toml::from_str(&text).with_context(|| format!("read {}", path.display()))?;
-            let Some(listen) = table.get("server").and_then(|server| server.get("listen")) else {
-                continue;
-            };
-            let listen = listen
-                .as_str()
-                .with_context(|| format!("{}: server.listen is not a string", path.display()))?;
-            if let Ok(address) = listen.parse::<std::net::SocketAddr>() {
-                port = Some(address.port());
-            } else if listen.parse::<std::net::IpAddr>().is_err() {
-                bail!(
-                    "{}: server.listen = \"{listen}\" is neither an address with a port nor a host",
-                    path.display()
-                );
-            }
-        }
-        port.with_context(|| {
-            format!(
-                "{}: server.listen names no port: set it, e.g. listen = \"127.0.0.1:8080\"",
-                config.join("base.toml").display()
-            )
-        })
+        crate::service::deployed_port(&self.root)
     }
 
     /// The public key `public-key` names, if the project names one.
@@ -399,45 +365,6 @@ mod tests {
                 k8s: Default::default(),
                 canary: Default::default(),
             }),
-        );
-    }
-
-    #[test]
-    fn the_service_port_is_base_toml_s_unless_prod_names_another() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("config")).unwrap();
-        let project = Project {
-            root: root.path().to_owned(),
-            target_dir: root.path().join("target"),
-            settings: parse_settings(&sample()).unwrap(),
-            version: "0.1.0".into(),
-            repository: None,
-            package_dir: root.path().join("app"),
-            manifests: Vec::new(),
-        };
-        let write = |file: &str, text: &str| {
-            std::fs::write(root.path().join("config").join(file), text).unwrap();
-        };
-        let port = || project.service_port().map_err(|err| format!("{err:#}"));
-        assert!(port().unwrap_err().contains("base.toml"), "no base.toml");
-        write("base.toml", "[server]\nlisten = \"127.0.0.1:9191\"\n");
-        assert_eq!(port(), Ok(9191), "base alone");
-        write("prod.toml", "[server]\nlisten = \"0.0.0.0\"\n");
-        assert_eq!(port(), Ok(9191), "a host alone keeps the port");
-        write("prod.toml", "[server]\nlisten = \"0.0.0.0:7000\"\n");
-        assert_eq!(port(), Ok(7000), "prod's own port");
-        write("prod.toml", "[server]\nlisten = \"localhost\"\n");
-        assert!(
-            port()
-                .unwrap_err()
-                .contains("neither an address with a port nor a host")
-        );
-        write("prod.toml", "");
-        write("base.toml", "[server]\nlisten = \"0.0.0.0\"\n");
-        assert!(
-            port()
-                .unwrap_err()
-                .contains("server.listen names no port: set it")
         );
     }
 

@@ -41,7 +41,7 @@ impl Env {
         }
     }
 
-    fn parse(value: &str) -> Result<Env> {
+    pub fn parse(value: &str) -> Result<Env> {
         match value {
             "dev" => Ok(Env::Dev),
             "staging" => Ok(Env::Staging),

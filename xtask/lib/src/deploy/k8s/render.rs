@@ -58,30 +58,14 @@ impl EnvConfig {
         EnvConfig::from_files(name, files)
     }
 
-    /// The drain settings `files` (`base.toml`, then `<env>.toml`) give;
-    /// the env file wins, as in the app.
+    /// The drain settings `files` (`base.toml`, then `<env>.toml`) give,
+    /// as the service's own settings code reads them.
     pub fn from_files(name: &'static str, files: Vec<(String, String)>) -> Result<EnvConfig> {
-        let mut server = toml::Table::new();
-        for (file, text) in &files {
-            let table: toml::Table =
-                toml::from_str(text).with_context(|| format!("parse {file}"))?;
-            if let Some(toml::Value::Table(section)) = table.get("server") {
-                server.extend(section.clone());
-            }
-        }
-        let duration = |key: &str| -> Result<Duration> {
-            let text = server.get(key).and_then(toml::Value::as_str).with_context(|| {
-                format!(
-                    "base.toml or {name}.toml must set server.{key}: the pods' grace period is computed from it"
-                )
-            })?;
-            crate::util::parse_duration(text)
-                .map_err(|err| anyhow::anyhow!("server.{key} for {name}: {err}"))
-        };
+        let settings = crate::service::settings_from_files(name, &files)?;
         Ok(EnvConfig {
             name,
-            drain_delay: duration("drain_delay")?,
-            drain_timeout: duration("drain_timeout")?,
+            drain_delay: settings.server.drain_delay,
+            drain_timeout: settings.server.drain_timeout,
             files,
         })
     }
