@@ -244,7 +244,7 @@ fn the_reference_pages_are_what_the_code_writes() {
         "docs/reference/ is stale: {}",
         stderr_text(&run)
     );
-    assert!(String::from_utf8_lossy(&run.stdout).contains("5 reference pages match the code"));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("6 reference pages match the code"));
 }
 
 #[test]

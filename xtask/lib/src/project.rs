@@ -40,6 +40,181 @@ pub struct Settings {
     pub canary: CanarySettings,
 }
 
+/// Every key of `[workspace.metadata.xtask]` as `(table, key, type,
+/// default, meaning)`; `None` as the default of a `k8s` key means
+/// `K8sSettings::default()`'s. `docs/reference/project.md` is written
+/// from it, and a test holds it to the structs' fields both ways.
+pub const KEYS: &[(&str, &str, &str, Option<&str>, &str)] = &[
+    (
+        "",
+        "package",
+        "string",
+        Some("required"),
+        "The package that is built, stamped and shipped.",
+    ),
+    (
+        "",
+        "binary",
+        "string",
+        Some("required"),
+        "The binary that package produces; archives, units, the image and the deploy root are named after it.",
+    ),
+    (
+        "",
+        "image",
+        "string",
+        Some("required"),
+        "The image's name when `image` is given no `--tag` (its tag is the version).",
+    ),
+    (
+        "",
+        "targets",
+        "array of strings",
+        Some("required"),
+        "The release matrix: the target triples `--target all` and `release --matrix` mean.",
+    ),
+    (
+        "",
+        "keep-releases",
+        "integer",
+        Some("5"),
+        "Releases `deploy` keeps on each host, the current and the previous one included (at least 2).",
+    ),
+    (
+        "",
+        "public-key",
+        "string",
+        Some("none"),
+        "The release signing key's public half (PEM), relative to the workspace root, which `keygen` writes: `verify` and `deploy` check releases against it, and `release` runs only with its private half.",
+    ),
+    (
+        "",
+        "previous-keys",
+        "array of tables",
+        Some("[]"),
+        "Keys that signed earlier releases, still accepted (each `{ key = \"keys/…pub\", until = \"YYYY-MM-DD\" }`, `until` optional), written by `keygen --rotate`.",
+    ),
+    (
+        "k8s",
+        "min-replicas",
+        "integer",
+        None,
+        "The HorizontalPodAutoscaler's floor (at least 2, so that one pod can be disrupted).",
+    ),
+    (
+        "k8s",
+        "max-replicas",
+        "integer",
+        None,
+        "The HorizontalPodAutoscaler's ceiling.",
+    ),
+    (
+        "k8s",
+        "cpu-utilization",
+        "integer",
+        None,
+        "Average CPU use, in percent of the request, the HPA aims at.",
+    ),
+    (
+        "k8s",
+        "requests-per-second",
+        "integer",
+        None,
+        "Requests per second per pod the HPA aims at (a Pods metric the Prometheus Adapter serves from the recording rule `k8s` renders).",
+    ),
+    (
+        "k8s",
+        "otlp-endpoint",
+        "string",
+        None,
+        "The cluster's trace collector (OTLP/HTTP), set as `OTEL_EXPORTER_OTLP_ENDPOINT`; empty: no tracing.",
+    ),
+    (
+        "k8s",
+        "trace-sampling-ratio",
+        "float",
+        None,
+        "The share of new traces sampled (`OTEL_TRACES_SAMPLER_ARG` of `parentbased_traceidratio`).",
+    ),
+    (
+        "k8s",
+        "cpu-request",
+        "string",
+        None,
+        "The container's CPU request.",
+    ),
+    (
+        "k8s",
+        "cpu-limit",
+        "string",
+        None,
+        "The container's CPU limit, which is also its worker count (`server.workers = \"auto\"` counts the CPU quota).",
+    ),
+    (
+        "k8s",
+        "memory-request",
+        "string",
+        None,
+        "The container's memory request.",
+    ),
+    (
+        "k8s",
+        "memory-limit",
+        "string",
+        None,
+        "The container's memory limit.",
+    ),
+    (
+        "k8s",
+        "ephemeral-storage",
+        "string",
+        None,
+        "The container's ephemeral storage, request and limit.",
+    ),
+    (
+        "k8s",
+        "grace-margin-seconds",
+        "integer",
+        None,
+        "Seconds added to `drain_delay` + `drain_timeout` for the pods' grace period.",
+    ),
+    (
+        "k8s",
+        "alert-error-ratio",
+        "float",
+        None,
+        "The share of requests answered 5xx above which the error alert fires.",
+    ),
+    (
+        "k8s",
+        "alert-p99-seconds",
+        "float",
+        None,
+        "The p99 latency, in seconds, above which the latency alert fires.",
+    ),
+    (
+        "k8s",
+        "alert-selector",
+        "string",
+        Some("job=\"<binary>\""),
+        "Label matchers every alert puts on the service's series, `key=\"value\"` separated by commas.",
+    ),
+    (
+        "canary",
+        "max-error-ratio",
+        "float",
+        Some("k8s.alert-error-ratio"),
+        "The share of a canary's requests answered 5xx over its soak above which `deploy --canary` switches it back.",
+    ),
+    (
+        "canary",
+        "max-p99-seconds",
+        "float",
+        Some("k8s.alert-p99-seconds"),
+        "The canary's p99 latency, in seconds, above which it is switched back.",
+    ),
+];
+
 /// A key that signed earlier releases: `{ key = "keys/app.1a2b3c4d5e6f.pub",
 /// until = "2027-03-01" }`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -276,7 +451,7 @@ impl Project {
 pub fn parse_settings(workspace_metadata: &serde_json::Value) -> Result<Settings> {
     let Some(table) = workspace_metadata.get("xtask") else {
         bail!(
-            "the root Cargo.toml has no [workspace.metadata.xtask] table: add one (see docs/releasing.md, \"Project settings\")"
+            "the root Cargo.toml has no [workspace.metadata.xtask] table: add one (every key: docs/reference/project.md)"
         );
     };
     if table.get("port").is_some() {
@@ -366,6 +541,60 @@ mod tests {
                 canary: Default::default(),
             }),
         );
+    }
+
+    #[test]
+    fn the_key_list_is_every_field_of_the_settings() {
+        let mut full = parse_settings(&sample()).unwrap();
+        full.keep_releases = Some(5);
+        full.public_key = Some("keys/app.pub".into());
+        full.previous_keys = vec![PreviousKey {
+            key: "keys/old.pub".into(),
+            until: None,
+        }];
+        full.k8s.alert_selector = Some("job=\"app\"".into());
+        full.canary = CanarySettings {
+            max_error_ratio: Some(0.01),
+            max_p99_seconds: Some(0.5),
+        };
+        let value = serde_json::to_value(&full).unwrap();
+        let mut fields = Vec::new();
+        for (key, field) in value.as_object().unwrap() {
+            match key.as_str() {
+                "k8s" | "canary" => fields.extend(
+                    field
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(|inner| format!("{key}.{inner}")),
+                ),
+                _ => fields.push(key.clone()),
+            }
+        }
+        let mut listed: Vec<String> = KEYS
+            .iter()
+            .map(|(table, key, ..)| {
+                if table.is_empty() {
+                    (*key).to_owned()
+                } else {
+                    format!("{table}.{key}")
+                }
+            })
+            .collect();
+        fields.sort();
+        listed.sort();
+        assert_eq!(
+            listed, fields,
+            "project::KEYS and the settings' fields differ"
+        );
+        // A `k8s` key without a stated default has one in K8sSettings.
+        let defaults = serde_json::to_value(K8sSettings::default()).unwrap();
+        for (table, key, _, default, _) in KEYS {
+            if default.is_none() {
+                assert_eq!(*table, "k8s", "{key} needs a stated default");
+                assert!(!defaults[key].is_null(), "k8s.{key} has no default");
+            }
+        }
     }
 
     #[test]

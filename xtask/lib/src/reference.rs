@@ -115,7 +115,44 @@ fn pages(ctx: &Ctx, help_texts: &[(String, String)]) -> Result<Vec<(&'static str
         ("config.md", config_page(ctx, &app)?),
         ("metrics.md", metrics_page(ctx, &app)?),
         ("manifest.md", manifest_page()?),
+        ("project.md", project_page()),
     ])
+}
+
+fn project_page() -> String {
+    let mut page = header(
+        "Project settings: `[workspace.metadata.xtask]`",
+        "The settings of the root `Cargo.toml` the tasks read (with one `cargo\n\
+         metadata --no-deps` per invocation), from `xtask/lib/src/project.rs`.\n\
+         Unknown keys are an error. The service's own settings (its port among\n\
+         them) are not here: they are in `config/` ([config.md](config.md)).\n\n\
+         | key | type | default | what it is |\n\
+         |-----|------|---------|------------|\n",
+    );
+    let k8s = serde_json::to_value(crate::project::K8sSettings::default()).unwrap_or_default();
+    for (table, key, kind, default, meaning) in crate::project::KEYS {
+        let name = if table.is_empty() {
+            (*key).to_owned()
+        } else {
+            format!("{table}.{key}")
+        };
+        let default = match default {
+            Some(stated) => (*stated).to_owned(),
+            None => k8s[key].to_string(),
+        };
+        page.push_str(&format!(
+            "| `{name}` | {kind} | `{}` | {} |\n",
+            default.replace('|', "\\|"),
+            meaning.replace('|', "\\|")
+        ));
+    }
+    page.push_str(
+        "\nThe `k8s` keys are in `[workspace.metadata.xtask.k8s]`, the `canary` keys in\n\
+         `[workspace.metadata.xtask.canary]`. A project made by `cargo xtask new` also\n\
+         has `[workspace.dependencies]`: the libraries' git repository and release\n\
+         tag, which `cargo xtask update` moves.\n",
+    );
+    page
 }
 
 fn header(title: &str, from: &str) -> String {
