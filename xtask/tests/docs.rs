@@ -1,7 +1,8 @@
 //! The README and the docs say what is true: the quick start, run as
 //! written, answers as written; the README's performance figures are those
 //! of `docs/benchmarks.md`; every relative link leads to a file; the README
-//! stays short; the generated reference pages are what the code writes.
+//! stays short; the generated reference pages are what the code writes;
+//! every error docs/troubleshooting.md quotes is what its command prints.
 
 mod support;
 
@@ -287,4 +288,105 @@ fn a_page_that_differs_fails_the_check_with_the_command_that_rewrites_it() {
         "{last}"
     );
     assert!(!last.contains("cli.md"), "{last}");
+}
+
+/// The console blocks of docs/troubleshooting.md: each `$ ` line a command
+/// (`cargo xtask …` or a shell command that prepares the copy), each
+/// `error: ` line what the command before it must print last.
+fn troubleshooting_blocks() -> Vec<Vec<(String, Option<String>)>> {
+    let page = read("docs/troubleshooting.md");
+    let mut blocks = Vec::new();
+    let mut rest = page.as_str();
+    while let Some(start) = rest.find("```console\n") {
+        let body = &rest[start + 11..];
+        let end = body.find("```").expect("a closed block");
+        let mut steps: Vec<(String, Option<String>)> = Vec::new();
+        for line in body[..end].lines() {
+            if let Some(command) = line.strip_prefix("$ ") {
+                steps.push((command.to_owned(), None));
+            } else if line.starts_with("error: ") {
+                let step = steps.last_mut().expect("an error after a command");
+                step.1 = Some(line.to_owned());
+            }
+        }
+        blocks.push(steps);
+        rest = &body[end + 3..];
+    }
+    blocks
+}
+
+/// Whether `printed` is `quoted`, where each `…` of `quoted` stands for
+/// any text.
+fn matches_quoted(printed: &str, quoted: &str) -> bool {
+    let parts: Vec<&str> = quoted.split('…').collect();
+    let mut rest = printed;
+    for (index, part) in parts.iter().enumerate() {
+        if index == 0 {
+            let Some(after) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = after;
+        } else if index == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(at) = rest.find(part) else {
+                return false;
+            };
+            rest = &rest[at + part.len()..];
+        }
+    }
+    rest.is_empty()
+}
+
+#[test]
+fn the_troubleshooting_errors_are_what_the_tasks_print() {
+    assert!(matches_quoted(
+        "error: in /a/b/x.json: run",
+        "error: in …/x.json: run"
+    ));
+    assert!(!matches_quoted(
+        "error: in /a/b/y.json: run",
+        "error: in …/x.json: run"
+    ));
+    let blocks = troubleshooting_blocks();
+    let quoted: usize = blocks
+        .iter()
+        .flatten()
+        .filter(|(_, error)| error.is_some())
+        .count();
+    assert!(quoted >= 10, "only {quoted} errors quoted");
+    for steps in blocks {
+        // Each block in a committed copy of its own, as a clone would be.
+        let copy = repository();
+        for (line, expected) in steps {
+            let mut words = shell_words(&line);
+            let mut variables = Vec::new();
+            while words[0].contains('=') && !words[0].starts_with('-') {
+                let word = words.remove(0);
+                let (name, value) = word.split_once('=').unwrap();
+                variables.push((name.to_owned(), value.replace('…', "x")));
+            }
+            if words[..2] != ["cargo", "xtask"] {
+                let run = output(
+                    Command::new("sh")
+                        .args(["-c", &line])
+                        .current_dir(copy.path()),
+                );
+                assert!(run.status.success(), "{line}: {}", stderr_text(&run));
+                continue;
+            }
+            let mut command = xtask(copy.path());
+            command.args(&words[2..]).envs(variables);
+            // As on a machine without the Python tools (cargo-zigbuild).
+            command.env("XTASK_VENV", copy.path().join("no-venv"));
+            let run = output(&mut command);
+            let printed = stderr_text(&run);
+            let last = printed.lines().last().unwrap_or_default();
+            let expected = expected.expect("every cargo xtask line quotes its error");
+            assert!(
+                !run.status.success() && matches_quoted(last, &expected),
+                "docs/troubleshooting.md quotes, for `{line}`:\n{expected}\nbut it printed:\n{last}"
+            );
+        }
+    }
 }
