@@ -377,8 +377,16 @@ fn the_troubleshooting_errors_are_what_the_tasks_print() {
             }
             let mut command = xtask(copy.path());
             command.args(&words[2..]).envs(variables);
-            // As on a machine without the Python tools (cargo-zigbuild).
-            command.env("XTASK_VENV", copy.path().join("no-venv"));
+            // As on a machine without the Python tools (cargo-zigbuild):
+            // no virtual environment, and none of its folders on PATH.
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let path = std::env::join_paths(
+                std::env::split_paths(&path).filter(|dir| !dir.join("cargo-zigbuild").exists()),
+            )
+            .unwrap();
+            command
+                .env("XTASK_VENV", copy.path().join("no-venv"))
+                .env("PATH", path);
             let run = output(&mut command);
             let printed = stderr_text(&run);
             let last = printed.lines().last().unwrap_or_default();
