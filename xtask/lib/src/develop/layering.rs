@@ -236,6 +236,7 @@ fn imports(
         .map(|(_, prefix)| *prefix)
         .filter(|prefix| !prefix.is_empty())
         .collect();
+    let aliases = reexported_crates(modules, &libraries);
     let mut graph = BTreeMap::new();
     for (module, text) in modules {
         // The crate this module is in: `crate::` paths start there.
@@ -265,6 +266,7 @@ fn imports(
                 }
                 _ => continue,
             };
+            let absolute = through_aliases(absolute, &aliases);
             let target = longest_module(modules, &absolute);
             if target != *module {
                 targets.insert(target);
@@ -273,6 +275,48 @@ fn imports(
         graph.insert(module.clone(), targets);
     }
     graph
+}
+
+/// A library crate re-exported under a module's name (`pub use
+/// platform_config as config;` in `platform`'s root): the module path it
+/// is reached by, and the crate's prefix.
+fn reexported_crates(
+    modules: &BTreeMap<String, String>,
+    libraries: &[&str],
+) -> Vec<(Vec<String>, String)> {
+    let mut aliases = Vec::new();
+    for (module, text) in modules {
+        for line in code_only(text).lines() {
+            let Some(rest) = line.trim().strip_prefix("pub use ") else {
+                continue;
+            };
+            let words: Vec<&str> = rest.trim_end_matches(';').split_whitespace().collect();
+            if let [library, "as", name] = words[..]
+                && libraries.contains(&library)
+            {
+                let mut path: Vec<String> = module
+                    .split("::")
+                    .filter(|segment| !segment.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                path.push(name.to_owned());
+                aliases.push((path, library.to_owned()));
+            }
+        }
+    }
+    aliases
+}
+
+/// `path` with a re-exported crate's module path replaced by the crate.
+fn through_aliases(path: Vec<String>, aliases: &[(Vec<String>, String)]) -> Vec<String> {
+    for (alias, library) in aliases {
+        if path.starts_with(alias) {
+            return std::iter::once(library.clone())
+                .chain(path[alias.len()..].iter().cloned())
+                .collect();
+        }
+    }
+    path
 }
 
 /// The longest prefix of `path` that is a module of the crate.
@@ -560,11 +604,14 @@ mod tests {
             ("allocations.rs", "use platform::server;"),
             ("platform_config/mod.rs", "pub struct Settings;"),
             ("service/own.rs", "use platform_config::Settings;"),
+            ("platform/lib.rs", "pub use platform_config as settings;"),
+            ("service/aliased.rs", "use platform::settings::Settings;"),
         ]);
         assert_eq!(
             violations(&tree, &APP),
             [
                 "service imports platform::config (business may import business, surface)",
+                "service::aliased imports platform_config (business may import business, surface)",
                 "service::own imports platform_config (business may import business, surface)",
                 "service::tests imports platform::server (business may import business, surface)",
             ]
