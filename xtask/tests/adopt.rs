@@ -361,7 +361,7 @@ fn slow_an_adopters_project_takes_the_next_libraries_without_a_merge() {
     assert!(
         !refused.status.success()
             && stderr_text(&refused).contains(
-                "service imports platform::config (business may import business, surface)"
+                "service imports platform_config (business may import business, surface)"
             ),
         "{}",
         stderr_text(&refused)
