@@ -260,7 +260,7 @@ pub fn check_dependency_lists_and_sboms(clone: &Path, target_dir: &Path) {
 
 /// The crates of the workspace the shipped binary is built from: local
 /// sources, without checksums.
-const WORKSPACE_CRATES: [&str; 2] = ["app", "platform"];
+const WORKSPACE_CRATES: [&str; 3] = ["app", "platform", "platform-config"];
 
 /// The layout's index lists, for each platform, an SBOM referrer whose
 /// subject is that platform's manifest and whose layer is the SBOM `dist`
