@@ -113,12 +113,22 @@ pub fn check(ctx: &Ctx) -> Result<()> {
 /// The modules of every crate the rules name, under their prefixes.
 pub fn read_crates(root: &Path, rules: &Rules) -> Result<BTreeMap<String, String>> {
     let mut modules = BTreeMap::new();
+    // Read once, and only when a library is not in the tree.
+    let mut metadata = None;
     for (src, prefix) in rules.crates {
         let mut src = root.join(src);
         if !src.is_dir() {
             // A project made by `cargo xtask new` takes the library from
             // the libraries' tag: its source is where cargo checked it out.
-            match library_source(root, prefix)? {
+            if metadata.is_none() {
+                metadata = Some(
+                    cargo_metadata::MetadataCommand::new()
+                        .current_dir(root)
+                        .exec()
+                        .context("find the libraries' sources with `cargo metadata`")?,
+                );
+            }
+            match library_source(metadata.as_ref().expect("read above"), prefix) {
                 Some(checked_out) => src = checked_out,
                 None => continue,
             }
@@ -160,20 +170,16 @@ pub fn read_modules(src: &Path) -> Result<BTreeMap<String, String>> {
 /// The source folder of the library `prefix` names, as cargo resolved it
 /// (a git checkout); `None` for the crate itself or a library the
 /// workspace does not use.
-fn library_source(root: &Path, prefix: &str) -> Result<Option<std::path::PathBuf>> {
+fn library_source(metadata: &cargo_metadata::Metadata, prefix: &str) -> Option<std::path::PathBuf> {
     if prefix.is_empty() {
-        return Ok(None);
+        return None;
     }
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(root)
-        .exec()
-        .with_context(|| format!("find the source of `{prefix}` with `cargo metadata`"))?;
-    Ok(metadata
+    metadata
         .packages
         .iter()
         .find(|package| package.name.replace('-', "_") == prefix)
         .and_then(|package| package.manifest_path.parent())
-        .map(|dir| dir.join("src").into_std_path_buf()))
+        .map(|dir| dir.join("src").into_std_path_buf())
 }
 
 /// `release/dist.rs` → `release::dist`, `deploy/mod.rs` → `deploy`,
