@@ -206,7 +206,13 @@ pub fn command<T: OwnTasks>() -> Result<clap::Command, String> {
                 .filter(|(_, tasks)| !tasks.is_empty())
                 .cloned(),
         );
+    // The derive gives the whole command the doc comment of the workspace's
+    // task enum as its about; the task runner's own about stays.
+    let about = ours.get_about().cloned();
     let mut command = T::augment_subcommands(ours);
+    if let Some(about) = about {
+        command = command.about(about);
+    }
     let names: Vec<String> = command
         .get_subcommands()
         .map(|sub| sub.get_name().to_owned())
@@ -318,7 +324,8 @@ fn usage_error(err: &clap::Error) -> String {
 mod tests {
     use super::*;
 
-    /// Tasks a workspace might add, for the tests.
+    /// Tasks a workspace might add, for the tests (a doc comment the help
+    /// must not show as the task runner's own).
     #[derive(Subcommand, Debug, PartialEq)]
     enum Own {
         /// Print the greeting
@@ -350,6 +357,16 @@ mod tests {
 
     fn parse_ok(line: &str) -> Parsed<crate::NoOwnTasks> {
         parse(line.split_whitespace().map(OsString::from)).expect("command line parses")
+    }
+
+    #[test]
+    fn the_help_begins_with_the_task_runners_own_line() {
+        let help = command::<Own>().unwrap().render_help().to_string();
+        assert!(
+            help.starts_with("Build, test and release this workspace"),
+            "{help}"
+        );
+        assert!(!help.contains("a doc comment the help"), "{help}");
     }
 
     #[test]
