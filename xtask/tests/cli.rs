@@ -595,6 +595,43 @@ fn a_missing_tool_fails_fast_with_the_install_command() {
     );
 }
 
+/// `doctor --disk` measures what setup left where it is: a virtual
+/// environment of 3 MB written here reads as 3 MB at its path, and a tree
+/// that is not there as none.
+#[test]
+fn doctor_disk_sizes_what_setup_left_where_it_is() {
+    let repo = repository();
+    let data = TempDir::new().unwrap();
+    let venv = data.path().join("venv");
+    fs::create_dir_all(venv.join("lib")).unwrap();
+    fs::write(venv.join("lib/blob"), vec![7u8; 3_000_000]).unwrap();
+    let doctor = stdout_of(
+        xtask(repo.path())
+            .args(["doctor", "--disk"])
+            .env("XTASK_VENV", &venv)
+            .env("XTASK_HOST_TREE", data.path().join("no-tree")),
+    );
+    let disk = &doctor[doctor.find("what setup left").expect("the disk section")..];
+    let line = |what: &str| {
+        disk.lines()
+            .find(|line| line.contains(what))
+            .unwrap_or_else(|| panic!("no {what} line:\n{doctor}"))
+            .to_owned()
+    };
+    let venv_line = line("virtual environment");
+    assert!(
+        venv_line.trim_start().starts_with("3 MB")
+            && venv_line.ends_with(&venv.display().to_string()),
+        "{venv_line}"
+    );
+    let tree_line = line("Debian 12 tree");
+    assert!(
+        tree_line.trim_start().starts_with("0 MB") && tree_line.ends_with("(none)"),
+        "{tree_line}"
+    );
+    line("Rust targets");
+}
+
 fn workflows() -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = fs::read_dir(workspace_root().join(".github/workflows"))
         .unwrap()

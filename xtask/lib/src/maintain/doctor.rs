@@ -1,6 +1,10 @@
 //! `cargo xtask doctor`: what is installed and what is missing for each task,
 //! each missing item with the one command that installs it. `setup` prints
-//! the same table when it is done.
+//! the same table when it is done. `--disk` adds what `setup` left on this
+//! machine, where, and its size here, measured as `du` does.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use xshell::cmd;
@@ -11,7 +15,12 @@ use crate::targets::CROSS_CHECK_TARGETS;
 use crate::tools::{self, Need, Tool};
 
 #[derive(clap::Args, Debug)]
-pub struct Doctor {}
+pub struct Doctor {
+    /// Also show what `setup` installed where, and the disk it takes here
+    /// (docs/setup.md says how to remove each)
+    #[arg(long)]
+    disk: bool,
+}
 
 /// One line of the report.
 struct Check {
@@ -37,8 +46,117 @@ impl Check {
 impl Doctor {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         report(ctx);
+        if self.disk {
+            disk_report(ctx);
+        }
         Ok(())
     }
+}
+
+/// The disk a folder (or file) takes, as `du` counts it: allocated blocks,
+/// without following links; what cannot be read counts as nothing.
+fn disk_usage(path: &Path) -> u64 {
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let own = metadata.blocks() * 512;
+    if !metadata.is_dir() {
+        return own;
+    }
+    let children = std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| disk_usage(&entry.path()))
+                .sum()
+        })
+        .unwrap_or(0);
+    own + children
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1_000_000.0)
+}
+
+/// What `setup` left on this machine: each part, where it is, and its size.
+fn disk_report(ctx: &Ctx) {
+    let mut rows: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let sysroot = cmd!(ctx.sh, "rustc --print sysroot")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
+        .map(PathBuf::from);
+    if let Some(sysroot) = &sysroot {
+        let host = cmd!(ctx.sh, "rustc -vV").quiet().read().unwrap_or_default();
+        let host = host
+            .lines()
+            .find_map(|line| line.strip_prefix("host: "))
+            .unwrap_or_default()
+            .to_owned();
+        let targets = wanted_targets(ctx)
+            .into_iter()
+            .filter(|triple| *triple != host)
+            .map(|triple| sysroot.join("lib/rustlib").join(triple))
+            .filter(|path| path.exists())
+            .collect();
+        rows.push((
+            "Rust targets of the matrix, lint and tests".to_owned(),
+            targets,
+        ));
+        if let Some(toolchains) = sysroot.parent() {
+            let nightly = std::fs::read_dir(toolchains)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .map(|entry| entry.path())
+                        .filter(|path| {
+                            path.file_name()
+                                .and_then(|name| name.to_str())
+                                .is_some_and(|name| name.starts_with(rustup::NIGHTLY))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            rows.push((format!("{} with Miri (sanitize)", rustup::NIGHTLY), nightly));
+        }
+    }
+    for (what, place) in [
+        (
+            "the Python tools' virtual environment",
+            tools::python_venv(),
+        ),
+        ("the npm packages", tools::node_prefix()),
+        (
+            "the Debian 12 tree of the real-host tests",
+            tools::host_tree(),
+        ),
+    ] {
+        rows.push((
+            what.to_owned(),
+            place.into_iter().filter(|path| path.exists()).collect(),
+        ));
+    }
+    let crates = [Tool::CargoNextest, Tool::RustAuditInfo, Tool::CargoFuzz]
+        .into_iter()
+        .filter_map(tools::find)
+        .collect();
+    rows.push(("crates installed with cargo install".to_owned(), crates));
+    println!(
+        "what setup left on this machine (as du counts it; docs/setup.md says how to remove each)"
+    );
+    for (what, paths) in rows {
+        let size: u64 = paths.iter().map(|path| disk_usage(path)).sum();
+        let place = match paths.as_slice() {
+            [] => "(none)".to_owned(),
+            [one] => one.display().to_string(),
+            [first, ..] => format!("{} and {} more", first.display(), paths.len() - 1),
+        };
+        println!("  {:>8}  {what:<44} {place}", megabytes(size));
+    }
+    println!(
+        "  Debian packages: `dpkg-query -W -f='${{Installed-Size}} ${{Package}}\\n'` lists their sizes in KiB"
+    );
 }
 
 /// The tools of each section besides the core ones, in `tools::ALL` order.
