@@ -282,29 +282,7 @@ fn ssh_keygen_verify(dist: &Path, keys: &Keys) -> Option<Result<String, String>>
 
 /// securesystemslib verifies the DSSE envelope with the PEM key (its own
 /// key id), and every subject's sha256 is the file's (those present).
-const DSSE_CHECK: &str = r#"
-import glob, hashlib, json, os, sys
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from securesystemslib.dsse import Envelope
-from securesystemslib.signer import SSlibKey
-key = SSlibKey.from_crypto(load_pem_public_key(open(sys.argv[1], 'rb').read()))
-[path] = glob.glob('*.intoto.jsonl')
-envelope = Envelope.from_dict(json.loads(open(path).read()))
-envelope.verify([key], 1)
-statement = json.loads(envelope.payload)
-assert statement['_type'] == 'https://in-toto.io/Statement/v1', statement['_type']
-assert statement['predicateType'] == 'https://slsa.dev/provenance/v1'
-listed = {line.split('  ')[1]: line.split('  ')[0] for line in open('SHA256SUMS').read().splitlines()}
-names = set()
-for subject in statement['subject']:
-    names.add(subject['name'])
-    if os.path.exists(subject['name']):
-        actual = hashlib.sha256(open(subject['name'], 'rb').read()).hexdigest()
-        assert actual == subject['digest']['sha256'], subject['name']
-built = {name for name in listed if not name.endswith(('.sigstore.json', '.intoto.jsonl'))}
-assert names == built, (names ^ built)
-print('ok', path, len(names), 'subjects')
-"#;
+const DSSE_CHECK: &str = include_str!("../support/dsse-verify.py");
 
 fn in_toto_verify(dist: &Path, keys: &Keys) -> Option<Result<String, String>> {
     let python = python_venv()

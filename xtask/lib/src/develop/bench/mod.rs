@@ -8,7 +8,7 @@
 //! The same run times the build tool against its floors (`tool`) and reads
 //! the shipped sizes from the manifest; everything goes to
 //! `target/bench/report.json` and `report.md` (`report`), and with
-//! `--write-docs` to `docs/benchmarks.md`. `--quick` (for `ci`) makes each
+//! `--write-docs` to `docs/reference/benchmarks.md`. `--quick` (for `ci`) makes each
 //! part short and leaves out the upgrades and the cold builds.
 //!
 //! `--upgrade-every N` measures zero-downtime upgrades instead: runs against
@@ -69,7 +69,7 @@ pub struct Bench {
     /// without the upgrades and the cold builds
     #[arg(long, conflicts_with = "upgrade_every")]
     quick: bool,
-    /// Also write the report to docs/benchmarks.md (a full run, with the
+    /// Also write the report to docs/reference/benchmarks.md (a full run, with the
     /// glibc column)
     #[arg(long, conflicts_with_all = ["quick", "upgrade_every", "compare", "no_reference"])]
     write_docs: bool,

@@ -1,6 +1,6 @@
 //! What one `cargo xtask bench` run measured, as `target/bench/report.json`
 //! and `target/bench/report.md`, each figure with the command that made it;
-//! `--write-docs` also writes the Markdown to `docs/benchmarks.md`, so the
+//! `--write-docs` also writes the Markdown to `docs/reference/benchmarks.md`, so the
 //! figures the README links to come from a command, not from a keyboard.
 
 use std::fmt::Write as _;
@@ -131,7 +131,7 @@ pub fn sizes(ctx: &Ctx, target: &Target) -> Result<Vec<Size>> {
     Ok(sizes)
 }
 
-/// Writes `report.json` and `report.md` (and `docs/benchmarks.md` when
+/// Writes `report.json` and `report.md` (and `docs/reference/benchmarks.md` when
 /// asked), each by temporary name and rename.
 pub fn write(ctx: &Ctx, report: &Report, docs: bool) -> Result<()> {
     let dir = ctx.project.target_dir.join("bench");
@@ -145,7 +145,7 @@ pub fn write(ctx: &Ctx, report: &Report, docs: bool) -> Result<()> {
         dir.join("report.json").display()
     );
     if docs {
-        let docs_dir = ctx.project.root.join("docs");
+        let docs_dir = ctx.project.root.join("docs/reference");
         std::fs::create_dir_all(&docs_dir)
             .with_context(|| format!("create {}", docs_dir.display()))?;
         let path = docs_dir.join("benchmarks.md");
