@@ -264,6 +264,7 @@ fn dist_in_two_checkouts(
 struct Release {
     first: PathBuf,
     target_dir: PathBuf,
+    second: PathBuf,
     second_target_dir: PathBuf,
     keys: signing::Keys,
     other_keys: signing::Keys,
@@ -314,6 +315,7 @@ impl Release {
         let release = Release {
             first: clones.join("first"),
             target_dir: home.parent().unwrap().join("dist-first"),
+            second: clones.join("second checkout"),
             second_target_dir: home.parent().unwrap().join("dist-second"),
             keys: signing::Keys::load(&home.join("keys/release")),
             other_keys: signing::Keys::load(&home.join("keys/other")),
@@ -330,21 +332,30 @@ impl Release {
     /// Puts `target/dist/` back as it is now, and deletes `tag`, when the
     /// returned guard is dropped (also when the test fails).
     fn restore_after(&self, tag: Option<&str>) -> Restore {
-        let kept = self.target_dir.with_file_name("dist-first.kept");
+        Restore::keep(&self.first, &self.target_dir, tag)
+    }
+}
+
+impl Restore {
+    /// A guard that puts `target_dir`'s dist folder back as it is now, and
+    /// deletes `tag` in `clone`, when dropped.
+    fn keep(clone: &Path, target_dir: &Path, tag: Option<&str>) -> Restore {
+        let dist = dist_folder(target_dir);
+        let kept = target_dir.with_extension("kept");
         if kept.exists() {
             fs::remove_dir_all(&kept).unwrap();
         }
         let status = Command::new("cp")
             .arg("-a")
-            .arg(self.dist())
+            .arg(&dist)
             .arg(&kept)
             .status()
             .unwrap();
         assert!(status.success());
         Restore {
-            dist: self.dist(),
+            dist,
             kept,
-            clone: self.first.clone(),
+            clone: clone.to_owned(),
             tag: tag.map(str::to_owned),
         }
     }
@@ -598,6 +609,136 @@ fn slow_release_adds_notes_and_parts_merge_into_the_same_release() {
 
     // The same release from two runners' parts, merged.
     parts::split_and_merge_equal_one_release(&release.first, &release.target_dir);
+}
+
+/// docs/releasing.md's "Cutting a release", line by line, in the fixture's
+/// clone: the version bumped and committed, tagged, released for every
+/// target, signed, verified, published (dry run: GitHub is not here),
+/// pushed to a scratch repository standing in for `origin`, and a deploy
+/// dry-run into a scratch root. The substitutions are the test's: the
+/// scratch paths, the public key (the clone names none), and `--activate`
+/// (no systemd here).
+#[test]
+fn slow_release_the_walkthrough_of_docs_releasing_md_runs_as_written() {
+    let release = Release::get();
+    // The second checkout: no other test builds there, so none has to
+    // build its way back from 0.2.0.
+    let clone = release.second.clone();
+    let target_dir = release.second_target_dir.clone();
+    let _restore = Restore::keep(&clone, &target_dir, Some("v0.2.0"));
+    let head = git(&clone, &["rev-parse", "HEAD"]);
+    let origin = git(&clone, &["remote", "get-url", "origin"]);
+    struct Back {
+        clone: PathBuf,
+        head: String,
+        origin: String,
+    }
+    impl Drop for Back {
+        fn drop(&mut self) {
+            for args in [
+                vec!["reset", "--quiet", "--hard", self.head.as_str()],
+                vec!["remote", "set-url", "origin", self.origin.as_str()],
+            ] {
+                let _ = Command::new("git")
+                    .current_dir(&self.clone)
+                    .args(args)
+                    .output();
+            }
+        }
+    }
+    let _back = Back {
+        clone: clone.clone(),
+        head: head.clone(),
+        origin,
+    };
+    let scratch = TempDir::new().unwrap();
+    let remote = scratch.path().join("origin.git");
+    git(scratch.path(), &["init", "--quiet", "--bare", "origin.git"]);
+    git(&clone, &["remote", "set-url", "origin", remote.to_str().unwrap()]);
+    let root = scratch.path().join("root");
+
+    let page = fs::read_to_string(workspace_root().join("docs/releasing.md")).unwrap();
+    let section = &page[page.find("## Cutting a release").unwrap()..];
+    let block = &section[section.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    let mut ran = Vec::new();
+    for line in block.lines() {
+        let line = line.split(" # ").next().unwrap().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.replace("/opt/app", root.to_str().unwrap());
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let run = if words[..2] == ["cargo", "xtask"] {
+            let mut command = xtask(&clone);
+            command
+                .args(&words[2..])
+                .env("CARGO_TARGET_DIR", &target_dir);
+            match words[2] {
+                "sign" => {}
+                "verify" | "deploy" => {
+                    signing::without_secrets(&mut command)
+                        .arg("--public-key")
+                        .arg(&release.keys.public);
+                    if words[2] == "deploy" {
+                        command.args(["--activate", "true"]);
+                    }
+                }
+                _ => {
+                    signing::without_secrets(&mut command);
+                }
+            }
+            output(&mut command)
+        } else {
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", &line])
+                .current_dir(&clone)
+                .env("CARGO_NET_OFFLINE", "true")
+                .env("GIT_AUTHOR_NAME", "Test")
+                .env("GIT_AUTHOR_EMAIL", "test@example.com")
+                .env("GIT_COMMITTER_NAME", "Test")
+                .env("GIT_COMMITTER_EMAIL", "test@example.com");
+            isolate_git(&mut command);
+            output(&mut command)
+        };
+        assert!(
+            run.status.success(),
+            "docs/releasing.md: `{line}` failed:\n{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            stderr_text(&run)
+        );
+        ran.push((line, format!("{}{}", String::from_utf8_lossy(&run.stdout), stderr_text(&run))));
+    }
+    let said = |start: &str| {
+        ran.iter()
+            .find(|(line, _)| line.starts_with(start))
+            .map(|(_, printed)| printed.clone())
+            .unwrap_or_else(|| panic!("the walkthrough has no `{start}` step"))
+    };
+    let manifest = manifest_after_release(&target_dir);
+    assert_eq!(manifest["version"], "0.2.0");
+    assert_eq!(manifest["stamp"]["describe"], "v0.2.0");
+    assert!(
+        said("cargo xtask verify").contains("verified"),
+        "{}",
+        said("cargo xtask verify")
+    );
+    assert!(
+        said("cargo xtask publish").contains("$ gh release create v0.2.0 --draft"),
+        "{}",
+        said("cargo xtask publish")
+    );
+    assert!(
+        git(&remote, &["tag", "--list"]).lines().any(|tag| tag == "v0.2.0"),
+        "the tag did not reach origin"
+    );
+    assert!(
+        said("cargo xtask deploy").contains("(dry run: would wait for"),
+        "{}",
+        said("cargo xtask deploy")
+    );
+    assert!(!root.join("current").exists(), "the dry run deployed");
 }
 
 /// `sha256sum -c SHA256SUMS` in the dist folder, as a user checks a download.
