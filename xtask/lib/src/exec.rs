@@ -137,7 +137,7 @@ impl Ctx {
 
     /// `run_reporting` for a command that may print a secret: every
     /// occurrence of one in the echo, in what it prints on stderr and in the
-    /// error is shown as `***`. A failure is a [`CommandFailed`], so that the
+    /// error is shown as `***`. A failure is a `CommandFailed`, so that the
     /// caller can explain what the tool's last line means.
     pub fn run_reporting_redacted(&self, cmd: Cmd<'_>, secrets: &[&str]) -> Result<()> {
         use std::io::BufRead;
