@@ -166,6 +166,48 @@ fn dry_run_prints_commands_without_running_them() {
     );
 }
 
+/// Every task that needs nothing built or installed before it answers a
+/// dry run, in a fresh checkout with an empty target directory: it exits 0,
+/// says what it would run or write, and leaves the tree and the target directory empty.
+#[test]
+fn tasks_dry_run_in_a_fresh_checkout_and_change_nothing() {
+    let repo = repository();
+    let target_dir = repo.path().join("scratch-target");
+    let dry_runs: &[&[&str]] = &[
+        &["build"],
+        &["dist"],
+        &["dist", "--target", "aarch64"],
+        &["docs"],
+        &["units"],
+        &["lint"],
+        &["test", "--fast"],
+        &["ci", "--fast"],
+        &["clean"],
+    ];
+    for args in dry_runs {
+        let run = output(
+            xtask(repo.path())
+                .arg("--dry-run")
+                .args(*args)
+                .env("CARGO_TARGET_DIR", &target_dir),
+        );
+        let printed = stderr_text(&run);
+        assert!(
+            run.status.success(),
+            "--dry-run {args:?} failed:\n{printed}"
+        );
+        assert!(
+            printed.contains("$ ") || printed.contains("(dry run: would"),
+            "--dry-run {args:?} said nothing of what it would do:\n{printed}"
+        );
+        assert_eq!(
+            git(repo.path(), &["status", "--porcelain", "--ignored"]),
+            "",
+            "--dry-run {args:?} changed the tree"
+        );
+    }
+}
+
 #[test]
 fn ci_dry_run_lists_its_steps_in_order() {
     let run = output(xtask(&workspace_root()).args(["--dry-run", "ci"]));

@@ -654,7 +654,10 @@ fn slow_release_the_walkthrough_of_docs_releasing_md_runs_as_written() {
     let scratch = TempDir::new().unwrap();
     let remote = scratch.path().join("origin.git");
     git(scratch.path(), &["init", "--quiet", "--bare", "origin.git"]);
-    git(&clone, &["remote", "set-url", "origin", remote.to_str().unwrap()]);
+    git(
+        &clone,
+        &["remote", "set-url", "origin", remote.to_str().unwrap()],
+    );
     let root = scratch.path().join("root");
 
     let page = fs::read_to_string(workspace_root().join("docs/releasing.md")).unwrap();
@@ -708,7 +711,14 @@ fn slow_release_the_walkthrough_of_docs_releasing_md_runs_as_written() {
             String::from_utf8_lossy(&run.stdout),
             stderr_text(&run)
         );
-        ran.push((line, format!("{}{}", String::from_utf8_lossy(&run.stdout), stderr_text(&run))));
+        ran.push((
+            line,
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&run.stdout),
+                stderr_text(&run)
+            ),
+        ));
     }
     let said = |start: &str| {
         ran.iter()
@@ -730,7 +740,9 @@ fn slow_release_the_walkthrough_of_docs_releasing_md_runs_as_written() {
         said("cargo xtask publish")
     );
     assert!(
-        git(&remote, &["tag", "--list"]).lines().any(|tag| tag == "v0.2.0"),
+        git(&remote, &["tag", "--list"])
+            .lines()
+            .any(|tag| tag == "v0.2.0"),
         "the tag did not reach origin"
     );
     assert!(

@@ -42,15 +42,22 @@ impl Docs {
         let dir = self
             .dir
             .unwrap_or_else(|| ctx.project.root.join("docs/reference"));
+        if ctx.dry_run && !self.check {
+            // The pages come from the built service, which a dry run does
+            // not build: say what would be built and written.
+            let app = build_service(ctx)?;
+            for name in PAGES {
+                eprintln!(
+                    "(dry run: would write {} from the code and {})",
+                    dir.join(name).display(),
+                    app.display()
+                );
+            }
+            return Ok(());
+        }
         let pages = pages(ctx, help_texts)?;
         if self.check {
             return check(&dir, &pages);
-        }
-        if ctx.dry_run {
-            for (name, _) in &pages {
-                eprintln!("(dry run: would write {})", dir.join(name).display());
-            }
-            return Ok(());
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         for (name, text) in &pages {
@@ -107,16 +114,27 @@ fn first_difference(on_disk: &str, written: &str) -> String {
     "line endings differ".to_owned()
 }
 
+/// The pages `docs` writes, in the order it writes them.
+const PAGES: [&str; 6] = [
+    "cli.md",
+    "tools.md",
+    "config.md",
+    "metrics.md",
+    "manifest.md",
+    "project.md",
+];
+
 fn pages(ctx: &Ctx, help_texts: &[(String, String)]) -> Result<Vec<(&'static str, String)>> {
     let app = build_service(ctx)?;
-    Ok(vec![
-        ("cli.md", cli_page(help_texts)),
-        ("tools.md", tools_page()),
-        ("config.md", config_page(ctx, &app)?),
-        ("metrics.md", metrics_page(ctx, &app)?),
-        ("manifest.md", manifest_page()?),
-        ("project.md", project_page()),
-    ])
+    let texts = [
+        cli_page(help_texts),
+        tools_page(),
+        config_page(ctx, &app)?,
+        metrics_page(ctx, &app)?,
+        manifest_page()?,
+        project_page(),
+    ];
+    Ok(PAGES.into_iter().zip(texts).collect())
 }
 
 fn project_page() -> String {

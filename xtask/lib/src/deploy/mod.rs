@@ -1039,11 +1039,16 @@ fn rollback_host(plan: &Plan, host: &Host, to: Option<&str>, why: Undo) -> Resul
                 state.proven.clone().expect("an unproven switch has a proven release")
             }
             None => state.previous_good().with_context(|| {
+                let bad: Vec<_> = state.bad().into_iter().collect();
+                let bad = if bad.is_empty() {
+                    "none".to_owned()
+                } else {
+                    bad.join(", ")
+                };
                 format!(
-                    "{} has no previous good release to roll back to (current: {}; bad: {}): name one with --to",
+                    "{} has no previous good release to roll back to (current: {}; bad: {bad}): name one with --to",
                     host.label,
                     state.current.as_deref().unwrap_or("none"),
-                    state.bad().into_iter().collect::<Vec<_>>().join(", ")
                 )
             })?,
         };
