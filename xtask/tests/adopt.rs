@@ -55,7 +55,7 @@ fn release_next(upstream: &Path) {
         r#"\"status\":\"ok\",\"libraries\":\"0.2.0\"}}""#,
     );
     replace_in(
-        &upstream.join("xtask/lib/src/release/units.rs"),
+        &upstream.join("xtask/lib/src/artifacts/units.rs"),
         "Description={name} listening socket\n",
         "Description={name} listening socket (libraries 0.2.0)\n",
     );

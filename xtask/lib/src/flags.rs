@@ -92,7 +92,7 @@ pub enum Task {
     /// Fuzz the parsers of what comes from outside (manifests, sums, signatures, archives, registries, headers, config) with cargo-fuzz, each target for a bounded time
     Fuzz(crate::develop::fuzz::Fuzz),
     /// Run exactly what CI runs, in order, stopping at the first failure
-    Ci(crate::develop::ci::Ci),
+    Ci(crate::ci::Ci),
     /// Benchmark what ships: the service against Go (wrk), upgrades, the build tool, sizes
     Bench(crate::develop::bench::Bench),
     /// Write the reference pages of docs/reference/ from the code; --check fails if they differ

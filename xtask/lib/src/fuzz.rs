@@ -114,7 +114,7 @@ pub fn release_tar(data: &[u8]) {
 
 /// An image index as a registry serves it: what is read is digests.
 pub fn image_index(data: &[u8]) {
-    if let Ok(digests) = crate::release::oci::index_manifest_digests(data) {
+    if let Ok(digests) = crate::artifacts::oci::index_manifest_digests(data) {
         for digest in digests {
             names::digest("a digest read", &digest).expect("a checked digest");
         }
@@ -124,8 +124,8 @@ pub fn image_index(data: &[u8]) {
 /// An in-toto statement: reading its identity and subjects never panics,
 /// and an identity that passes the gates names a single folder.
 pub fn provenance(data: &[u8]) {
-    let _ = crate::release::provenance::subjects(data);
-    if let Ok(identity) = crate::release::provenance::identity(data)
+    let _ = crate::artifacts::provenance::subjects(data);
+    if let Ok(identity) = crate::artifacts::provenance::identity(data)
         && let Ok(name) = names::release(&identity.version, &identity.commit)
     {
         assert_eq!(Path::new(&name).components().count(), 1, "{name:?}");

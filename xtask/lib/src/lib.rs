@@ -12,6 +12,8 @@
 #![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 
 mod archive;
+mod artifacts;
+mod ci;
 mod deploy;
 mod develop;
 mod exec;

@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
+use crate::artifacts::provenance::Identity;
 use crate::exec::Ctx;
 use crate::manifest::MANIFEST;
-use crate::release::provenance::Identity;
 use crate::targets;
 use crate::util::TempFolder;
 use host::Host;
@@ -290,7 +290,7 @@ impl Deploy {
                     None => targets::host_default(&ctx.stamp()?.host)?,
                 };
                 let manifest =
-                    crate::release::pipeline::binaries_for(ctx, std::slice::from_ref(&target))?;
+                    crate::artifacts::pipeline::binaries_for(ctx, std::slice::from_ref(&target))?;
                 if ctx.dry_run && manifest.artifacts.is_empty() {
                     eprintln!("(dry run: nothing was built, so there is nothing to deploy)");
                     return Ok(());
@@ -346,7 +346,7 @@ impl Deploy {
     /// verify against the public key, unless `--install-unverified`; with
     /// no public key configured there is nothing to check against.
     fn check_signatures(&self, ctx: &Ctx, archive: &Path) -> Result<Option<Identity>> {
-        use crate::release::verify;
+        use crate::artifacts::checks as verify;
         let keys = verify::named_or_configured_keys(ctx, self.public_key.as_deref())?;
         // Without a key there is nothing to check against; `run` says so
         // once the release is otherwise in order.

@@ -16,9 +16,9 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::archive::sha256_hex;
+use crate::artifacts::provenance::Identity;
 use crate::manifest::{ArtifactKind, MANIFEST, Manifest, SHA256SUMS, read_sums};
 use crate::names;
-use crate::release::provenance::Identity;
 
 pub struct Source {
     /// `<version>-<commit_short>`: the folder name under `releases/`.

@@ -38,7 +38,7 @@ pub enum Units {
 /// The unit files this deploy installs on `host`, by name.
 fn rendered(plan: &Plan, host: &Host) -> Result<Vec<(String, String)>> {
     let project = &plan.ctx.project;
-    let files = crate::release::units::render(
+    let files = crate::artifacts::units::render(
         &project.settings,
         project.service_port()?,
         std::path::Path::new(&host.root),

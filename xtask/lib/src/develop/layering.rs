@@ -1,6 +1,7 @@
 //! The directions imports may take between the modules of the workspace,
-//! checked by `lint` (and `ci`) from the sources: the xtask's stages import
-//! the core and never the other way, `release/` never imports `deploy/`,
+//! checked by `lint` (and `ci`) from the sources: the xtask's tasks import
+//! the release machinery (`artifacts/`) and the core, never another stage,
+//! and neither imports a task,
 //! the service's business part reaches the platform only through the
 //! surface the `platform` crate's root (`app/platform/src/lib.rs`)
 //! declares, and no crate has an import circle.
@@ -31,28 +32,39 @@ pub struct Rules {
     pub allowed: &'static [(&'static str, &'static [&'static str])],
 }
 
-/// The xtask: `main`/`flags` dispatch to the stages, and `reference` describes
-/// them all (the generated docs); the stages use the core
-/// at the root of `src/`; develop and deploy may use the release pipeline.
+/// The xtask: the entry (`lib.rs`, `flags`, `ci`, which runs other tasks,
+/// `reference`, which describes them all, and `fuzz`) dispatches to the
+/// stages' tasks; the tasks are thin over `artifacts/`, the release
+/// machinery they share, and everything stands on the core at the root of
+/// `src/`. No stage imports another.
 pub const XTASK: Rules = Rules {
     crates: &[("xtask/lib/src", "")],
     layer_of: |module| match module.split("::").next().unwrap_or_default() {
-        "" | "flags" | "reference" | "fuzz" => "entry",
+        "" | "flags" | "reference" | "fuzz" | "ci" => "entry",
         "develop" => "develop",
         "release" => "release",
         "deploy" => "deploy",
         "maintain" => "maintain",
+        "artifacts" => "artifacts",
         _ => "core",
     },
     allowed: &[
         (
             "entry",
-            &["core", "develop", "release", "deploy", "maintain"],
+            &[
+                "core",
+                "artifacts",
+                "develop",
+                "release",
+                "deploy",
+                "maintain",
+            ],
         ),
-        ("develop", &["core", "release"]),
-        ("release", &["core"]),
-        ("deploy", &["core", "release"]),
+        ("develop", &["core", "artifacts"]),
+        ("release", &["core", "artifacts"]),
+        ("deploy", &["core", "artifacts"]),
         ("maintain", &["core"]),
+        ("artifacts", &["core"]),
         ("core", &[]),
     ],
 };
@@ -553,26 +565,31 @@ mod tests {
     }
 
     #[test]
-    fn an_arrow_up_from_the_core_or_from_release_into_deploy_is_refused() {
+    fn an_arrow_up_from_the_core_or_the_machinery_or_across_stages_is_refused() {
         let tree = modules(&[
-            ("main.rs", "use crate::release::dist::Dist;"),
-            ("manifest.rs", "use crate::release::oci::Blobs;"),
+            ("lib.rs", "use crate::release::dist::Dist;"),
+            ("manifest.rs", "use crate::artifacts::oci::Blobs;"),
+            ("artifacts/mod.rs", ""),
+            ("artifacts/oci.rs", ""),
+            ("artifacts/seal.rs", "use crate::release::dist::Dist;"),
             ("release/mod.rs", ""),
-            ("release/dist.rs", "use crate::manifest::Manifest;"),
-            (
-                "release/oci.rs",
-                "let h = crate::deploy::host::Host::local();",
-            ),
+            ("release/dist.rs", "use crate::artifacts::pipeline;"),
+            ("artifacts/pipeline.rs", ""),
             ("deploy/mod.rs", ""),
-            ("deploy/host.rs", "use crate::release::pipeline;"),
-            ("release/pipeline.rs", ""),
+            ("deploy/host.rs", "use crate::release::dist;"),
+            ("develop/mod.rs", ""),
+            (
+                "develop/bench.rs",
+                "use crate::artifacts::pipeline::binaries_for;",
+            ),
         ]);
         let found = violations(&tree, &XTASK);
         assert_eq!(
             found,
             [
-                "manifest imports release::oci (core may import only core)",
-                "release::oci imports deploy::host (release may import release, core)",
+                "artifacts::seal imports release::dist (artifacts may import artifacts, core)",
+                "deploy::host imports release::dist (deploy may import deploy, core, artifacts)",
+                "manifest imports artifacts::oci (core may import only core)",
             ]
         );
     }

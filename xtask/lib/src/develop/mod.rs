@@ -3,7 +3,6 @@
 
 pub mod bench;
 pub mod build;
-pub mod ci;
 pub mod fuzz;
 pub mod layering;
 pub mod lint;

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
+use crate::artifacts::pipeline::build_and_package;
+use crate::artifacts::seal::Signing;
 use crate::exec::Ctx;
 use crate::release::parts;
-use crate::release::pipeline::build_and_package;
-use crate::release::sign::Signing;
 use crate::targets;
 use crate::tools::{self, Tool};
 

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
+use crate::artifacts::oci::{self, LAYOUT, archive_name};
+use crate::artifacts::pipeline;
+use crate::artifacts::registry;
+use crate::artifacts::seal::{self, Signing};
 use crate::exec::Ctx;
 use crate::manifest::{ImageInfo, MANIFEST};
-use crate::release::oci::{self, LAYOUT, archive_name};
-use crate::release::pipeline;
-use crate::release::registry;
-use crate::release::sign::{self, Signing};
 use crate::targets::{self, Target};
 use crate::tools::{self, Tool};
 use crate::util::write_atomically;
@@ -99,7 +99,7 @@ impl Image {
         let key = if ctx.dry_run {
             None
         } else {
-            sign::signing_key(ctx, Signing::IfGiven)?
+            seal::signing_key(ctx, Signing::IfGiven)?
         };
         let manifest = pipeline::binaries_for(ctx, &targets)?;
         let dist_dir = ctx.project.dist_dir();
@@ -125,7 +125,7 @@ impl Image {
             .collect::<Result<Vec<_>>>()?;
         let mut manifest =
             oci::write_image(&ctx.project, &dist_dir, manifest, platforms, &reference)?;
-        sign::seal(ctx, &dist_dir, &mut manifest, key.as_ref())?;
+        seal::seal(ctx, &dist_dir, &mut manifest, key.as_ref())?;
         oci::print_image(&dist_dir, &manifest);
         let image = manifest
             .image

@@ -22,11 +22,11 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::sha256_hex;
+use crate::artifacts::oci::{self, Blobs, PlatformImage};
+use crate::artifacts::pipeline;
+use crate::artifacts::seal::{self, Signing};
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ImagePlatform, MANIFEST, Manifest, ManifestStamp};
-use crate::release::oci::{self, Blobs, PlatformImage};
-use crate::release::pipeline;
-use crate::release::sign::{self, Signing};
 use crate::targets::Target;
 
 /// The part's own description, at the top of its folder.
@@ -442,7 +442,7 @@ pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
         return Ok(());
     }
     // The parts check out; the key is read before anything is written.
-    let key = sign::signing_key(ctx, Signing::WhenConfigured)?;
+    let key = seal::signing_key(ctx, Signing::WhenConfigured)?;
     let dist_dir = ctx.project.dist_dir();
     let staging = ctx
         .project
@@ -488,7 +488,7 @@ pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
             let reference = format!("{}:{}", ctx.project.settings.image, ctx.project.version);
             manifest = oci::write_image(&ctx.project, &staging, manifest, platforms, &reference)?;
         }
-        sign::seal(ctx, &staging, &mut manifest, key.as_ref())
+        seal::seal(ctx, &staging, &mut manifest, key.as_ref())
     })();
     if let Err(err) = written {
         let _ = std::fs::remove_dir_all(&staging);

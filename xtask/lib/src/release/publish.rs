@@ -69,10 +69,10 @@ impl Publish {
         verify_checksums(&dist_dir, &manifest)?;
         match ctx.project.public_key()? {
             Some(key) => {
-                let (failures, checked) = crate::release::verify::check_folder(
+                let (failures, checked) = crate::artifacts::checks::check_folder(
                     &dist_dir,
                     &key,
-                    crate::release::verify::Missing::Fail,
+                    crate::artifacts::checks::Missing::Fail,
                 );
                 if let Some(first) = failures.first() {
                     bail!(

@@ -16,9 +16,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use xshell::cmd;
 
+use crate::artifacts::seal::{self, Signing};
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, MANIFEST, Manifest};
-use crate::release::sign::{self, Signing};
 use render::{ENVIRONMENTS, EnvConfig, Inputs};
 use yaml::Document;
 
@@ -370,8 +370,8 @@ fn record(ctx: &Ctx, dist_dir: &Path, out: &Path, files: &[(String, String)]) ->
     manifest
         .artifacts
         .sort_by(|left, right| left.path.cmp(&right.path));
-    let key = sign::signing_key(ctx, Signing::IfGiven)?;
-    sign::seal(ctx, dist_dir, &mut manifest, key.as_ref())
+    let key = seal::signing_key(ctx, Signing::IfGiven)?;
+    seal::seal(ctx, dist_dir, &mut manifest, key.as_ref())
 }
 
 /// Checks the YAML files directly in `dir`: each file with a Deployment is

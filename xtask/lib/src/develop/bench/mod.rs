@@ -199,7 +199,8 @@ impl Bench {
             })?)
         };
         let target = crate::targets::host_default(&ctx.stamp()?.host)?;
-        let manifest = crate::release::pipeline::binaries_for(ctx, std::slice::from_ref(&target))?;
+        let manifest =
+            crate::artifacts::pipeline::binaries_for(ctx, std::slice::from_ref(&target))?;
         let shipped = manifest
             .artifact_for(crate::manifest::ArtifactKind::Binary, target.triple)
             .map(|artifact| ctx.project.dist_dir().join(&artifact.path));

@@ -104,7 +104,7 @@ pub fn measure(
 
     // The stamp's variables reach both commands: the xtask sets the same
     // ones itself, and the bare cargo build needs them to be a no-op.
-    let (build, _) = crate::release::pipeline::build_commands(ctx, std::slice::from_ref(target))?
+    let (build, _) = crate::artifacts::pipeline::build_commands(ctx, std::slice::from_ref(target))?
         .into_iter()
         .next()
         .context("dist runs no cargo command for the host target")?;

@@ -17,12 +17,12 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::archive::{self, Entry};
+use crate::artifacts::sbom;
+use crate::artifacts::seal::{self, Signing};
+use crate::artifacts::units;
+use crate::artifacts::{binfmt, linkage};
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, Manifest, SHA256SUMS};
-use crate::release::sbom;
-use crate::release::sign::{self, Signing};
-use crate::release::units;
-use crate::release::{binfmt, linkage};
 use crate::signing::PrivateKey;
 use crate::targets::{self, Arch, ArchiveFormat, Libc, Linker, Os, Runner, Target};
 use crate::tools::{self, Tool};
@@ -67,7 +67,7 @@ pub fn build_and_package(
     let key = if ctx.dry_run {
         None
     } else {
-        sign::signing_key(ctx, signing)?
+        seal::signing_key(ctx, signing)?
     };
     let triples: Vec<&str> = targets.iter().map(|target| target.triple).collect();
     crate::rustup::ensure_targets(ctx, &triples)?;
@@ -505,7 +505,7 @@ fn package(
         }
         artifacts.sort_by(|left, right| left.path.cmp(&right.path));
         let mut manifest = Manifest::new(&ctx.project.settings.binary, stamp, artifacts);
-        sign::seal(ctx, &staging, &mut manifest, key)?;
+        seal::seal(ctx, &staging, &mut manifest, key)?;
         Ok(manifest)
     })();
     let manifest = match result {

@@ -20,9 +20,9 @@ use anyhow::{Context, Result, bail};
 use xshell::cmd;
 
 use crate::archive::sha256_hex;
+use crate::artifacts::cosign;
 use crate::exec::{CommandFailed, Ctx};
 use crate::manifest::{ImageInfo, PushedImage};
-use crate::release::cosign;
 use crate::signing::PrivateKey;
 
 pub const USERNAME_VAR: &str = "REGISTRY_USERNAME";
@@ -270,7 +270,7 @@ fn verify(
             image.index_digest
         );
     }
-    let listed = crate::release::oci::index_manifest_digests(&index)
+    let listed = crate::artifacts::oci::index_manifest_digests(&index)
         .with_context(|| format!("read the image index the registry serves for {tagged}"))?;
     let name = pinned.split_once('@').map_or(pinned, |(name, _)| name);
     for platform in &image.platforms {

@@ -16,9 +16,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::archive::{self, Entry, sha256_hex};
+use crate::artifacts::pipeline;
 use crate::manifest::{Artifact, ArtifactKind, ImageInfo, ImagePlatform, Manifest, ManifestStamp};
 use crate::project::Project;
-use crate::release::pipeline;
 use crate::targets::Target;
 use crate::util::write_atomically;
 
