@@ -74,7 +74,7 @@ pub fn going_back(state: &State, source: &Source) -> Option<String> {
     if *running == source.name {
         return None;
     }
-    let (running_version, _) = super::named_identity(running)?;
+    let (running_version, _) = named_identity(running)?;
     match compare_versions(&source.version, running_version)? {
         Ordering::Less => Some(format!(
             "version {} is older than {running_version}",
@@ -113,6 +113,15 @@ pub fn check_forward(state: &State, source: &Source, host: &str, allowed: bool) 
         source.name
     );
     Ok(true)
+}
+
+/// The version and commit in a release name as `deploy` writes it,
+/// `<version>-<short commit>` (`0.1.0-abc1234`).
+pub(super) fn named_identity(release: &str) -> Option<(&str, &str)> {
+    let (version, commit) = release.rsplit_once('-')?;
+    let is_commit =
+        (7..=40).contains(&commit.len()) && commit.bytes().all(|byte| byte.is_ascii_hexdigit());
+    is_commit.then_some((version, commit))
 }
 
 #[cfg(test)]

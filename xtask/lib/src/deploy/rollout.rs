@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use super::host::Host;
+use super::interrupt::interrupted;
 use super::output::{OUTPUT, say};
-use super::{Plan, interrupted};
+use super::plan::Plan;
 
 /// The rollout flags of `deploy`.
 #[derive(clap::Args, Debug)]

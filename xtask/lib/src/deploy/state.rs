@@ -379,7 +379,7 @@ impl Lock {
             Err(anyhow::anyhow!(why))
         };
         loop {
-            if super::interrupted() {
+            if super::interrupt::interrupted() {
                 return refused(
                     &mut child,
                     "interrupted while waiting for the deploy lock".into(),

@@ -16,8 +16,8 @@
 
 use anyhow::{Result, bail};
 
-use super::Plan;
 use super::host::Host;
+use super::plan::Plan;
 
 /// Where the units go on a host.
 const UNIT_DIR: &str = "/etc/systemd/system";
