@@ -114,7 +114,7 @@ pub enum Task {
     /// Render the systemd units and supervisord program for the service
     Units(crate::release::units::Units),
     /// Print the version stamp (version, commit, branch, commit time) builds embed
-    Version(crate::develop::version::Version),
+    Version(crate::release::version::Version),
     /// Deploy a release to a root on this machine or on hosts over ssh, proven or rolled back
     Deploy(crate::deploy::Deploy),
     /// Switch back to the previous good release (or --to one), and prove it

@@ -1,5 +1,5 @@
 //! The tasks of the edit-compile-test loop: `build`, `run`, `dev`, `test`,
-//! `lint`, `sanitize`, `fuzz`, `ci`, `version` and `bench`.
+//! `lint`, `sanitize`, `fuzz` and `bench`.
 
 pub mod bench;
 pub mod build;
@@ -10,4 +10,3 @@ pub mod run;
 pub mod sanitize;
 pub mod stress;
 pub mod test;
-pub mod version;

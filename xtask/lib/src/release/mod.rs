@@ -1,6 +1,7 @@
 //! The release stage's tasks: `dist`, `release` (one machine, or split over
 //! runners and merged: `parts`), `image`, `publish`, `keygen`, `sign`,
-//! `verify` and `units`, each thin over `artifacts/`.
+//! `verify`, `units` and `version` (the stamp releases carry), each thin
+//! over `artifacts/`.
 
 pub mod dist;
 pub mod image;
@@ -10,3 +11,4 @@ pub mod publish;
 pub mod sign;
 pub mod units;
 pub mod verify;
+pub mod version;
