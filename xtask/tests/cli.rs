@@ -258,6 +258,56 @@ fn ci_dry_run_lists_its_steps_in_order() {
         !echoed.contains("sanitize") && !echoed.contains("bench"),
         "{echoed}"
     );
+
+    // The three parts, which CI's full run spreads over three machines:
+    // together every step and every test of `ci`, each test once.
+    let nextest = which("cargo-nextest").is_some();
+    for (part, steps, filter) in [
+        (
+            "checks",
+            &[
+                "fmt", "layering", "clippy", "dist", "test", "sanitize", "bench",
+            ][..],
+            if nextest {
+                "not test(/^slow_/)"
+            } else {
+                "--skip slow_"
+            },
+        ),
+        (
+            "slow",
+            &["dist", "test"][..],
+            if nextest {
+                "test(/^slow_/) & not test(/^slow_on_hosts_/)"
+            } else {
+                "slow_ --skip slow_on_hosts_"
+            },
+        ),
+        (
+            "hosts",
+            &["dist", "test"][..],
+            if nextest {
+                "test(/^slow_on_hosts_/)"
+            } else {
+                "-- slow_on_hosts_"
+            },
+        ),
+    ] {
+        let run = output(xtask(&workspace_root()).args(["--dry-run", "ci", "--part", part]));
+        assert!(run.status.success(), "{}", stderr_text(&run));
+        let echoed = stderr_text(&run);
+        // Each step in order, the test step followed by its filter.
+        let mut expected = Vec::new();
+        for (index, step) in steps.iter().enumerate() {
+            expected.push(format!("==> ci step {}/{}: {step}", index + 1, steps.len()));
+            if *step == "test" {
+                expected.push(filter.to_owned());
+            }
+        }
+        expected.push("==> ci summary".to_owned());
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        in_order(&echoed, &expected);
+    }
 }
 
 fn in_order(text: &str, expected_in_order: &[&str]) {

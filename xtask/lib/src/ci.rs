@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::develop::bench::Bench;
 use crate::develop::lint;
-use crate::develop::test::Test;
+use crate::develop::test::{Slice, Test};
 use crate::exec::Ctx;
 use crate::manifest::{ArtifactKind, MANIFEST, Manifest};
 use crate::release::dist::Dist;
@@ -20,8 +20,14 @@ pub struct Ci {
     /// The fast tier, for every change: fmt, layering, clippy, dist and
     /// every test but the `slow_` end-to-end ones (no second clone, no
     /// host, no sanitizer, no benchmark)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "part")]
     fast: bool,
+    /// One of three parts that together run what `ci` runs, for machines
+    /// working side by side: `checks` (the fast tier, sanitize and the
+    /// quick benchmark), `slow` (dist and the slow tests but the real-host
+    /// ones), `hosts` (dist and the real-host tests)
+    #[arg(long, value_name = "PART", value_parser = ["checks", "slow", "hosts"])]
+    part: Option<String>,
 }
 
 type StepFn = fn(&Ctx) -> Result<()>;
@@ -36,7 +42,7 @@ const STEPS: &[(&str, StepFn)] = &[
         lint::clippy_cross(ctx)
     }),
     ("dist", |ctx| Dist::default().run(ctx)),
-    ("test", |ctx| test_with_the_dist_binary(ctx, false)),
+    ("test", |ctx| test_with_the_dist_binary(ctx, None)),
     ("sanitize", crate::develop::sanitize::all),
     ("bench", quick_bench),
 ];
@@ -48,7 +54,36 @@ const FAST_STEPS: &[(&str, StepFn)] = &[
     STEPS[1],
     STEPS[2],
     STEPS[3],
-    ("test", |ctx| test_with_the_dist_binary(ctx, true)),
+    ("test", |ctx| {
+        test_with_the_dist_binary(ctx, Some(Slice::Fast))
+    }),
+];
+
+/// `ci --part checks`: the fast tier, then `sanitize` and the benchmark.
+const CHECKS_STEPS: &[(&str, StepFn)] = &[
+    FAST_STEPS[0],
+    FAST_STEPS[1],
+    FAST_STEPS[2],
+    FAST_STEPS[3],
+    FAST_STEPS[4],
+    STEPS[5],
+    STEPS[6],
+];
+
+/// `ci --part slow`: the slow tests but the real-host ones.
+const SLOW_STEPS: &[(&str, StepFn)] = &[
+    STEPS[3],
+    ("test", |ctx| {
+        test_with_the_dist_binary(ctx, Some(Slice::Slow))
+    }),
+];
+
+/// `ci --part hosts`: the real-host tests.
+const HOSTS_STEPS: &[(&str, StepFn)] = &[
+    STEPS[3],
+    ("test", |ctx| {
+        test_with_the_dist_binary(ctx, Some(Slice::Hosts))
+    }),
 ];
 
 /// `bench --quick` on the binary the dist step built: every part of the
@@ -74,7 +109,7 @@ fn quick_bench(ctx: &Ctx) -> Result<()> {
 /// The test suite, with the service's integration tests run against the
 /// release binary the dist step built for this machine: what ships is
 /// what is tested.
-fn test_with_the_dist_binary(ctx: &Ctx, fast: bool) -> Result<()> {
+fn test_with_the_dist_binary(ctx: &Ctx, slice: Option<Slice>) -> Result<()> {
     let app_binary = if ctx.dry_run {
         None
     } else {
@@ -87,7 +122,7 @@ fn test_with_the_dist_binary(ctx: &Ctx, fast: bool) -> Result<()> {
     };
     Test {
         app_binary,
-        fast,
+        slice,
         no_retries: true,
         ..Test::default()
     }
@@ -102,7 +137,13 @@ enum Outcome {
 
 impl Ci {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let steps = if self.fast { FAST_STEPS } else { STEPS };
+        let steps = match (self.fast, self.part.as_deref()) {
+            (true, _) => FAST_STEPS,
+            (false, Some("checks")) => CHECKS_STEPS,
+            (false, Some("slow")) => SLOW_STEPS,
+            (false, Some("hosts")) => HOSTS_STEPS,
+            (false, _) => STEPS,
+        };
         let mut outcomes: Vec<(&str, Outcome)> = steps
             .iter()
             .map(|(name, _)| (*name, Outcome::NotRun))

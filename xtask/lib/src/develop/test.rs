@@ -43,6 +43,10 @@ pub struct Test {
     /// (nextest's retries, from a profile or NEXTEST_RETRIES, are off).
     #[arg(skip)]
     pub no_retries: bool,
+    /// Set by `ci --part`: only the slow tests, or only the real-host ones
+    /// (`--fast` is the rest).
+    #[arg(skip)]
+    pub slice: Option<Slice>,
     /// Arguments for cargo nextest run / cargo test (test name filters, --no-capture, ...)
     #[arg(
         trailing_var_arg = true,
@@ -95,7 +99,11 @@ impl Test {
             .run(ctx);
         }
         let nextest = tools::find(Tool::CargoNextest).is_some();
-        let args = &with_fast_filter(&self.args, self.fast, nextest);
+        let slice = match (self.fast, self.slice) {
+            (true, _) => Some(Slice::Fast),
+            (false, slice) => slice,
+        };
+        let args = &with_filter(&self.args, slice, nextest);
         // The whole workspace, unless the arguments pick packages.
         let picks_packages = args
             .iter()
@@ -141,24 +149,46 @@ impl Test {
 
 /// The prefix of the end-to-end tests `--fast` leaves out.
 const SLOW_PREFIX: &str = "slow_";
+/// The prefix of the slow tests that boot real systemd hosts.
+const HOSTS_PREFIX: &str = "slow_on_hosts_";
 
-/// The arguments with `--fast`'s filter added in the syntax of the runner:
-/// a nextest filter expression, or libtest's `--skip` after `--`.
-fn with_fast_filter(args: &[String], fast: bool, nextest: bool) -> Vec<String> {
+/// A part of the suite, by the tests' names. The three parts are every test
+/// once: the fast tier, the other slow tests, and the real-host tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slice {
+    /// Every test but the `slow_` ones.
+    Fast,
+    /// The `slow_` tests but the real-host ones.
+    Slow,
+    /// The real-host tests (`slow_on_hosts_`).
+    Hosts,
+}
+
+/// The arguments with a slice's filter added in the syntax of the runner:
+/// a nextest filter expression, or libtest's name filter and `--skip` after
+/// `--`.
+fn with_filter(args: &[String], slice: Option<Slice>, nextest: bool) -> Vec<String> {
     let mut args = args.to_vec();
-    if !fast {
+    let Some(slice) = slice else {
         return args;
-    }
+    };
     if nextest {
-        args.splice(
-            0..0,
-            ["-E".to_owned(), format!("not test(/^{SLOW_PREFIX}/)")],
-        );
+        let expression = match slice {
+            Slice::Fast => format!("not test(/^{SLOW_PREFIX}/)"),
+            Slice::Slow => format!("test(/^{SLOW_PREFIX}/) & not test(/^{HOSTS_PREFIX}/)"),
+            Slice::Hosts => format!("test(/^{HOSTS_PREFIX}/)"),
+        };
+        args.splice(0..0, ["-E".to_owned(), expression]);
     } else {
         if !args.iter().any(|arg| arg == "--") {
             args.push("--".to_owned());
         }
-        args.extend(["--skip".to_owned(), SLOW_PREFIX.to_owned()]);
+        let filter: &[&str] = match slice {
+            Slice::Fast => &["--skip", SLOW_PREFIX],
+            Slice::Slow => &[SLOW_PREFIX, "--skip", HOSTS_PREFIX],
+            Slice::Hosts => &[HOSTS_PREFIX],
+        };
+        args.extend(filter.iter().map(|word| (*word).to_owned()));
     }
     args
 }
@@ -218,7 +248,7 @@ fn summarize_skips(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{summarize_skips, with_fast_filter};
+    use super::{Slice, summarize_skips, with_filter};
 
     #[test]
     fn the_fast_filter_is_written_for_the_runner() {
@@ -228,22 +258,60 @@ mod tests {
                 .map(str::to_owned)
                 .collect()
         };
+        assert_eq!(with_filter(&words("-p app"), None, true), words("-p app"));
         assert_eq!(
-            with_fast_filter(&words("-p app"), false, true),
-            words("-p app")
-        );
-        assert_eq!(
-            with_fast_filter(&words("-p app"), true, true),
+            with_filter(&words("-p app"), Some(Slice::Fast), true),
             ["-E", "not test(/^slow_/)", "-p", "app"]
         );
         assert_eq!(
-            with_fast_filter(&words("-p app"), true, false),
+            with_filter(&words("-p app"), Some(Slice::Fast), false),
             words("-p app -- --skip slow_")
         );
         assert_eq!(
-            with_fast_filter(&words("upgrade -- --nocapture"), true, false),
+            with_filter(&words("upgrade -- --nocapture"), Some(Slice::Fast), false),
             words("upgrade -- --nocapture --skip slow_")
         );
+        assert_eq!(
+            with_filter(&[], Some(Slice::Slow), true),
+            ["-E", "test(/^slow_/) & not test(/^slow_on_hosts_/)"]
+        );
+        assert_eq!(
+            with_filter(&[], Some(Slice::Hosts), true),
+            ["-E", "test(/^slow_on_hosts_/)"]
+        );
+    }
+
+    /// libtest's reading of the slices' filters (a name is run when it
+    /// contains a filter, if any, and no `--skip`): each test is in exactly
+    /// one slice.
+    #[test]
+    fn the_three_slices_hold_every_test_once() {
+        let runs = |slice: Slice, name: &str| {
+            let args = with_filter(&[], Some(slice), false);
+            let (mut filters, mut skips) = (Vec::new(), Vec::new());
+            let mut words = args.iter().skip_while(|word| *word != "--").skip(1);
+            while let Some(word) = words.next() {
+                if word == "--skip" {
+                    skips.push(words.next().unwrap().as_str());
+                } else {
+                    filters.push(word.as_str());
+                }
+            }
+            (filters.is_empty() || filters.iter().any(|filter| name.contains(filter)))
+                && !skips.iter().any(|skip| name.contains(skip))
+        };
+        for name in [
+            "limits::idle_keep_alive",
+            "slow_dist_two_clones_give_the_same_signed_bytes",
+            "slow_on_hosts_a_fleet_of_four",
+            "slow_dev_upgrades_the_service",
+        ] {
+            let slices: Vec<Slice> = [Slice::Fast, Slice::Slow, Slice::Hosts]
+                .into_iter()
+                .filter(|slice| runs(*slice, name))
+                .collect();
+            assert_eq!(slices.len(), 1, "{name}: {slices:?}");
+        }
     }
 
     #[test]
