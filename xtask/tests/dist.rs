@@ -178,6 +178,29 @@ fn artifact<'a>(manifest: &'a Value, kind: &str, target: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} for {target} in {manifest:#}"))
 }
 
+/// `dist` of `targets` in two checkouts at once, each into its own target
+/// directory, without the signing secrets (`sign` holds them, after).
+fn dist_side_by_side(clones: [&Path; 2], target_dirs: [&Path; 2], targets: &[&str]) {
+    let dist_in = |clone: &Path, target_dir: &Path| {
+        let mut command = xtask(clone);
+        command.arg("dist").env("CARGO_TARGET_DIR", target_dir);
+        for target in targets {
+            command.args(["--target", target]);
+        }
+        signing::without_secrets(&mut command);
+        command
+    };
+    let (mut first_dist, mut second_dist) = (
+        dist_in(clones[0], target_dirs[0]),
+        dist_in(clones[1], target_dirs[1]),
+    );
+    let in_parallel = std::thread::spawn(move || output(&mut second_dist));
+    let runs = [output(&mut first_dist), in_parallel.join().unwrap()];
+    for run in &runs {
+        assert!(run.status.success(), "{}", stderr_text(run));
+    }
+}
+
 /// Two clones of HEAD in different folders (one with a space in its
 /// name), each running `dist` for `targets` into its own target directory,
 /// at once; both must succeed with the same `SHA256SUMS`. Fixed places under
@@ -206,25 +229,7 @@ fn dist_in_two_checkouts(
         builds.join(format!("{name}-first")),
         builds.join(format!("{name}-second")),
     ];
-    let dist_in = |clone: &Path, target_dir: &Path| {
-        let mut command = xtask(clone);
-        command.arg("dist").env("CARGO_TARGET_DIR", target_dir);
-        for target in targets {
-            command.args(["--target", target]);
-        }
-        // Building never holds the signing secrets; `sign` does, after.
-        signing::without_secrets(&mut command);
-        command
-    };
-    let (mut first_dist, mut second_dist) = (
-        dist_in(&first, &target_dirs[0]),
-        dist_in(&second, &target_dirs[1]),
-    );
-    let in_parallel = std::thread::spawn(move || output(&mut second_dist));
-    let runs = [output(&mut first_dist), in_parallel.join().unwrap()];
-    for run in &runs {
-        assert!(run.status.success(), "{}", stderr_text(run));
-    }
+    dist_side_by_side([&first, &second], [&target_dirs[0], &target_dirs[1]], targets);
     if let Some(keys) = keys {
         let sign_in = |clone: &Path, target_dir: &Path| {
             let mut command = xtask(clone);
@@ -1528,18 +1533,30 @@ fn slow_zig_targets_are_reproducible_and_give_a_pe_zip_and_mach_o_tarballs() {
     if tool_or_skip("cargo-zigbuild", "cargo xtask setup --only python").is_none() {
         return;
     }
-    // Windows and both Apple architectures must give the same bytes too.
-    let (_, [target_dir, _]) = dist_in_two_checkouts(
-        "zig",
+    // Windows and both Apple architectures must give the same bytes too,
+    // built in the fixture's two clones and target directories (whose
+    // build scripts and proc macros are built already); their dist
+    // folders are put back after.
+    let release = Release::get();
+    let _first = Restore::keep(&release.first, &release.target_dir, None);
+    let _second = Restore::keep(&release.second, &release.second_target_dir, None);
+    dist_side_by_side(
+        [&release.first, &release.second],
+        [&release.target_dir, &release.second_target_dir],
         &[
             "x86_64-pc-windows-gnu",
             "aarch64-apple-darwin",
             "x86_64-apple-darwin",
         ],
-        None,
     );
+    let target_dir = release.target_dir.clone();
     let sums =
         |target_dir: &Path| fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        sums(&target_dir),
+        sums(&release.second_target_dir),
+        "the two checkouts built different artifacts"
+    );
     assert_eq!(
         sums(&target_dir).lines().count(),
         9,
