@@ -986,7 +986,7 @@ fn check_image(clone: &Path, target_dir: &Path) {
             contents == &binary_bytes,
             "the {triple} image holds another binary"
         );
-        // The size budget of the shipped binary (docs/performance.md).
+        // The size budget of the shipped binary (docs/releasing.md, "The binary's size").
         if triple == "x86_64-unknown-linux-musl" {
             assert!(
                 binary_bytes.len() <= 2_100_000,
