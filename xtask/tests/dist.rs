@@ -229,7 +229,11 @@ fn dist_in_two_checkouts(
         builds.join(format!("{name}-first")),
         builds.join(format!("{name}-second")),
     ];
-    dist_side_by_side([&first, &second], [&target_dirs[0], &target_dirs[1]], targets);
+    dist_side_by_side(
+        [&first, &second],
+        [&target_dirs[0], &target_dirs[1]],
+        targets,
+    );
     if let Some(keys) = keys {
         let sign_in = |clone: &Path, target_dir: &Path| {
             let mut command = xtask(clone);

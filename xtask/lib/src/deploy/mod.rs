@@ -47,11 +47,11 @@ use crate::manifest::MANIFEST;
 use crate::targets;
 use crate::util::TempFolder;
 use host::Host;
-use interrupt::*;
-use plan::*;
+use interrupt::catch_interrupts;
+use plan::{Activation, Plan, Where};
 use source::Source;
 use state::State;
-use steps::*;
+use steps::{deploy_host, undo, undo_canary};
 use units::Units;
 
 #[derive(clap::Args, Debug)]

@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 
-use super::plan::*;
+use super::plan::Where;
 use super::state::State;
-use super::steps::*;
+use super::steps::release_identity;
 use crate::exec::Ctx;
 use crate::util::TempFolder;
 

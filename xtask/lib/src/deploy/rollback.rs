@@ -3,9 +3,9 @@
 
 use anyhow::{Result, bail};
 
-use super::interrupt::*;
-use super::plan::*;
-use super::steps::*;
+use super::interrupt::catch_interrupts;
+use super::plan::{Activation, Where};
+use super::steps::{Undo, rollback_host};
 use super::units::{self, Units};
 use crate::exec::Ctx;
 use crate::util::TempFolder;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::host::Host;
-use super::interrupt::*;
+use super::interrupt::{check_interrupted, interrupted};
 use super::order::{self, named_identity};
-use super::plan::*;
+use super::plan::Plan;
 use super::source::Source;
 use super::state::{self, Entry, Lock, State};
 use super::units::{self, Units};

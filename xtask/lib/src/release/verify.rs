@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::artifacts::checks::*;
+use crate::artifacts::checks::{
+    Missing, check_archive, check_folder, check_image, describe_keys, describe_signer,
+    first_signer, folder_of, named_or_configured_keys, signed_identity_in, today,
+};
 use crate::exec::Ctx;
 use crate::signing::PublicKey;
 
