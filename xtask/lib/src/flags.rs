@@ -23,7 +23,8 @@ const TASK_GROUPS: &[(&str, &[&str])] = &[
     (
         "Release",
         &[
-            "dist", "release", "image", "publish", "keygen", "sign", "verify", "units", "version",
+            "dist", "release", "image", "package", "publish", "keygen", "sign", "verify", "units",
+            "version",
         ],
     ),
     ("Deploy", &["deploy", "rollback", "releases", "k8s"]),
@@ -103,6 +104,8 @@ pub enum Task {
     Release(crate::release::dist::Release),
     /// Build a multi-platform OCI image of the dist binaries, no daemon needed
     Image(crate::release::image::Image),
+    /// Build a Debian package of each Linux binary dist built, signed and listed like every artifact
+    Package(crate::release::package::Package),
     /// Publish target/dist/ as the GitHub release of the version tag (gh)
     Publish(crate::release::publish::Publish),
     /// Create the release signing key pair: the private key encrypted (cosign's format), the public key in keys/

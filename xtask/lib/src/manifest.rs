@@ -72,7 +72,7 @@ pub const FIELDS: &[(&str, &str)] = &[
     ),
     (
         "artifacts[].kind",
-        "One of `archive`, `binary`, `release-notes`, `oci-archive`, `kubernetes`, `sbom`; and, in a signed release, `signature` (a Sigstore bundle), `provenance` (the signed SLSA provenance) and `checksums-signature` (the signatures of `SHA256SUMS`, which it cannot list itself).",
+        "One of `archive`, `binary`, `release-notes`, `oci-archive`, `deb`, `kubernetes`, `sbom`; and, in a signed release, `signature` (a Sigstore bundle), `provenance` (the signed SLSA provenance) and `checksums-signature` (the signatures of `SHA256SUMS`, which it cannot list itself).",
     ),
     (
         "artifacts[].target",
@@ -235,6 +235,8 @@ pub enum ArtifactKind {
     ReleaseNotes,
     /// The OCI archive of the container image, written by `image`.
     OciArchive,
+    /// A Debian package of one target's binary, written by `package`.
+    Deb,
     /// A Kubernetes manifest, alert rules file or kustomization, written
     /// by `k8s`.
     Kubernetes,

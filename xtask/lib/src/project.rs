@@ -324,6 +324,10 @@ pub struct Project {
     pub version: String,
     /// The shipped package's `repository`, for image labels.
     pub repository: Option<String>,
+    /// The shipped package's `authors` and `description`, for the
+    /// packages' maintainer and summary.
+    pub authors: Vec<String>,
+    pub description: Option<String>,
     /// The shipped package's folder (its `Cargo.toml`'s), which `dev`
     /// watches.
     pub package_dir: PathBuf,
@@ -416,6 +420,8 @@ impl Project {
         };
         let version = package.version.to_string();
         let repository = package.repository.clone();
+        let authors = package.authors.clone();
+        let description = package.description.clone();
         let package_dir = package
             .manifest_path
             .parent()
@@ -435,6 +441,8 @@ impl Project {
             target_dir: metadata.target_directory.into_std_path_buf(),
             version,
             repository,
+            authors,
+            description,
             package_dir,
             settings,
         })

@@ -67,9 +67,19 @@ pub fn parse_http_response(bytes: &[u8]) -> Result<(u16, String)> {
 /// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ` (for a source date without a
 /// commit time).
 pub fn rfc3339_utc(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
     let seconds = epoch % 86_400;
-    // Howard Hinnant's days-to-civil conversion.
+    let (year, month, day) = civil_from_days((epoch / 86_400) as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3_600,
+        seconds % 3_600 / 60,
+        seconds % 60
+    )
+}
+
+/// The year, month and day of a count of days since 1970-01-01 (Howard
+/// Hinnant's days-to-civil conversion).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let shifted = days + 719_468;
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
@@ -84,12 +94,7 @@ pub fn rfc3339_utc(epoch: u64) -> String {
         month_index - 9
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds / 3_600,
-        seconds % 3_600 / 60,
-        seconds % 60
-    )
+    (year, month, day)
 }
 
 /// `250ms`, `10s`, `5m`, `1h`.

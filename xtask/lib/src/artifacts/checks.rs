@@ -48,7 +48,7 @@ const UNLISTED: [&str; 4] = [
 ];
 
 /// Files that carry a Sigstore bundle of their own, by name.
-const BUNDLED_SUFFIXES: [&str; 4] = [".tar.gz", ".zip", ".cdx.json", ".oci.tar"];
+const BUNDLED_SUFFIXES: [&str; 5] = [".tar.gz", ".zip", ".cdx.json", ".oci.tar", ".deb"];
 
 fn is_signature_file(path: &str) -> bool {
     path.ends_with(BUNDLE_SUFFIX) || path.ends_with(".intoto.jsonl")

@@ -7,6 +7,7 @@
 pub mod binfmt;
 pub mod checks;
 pub mod cosign;
+pub mod deb;
 pub mod linkage;
 pub mod oci;
 pub mod pipeline;

@@ -536,6 +536,11 @@ fn write_file(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
 /// `text` with the word `app` (the template's binary) replaced by `binary`:
 /// `/opt/app/current` and `app.service` follow a renamed service, while
 /// `app_*` metric names and `APP_*` variables, which do not change, stay.
+/// The operator's guide every archive and package carries, for `binary`.
+pub fn operating_guide(binary: &str) -> String {
+    named_for(OPERATING_GUIDE, binary)
+}
+
 fn named_for(text: &str, binary: &str) -> String {
     let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut named = String::with_capacity(text.len());

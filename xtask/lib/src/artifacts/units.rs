@@ -36,17 +36,117 @@ pub fn default_root(settings: &Settings) -> PathBuf {
     Path::new("/opt").join(&settings.binary)
 }
 
+/// Where a unit finds the service: its binary, its config folder, and how a
+/// new release arrives (which the service unit's upgrade comment says).
+pub struct Paths {
+    pub binary: PathBuf,
+    pub config: PathBuf,
+    /// How a new release replaces the running one before `systemctl reload`.
+    pub upgrade: String,
+}
+
+impl Paths {
+    /// A deploy root: the release its `current` symlink points at, which is
+    /// what `deploy --root` switches (and checks before a reload).
+    pub fn deploy_root(root: &Path, binary: &str) -> Paths {
+        let prefix = root.join("current");
+        Paths {
+            binary: prefix.join(binary),
+            config: prefix.join("config"),
+            upgrade: "switch the `current` symlink to the new release,\n# then".to_owned(),
+        }
+    }
+}
+
 /// The files, by name: the socket unit, the service unit, the boot check
 /// (`<binary>-recover.service`), the supervisord program, for the deploy
-/// root `root`: they run the release its `current` symlink points at, which is what `deploy --root` switches (and checks
-/// before a `systemctl reload`).
-/// `port` is the service's (`Project::service_port`, from the config).
+/// root `root`: they run the release its `current` symlink points at,
+/// which is what `deploy --root` switches (and checks before a `systemctl
+/// reload`). `port` is the service's (`Project::service_port`, from the
+/// config).
 pub fn render(settings: &Settings, port: u16, root: &Path) -> Vec<(String, String)> {
     let name = &settings.binary;
-    let prefix = root.join("current");
-    let binary = prefix.join(name);
-    let config = prefix.join("config");
-    let exec = format!("{} --config-dir {}", binary.display(), config.display());
+    let paths = Paths::deploy_root(root, name);
+    let exec = format!(
+        "{} --config-dir {}",
+        paths.binary.display(),
+        paths.config.display()
+    );
+    let [socket, service] = socket_and_service(settings, port, &paths);
+    let root_text = root.display();
+    let recover = format!(
+        r#"# Rendered by `cargo xtask units` from [workspace.metadata.xtask]; edit there.
+# At boot, before {name}.service starts: if a deploy switched `current` to a
+# release and never proved it (killed, cut off, the host lost power), switch
+# back to the last release proven to serve (`current.proven`), and log it.
+# A deploy that holds the lock owns the switch, so this never races one.
+[Unit]
+Description={name}: back to the last proven release after an unfinished deploy
+Before={name}.service
+ConditionPathIsSymbolicLink={root_text}/current.proven
+
+[Service]
+Type=oneshot
+# Once per boot: a later start of {name}.service does not run it again.
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'cd {root_text} || exit 0; \
+  exec 9>>.deploy-lock; flock -n 9 || exit 0; \
+  proven=$$(readlink current.proven) || exit 0; current=$$(readlink current); \
+  [ "$$current" = "$$proven" ] && exit 0; \
+  ln -sfn "$$proven" .current-recover && mv -T .current-recover current || exit 1; \
+  host=$$(cat /proc/sys/kernel/hostname); \
+  printf \'{{"time":"%%s","user":"root","controller":"%%s","host":"%%s","action":"recover","from":"%%s","to":"%%s","result":"ok","step":"boot","duration_ms":0}}\\n\' \
+    "$$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)" "$$host" "$$host" "$${{current#releases/}}" "$${{proven#releases/}}" >> deploys.log; \
+  sync deploys.log; \
+  echo "switched current back from $${{current#releases/}}, never proven, to $${{proven#releases/}}"'
+
+[Install]
+WantedBy=multi-user.target
+"#
+    );
+    let supervisor = format!(
+        "\
+; Rendered by `cargo xtask units` from [workspace.metadata.xtask] and the
+; port in server.listen of config/base.toml; edit there.
+; supervisord has no socket activation and cannot follow a process that hands
+; its socket to a successor, so here an upgrade is a restart
+; (`supervisorctl restart {name}`), and the program must not be sent SIGHUP
+; (the successor it starts would run unsupervised). Use the systemd units
+; for upgrades without dropped connections.
+; The service raises its soft open-files limit to the hard one, which it
+; inherits from supervisord ([supervisord] minfds=): keep that at least
+; server.max_connections of the config plus 64.
+; Create the user first: useradd --system {name}
+[program:{name}]
+command={exec} --listen 0.0.0.0:{port}
+environment=APP_ENV=\"prod\"
+user={name}
+autostart=true
+autorestart=unexpected
+exitcodes=0
+stopsignal=TERM
+stopwaitsecs={STOP_TIMEOUT_SECONDS}
+redirect_stderr=true
+stdout_logfile=/var/log/{name}/{name}.log
+"
+    );
+    vec![
+        (format!("{name}.socket"), socket),
+        (format!("{name}.service"), service),
+        (format!("{name}-recover.service"), recover),
+        (format!("{name}.supervisor.conf"), supervisor),
+    ]
+}
+
+/// The socket unit and the service unit, for a service found at `paths`.
+pub fn socket_and_service(settings: &Settings, port: u16, paths: &Paths) -> [String; 2] {
+    let name = &settings.binary;
+    let upgrade = &paths.upgrade;
+    let exec = format!(
+        "{} --config-dir {}",
+        paths.binary.display(),
+        paths.config.display()
+    );
     let socket = format!(
         "\
 # Rendered by `cargo xtask units` from [workspace.metadata.xtask] and the
@@ -80,8 +180,7 @@ After={name}.socket network.target
 Type=notify
 NotifyAccess=main
 ExecStart={exec}
-# Upgrade without downtime: switch the `current` symlink to the new release,
-# then `systemctl reload {name}`. On SIGHUP the service starts the binary at
+# Upgrade without downtime: {upgrade} `systemctl reload {name}`. On SIGHUP the service starts the binary at
 # the ExecStart path with the listening socket; once that one reports ready,
 # the old process sends MAINPID=<new pid> and READY=1, stops accepting,
 # drains, and exits. If the new one fails, the old one keeps serving and
@@ -152,69 +251,7 @@ KeyringMode=private
 WantedBy=multi-user.target
 "
     );
-    let root_text = root.display();
-    let recover = format!(
-        r#"# Rendered by `cargo xtask units` from [workspace.metadata.xtask]; edit there.
-# At boot, before {name}.service starts: if a deploy switched `current` to a
-# release and never proved it (killed, cut off, the host lost power), switch
-# back to the last release proven to serve (`current.proven`), and log it.
-# A deploy that holds the lock owns the switch, so this never races one.
-[Unit]
-Description={name}: back to the last proven release after an unfinished deploy
-Before={name}.service
-ConditionPathIsSymbolicLink={root_text}/current.proven
-
-[Service]
-Type=oneshot
-# Once per boot: a later start of {name}.service does not run it again.
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'cd {root_text} || exit 0; \
-  exec 9>>.deploy-lock; flock -n 9 || exit 0; \
-  proven=$$(readlink current.proven) || exit 0; current=$$(readlink current); \
-  [ "$$current" = "$$proven" ] && exit 0; \
-  ln -sfn "$$proven" .current-recover && mv -T .current-recover current || exit 1; \
-  host=$$(cat /proc/sys/kernel/hostname); \
-  printf \'{{"time":"%%s","user":"root","controller":"%%s","host":"%%s","action":"recover","from":"%%s","to":"%%s","result":"ok","step":"boot","duration_ms":0}}\\n\' \
-    "$$(date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ)" "$$host" "$$host" "$${{current#releases/}}" "$${{proven#releases/}}" >> deploys.log; \
-  sync deploys.log; \
-  echo "switched current back from $${{current#releases/}}, never proven, to $${{proven#releases/}}"'
-
-[Install]
-WantedBy=multi-user.target
-"#
-    );
-    let supervisor = format!(
-        "\
-; Rendered by `cargo xtask units` from [workspace.metadata.xtask] and the
-; port in server.listen of config/base.toml; edit there.
-; supervisord has no socket activation and cannot follow a process that hands
-; its socket to a successor, so here an upgrade is a restart
-; (`supervisorctl restart {name}`), and the program must not be sent SIGHUP
-; (the successor it starts would run unsupervised). Use the systemd units
-; for upgrades without dropped connections.
-; The service raises its soft open-files limit to the hard one, which it
-; inherits from supervisord ([supervisord] minfds=): keep that at least
-; server.max_connections of the config plus 64.
-; Create the user first: useradd --system {name}
-[program:{name}]
-command={exec} --listen 0.0.0.0:{port}
-environment=APP_ENV=\"prod\"
-user={name}
-autostart=true
-autorestart=unexpected
-exitcodes=0
-stopsignal=TERM
-stopwaitsecs={STOP_TIMEOUT_SECONDS}
-redirect_stderr=true
-stdout_logfile=/var/log/{name}/{name}.log
-"
-    );
-    vec![
-        (format!("{name}.socket"), socket),
-        (format!("{name}.service"), service),
-        (format!("{name}-recover.service"), recover),
-        (format!("{name}.supervisor.conf"), supervisor),
-    ]
+    [socket, service]
 }
 
 #[cfg(test)]

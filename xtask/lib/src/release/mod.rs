@@ -1,11 +1,12 @@
 //! The release stage's tasks: `dist`, `release` (one machine, or split over
-//! runners and merged: `parts`), `image`, `publish`, `keygen`, `sign`,
+//! runners and merged: `parts`), `image`, `package` (Debian), `publish`, `keygen`, `sign`,
 //! `verify`, `units` and `version` (the stamp releases carry), each thin
 //! over `artifacts/`.
 
 pub mod dist;
 pub mod image;
 pub mod keygen;
+pub mod package;
 pub mod parts;
 pub mod publish;
 pub mod sign;

@@ -1,0 +1,153 @@
+//! `cargo xtask package`: a Debian package (`artifacts::deb`) of each Linux
+//! binary `dist` built, written into `target/dist/`, listed in the manifest
+//! and `SHA256SUMS`, and signed like every other artifact. A task of its
+//! own, like `image`: it repackages what `dist` built, so a plain `dist`
+//! stays as fast as before and its outputs do not change.
+
+use anyhow::{Context, Result, bail};
+
+use crate::artifacts::deb::{self, Package as Deb};
+use crate::artifacts::pipeline;
+use crate::artifacts::seal::{self, Signing};
+use crate::artifacts::units::{Paths, socket_and_service};
+use crate::exec::Ctx;
+use crate::manifest::{Artifact, ArtifactKind};
+use crate::targets::{self, Target};
+use crate::util::write_atomically;
+
+#[derive(clap::Args, Debug)]
+pub struct Package {
+    /// Target alias or triple, repeatable; Linux targets only [default: the
+    /// Linux targets in [workspace.metadata.xtask] targets]
+    #[arg(long = "target", value_name = "TARGET")]
+    targets: Vec<String>,
+}
+
+impl Package {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let project = &ctx.project;
+        let settings = &project.settings;
+        let targets: Vec<Target> = if self.targets.is_empty() {
+            targets::resolve(&settings.targets, &settings.targets)?
+                .into_iter()
+                .filter(|target| deb::architecture(target.triple).is_some())
+                .collect()
+        } else {
+            targets::resolve(&self.targets, &settings.targets)?
+        };
+        if targets.is_empty() {
+            bail!(
+                "no Linux target in [workspace.metadata.xtask] targets: add x86_64-unknown-linux-musl, or pass --target"
+            );
+        }
+        if let Some(target) = targets
+            .iter()
+            .find(|target| deb::architecture(target.triple).is_none())
+        {
+            bail!(
+                "{} cannot go into a Debian package: packages hold Linux binaries, use x86_64 or aarch64",
+                target.triple
+            );
+        }
+        let maintainer = project.authors.first().with_context(|| {
+            format!(
+                "the package {} names no authors: set authors = [\"Name <email>\"] in its Cargo.toml (or [workspace.package]); a Debian package names its maintainer",
+                settings.package
+            )
+        })?;
+        let key = if ctx.dry_run {
+            None
+        } else {
+            seal::signing_key(ctx, Signing::IfGiven)?
+        };
+        let mut manifest = pipeline::binaries_for(ctx, &targets)?;
+        let dist_dir = project.dist_dir();
+        let version = &project.version;
+        if ctx.dry_run {
+            for target in &targets {
+                let architecture = deb::architecture(target.triple).unwrap_or_default();
+                eprintln!(
+                    "(dry run: would write {})",
+                    dist_dir
+                        .join(deb::file_name(&settings.binary, version, architecture))
+                        .display()
+                );
+            }
+            return Ok(());
+        }
+
+        let config = config_files(ctx)?;
+        let license = std::fs::read(project.root.join("LICENSE"))
+            .with_context(|| format!("read {}", project.root.join("LICENSE").display()))?;
+        let guide = pipeline::operating_guide(&settings.binary);
+        let paths = Paths {
+            binary: std::path::Path::new("/usr/bin").join(&settings.binary),
+            config: std::path::Path::new("/etc").join(&settings.binary),
+            upgrade: format!(
+                "install the new package (dpkg replaces /usr/bin/{}),\n# and its postinst runs",
+                settings.binary
+            ),
+        };
+        let units = socket_and_service(settings, project.service_port()?, &paths);
+        let summary = project
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("The {} service", settings.binary));
+        for target in &targets {
+            let architecture = deb::architecture(target.triple).unwrap_or_default();
+            let binary = manifest
+                .artifact_for(ArtifactKind::Binary, target.triple)
+                .with_context(|| format!("the dist manifest lists no {} binary", target.triple))?;
+            let binary = std::fs::read(dist_dir.join(&binary.path))
+                .with_context(|| format!("read the {} binary", target.triple))?;
+            let bytes = deb::build(&Deb {
+                name: &settings.binary,
+                version,
+                architecture,
+                maintainer,
+                homepage: project.repository.as_deref(),
+                summary: &summary,
+                binary: &binary,
+                config: config.clone(),
+                units: units.clone(),
+                guide: &guide,
+                license: &license,
+                mtime: manifest.stamp.source_date_epoch,
+            })?;
+            let name = deb::file_name(&settings.binary, version, architecture);
+            write_atomically(&dist_dir.join(&name), &bytes)?;
+            manifest.artifacts.retain(|artifact| artifact.path != name);
+            manifest.artifacts.push(Artifact::new(
+                &name,
+                ArtifactKind::Deb,
+                Some(target.triple),
+                &bytes,
+                None,
+            ));
+            println!("{}", dist_dir.join(&name).display());
+        }
+        seal::seal(ctx, &dist_dir, &mut manifest, key.as_ref())
+    }
+}
+
+/// The service's config files, as the archives carry them: every `.toml`
+/// of `config/`, by name, sorted.
+fn config_files(ctx: &Ctx) -> Result<Vec<(String, Vec<u8>)>> {
+    let folder = ctx.project.root.join("config");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&folder).with_context(|| format!("read {}", folder.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .context("a config file name that is not UTF-8")?
+                .to_owned();
+            let contents =
+                std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+            files.push((name, contents));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
