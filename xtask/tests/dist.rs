@@ -440,6 +440,105 @@ fn slow_dist_deploy_by_target_installs_the_verified_archive() {
     );
 }
 
+/// `package` in both clones: the same Debian packages, byte for byte,
+/// signed and listed like every artifact, that dpkg reads as Debian
+/// packages holding the shipped binary, its config as conffiles and its
+/// units; the binary they unpack reports the commit.
+#[test]
+fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
+    let Some(dpkg_deb) = tool_or_skip("dpkg-deb", "apt-get install -y dpkg") else {
+        return;
+    };
+    let release = Release::get();
+    let _first = Restore::keep(&release.first, &release.target_dir, None);
+    let _second = Restore::keep(&release.second, &release.second_target_dir, None);
+    for (clone, target_dir) in [
+        (&release.first, &release.target_dir),
+        (&release.second, &release.second_target_dir),
+    ] {
+        let run = output(xtask(clone).arg("package").env("CARGO_TARGET_DIR", target_dir));
+        let stderr = stderr_text(&run);
+        assert!(run.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("using the binaries in") && !stderr.contains("Compiling"),
+            "package built again:\n{stderr}"
+        );
+    }
+    let debs = |target_dir: &Path| -> Vec<String> {
+        fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .filter(|line| line.ends_with(".deb") || line.ends_with(".deb.sigstore.json"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(debs(&release.target_dir), debs(&release.second_target_dir));
+    assert_eq!(
+        debs(&release.target_dir).len(),
+        4,
+        "a package and its bundle per Linux target: {:?}",
+        debs(&release.target_dir)
+    );
+    let dist = release.dist();
+    let verified = output(
+        xtask(&release.first)
+            .args(["verify", "--public-key"])
+            .arg(&release.keys.public)
+            .env("CARGO_TARGET_DIR", &release.target_dir),
+    );
+    assert!(verified.status.success(), "{}", stderr_text(&verified));
+
+    let deb = dist.join("app_0.1.0_amd64.deb");
+    let dpkg = |args: &[&str]| stdout_of(Command::new(&dpkg_deb).args(args).arg(&deb));
+    let info = dpkg(&["--info"]);
+    for field in [
+        " Package: app\n",
+        " Version: 0.1.0\n",
+        " Architecture: amd64\n",
+        " Maintainer: Example maintainers <ops@example.com>\n",
+    ] {
+        assert!(info.contains(field), "{field} not in\n{info}");
+    }
+    let contents = dpkg(&["--contents"]);
+    for entry in [
+        "-rwxr-xr-x 0/0         ",
+        " usr/bin/app\n",
+        " etc/app/base.toml\n",
+        " etc/app/prod.toml\n",
+        " lib/systemd/system/app.socket\n",
+        " lib/systemd/system/app.service\n",
+        " usr/share/doc/app/copyright\n",
+    ] {
+        assert!(contents.contains(entry), "{entry} not in\n{contents}");
+    }
+    let conffiles = stdout_of(Command::new("sh").arg("-c").arg(format!(
+        "'{}' --ctrl-tarfile '{}' | tar -xO ./conffiles",
+        dpkg_deb.display(),
+        deb.display()
+    )));
+    assert_eq!(
+        conffiles,
+        "/etc/app/base.toml\n/etc/app/dev.toml\n/etc/app/prod.toml\n/etc/app/staging.toml\n"
+    );
+    let unpacked = TempDir::new().unwrap();
+    let run = output(
+        Command::new(&dpkg_deb)
+            .arg("-x")
+            .arg(&deb)
+            .arg(unpacked.path()),
+    );
+    assert!(run.status.success(), "{}", stderr_text(&run));
+    let service =
+        fs::read_to_string(unpacked.path().join("lib/systemd/system/app.service")).unwrap();
+    assert!(
+        service.contains("\nExecStart=/usr/bin/app --config-dir /etc/app\n"),
+        "{service}"
+    );
+    let version = stdout_of(Command::new(unpacked.path().join("usr/bin/app")).arg("--version"));
+    let commit = git(&release.first, &["rev-parse", "--short=7", "HEAD"]);
+    assert!(version.contains(&commit), "{version}");
+}
+
 #[test]
 fn slow_dist_archive_holds_the_service_owned_by_root_and_dated_at_the_commit() {
     let release = Release::get();
