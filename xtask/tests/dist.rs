@@ -456,7 +456,11 @@ fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
         (&release.first, &release.target_dir),
         (&release.second, &release.second_target_dir),
     ] {
-        let run = output(xtask(clone).arg("package").env("CARGO_TARGET_DIR", target_dir));
+        let run = output(
+            xtask(clone)
+                .arg("package")
+                .env("CARGO_TARGET_DIR", target_dir),
+        );
         let stderr = stderr_text(&run);
         assert!(run.status.success(), "{stderr}");
         assert!(
@@ -502,12 +506,12 @@ fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
     let contents = dpkg(&["--contents"]);
     for entry in [
         "-rwxr-xr-x 0/0         ",
-        " usr/bin/app\n",
-        " etc/app/base.toml\n",
-        " etc/app/prod.toml\n",
-        " lib/systemd/system/app.socket\n",
-        " lib/systemd/system/app.service\n",
-        " usr/share/doc/app/copyright\n",
+        " ./usr/bin/app\n",
+        " ./etc/app/base.toml\n",
+        " ./etc/app/prod.toml\n",
+        " ./lib/systemd/system/app.socket\n",
+        " ./lib/systemd/system/app.service\n",
+        " ./usr/share/doc/app/copyright\n",
     ] {
         assert!(contents.contains(entry), "{entry} not in\n{contents}");
     }

@@ -68,8 +68,7 @@ pub fn tar(top: Option<&str>, entries: &[Entry], mtime: u64) -> Result<Vec<u8>> 
     };
     for directory in directories {
         let mut header = header(tar::EntryType::Directory, DIRECTORY_MODE, 0);
-        tar.append_data(&mut header, format!("{directory}/"), std::io::empty())
-            .with_context(|| format!("add {directory}/ to the archive"))?;
+        append(&mut tar, &mut header, &format!("{directory}/"), &[])?;
     }
     for (path, entry) in files {
         let mut header = header(
@@ -77,10 +76,32 @@ pub fn tar(top: Option<&str>, entries: &[Entry], mtime: u64) -> Result<Vec<u8>> 
             entry.mode(),
             entry.contents.len() as u64,
         );
-        tar.append_data(&mut header, &path, entry.contents.as_slice())
-            .with_context(|| format!("add {path} to the archive"))?;
+        append(&mut tar, &mut header, &path, &entry.contents)?;
     }
     tar.into_inner().context("finish the tar stream")
+}
+
+/// Appends one entry. A path under `./` (Debian's packages) keeps its `./`,
+/// which the tar crate would drop, by writing the name field itself.
+fn append(
+    tar: &mut tar::Builder<Vec<u8>>,
+    header: &mut tar::Header,
+    path: &str,
+    data: &[u8],
+) -> Result<()> {
+    if path.starts_with("./") {
+        let name = &mut header.as_old_mut().name;
+        anyhow::ensure!(
+            path.len() < name.len(),
+            "{path}: longer than a tar name field holds"
+        );
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_cksum();
+        tar.append(header, data)
+    } else {
+        tar.append_data(header, path, data)
+    }
+    .with_context(|| format!("add {path} to the archive"))
 }
 
 /// Gzip without a timestamp or file name, at the best compression.

@@ -297,17 +297,21 @@ mod tests {
             std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
             files.insert(path, (mode, text));
         }
-        let control = &files["control"].1;
+        let control = &files["./control"].1;
         assert!(
             control.starts_with("Package: svc\nVersion: 1.2.3\nArchitecture: amd64\n")
                 && control.contains("\nMaintainer: Svc maintainers <svc@example.com>\n")
                 && control.contains("\nDescription: An example service\n "),
             "{control}"
         );
-        assert_eq!(files["conffiles"].1, "/etc/svc/base.toml\n");
-        assert_eq!(files["postinst"].0, 0o755);
-        assert!(files["postinst"].1.contains("systemctl reload svc.service"));
-        assert!(files["prerm"].1.contains("\"$1\" = remove"));
+        assert_eq!(files["./conffiles"].1, "/etc/svc/base.toml\n");
+        assert_eq!(files["./postinst"].0, 0o755);
+        assert!(
+            files["./postinst"]
+                .1
+                .contains("systemctl reload svc.service")
+        );
+        assert!(files["./prerm"].1.contains("\"$1\" = remove"));
     }
 
     /// dpkg's own reading, where it is installed (Debian and Ubuntu, where
@@ -341,10 +345,10 @@ mod tests {
         );
         let contents = run("--contents");
         for line in [
-            "-rwxr-xr-x 0/0              11 2026-12-07 12:01 usr/bin/svc\n",
-            "-rw-r--r-- 0/0               9 2026-12-07 12:01 etc/svc/base.toml\n",
-            " lib/systemd/system/svc.service\n",
-            " usr/share/doc/svc/changelog.gz\n",
+            "-rwxr-xr-x 0/0              11 2026-12-07 12:01 ./usr/bin/svc\n",
+            "-rw-r--r-- 0/0               9 2026-12-07 12:01 ./etc/svc/base.toml\n",
+            " ./lib/systemd/system/svc.service\n",
+            " ./usr/share/doc/svc/changelog.gz\n",
         ] {
             assert!(contents.contains(line), "{line} not in:\n{contents}");
         }
