@@ -10,9 +10,9 @@ use std::path::Path;
 
 use support::*;
 
-const TASKS: [&str; 16] = [
-    "build", "test", "lint", "ci", "bench", "dist", "release", "image", "publish", "keygen",
-    "verify", "units", "version", "doctor", "clean", "help",
+const TASKS: [&str; 17] = [
+    "build", "test", "lint", "ci", "bench", "dist", "release", "image", "package", "publish",
+    "keygen", "verify", "units", "version", "doctor", "clean", "help",
 ];
 
 #[test]
