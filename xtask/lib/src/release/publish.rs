@@ -104,6 +104,7 @@ impl Publish {
                         ArtifactKind::Archive
                             | ArtifactKind::Sbom
                             | ArtifactKind::OciArchive
+                            | ArtifactKind::Deb
                             | ArtifactKind::Signature
                             | ArtifactKind::Provenance
                             | ArtifactKind::ChecksumsSignature
