@@ -194,6 +194,88 @@ fn wait_until_serving_again(host: &Host, load: &Load) {
     }
 }
 
+/// The Debian package on a real Debian 12 host: installing the file with
+/// apt starts the service through the packaged units; installing a newer
+/// build of it under load hands over without a failed request (postinst's
+/// reload), to a new main process systemd follows; removing it stops the
+/// service and keeps the config, purging removes the config.
+#[test]
+fn slow_on_hosts_the_debian_package_installs_upgrades_under_load_and_purges() {
+    let Some(tree) = tree_or_skip() else {
+        return;
+    };
+    let scratch = TempDir::new().unwrap();
+    let key = ssh_key(scratch.path());
+    let package = |letter: &str| -> (String, PathBuf) {
+        let commit = letter.repeat(40);
+        let binary = app_built_with(&commit, "deploy", &[]);
+        let out = scratch.path().join(format!("deb-{letter}"));
+        let run = output(
+            xtask(&workspace_root())
+                .args(["package", "--target", "x86_64", "--binary"])
+                .arg(&binary)
+                .arg("--out")
+                .arg(&out),
+        );
+        assert!(run.status.success(), "{}", stderr_text(&run));
+        (commit, out.join("app_0.1.0_amd64.deb"))
+    };
+    let (commit_c, deb_c) = package("c");
+    let (commit_d, deb_d) = package("d");
+    let host = Host::boot(&tree, scratch.path(), "alpha", &key);
+    for (deb, name) in [(&deb_c, "c.deb"), (&deb_d, "d.deb")] {
+        fs::copy(deb, host.root().join("root").join(name)).unwrap();
+    }
+    let apt = "DEBIAN_FRONTEND=noninteractive apt-get -y -q";
+
+    host.run_ok(&format!("{apt} install /root/c.deb"));
+    assert_eq!(
+        host.run_ok("systemctl is-active app.socket app.service"),
+        "active\nactive\n"
+    );
+    assert_eq!(host.run_ok("systemctl is-enabled app.socket"), "enabled\n");
+    let version = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/version"));
+    assert!(version.contains(commit_c.as_str()), "{version}");
+
+    let load = Load::start(&host.network_namespace());
+    let first_pid = property(&host, "MainPID");
+    load.phase("the package upgraded");
+    host.run_ok("DEBIAN_FRONTEND=noninteractive dpkg -i /root/d.deb");
+    let version = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/version"));
+    assert!(version.contains(commit_d.as_str()), "{version}");
+    let main_pid = property(&host, "MainPID");
+    assert_ne!(main_pid, first_pid, "the upgrade left the old process");
+    let served = load.served();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.served() < served + 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the load is not served after the upgrade"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (served, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{served} served, {failed} failed: {errors:?}");
+    // A handover, not a restart: the old process logged the upgrade.
+    let journal = host.run_ok("journalctl -u app.service -o cat --no-pager");
+    assert_eq!(
+        journal.matches("\"upgrade complete").count(),
+        1,
+        "{journal}"
+    );
+    assert!(!journal.contains("\"stop requested"), "{journal}");
+    eprintln!("{served} requests served across the package's upgrade, none failed");
+
+    host.run_ok(&format!("{apt} remove app"));
+    assert_eq!(
+        String::from_utf8_lossy(&host.run("systemctl is-active app.service").stdout),
+        "inactive\n"
+    );
+    host.run_ok("test -f /etc/app/base.toml");
+    host.run_ok(&format!("{apt} purge app"));
+    host.run_ok("test ! -e /etc/app && test ! -e /usr/bin/app");
+}
+
 #[test]
 fn slow_on_hosts_a_bare_host_gets_the_service_then_upgrades_stops_restarts_and_reboots_under_load()
 {

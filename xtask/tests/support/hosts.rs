@@ -256,6 +256,11 @@ impl Host {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The host's root folder as this machine sees it, to put files there.
+    pub fn root(&self) -> &Path {
+        &self.merged
+    }
+
     /// The host's network namespace, for a client that must connect to its
     /// loopback (`setns`).
     pub fn network_namespace(&self) -> PathBuf {

@@ -21,6 +21,14 @@ pub struct Package {
     /// Linux targets in [workspace.metadata.xtask] targets]
     #[arg(long = "target", value_name = "TARGET")]
     targets: Vec<String>,
+    /// Package this binary, built elsewhere, for the one --target given,
+    /// into --out, instead of what dist built into target/dist/ (unsigned,
+    /// unlisted)
+    #[arg(long, value_name = "FILE", requires = "out")]
+    binary: Option<std::path::PathBuf>,
+    /// With --binary: the folder the package is written to
+    #[arg(long, value_name = "DIR", requires = "binary")]
+    out: Option<std::path::PathBuf>,
 }
 
 impl Package {
@@ -55,27 +63,7 @@ impl Package {
                 settings.package
             )
         })?;
-        let key = if ctx.dry_run {
-            None
-        } else {
-            seal::signing_key(ctx, Signing::IfGiven)?
-        };
-        let mut manifest = pipeline::binaries_for(ctx, &targets)?;
-        let dist_dir = project.dist_dir();
         let version = &project.version;
-        if ctx.dry_run {
-            for target in &targets {
-                let architecture = deb::architecture(target.triple).unwrap_or_default();
-                eprintln!(
-                    "(dry run: would write {})",
-                    dist_dir
-                        .join(deb::file_name(&settings.binary, version, architecture))
-                        .display()
-                );
-            }
-            return Ok(());
-        }
-
         let config = config_files(ctx)?;
         let license = std::fs::read(project.root.join("LICENSE"))
             .with_context(|| format!("read {}", project.root.join("LICENSE").display()))?;
@@ -93,6 +81,61 @@ impl Package {
             .description
             .clone()
             .unwrap_or_else(|| format!("The {} service", settings.binary));
+        let build = |architecture: &str, binary: &[u8], mtime: u64| {
+            deb::build(&Deb {
+                name: &settings.binary,
+                version,
+                architecture,
+                maintainer,
+                homepage: project.repository.as_deref(),
+                summary: &summary,
+                binary,
+                config: config.clone(),
+                units: units.clone(),
+                guide: &guide,
+                license: &license,
+                mtime,
+            })
+        };
+
+        if let (Some(binary), Some(out)) = (&self.binary, &self.out) {
+            let [target] = targets.as_slice() else {
+                bail!("--binary packages one binary: name its one --target");
+            };
+            let architecture = deb::architecture(target.triple).unwrap_or_default();
+            let name = deb::file_name(&settings.binary, version, architecture);
+            if ctx.dry_run {
+                eprintln!("(dry run: would write {})", out.join(&name).display());
+                return Ok(());
+            }
+            let bytes = std::fs::read(binary)
+                .with_context(|| format!("read --binary {}", binary.display()))?;
+            let deb = build(architecture, &bytes, ctx.stamp()?.source_date_epoch)?;
+            std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+            write_atomically(&out.join(&name), &deb)?;
+            println!("{}", out.join(&name).display());
+            return Ok(());
+        }
+
+        let key = if ctx.dry_run {
+            None
+        } else {
+            seal::signing_key(ctx, Signing::IfGiven)?
+        };
+        let mut manifest = pipeline::binaries_for(ctx, &targets)?;
+        let dist_dir = project.dist_dir();
+        if ctx.dry_run {
+            for target in &targets {
+                let architecture = deb::architecture(target.triple).unwrap_or_default();
+                eprintln!(
+                    "(dry run: would write {})",
+                    dist_dir
+                        .join(deb::file_name(&settings.binary, version, architecture))
+                        .display()
+                );
+            }
+            return Ok(());
+        }
         for target in &targets {
             let architecture = deb::architecture(target.triple).unwrap_or_default();
             let binary = manifest
@@ -100,20 +143,7 @@ impl Package {
                 .with_context(|| format!("the dist manifest lists no {} binary", target.triple))?;
             let binary = std::fs::read(dist_dir.join(&binary.path))
                 .with_context(|| format!("read the {} binary", target.triple))?;
-            let bytes = deb::build(&Deb {
-                name: &settings.binary,
-                version,
-                architecture,
-                maintainer,
-                homepage: project.repository.as_deref(),
-                summary: &summary,
-                binary: &binary,
-                config: config.clone(),
-                units: units.clone(),
-                guide: &guide,
-                license: &license,
-                mtime: manifest.stamp.source_date_epoch,
-            })?;
+            let bytes = build(architecture, &binary, manifest.stamp.source_date_epoch)?;
             let name = deb::file_name(&settings.binary, version, architecture);
             write_atomically(&dist_dir.join(&name), &bytes)?;
             manifest.artifacts.retain(|artifact| artifact.path != name);
