@@ -178,13 +178,20 @@ impl Target {
     /// `(os, architecture)` as OCI image platforms name them; only static
     /// Linux binaries go into images.
     pub fn oci_platform(&self) -> Option<(&'static str, &'static str)> {
-        (self.libc == Libc::Musl).then_some((
-            "linux",
-            match self.arch {
-                Arch::X86_64 => "amd64",
-                Arch::Aarch64 => "arm64",
-            },
-        ))
+        (self.libc == Libc::Musl).then_some(("linux", self.go_arch()))
+    }
+
+    /// The architecture as Debian names it, for Linux targets (packages).
+    pub fn debian_architecture(&self) -> Option<&'static str> {
+        (self.os == Os::Linux).then_some(self.go_arch())
+    }
+
+    /// The architecture as Go, OCI and Debian name it.
+    fn go_arch(&self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
     }
 
     /// Whether the binary can be run here: natively on the same Linux
@@ -306,6 +313,19 @@ mod tests {
             }
             (actual, expected) => panic!("{specs:?}: got {actual:?}, expected {expected:?}"),
         }
+    }
+
+    #[test]
+    fn debian_architectures_are_named_for_linux_targets_only() {
+        let arch = |spec: &str| {
+            resolve(&[spec.to_owned()], &[])
+                .unwrap()
+                .remove(0)
+                .debian_architecture()
+        };
+        assert_eq!(arch("x86_64-unknown-linux-musl"), Some("amd64"));
+        assert_eq!(arch("aarch64-unknown-linux-gnu"), Some("arm64"));
+        assert_eq!(arch("x86_64-pc-windows-gnu"), None);
     }
 
     #[test]

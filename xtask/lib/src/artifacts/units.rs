@@ -46,6 +46,15 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The service's command line: its binary and config folder.
+    pub fn exec(&self) -> String {
+        format!(
+            "{} --config-dir {}",
+            self.binary.display(),
+            self.config.display()
+        )
+    }
+
     /// A deploy root: the release its `current` symlink points at, which is
     /// what `deploy --root` switches (and checks before a reload).
     pub fn deploy_root(root: &Path, binary: &str) -> Paths {
@@ -67,11 +76,7 @@ impl Paths {
 pub fn render(settings: &Settings, port: u16, root: &Path) -> Vec<(String, String)> {
     let name = &settings.binary;
     let paths = Paths::deploy_root(root, name);
-    let exec = format!(
-        "{} --config-dir {}",
-        paths.binary.display(),
-        paths.config.display()
-    );
+    let exec = paths.exec();
     let [socket, service] = socket_and_service(settings, port, &paths);
     let root_text = root.display();
     let recover = format!(
@@ -142,11 +147,7 @@ stdout_logfile=/var/log/{name}/{name}.log
 pub fn socket_and_service(settings: &Settings, port: u16, paths: &Paths) -> [String; 2] {
     let name = &settings.binary;
     let upgrade = &paths.upgrade;
-    let exec = format!(
-        "{} --config-dir {}",
-        paths.binary.display(),
-        paths.config.display()
-    );
+    let exec = paths.exec();
     let socket = format!(
         "\
 # Rendered by `cargo xtask units` from [workspace.metadata.xtask] and the

@@ -38,7 +38,7 @@ impl Package {
         let targets: Vec<Target> = if self.targets.is_empty() {
             targets::resolve(&settings.targets, &settings.targets)?
                 .into_iter()
-                .filter(|target| deb::architecture(target.triple).is_some())
+                .filter(|target| target.debian_architecture().is_some())
                 .collect()
         } else {
             targets::resolve(&self.targets, &settings.targets)?
@@ -50,7 +50,7 @@ impl Package {
         }
         if let Some(target) = targets
             .iter()
-            .find(|target| deb::architecture(target.triple).is_none())
+            .find(|target| target.debian_architecture().is_none())
         {
             bail!(
                 "{} cannot go into a Debian package: packages hold Linux binaries, use x86_64 or aarch64",
@@ -64,7 +64,7 @@ impl Package {
             )
         })?;
         let version = &project.version;
-        let config = config_files(ctx)?;
+        let config = pipeline::config_files(&project.root.join("config"))?;
         let license = std::fs::read(project.root.join("LICENSE"))
             .with_context(|| format!("read {}", project.root.join("LICENSE").display()))?;
         let guide = pipeline::operating_guide(&settings.binary);
@@ -102,7 +102,7 @@ impl Package {
             let [target] = targets.as_slice() else {
                 bail!("--binary packages one binary: name its one --target");
             };
-            let architecture = deb::architecture(target.triple).unwrap_or_default();
+            let architecture = target.debian_architecture().unwrap_or_default();
             let name = deb::file_name(&settings.binary, version, architecture);
             if ctx.dry_run {
                 eprintln!("(dry run: would write {})", out.join(&name).display());
@@ -126,7 +126,7 @@ impl Package {
         let dist_dir = project.dist_dir();
         if ctx.dry_run {
             for target in &targets {
-                let architecture = deb::architecture(target.triple).unwrap_or_default();
+                let architecture = target.debian_architecture().unwrap_or_default();
                 eprintln!(
                     "(dry run: would write {})",
                     dist_dir
@@ -137,7 +137,7 @@ impl Package {
             return Ok(());
         }
         for target in &targets {
-            let architecture = deb::architecture(target.triple).unwrap_or_default();
+            let architecture = target.debian_architecture().unwrap_or_default();
             let binary = manifest
                 .artifact_for(ArtifactKind::Binary, target.triple)
                 .with_context(|| format!("the dist manifest lists no {} binary", target.triple))?;
@@ -158,26 +158,4 @@ impl Package {
         }
         seal::seal(ctx, &dist_dir, &mut manifest, key.as_ref())
     }
-}
-
-/// The service's config files, as the archives carry them: every `.toml`
-/// of `config/`, by name, sorted.
-fn config_files(ctx: &Ctx) -> Result<Vec<(String, Vec<u8>)>> {
-    let folder = ctx.project.root.join("config");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&folder).with_context(|| format!("read {}", folder.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|ext| ext == "toml") {
-            let name = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .context("a config file name that is not UTF-8")?
-                .to_owned();
-            let contents =
-                std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-            files.push((name, contents));
-        }
-    }
-    files.sort();
-    Ok(files)
 }
