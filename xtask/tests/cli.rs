@@ -323,7 +323,35 @@ fn in_order(text: &str, expected_in_order: &[&str]) {
 #[test]
 fn user_mistakes_are_one_line_errors_with_a_usage_or_failure_code() {
     let outside = TempDir::new().unwrap();
-    let cases: [(&Path, &[&str], i32, &str); 25] = [
+    let cases: [(&Path, &[&str], i32, &str); 28] = [
+        (
+            &workspace_root(),
+            &["package", "--target", "x86_64-pc-windows-gnu"],
+            1,
+            "error: x86_64-pc-windows-gnu cannot go into a Debian package: packages hold Linux binaries, use x86_64 or aarch64",
+        ),
+        (
+            &workspace_root(),
+            &[
+                "package",
+                "--target",
+                "x86_64",
+                "--target",
+                "aarch64",
+                "--binary",
+                "app",
+                "--out",
+                "/nonexistent",
+            ],
+            1,
+            "error: --binary packages one binary: name its one --target",
+        ),
+        (
+            &workspace_root(),
+            &["package", "--binary", "app"],
+            2,
+            "error: the following required arguments were not provided: --out <DIR>",
+        ),
         (
             &workspace_root(),
             &["update"],
@@ -685,6 +713,35 @@ fn a_missing_tool_fails_fast_with_the_install_command() {
         git_line.contains("missing") && git_line.contains("apt-get install -y git"),
         "{git_line}"
     );
+}
+
+/// A package names its maintainer: without `authors`, `package` stops in
+/// one line before it builds anything.
+#[test]
+fn package_without_authors_says_where_to_name_the_maintainer() {
+    let repo = repository();
+    for manifest in ["Cargo.toml", "app/Cargo.toml"] {
+        let path = repo.path().join(manifest);
+        let text = fs::read_to_string(&path).unwrap();
+        let text: String = text
+            .lines()
+            .filter(|line| !line.starts_with("authors"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        fs::write(&path, text).unwrap();
+    }
+    let run = output(
+        xtask(repo.path())
+            .arg("package")
+            .env("CARGO_TARGET_DIR", repo.path().join("scratch-target")),
+    );
+    let stderr = stderr_text(&run);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: the package app names no authors: set authors = [\"Name <email>\"] in its Cargo.toml (or [workspace.package]); a Debian package names its maintainer"
+    );
+    assert!(!repo.path().join("scratch-target/dist").exists());
 }
 
 /// `doctor --disk` measures what setup left where it is: a virtual
