@@ -23,8 +23,8 @@ const TASK_GROUPS: &[(&str, &[&str])] = &[
     (
         "Release",
         &[
-            "dist", "release", "image", "package", "publish", "keygen", "sign", "verify", "units",
-            "version",
+            "dist", "release", "image", "package", "apt-repo", "publish", "keygen", "sign",
+            "verify", "units", "version",
         ],
     ),
     ("Deploy", &["deploy", "rollback", "releases", "k8s"]),
@@ -106,6 +106,8 @@ pub enum Task {
     Image(crate::release::image::Image),
     /// Build a Debian package of each Linux binary dist built, signed and listed like every artifact
     Package(crate::release::package::Package),
+    /// Add the Debian packages to a signed apt repository folder (its own OpenPGP key, from keygen --apt)
+    AptRepo(crate::release::apt_repo::AptRepo),
     /// Publish target/dist/ as the GitHub release of the version tag (gh)
     Publish(crate::release::publish::Publish),
     /// Create the release signing key pair: the private key encrypted (cosign's format), the public key in keys/

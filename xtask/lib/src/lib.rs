@@ -126,6 +126,7 @@ fn run<T: OwnTasks>(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Release(task) => task.run(&ctx),
         Task::Image(task) => task.run(&ctx),
         Task::Package(task) => task.run(&ctx),
+        Task::AptRepo(task) => task.run(&ctx),
         Task::Publish(task) => task.run(&ctx),
         Task::Keygen(task) => task.run(&ctx),
         Task::Sign(task) => task.run(&ctx),

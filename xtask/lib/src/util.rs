@@ -79,6 +79,25 @@ pub fn rfc3339_utc(epoch: u64) -> String {
 
 /// The year, month and day of a count of days since 1970-01-01 (Howard
 /// Hinnant's days-to-civil conversion).
+/// A date as Debian's changelogs and apt's `Release` files write it: `Mon, 07 Dec 2026 12:00:00 +0000`.
+pub fn rfc2822(epoch: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = epoch / 86_400;
+    let seconds = epoch % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
 pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let shifted = days + 719_468;
     let era = shifted.div_euclid(146_097);

@@ -76,7 +76,7 @@ pub fn build(package: &Package) -> Result<Vec<u8>> {
         "{name} ({version}) unstable; urgency=medium\n\n  * Release {version}.\n\n -- {maintainer}  {date}\n",
         version = package.version,
         maintainer = package.maintainer,
-        date = rfc2822(package.mtime),
+        date = crate::util::rfc2822(package.mtime),
     );
     for (file, contents) in [
         ("OPERATING.md", package.guide.as_bytes().to_vec()),
@@ -205,30 +205,11 @@ fn ar(members: &[(&str, &[u8])], mtime: u64) -> Vec<u8> {
     out
 }
 
-/// A date as Debian's changelog writes it: `Mon, 07 Dec 2026 12:00:00 +0000`.
-fn rfc2822(epoch: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = epoch / 86_400;
-    let seconds = epoch % 86_400;
-    let (year, month, day) = crate::util::civil_from_days(days as i64);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn package() -> Package<'static> {
+    pub(crate) fn package() -> Package<'static> {
         Package {
             name: "svc",
             version: "1.2.3",
@@ -353,7 +334,10 @@ mod tests {
     #[test]
     fn names_and_dates_follow_debian() {
         assert_eq!(file_name("svc", "1.2.3", "arm64"), "svc_1.2.3_arm64.deb");
-        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc2822(1_796_644_884), "Mon, 07 Dec 2026 12:01:24 +0000");
+        assert_eq!(crate::util::rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            crate::util::rfc2822(1_796_644_884),
+            "Mon, 07 Dec 2026 12:01:24 +0000"
+        );
     }
 }

@@ -10,6 +10,11 @@
 //!   beside `keys/<binary>.allowed_signers` (the line `ssh-keygen -Y verify`
 //!   needs), and `public-key` in `[workspace.metadata.xtask]` names it.
 //!
+//! `keygen --apt` makes the apt repository's key instead: an OpenPGP key
+//! (apt reads no other kind), its private half in the same encrypted
+//! format (`<binary>-apt.key`), its public half the keyring hosts name in
+//! `signed-by=`, `keys/<binary>-archive-keyring.gpg`.
+//!
 //! Nothing is overwritten: a key that signed releases is replaced on
 //! purpose, by removing it first.
 
@@ -41,6 +46,11 @@ pub struct Keygen {
     /// signed is accepted [default: until its previous-keys entry is removed]
     #[arg(long, value_name = "DATE", requires = "rotate")]
     until: Option<String>,
+    /// Make the apt repository's OpenPGP key instead (apt-repo signs with
+    /// it): the public keyring goes to keys/<binary>-archive-keyring.gpg,
+    /// the passphrase comes from APT_SIGNING_PASSPHRASE(_FILE)
+    #[arg(long, conflicts_with = "rotate")]
+    apt: bool,
 }
 
 /// The identity the SSH signature of `SHA256SUMS` is checked under
@@ -54,10 +64,13 @@ impl Keygen {
         if self.rotate {
             return self.rotate(ctx);
         }
+        if self.apt {
+            return self.apt_key(ctx);
+        }
         let binary = &ctx.project.settings.binary;
         let private_path = match self.private_key {
             Some(path) => path,
-            None => default_private_key(binary)?,
+            None => default_private_key(binary, "signing")?,
         };
         let public_relative = self
             .public_key
@@ -94,7 +107,7 @@ impl Keygen {
             );
             return Ok(());
         }
-        let passphrase = passphrase()?;
+        let passphrase = passphrase(signing::RELEASE_KEY)?;
         let key = PrivateKey::generate()?;
         let encrypted = key.encrypt(passphrase.as_bytes())?;
         write_private(&private_path, encrypted.as_bytes())?;
@@ -132,6 +145,68 @@ impl Keygen {
 }
 
 impl Keygen {
+    /// `keygen --apt`: the apt repository's key pair.
+    fn apt_key(self, ctx: &Ctx) -> Result<()> {
+        let binary = &ctx.project.settings.binary;
+        let private_path = match self.private_key {
+            Some(path) => path,
+            None => default_private_key(binary, "apt")?,
+        };
+        // Relative to the workspace, or anywhere: apt-repo is told with
+        // --keyring where a key outside the workspace is.
+        let public_relative = self
+            .public_key
+            .unwrap_or_else(|| PathBuf::from(crate::release::apt_repo::keyring_path(binary)));
+        let public_path = ctx.project.root.join(&public_relative);
+        for path in [&private_path, &public_path] {
+            if path.exists() {
+                bail!(
+                    "{} exists, and keygen replaces no key: every host that trusts the repository holds its public half; see docs/packages.md (\"Rotating the repository key\") to replace it",
+                    path.display()
+                );
+            }
+        }
+        if ctx.dry_run {
+            println!(
+                "(dry run) would write {} and {}",
+                private_path.display(),
+                public_path.display()
+            );
+            return Ok(());
+        }
+        let passphrase = passphrase(signing::APT_KEY)?;
+        let key = PrivateKey::generate()?;
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the clock is before 1970")?
+            .as_secs();
+        let created = u32::try_from(created).context("the clock is past 2106")?;
+        let keyring = signing::openpgp::keyring(&key, created, &format!("{binary} apt repository"));
+        write_private(
+            &private_path,
+            key.encrypt(passphrase.as_bytes())?.as_bytes(),
+        )?;
+        if let Some(parent) = public_path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
+        write_atomically(&public_path, &keyring)?;
+        let certificate = signing::openpgp::Certificate::parse(&keyring)?;
+        println!("OpenPGP fingerprint {}", certificate.fingerprint_hex());
+        println!("private key (encrypted): {}", private_path.display());
+        println!(
+            "public keyring: {} (commit it; hosts install it for signed-by=)",
+            public_path.display()
+        );
+        println!(
+            "keep the private key and its passphrase out of the repository, e.g. as CI secrets:\n  gh secret set {} < {}\n  gh secret set {}",
+            signing::APT_KEY.key,
+            private_path.display(),
+            signing::APT_KEY.passphrase
+        );
+        Ok(())
+    }
+
     /// `keygen --rotate`: a new key pair where the project's is; the old
     /// public key renamed to `<name>.<key id>.pub` and listed in
     /// `previous-keys`, the old private key renamed the same way. Every
@@ -181,7 +256,7 @@ impl Keygen {
         }
         let private_path = match &self.private_key {
             Some(path) => path.clone(),
-            None => default_private_key(binary)?,
+            None => default_private_key(binary, "signing")?,
         };
         let old_private = aside(&private_path, "key");
         for path in [&old_public, &old_private] {
@@ -203,7 +278,7 @@ impl Keygen {
             );
             return Ok(());
         }
-        let passphrase = passphrase()?;
+        let passphrase = passphrase(signing::RELEASE_KEY)?;
         let key = PrivateKey::generate()?;
         let encrypted = key.encrypt(passphrase.as_bytes())?;
         let public = key.public();
@@ -335,7 +410,8 @@ fn add_previous_key(cargo_toml: &Path, relative: &str, until: Option<&str>) -> R
     write_atomically(cargo_toml, updated.as_bytes())
 }
 
-fn default_private_key(binary: &str) -> Result<PathBuf> {
+/// `$XDG_CONFIG_HOME/cargo-xtask/<binary>-<purpose>.key`.
+fn default_private_key(binary: &str, purpose: &str) -> Result<PathBuf> {
     let config = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
@@ -343,13 +419,13 @@ fn default_private_key(binary: &str) -> Result<PathBuf> {
         .context("neither XDG_CONFIG_HOME nor HOME is set: pass --private-key FILE")?;
     Ok(config
         .join("cargo-xtask")
-        .join(format!("{binary}-signing.key")))
+        .join(format!("{binary}-{purpose}.key")))
 }
 
-/// The new key's passphrase: from the environment, else asked for twice
-/// on the terminal.
-fn passphrase() -> Result<String> {
-    if let Some((passphrase, _)) = signing::passphrase_from_env()? {
+/// The new key's passphrase: from the variables `vars` name, else asked
+/// for twice on the terminal.
+fn passphrase(vars: signing::KeyVars) -> Result<String> {
+    if let Some((passphrase, _)) = signing::passphrase_of(vars)? {
         check_strength(&passphrase)?;
         return Ok(passphrase);
     }
@@ -360,8 +436,8 @@ fn passphrase() -> Result<String> {
         .map_err(|_| {
             anyhow::anyhow!(
                 "no passphrase: set {} or {} (there is no terminal to ask on)",
-                signing::PASSPHRASE_VAR,
-                signing::PASSPHRASE_FILE_VAR
+                vars.passphrase,
+                vars.passphrase_file
             )
         })?;
     let first = read_hidden(&tty, "passphrase for the new signing key: ")?;

@@ -1,8 +1,9 @@
 //! The release stage's tasks: `dist`, `release` (one machine, or split over
-//! runners and merged: `parts`), `image`, `package` (Debian), `publish`, `keygen`, `sign`,
+//! runners and merged: `parts`), `image`, `package` (Debian), `apt-repo`, `publish`, `keygen`, `sign`,
 //! `verify`, `units` and `version` (the stamp releases carry), each thin
 //! over `artifacts/`.
 
+pub mod apt_repo;
 pub mod dist;
 pub mod image;
 pub mod keygen;

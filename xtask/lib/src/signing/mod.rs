@@ -18,6 +18,7 @@
 //! The formats built on these signatures are in `formats`.
 
 pub mod formats;
+pub mod openpgp;
 
 use std::path::Path;
 
@@ -39,9 +40,45 @@ pub const KEY_FILE_VAR: &str = "SIGNING_KEY_FILE";
 pub const PASSPHRASE_VAR: &str = "SIGNING_PASSPHRASE";
 /// A file holding the passphrase (instead of `SIGNING_PASSPHRASE`).
 pub const PASSPHRASE_FILE_VAR: &str = "SIGNING_PASSPHRASE_FILE";
+
+/// The variables that carry one key and its passphrase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyVars {
+    pub key: &'static str,
+    pub key_file: &'static str,
+    pub passphrase: &'static str,
+    pub passphrase_file: &'static str,
+}
+
+/// The release signing key's.
+pub const RELEASE_KEY: KeyVars = KeyVars {
+    key: KEY_VAR,
+    key_file: KEY_FILE_VAR,
+    passphrase: PASSPHRASE_VAR,
+    passphrase_file: PASSPHRASE_FILE_VAR,
+};
+
+/// The apt repository key's: a key of its own, so that the key every
+/// host's apt trusts is not the one CI signs each release with.
+pub const APT_KEY: KeyVars = KeyVars {
+    key: "APT_SIGNING_KEY",
+    key_file: "APT_SIGNING_KEY_FILE",
+    passphrase: "APT_SIGNING_PASSPHRASE",
+    passphrase_file: "APT_SIGNING_PASSPHRASE_FILE",
+};
+
 /// Every variable that carries a secret, for the tasks that remove them
 /// from what their commands inherit.
-pub const SECRET_VARS: [&str; 4] = [KEY_VAR, KEY_FILE_VAR, PASSPHRASE_VAR, PASSPHRASE_FILE_VAR];
+pub const SECRET_VARS: [&str; 8] = [
+    RELEASE_KEY.key,
+    RELEASE_KEY.key_file,
+    RELEASE_KEY.passphrase,
+    RELEASE_KEY.passphrase_file,
+    APT_KEY.key,
+    APT_KEY.key_file,
+    APT_KEY.passphrase,
+    APT_KEY.passphrase_file,
+];
 
 const ENCRYPTED_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 /// cosign's scrypt cost, which it requires exactly ("unexpected kdf
@@ -85,9 +122,16 @@ impl PublicKey {
             .expect("a P-256 key encodes")
     }
 
-    /// The uncompressed point, as SSH and DER formats hold it.
+    /// The uncompressed point, as SSH, DER and OpenPGP formats hold it.
     fn point(&self) -> Vec<u8> {
         self.key.to_sec1_point(false).as_bytes().to_vec()
+    }
+
+    /// The key whose SEC1 point (`04 ‖ x ‖ y`) is `point`.
+    fn from_point(point: &[u8]) -> Result<PublicKey> {
+        let key = VerifyingKey::from_sec1_bytes(point)
+            .map_err(|_| anyhow::anyhow!("not a point of NIST P-256"))?;
+        Ok(PublicKey { key })
     }
 
     /// The key's id: what the bundles name as their key hint and the DSSE
@@ -183,6 +227,18 @@ impl PrivateKey {
         (r.into(), s.into())
     }
 
+    /// `(r, s)` of the signature over a SHA-256 digest computed elsewhere,
+    /// as OpenPGP signs: it hashes its own framing with the data.
+    pub fn sign_digest_scalars(&self, digest: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+        use p256::ecdsa::signature::hazmat::PrehashSigner;
+        let signature: Signature = self
+            .key
+            .sign_prehash(digest)
+            .expect("a 32-byte digest is a valid prehash");
+        let (r, s) = signature.split_bytes();
+        (r.into(), s.into())
+    }
+
     /// The key encrypted with `passphrase` in cosign's format.
     pub fn encrypt(&self, passphrase: &[u8]) -> Result<String> {
         use crypto_secretbox::aead::{Aead, KeyInit};
@@ -264,33 +320,42 @@ impl PrivateKey {
     /// or `SIGNING_KEY_FILE`, opened with `SIGNING_PASSPHRASE` or
     /// `SIGNING_PASSPHRASE_FILE`; with the variable it came from.
     pub fn from_env() -> Result<Option<(PrivateKey, &'static str)>> {
-        let secrets = secrets();
-        let Some((key_text, key_source)) = secrets.key.clone().map_err(anyhow::Error::msg)? else {
+        PrivateKey::from_vars(RELEASE_KEY)
+    }
+
+    /// The key `vars` name, if it is given, with the variable it came from.
+    pub fn from_vars(vars: KeyVars) -> Result<Option<(PrivateKey, &'static str)>> {
+        let Some((key_text, key_source)) =
+            secrets_of(vars).key.clone().map_err(anyhow::Error::msg)?
+        else {
             return Ok(None);
         };
-        let Some((passphrase, passphrase_source)) = passphrase_from_env()? else {
+        let Some((passphrase, passphrase_source)) = passphrase_of(vars)? else {
             bail!(
-                "{key_source} is set but neither {PASSPHRASE_VAR} nor {PASSPHRASE_FILE_VAR} is: give the key's passphrase in one of them"
+                "{key_source} is set but neither {} nor {} is: give the key's passphrase in one of them",
+                vars.passphrase,
+                vars.passphrase_file
             );
         };
         let key = PrivateKey::decrypt(&key_text, passphrase.as_bytes()).with_context(|| {
-            format!(
-                "open the signing key in {key_source} with the passphrase in {passphrase_source}"
-            )
+            format!("open the key in {key_source} with the passphrase in {passphrase_source}")
         })?;
         Ok(Some((key, key_source)))
     }
 }
 
-/// The passphrase from `SIGNING_PASSPHRASE` or `SIGNING_PASSPHRASE_FILE`,
-/// with the variable it came from. A file's one trailing newline is not
-/// part of the passphrase.
-pub fn passphrase_from_env() -> Result<Option<(String, &'static str)>> {
-    let passphrase = secrets().passphrase.clone().map_err(anyhow::Error::msg)?;
+/// The passphrase `vars` name, with the variable it came from. A file's one
+/// trailing newline is not part of the passphrase.
+pub fn passphrase_of(vars: KeyVars) -> Result<Option<(String, &'static str)>> {
+    let passphrase = secrets_of(vars)
+        .passphrase
+        .clone()
+        .map_err(anyhow::Error::msg)?;
     Ok(passphrase.map(|(text, source)| {
-        let text = match source {
-            PASSPHRASE_FILE_VAR => text.strip_suffix('\n').unwrap_or(&text).to_owned(),
-            _ => text,
+        let text = if source == vars.passphrase_file {
+            text.strip_suffix('\n').unwrap_or(&text).to_owned()
+        } else {
+            text
         };
         (text, source)
     }))
@@ -304,17 +369,23 @@ struct Secrets {
     passphrase: std::result::Result<Option<(String, &'static str)>, String>,
 }
 
-static SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
+static RELEASE_SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
+static APT_SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
 
-fn secrets() -> &'static Secrets {
-    SECRETS.get_or_init(read_secrets)
+fn secrets_of(vars: KeyVars) -> &'static Secrets {
+    let cell = if vars == APT_KEY {
+        &APT_SECRETS
+    } else {
+        &RELEASE_SECRETS
+    };
+    cell.get_or_init(|| read_secrets(vars))
 }
 
-fn read_secrets() -> Secrets {
+fn read_secrets(vars: KeyVars) -> Secrets {
     let read = |var, file_var| secret_from_env(var, file_var).map_err(|err| format!("{err:#}"));
     Secrets {
-        key: read(KEY_VAR, KEY_FILE_VAR),
-        passphrase: read(PASSPHRASE_VAR, PASSPHRASE_FILE_VAR),
+        key: read(vars.key, vars.key_file),
+        passphrase: read(vars.passphrase, vars.passphrase_file),
     }
 }
 
@@ -335,7 +406,8 @@ pub fn take_secrets_from_env() {
     let given = SECRET_VARS
         .iter()
         .any(|var| std::env::var_os(var).is_some_and(|value| !value.is_empty()));
-    let _ = SECRETS.set(read_secrets());
+    let _ = RELEASE_SECRETS.set(read_secrets(RELEASE_KEY));
+    let _ = APT_SECRETS.set(read_secrets(APT_KEY));
     for var in SECRET_VARS {
         scrub_from_environment_block(var);
         // SAFETY: called first thing in `main`, before any thread exists
