@@ -194,41 +194,107 @@ fn wait_until_serving_again(host: &Host, load: &Load) {
     }
 }
 
-/// The Debian package on a real Debian 12 host: installing the file with
-/// apt starts the service through the packaged units; installing a newer
-/// build of it under load hands over without a failed request (postinst's
-/// reload), to a new main process systemd follows; removing it stops the
-/// service and keeps the config, purging removes the config.
+/// The Debian package on a real Debian 12 host, from a signed apt
+/// repository (`apt-repo`) over a `file:` source: `apt install` starts the
+/// service through the packaged units; `apt upgrade` to a newer package
+/// under load hands over without a failed request (postinst's reload), to
+/// a new main process systemd follows; a repository whose signed index was
+/// changed is refused; `apt remove` drains and stops the service and keeps
+/// the config, `apt purge` leaves nothing of the package behind.
 #[test]
-fn slow_on_hosts_the_debian_package_installs_upgrades_under_load_and_purges() {
+fn slow_on_hosts_the_apt_repository_installs_upgrades_under_load_refuses_tampering_and_purges() {
     let Some(tree) = tree_or_skip() else {
         return;
     };
     let scratch = TempDir::new().unwrap();
     let key = ssh_key(scratch.path());
-    let package = |letter: &str| -> (String, PathBuf) {
+    let package = |letter: &str, version: &str| -> (String, PathBuf) {
         let commit = letter.repeat(40);
         let binary = app_built_with(&commit, "deploy", &[]);
         let out = scratch.path().join(format!("deb-{letter}"));
         let run = output(
             xtask(&workspace_root())
-                .args(["package", "--target", "x86_64", "--binary"])
+                .args([
+                    "package",
+                    "--target",
+                    "x86_64",
+                    "--version",
+                    version,
+                    "--binary",
+                ])
                 .arg(&binary)
                 .arg("--out")
                 .arg(&out),
         );
         assert!(run.status.success(), "{}", stderr_text(&run));
-        (commit, out.join("app_0.1.0_amd64.deb"))
+        (commit, out.join(format!("app_{version}_amd64.deb")))
     };
-    let (commit_c, deb_c) = package("c");
-    let (commit_d, deb_d) = package("d");
+    let (commit_c, deb_c) = package("c", "0.1.0");
+    let (commit_d, deb_d) = package("d", "0.1.1");
+
+    // The repository's own key, and the repository with the first package.
+    let (apt_key, keyring) = (
+        scratch.path().join("apt.key"),
+        scratch.path().join("ring.gpg"),
+    );
+    let passphrase = "apt repository passphrase 7!";
+    let made = output(
+        xtask(&workspace_root())
+            .env("APT_SIGNING_PASSPHRASE", passphrase)
+            .args(["keygen", "--apt", "--private-key"])
+            .arg(&apt_key)
+            .arg("--public-key")
+            .arg(&keyring),
+    );
+    assert!(made.status.success(), "{}", stderr_text(&made));
+    let repo = scratch.path().join("repo");
+    let add = |deb: &Path| {
+        let added = output(
+            xtask(&workspace_root())
+                .env("APT_SIGNING_KEY_FILE", &apt_key)
+                .env("APT_SIGNING_PASSPHRASE", passphrase)
+                .arg("apt-repo")
+                .arg(&repo)
+                .arg("--deb")
+                .arg(deb)
+                .arg("--keyring")
+                .arg(&keyring),
+        );
+        assert!(added.status.success(), "{}", stderr_text(&added));
+    };
+    add(&deb_c);
+
     let host = Host::boot(&tree, scratch.path(), "alpha", &key);
-    for (deb, name) in [(&deb_c, "c.deb"), (&deb_d, "d.deb")] {
-        fs::copy(deb, host.root().join("root").join(name)).unwrap();
-    }
+    let publish = || {
+        let served = host.root().join("srv/apt");
+        let _ = fs::remove_dir_all(&served);
+        fs::create_dir_all(served.parent().unwrap()).unwrap();
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&repo)
+            .arg(&served)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+    };
+    publish();
+    fs::copy(
+        &keyring,
+        host.root()
+            .join("usr/share/keyrings/app-archive-keyring.gpg"),
+    )
+    .unwrap();
+    fs::write(
+        host.root().join("etc/apt/sources.list.d/app.list"),
+        "deb [signed-by=/usr/share/keyrings/app-archive-keyring.gpg] file:/srv/apt stable main\n",
+    )
+    .unwrap();
+    // Only this source: the host has no network to reach Debian's.
+    let update = "apt-get update -q -o Dir::Etc::sourcelist=/etc/apt/sources.list.d/app.list -o Dir::Etc::sourceparts=- -o APT::Get::List-Cleanup=0";
     let apt = "DEBIAN_FRONTEND=noninteractive apt-get -y -q";
 
-    host.run_ok(&format!("{apt} install /root/c.deb"));
+    host.run_ok(update);
+    host.run_ok(&format!("{apt} install app"));
     assert_eq!(
         host.run_ok("systemctl is-active app.socket app.service"),
         "active\nactive\n"
@@ -236,11 +302,23 @@ fn slow_on_hosts_the_debian_package_installs_upgrades_under_load_and_purges() {
     assert_eq!(host.run_ok("systemctl is-enabled app.socket"), "enabled\n");
     let version = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/version"));
     assert!(version.contains(commit_c.as_str()), "{version}");
+    assert!(
+        host.run_ok(&format!(
+            "curl -sf -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{PORT}/readyz"
+        ))
+        .contains("200")
+    );
 
+    // The newer package, published, then installed by apt under load.
+    add(&deb_d);
+    publish();
+    host.run_ok(update);
     let load = Load::start(&host.network_namespace());
     let first_pid = property(&host, "MainPID");
-    load.phase("the package upgraded");
-    host.run_ok("DEBIAN_FRONTEND=noninteractive dpkg -i /root/d.deb");
+    load.phase("apt upgrade");
+    host.run_ok(&format!("{apt} upgrade"));
+    let installed = host.run_ok("dpkg-query -W -f '${Version}' app");
+    assert_eq!(installed, "0.1.1");
     let version = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/version"));
     assert!(version.contains(commit_d.as_str()), "{version}");
     let main_pid = property(&host, "MainPID");
@@ -264,16 +342,93 @@ fn slow_on_hosts_the_debian_package_installs_upgrades_under_load_and_purges() {
         "{journal}"
     );
     assert!(!journal.contains("\"stop requested"), "{journal}");
-    eprintln!("{served} requests served across the package's upgrade, none failed");
+    eprintln!("{served} requests served across apt's upgrade, none failed");
 
+    // A changed index: a version 9.9 of the package added to Packages, and
+    // the Release files' hashes changed to match, without the key.
+    let served_dists = host.root().join("srv/apt/dists/stable");
+    let packages_path = served_dists.join("main/binary-amd64/Packages");
+    let packages = fs::read_to_string(&packages_path).unwrap();
+    let last = packages.rsplit("\n\n").next().unwrap();
+    let forged = format!(
+        "{packages}\n{}",
+        last.replace("Version: 0.1.1", "Version: 9.9")
+    );
+    fs::write(&packages_path, &forged).unwrap();
+    fs::remove_file(served_dists.join("main/binary-amd64/Packages.gz")).unwrap();
+    let sha256 = |bytes: &[u8]| -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    for name in ["Release", "InRelease"] {
+        let path = served_dists.join(name);
+        let text = fs::read_to_string(&path).unwrap();
+        let line = text
+            .lines()
+            .find(|line| line.ends_with(" main/binary-amd64/Packages"))
+            .unwrap()
+            .to_owned();
+        let forged_line = format!(
+            " {} {} main/binary-amd64/Packages",
+            sha256(forged.as_bytes()),
+            forged.len()
+        );
+        let text: String = text
+            .lines()
+            .filter(|line| !line.ends_with("Packages.gz"))
+            .map(|kept| {
+                if kept == line {
+                    forged_line.clone()
+                } else {
+                    kept.to_owned()
+                }
+            })
+            .map(|line| line + "\n")
+            .collect();
+        fs::write(&path, text).unwrap();
+    }
+    // apt keeps the previous index and warns; --error-on=any makes that
+    // an error, as a careful operator's script would run it.
+    let refused = host.run(&format!("{update} --error-on=any"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        !refused.status.success()
+            && said.contains("The following signatures were invalid: BADSIG")
+            && said.contains("The repository is not updated"),
+        "apt update took a changed index: {said}"
+    );
+    let candidate = host.run_ok("apt-cache policy app");
+    assert!(!candidate.contains("9.9"), "{candidate}");
+    assert_eq!(host.run_ok("dpkg-query -W -f '${Version}' app"), "0.1.1");
+
+    // Remove drains and stops, keeping the config; purge leaves nothing.
     host.run_ok(&format!("{apt} remove app"));
     assert_eq!(
         String::from_utf8_lossy(&host.run("systemctl is-active app.service").stdout),
         "inactive\n"
     );
+    let journal = host.run_ok("journalctl -u app.service -o cat --no-pager");
+    assert!(
+        journal.contains("\"stop requested: draining\""),
+        "{journal}"
+    );
     host.run_ok("test -f /etc/app/base.toml");
     host.run_ok(&format!("{apt} purge app"));
-    host.run_ok("test ! -e /etc/app && test ! -e /usr/bin/app");
+    let left = host.run_ok(
+        "for path in /etc/app /usr/bin/app /usr/share/doc/app /lib/systemd/system/app.socket /lib/systemd/system/app.service /var/lib/app /var/lib/private/app /run/app; do test -e $path && echo $path; done; find /etc/systemd -name 'app.*'; getent passwd app; systemctl list-unit-files 'app.*' --no-legend; true",
+    );
+    assert_eq!(left, "", "left behind by purge");
+    assert!(
+        !host.run("dpkg -s app").status.success(),
+        "dpkg still knows the package"
+    );
 }
 
 #[test]

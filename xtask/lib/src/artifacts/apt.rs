@@ -169,16 +169,7 @@ pub fn parse_control(text: &str) -> Result<Control> {
             "the package name {package:?} is refused: Debian's are lowercase letters, digits, `.`, `+` and `-`, starting with a letter or digit"
         );
     }
-    let version_ok = version.len() <= 100
-        && version.as_bytes()[0].is_ascii_digit()
-        && version
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b".+~-".contains(&byte));
-    if !version_ok {
-        bail!(
-            "the version {version:?} of {package} is refused: digits first, then letters, digits, `.`, `+`, `~` and `-` (no epoch)"
-        );
-    }
+    check_version(&version).with_context(|| format!("the package {package}"))?;
     if !ok(
         &architecture,
         |byte| byte.is_ascii_lowercase() || byte.is_ascii_digit(),
@@ -193,6 +184,23 @@ pub fn parse_control(text: &str) -> Result<Control> {
         architecture,
         fields,
     })
+}
+
+/// Checks a Debian version as the pool names files with it: a digit
+/// first, then letters, digits, `.`, `+`, `~` and `-`; no epoch (its `:`
+/// is not kept in file names).
+pub fn check_version(version: &str) -> Result<()> {
+    let ok = version.len() <= 100
+        && version.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && version
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b".+~-".contains(&byte));
+    if !ok {
+        bail!(
+            "the version {version:?} is refused: a digit first, then letters, digits, `.`, `+`, `~` and `-` (no epoch)"
+        );
+    }
+    Ok(())
 }
 
 /// The members of an `ar` archive (the common format): name and data.

@@ -42,6 +42,13 @@ pub struct Package<'a> {
     pub mtime: u64,
 }
 
+/// Cargo's version as Debian orders it: a pre-release's `-` becomes `~`,
+/// which sorts before the release (`1.2.0~rc.1` < `1.2.0`), where `-`
+/// would start a Debian revision.
+pub fn debian_version(cargo_version: &str) -> String {
+    cargo_version.replacen('-', "~", 1)
+}
+
 /// The file name Debian gives the package: `<name>_<version>_<arch>.deb`.
 pub fn file_name(name: &str, version: &str, architecture: &str) -> String {
     format!("{name}_{version}_{architecture}.deb")
@@ -334,6 +341,8 @@ pub(crate) mod tests {
     #[test]
     fn names_and_dates_follow_debian() {
         assert_eq!(file_name("svc", "1.2.3", "arm64"), "svc_1.2.3_arm64.deb");
+        assert_eq!(debian_version("1.2.0-rc.1+build.5"), "1.2.0~rc.1+build.5");
+        assert_eq!(debian_version("1.2.0"), "1.2.0");
         assert_eq!(crate::util::rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
         assert_eq!(
             crate::util::rfc2822(1_796_644_884),

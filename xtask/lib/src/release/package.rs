@@ -29,6 +29,10 @@ pub struct Package {
     /// With --binary: the folder the package is written to
     #[arg(long, value_name = "DIR", requires = "binary")]
     out: Option<std::path::PathBuf>,
+    /// With --binary: the package's version [default: the workspace's,
+    /// a pre-release's `-` as `~`]
+    #[arg(long, value_name = "VERSION", requires = "binary")]
+    version: Option<String>,
 }
 
 impl Package {
@@ -63,7 +67,14 @@ impl Package {
                 settings.package
             )
         })?;
-        let version = &project.version;
+        let version = match &self.version {
+            Some(version) => {
+                crate::artifacts::apt::check_version(version).context("--version")?;
+                version.clone()
+            }
+            None => deb::debian_version(&project.version),
+        };
+        let version = &version;
         let config = pipeline::config_files(&project.root.join("config"))?;
         let license = std::fs::read(project.root.join("LICENSE"))
             .with_context(|| format!("read {}", project.root.join("LICENSE").display()))?;
