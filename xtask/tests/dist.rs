@@ -541,6 +541,39 @@ fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
     let version = stdout_of(Command::new(unpacked.path().join("usr/bin/app")).arg("--version"));
     let commit = git(&release.first, &["rev-parse", "--short=7", "HEAD"]);
     assert!(version.contains(&commit), "{version}");
+
+    // Debian's policy checker: no error and no warning, with the
+    // package's own overrides (each justified in the file); what is left
+    // are notes, listed here so that a new one is seen.
+    let Some(lintian) = tool_or_skip("lintian", "apt-get install -y lintian") else {
+        return;
+    };
+    let checked = output(
+        Command::new(lintian)
+            .args([
+                "--pedantic",
+                "--info",
+                "--allow-root",
+                "--tag-display-limit",
+                "0",
+            ])
+            .arg(&deb),
+    );
+    let report = String::from_utf8_lossy(&checked.stdout);
+    let tags: Vec<&str> = report
+        .lines()
+        .filter(|line| !line.starts_with("N:"))
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "I: app: binary-has-unneeded-section .comment [usr/bin/app]",
+            "I: app: package-supports-alternative-init-but-no-init.d-script [lib/systemd/system/app.service]",
+            "I: app: systemd-service-file-missing-documentation-key [lib/systemd/system/app.service]",
+        ],
+        "lintian:\n{report}{}",
+        stderr_text(&checked)
+    );
 }
 
 #[test]

@@ -300,6 +300,8 @@ fn slow_on_hosts_the_apt_repository_installs_upgrades_under_load_refuses_tamperi
         "active\nactive\n"
     );
     assert_eq!(host.run_ok("systemctl is-enabled app.socket"), "enabled\n");
+    // Every installed file is the one the package's md5sums lists.
+    assert_eq!(host.run_ok("dpkg --verify app"), "");
     let version = host.run_ok(&format!("curl -sf http://127.0.0.1:{PORT}/version"));
     assert!(version.contains(commit_c.as_str()), "{version}");
     assert!(

@@ -42,11 +42,13 @@ pub enum Tool {
     Go,
     Gh,
     StressNg,
+    Lintian,
+    Gpgv,
     CargoFuzz,
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 34] = [
+pub const ALL: [Tool; 36] = [
     Tool::Git,
     Tool::Curl,
     Tool::Rustup,
@@ -80,6 +82,8 @@ pub const ALL: [Tool; 34] = [
     Tool::Go,
     Tool::Gh,
     Tool::StressNg,
+    Tool::Lintian,
+    Tool::Gpgv,
     Tool::CargoFuzz,
 ];
 
@@ -316,6 +320,18 @@ impl Tool {
                 Apt("stress-ng"),
                 Tests,
                 "the flake hunt's load (`test --stress N --load`)",
+            ),
+            Tool::Lintian => (
+                "lintian",
+                Apt("lintian"),
+                Tests,
+                "checking the Debian packages against Debian's policy",
+            ),
+            Tool::Gpgv => (
+                "gpgv",
+                Apt("gpgv"),
+                Tests,
+                "checking the apt repository's signatures as apt does",
             ),
             Tool::CargoFuzz => (
                 "cargo-fuzz",

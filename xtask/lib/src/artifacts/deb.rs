@@ -17,6 +17,7 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
+use sha2::Digest as _;
 
 use crate::archive::{self, Entry};
 
@@ -85,6 +86,11 @@ pub fn build(package: &Package) -> Result<Vec<u8>> {
         maintainer = package.maintainer,
         date = crate::util::rfc2822(package.mtime),
     );
+    data.push(Entry {
+        path: format!("usr/share/lintian/overrides/{name}"),
+        contents: lintian_overrides(name).into_bytes(),
+        executable: false,
+    });
     for (file, contents) in [
         ("OPERATING.md", package.guide.as_bytes().to_vec()),
         ("copyright", package.license.to_vec()),
@@ -113,12 +119,21 @@ pub fn build(package: &Package) -> Result<Vec<u8>> {
     let _ = writeln!(
         control,
         "Description: {}\n The {name} service: one static binary, its settings in /etc/{name}/,\n and systemd units that upgrade it without downtime on `systemctl reload`.",
-        package.summary
+        synopsis(package.summary)
     );
     let conffiles: String = package
         .config
         .iter()
         .map(|(file, _)| format!("/etc/{name}/{file}\n"))
+        .collect();
+    // What `dpkg --verify` checks the installed files against.
+    let md5sums: String = data
+        .iter()
+        .map(|entry| {
+            let digest = md5::Md5::digest(&entry.contents);
+            let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+            format!("{hex}  {}\n", entry.path)
+        })
         .collect();
     let mut control_entries = vec![
         Entry {
@@ -129,6 +144,11 @@ pub fn build(package: &Package) -> Result<Vec<u8>> {
         Entry {
             path: "conffiles".to_owned(),
             contents: conffiles.into_bytes(),
+            executable: false,
+        },
+        Entry {
+            path: "md5sums".to_owned(),
+            contents: md5sums.into_bytes(),
             executable: false,
         },
     ];
@@ -149,6 +169,37 @@ pub fn build(package: &Package) -> Result<Vec<u8>> {
         ],
         package.mtime,
     ))
+}
+
+/// The first line of the description as Debian writes it: without a
+/// leading article (`The service …` → `Service …`).
+fn synopsis(summary: &str) -> String {
+    let trimmed = ["A ", "An ", "The "]
+        .iter()
+        .find_map(|article| summary.strip_prefix(article))
+        .unwrap_or(summary);
+    let mut chars = trimmed.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// What lintian reports of the package and is so on purpose, each with
+/// why (docs/packages.md lists them too).
+fn lintian_overrides(name: &str) -> String {
+    format!(
+        "# The upgrade is `systemctl reload`, the service's own handover of its
+# socket to the new binary; the scripts call systemctl only when systemd
+# runs the machine (/run/systemd/system).
+{name}: maintainer-script-calls-systemctl [postinst:*]
+{name}: maintainer-script-calls-systemctl [prerm:*]
+# A static PIE: it loads no shared library, so it depends on none.
+{name}: shared-library-lacks-prerequisites [usr/bin/{name}]
+# Its one flag and its settings are in /usr/share/doc/{name}/OPERATING.md.
+{name}: no-manual-page [usr/bin/{name}]
+"
+    )
 }
 
 /// The maintainer scripts. dpkg calls `postinst configure <old version>`
@@ -279,10 +330,23 @@ pub(crate) mod tests {
         assert!(
             control.starts_with("Package: svc\nVersion: 1.2.3\nArchitecture: amd64\n")
                 && control.contains("\nMaintainer: Svc maintainers <svc@example.com>\n")
-                && control.contains("\nDescription: An example service\n "),
+                && control.contains("\nDescription: Example service\n "),
             "{control}"
         );
         assert_eq!(files["./conffiles"].1, "/etc/svc/base.toml\n");
+        // md5sums: the MD5 of b"\x7fELF binary", and a line per file.
+        let md5sums = &files["./md5sums"].1;
+        assert!(
+            md5sums.starts_with(&format!(
+                "{}  usr/bin/svc\n",
+                md5::Md5::digest(b"\x7fELF binary")
+                    .iter()
+                    .map(|byte| format!("{byte:02x}"))
+                    .collect::<String>()
+            )),
+            "{md5sums}"
+        );
+        assert_eq!(md5sums.lines().count(), 8, "{md5sums}");
         assert_eq!(files["./postinst"].0, 0o755);
         assert!(
             files["./postinst"]
