@@ -160,7 +160,7 @@ fn disk_report(ctx: &Ctx) {
 }
 
 /// The tools of each section besides the core ones, in `tools::ALL` order.
-const SECTIONS: [(&str, &[Tool]); 11] = [
+const SECTIONS: [(&str, &[Tool]); 12] = [
     (
         "cross-compiling and running foreign binaries",
         &[Tool::CargoZigbuild, Tool::Zig, Tool::QemuAarch64],
@@ -187,6 +187,10 @@ const SECTIONS: [(&str, &[Tool]); 11] = [
             Tool::Debootstrap,
             Tool::SystemdNspawn,
         ],
+    ),
+    (
+        "Debian packages and the apt repository",
+        &[Tool::Lintian, Tool::Gpgv],
     ),
     (
         "Kubernetes manifests and alerts",
