@@ -3,6 +3,8 @@
 //! that must produce identical bytes, pass `sha256sum -c`, run under qemu,
 //! and rebuild nothing the second time.
 
+#[path = "dist/kube.rs"]
+mod kube;
 #[path = "dist/parts.rs"]
 mod parts;
 #[path = "support/registry.rs"]
@@ -716,6 +718,110 @@ fn slow_dist_image_is_reproducible_from_the_binaries_and_runs_in_podman() {
     let release = Release::get();
     let _restore = release.restore_after(None);
     check_image(&release.first, &release.target_dir);
+}
+
+/// The prod objects `k8s` renders, run by `podman kube play` with the
+/// image `image` built (see `kube` for what podman lacks and how the
+/// played copy makes up for it): the pod serves as the non-root user on a
+/// read-only root, the rendered probe paths answer 200, the service reports
+/// the settings of config/prod.toml and the env, with the admin token from
+/// the Secret, and `kube down` drains it to exit 0. The same check fails
+/// on a pod run as root and on a wrong readiness path.
+#[test]
+fn slow_dist_kube_play_runs_the_rendered_pod_non_root_read_only_ready_and_drains_it() {
+    let Some(podman) = tool_or_skip("podman", "apt-get install -y podman runc catatonit") else {
+        return;
+    };
+    if tool_or_skip("catatonit", "apt-get install -y catatonit").is_none() {
+        return;
+    }
+    let release = Release::get();
+    let _restore = release.restore_after(None);
+    let (manifest, _) = image_run(&release.first, &release.target_dir);
+    let rendered = output(
+        xtask(&release.first)
+            .args(["k8s", "--env", "prod"])
+            .env("CARGO_TARGET_DIR", &release.target_dir),
+    );
+    assert!(rendered.status.success(), "{}", stderr_text(&rendered));
+    let dist = dist_folder(&release.target_dir);
+    let rendered = fs::read_to_string(dist.join("k8s/prod.yaml")).unwrap();
+    let scratch = TempDir::new().unwrap();
+    let podman = Podman::new(podman);
+    kube::prepare(
+        &podman,
+        scratch.path(),
+        &dist.join(manifest["image"]["archive"].as_str().unwrap()),
+        "app",
+    );
+
+    let port = kube::free_port();
+    let observed = kube::play(
+        &podman,
+        scratch.path(),
+        &kube::adapt_for_podman(&rendered, port),
+        port,
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(observed.uid, "65532");
+    assert!(
+        observed.root_mount.contains(" ro,"),
+        "{}",
+        observed.root_mount
+    );
+    for line in [
+        "listen = \"0.0.0.0:8080\"\n",
+        "format = \"json\"\n",
+        "token = \"[redacted]\"\n",
+        "service_name = \"app\"\n",
+    ] {
+        assert!(
+            observed.config.contains(line),
+            "{line} not in\n{}",
+            observed.config
+        );
+    }
+    // The downward API's pod name; the namespace is podman's stand-in.
+    for variable in [
+        "APP_ENV=prod",
+        "POD_NAME=app-pod-0",
+        "POD_NAMESPACE=default",
+    ] {
+        assert!(
+            observed.environment.iter().any(|entry| entry == variable),
+            "{variable} not in {:?}",
+            observed.environment
+        );
+    }
+    assert_eq!(observed.exit_code, "0", "{}", observed.drain_log);
+    for line in ["\"stop requested: draining\"", "\"stopped\""] {
+        assert!(
+            observed.drain_log.contains(line),
+            "{line} not in\n{}",
+            observed.drain_log
+        );
+    }
+
+    // The same check refuses a pod run as root, and a readiness path the
+    // service does not serve.
+    let as_root = rendered
+        .replace("runAsUser: 65532", "runAsUser: 0")
+        .replace("runAsNonRoot: true", "runAsNonRoot: false");
+    let wrong_path = rendered.replace("path: /readyz", "path: /ready");
+    for (mutant, expected) in [
+        (as_root, "the service runs as uid 0, not 65532"),
+        (wrong_path, "the readiness path /ready answered Some(404)"),
+    ] {
+        let port = kube::free_port();
+        let failure = kube::play(
+            &podman,
+            scratch.path(),
+            &kube::adapt_for_podman(&mutant, port),
+            port,
+        )
+        .expect_err(expected);
+        assert!(failure.starts_with(expected), "{failure}");
+    }
 }
 
 #[test]
