@@ -259,8 +259,9 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
         assert!(stderr.contains(&line), "no `{line}` in:\n{stderr}");
     }
 
-    // The grace period follows drain_timeout in config/prod.toml...
-    assert!(prod.contains("terminationGracePeriodSeconds: 40"), "{prod}");
+    // The grace period follows drain_timeout in config/prod.toml (5 s
+    // delay + 30 s drain + 10 s span export + 5 s margin)...
+    assert!(prod.contains("terminationGracePeriodSeconds: 50"), "{prod}");
     let prod_toml = repo.path().join("config/prod.toml");
     let text = fs::read_to_string(&prod_toml).unwrap();
     fs::write(
@@ -280,7 +281,7 @@ fn k8s_renders_checked_manifests_that_follow_the_config_and_settings() {
     assert!(run.status.success(), "{}", stderr_text(&run));
     let objects = prod_objects(&out);
     assert!(
-        objects.contains("terminationGracePeriodSeconds: 60"),
+        objects.contains("terminationGracePeriodSeconds: 70"),
         "{objects}"
     );
     assert!(!objects.contains("8080"), "{objects}");

@@ -4,18 +4,23 @@
 //! built. What is checked from outside the pod, since podman runs httpGet
 //! probes as a command inside the container, which a `FROM scratch` image
 //! cannot: the process's user and root mount, the rendered probes' paths,
-//! the settings the service reports, and the drain on `kube down`.
+//! the settings the service reports, and the drain when the pod stops.
 //!
 //! What podman 4.3 lacks is adapted in the played copy only, each change
 //! counted so that a render that no longer needs it fails here:
 //! - a secret volume's `optional` is read without a default (it panics), so
-//!   it is set to its Kubernetes default, `false`;
+//!   it is set to its Kubernetes default, `false`; the Secret's `data` is
+//!   written to the volume undecoded (see `secret_yaml`);
 //! - `fieldRef` knows `metadata.name` but not `metadata.namespace`, whose
 //!   variable gets the value `default`;
 //! - a cluster routes to the pod through the Service; podman publishes the
 //!   container port instead, here on loopback;
 //! - it does not expand `$(VAR)` references in env values (a cluster
 //!   does), so `OTEL_RESOURCE_ATTRIBUTES` reaches the service unexpanded;
+//! - `kube down` removes a running pod at once (SIGKILL), and
+//!   `terminationGracePeriodSeconds` is not read, so the pod is stopped
+//!   first with `pod stop --time <the rendered grace period>`: SIGTERM,
+//!   then the wait, as a kubelet does;
 //! - the Service, HorizontalPodAutoscaler, PodDisruptionBudget,
 //!   NetworkPolicy and PrometheusRule are skipped: podman has no such
 //!   objects.
@@ -29,14 +34,15 @@ use std::time::{Duration, Instant};
 use super::Podman;
 
 /// The admin token the played Secret holds.
-pub const TOKEN: &str = "kube-play-admin-token-7d1e";
+pub const TOKEN: &str = "kubePlayAdminToken7d1eXY";
 
 /// The Secret the rendered Deployment mounts (operators create it; the
-/// render names it only). Its data is `TOKEN` in base64: podman 4.3 reads
-/// `data`, not `stringData`.
+/// render names it only). podman 4.3 writes a `data` value into the volume
+/// as it stands, without decoding its base64 (and `stringData` not at
+/// all), so the value is the token itself, which is also valid base64.
 pub fn secret_yaml(binary: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {binary}-admin\ndata:\n  token: a3ViZS1wbGF5LWFkbWluLXRva2VuLTdkMWU=\n"
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {binary}-admin\ndata:\n  token: {TOKEN}\n"
     )
 }
 
@@ -93,14 +99,15 @@ pub struct Observed {
 }
 
 /// The probe paths of the Deployment in `yaml`: (startup, liveness,
-/// readiness).
-pub fn probe_paths(yaml: &str) -> (String, String, String) {
+/// readiness), and its grace period in seconds.
+pub fn pod_spec(yaml: &str) -> (String, String, String, i64) {
     let documents = yaml_rust2::YamlLoader::load_from_str(yaml).unwrap();
     let deployment = documents
         .iter()
         .find(|document| document["kind"].as_str() == Some("Deployment"))
         .expect("a Deployment");
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
     let path = |probe: &str| {
         container[probe]["httpGet"]["path"]
             .as_str()
@@ -111,6 +118,9 @@ pub fn probe_paths(yaml: &str) -> (String, String, String) {
         path("startupProbe"),
         path("livenessProbe"),
         path("readinessProbe"),
+        pod["terminationGracePeriodSeconds"]
+            .as_i64()
+            .expect("a grace period"),
     )
 }
 
@@ -151,7 +161,7 @@ pub fn play(podman: &Podman, scratch: &Path, yaml: &str, port: u16) -> Result<Ob
         .output()
         .unwrap();
     let result = if played.status.success() {
-        check(podman, &file, yaml, port)
+        check(podman, yaml, port)
     } else {
         Err(format!(
             "podman kube play failed: {}",
@@ -163,8 +173,8 @@ pub fn play(podman: &Podman, scratch: &Path, yaml: &str, port: u16) -> Result<Ob
     result
 }
 
-fn check(podman: &Podman, file: &Path, yaml: &str, port: u16) -> Result<Observed, String> {
-    let (startup, liveness, readiness) = probe_paths(yaml);
+fn check(podman: &Podman, yaml: &str, port: u16) -> Result<Observed, String> {
+    let (startup, liveness, readiness, grace) = pod_spec(yaml);
     let names = String::from_utf8_lossy(
         &podman
             .command()
@@ -204,31 +214,31 @@ fn check(podman: &Podman, file: &Path, yaml: &str, port: u16) -> Result<Observed
         )
     };
 
-    // Ready: the rendered readiness path answers 200, as the probe expects.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match get(port, &readiness, None) {
-            Some((200, _)) => break,
-            answer if Instant::now() > deadline => {
-                return Err(format!(
-                    "the readiness path {readiness} answered {:?} within 30 s; the container: {}\n{}",
-                    answer.map(|(status, _)| status),
-                    inspect("{{.State.Status}} {{.State.ExitCode}}"),
-                    logs()
-                ));
+    // Started: the startup probe's path answers 200 (within its 30 s);
+    // then the readiness and liveness paths answer 200 as their probes
+    // expect, within a few of their periods.
+    let answers_200 = |path: &str, within: Duration| {
+        let deadline = Instant::now() + within;
+        loop {
+            match get(port, path, None) {
+                Some((200, _)) => return Ok(()),
+                answer if Instant::now() > deadline => {
+                    return Err(answer.map(|(status, _)| status));
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
             }
-            _ => std::thread::sleep(Duration::from_millis(100)),
         }
+    };
+    if let Err(answer) = answers_200(&startup, Duration::from_secs(30)) {
+        return Err(format!(
+            "the startup path {startup} answered {answer:?} within 30 s; the container: {}\n{}",
+            inspect("{{.State.Status}} {{.State.ExitCode}}"),
+            logs()
+        ));
     }
-    for path in [&startup, &liveness] {
-        match get(port, path, None) {
-            Some((200, _)) => {}
-            answer => {
-                return Err(format!(
-                    "the probe path {path} answered {:?}",
-                    answer.map(|(status, _)| status)
-                ));
-            }
+    for (probe, path) in [("readiness", &readiness), ("liveness", &liveness)] {
+        if let Err(answer) = answers_200(path, Duration::from_secs(5)) {
+            return Err(format!("the {probe} path {path} answered {answer:?}"));
         }
     }
 
@@ -275,14 +285,7 @@ fn check(podman: &Podman, file: &Path, yaml: &str, port: u16) -> Result<Observed
         }
     };
 
-    // `kube down` stops the pod: SIGTERM, a drain, exit 0.
-    let mut follow = podman
-        .command()
-        .args(["logs", "--follow", &container])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // The pod stops: SIGTERM, a drain, exit 0.
     let mut wait = podman
         .command()
         .args(["wait", &container])
@@ -290,19 +293,19 @@ fn check(podman: &Podman, file: &Path, yaml: &str, port: u16) -> Result<Observed
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    // `pod stop`, as a kubelet stops a pod: SIGTERM, then the rendered
+    // grace period, which podman 4.3 does not take from the YAML. (Its
+    // `kube down` removes the pod at once: SIGKILL, exit 137.)
     let stop = podman
         .command()
-        .args(["kube", "down"])
-        .arg(file)
+        .args(["pod", "stop", "--all", "--time", &grace.to_string()])
         .output()
         .unwrap();
     if !stop.status.success() {
-        let _ = follow.kill();
-        let _ = follow.wait();
         let _ = wait.kill();
         let _ = wait.wait();
         return Err(format!(
-            "podman kube down: {}",
+            "podman pod stop: {}",
             String::from_utf8_lossy(&stop.stderr)
         ));
     }
@@ -313,13 +316,8 @@ fn check(podman: &Podman, file: &Path, yaml: &str, port: u16) -> Result<Observed
         .read_to_string(&mut exit_code)
         .unwrap();
     let _ = wait.wait();
-    let _ = follow.kill();
-    let followed = follow.wait_with_output().unwrap();
-    let drain_log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&followed.stdout),
-        String::from_utf8_lossy(&followed.stderr)
-    );
+    // The stopped container keeps its log until the pod is removed.
+    let drain_log = logs();
     Ok(Observed {
         uid,
         root_mount,

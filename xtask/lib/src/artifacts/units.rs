@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use crate::project::Settings;
 
 /// Longest a stop may take: the drain delay and drain timeout of
-/// `config/base.toml` (5 s + 30 s), plus a margin.
-const STOP_TIMEOUT_SECONDS: u32 = 40;
+/// `config/base.toml` (5 s + 30 s), the final export of spans
+/// (`tracing.export_timeout`, 10 s), plus a margin.
+const STOP_TIMEOUT_SECONDS: u32 = 50;
 
 /// The open-files limit of the service: each connection costs a descriptor,
 /// so it must be at least `server.max_connections` of the config (4096 in
@@ -191,7 +192,8 @@ Environment=APP_ENV=prod
 Restart=on-failure
 RestartSec=1s
 # A fixed figure, not read from the config: the drain delay and drain
-# timeout of config/base.toml (5 s + 30 s) plus a margin. Raise it with them.
+# timeout of config/base.toml (5 s + 30 s), the last spans' export (10 s)
+# and a margin. Raise it with them.
 TimeoutStopSec={STOP_TIMEOUT_SECONDS}s
 # Soft and hard open-files limit, a fixed figure: twice server.max_connections
 # of config/base.toml (4096); it must stay at least max_connections plus 64

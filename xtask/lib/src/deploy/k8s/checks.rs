@@ -122,7 +122,7 @@ pub const CHECKS: [Check; 17] = [
     },
     Check {
         name: "graceful-termination",
-        what: "terminationGracePeriodSeconds >= the app's drain_delay + drain_timeout",
+        what: "terminationGracePeriodSeconds >= the app's drain_delay + drain_timeout + tracing.export_timeout",
         check: grace_period,
     },
 ];
@@ -469,7 +469,7 @@ fn grace_period(objects: &Objects, deployment: &Value) -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     let env = EnvConfig::from_files(env_name, files).map_err(|err| format!("{err:#}"))?;
-    let drain = (env.drain_delay + env.drain_timeout).as_secs_f64();
+    let drain = env.stop_time().as_secs_f64();
     // Kubernetes' default when the field is absent.
     let grace = spec["terminationGracePeriodSeconds"]
         .as_f64()
@@ -478,8 +478,8 @@ fn grace_period(objects: &Objects, deployment: &Value) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "terminationGracePeriodSeconds {grace} is shorter than the drain ({:?} + {:?} in ConfigMap {config_map}, APP_ENV {env_name}): pods are killed mid-request",
-            env.drain_delay, env.drain_timeout
+            "terminationGracePeriodSeconds {grace} is shorter than the stop ({:?} drain delay + {:?} drain timeout + {:?} span export in ConfigMap {config_map}, APP_ENV {env_name}): pods are killed mid-request or before their last spans are exported",
+            env.drain_delay, env.drain_timeout, env.flush_timeout
         ))
     }
 }

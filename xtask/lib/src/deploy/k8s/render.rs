@@ -39,6 +39,9 @@ pub struct EnvConfig {
     pub files: Vec<(String, String)>,
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
+    /// `tracing.export_timeout`: after the drain, the process exports the
+    /// spans it still holds for up to this long before it exits.
+    pub flush_timeout: Duration,
 }
 
 impl EnvConfig {
@@ -66,14 +69,21 @@ impl EnvConfig {
             name,
             drain_delay: settings.server.drain_delay,
             drain_timeout: settings.server.drain_timeout,
+            flush_timeout: settings.tracing.export_timeout,
             files,
         })
     }
 
-    /// The pods' `terminationGracePeriodSeconds`: the whole drain plus a
+    /// The longest a stop takes: the whole drain, then the final export
+    /// of spans.
+    pub fn stop_time(&self) -> Duration {
+        self.drain_delay + self.drain_timeout + self.flush_timeout
+    }
+
+    /// The pods' `terminationGracePeriodSeconds`: the longest stop plus a
     /// margin, rounded up.
     pub fn grace_seconds(&self, margin: u64) -> u64 {
-        (self.drain_delay + self.drain_timeout).as_secs_f64().ceil() as u64 + margin
+        self.stop_time().as_secs_f64().ceil() as u64 + margin
     }
 }
 
@@ -349,15 +359,18 @@ pub fn apply_patch(document: &mut Value, patch: &Value) -> Result<()> {
 pub fn deployment_comment(binary: &str, env: Option<&EnvConfig>, margin: u64) -> String {
     let grace = match env {
         Some(env) => format!(
-            "terminationGracePeriodSeconds {} = drain_delay {:?} + drain_timeout {:?} + {margin}s margin,\n\
+            "terminationGracePeriodSeconds {} = drain_delay {:?} + drain_timeout {:?}\n\
+             + tracing.export_timeout {:?} (the last spans' export) + {margin}s margin,\n\
              from config/base.toml and config/{}.toml.",
             env.grace_seconds(margin),
             env.drain_delay,
             env.drain_timeout,
+            env.flush_timeout,
             env.name
         ),
         None => "Each overlay adds APP_ENV and terminationGracePeriodSeconds = drain_delay +\n\
-                 drain_timeout + margin, computed from that environment's config files."
+                 drain_timeout + tracing.export_timeout + margin, computed from that\n\
+                 environment's config files."
             .to_owned(),
     };
     format!(

@@ -255,7 +255,8 @@ fn each_check_fails_alone_when_its_field_is_broken() {
     ];
     let mut covered: Vec<&str> = Vec::new();
     for (check, changes) in &cases {
-        // prod: its 35 s drain is longer than Kubernetes' default 30 s grace.
+        // prod: its 35 s drain and 10 s export are longer than Kubernetes'
+        // default 30 s grace.
         let mut objects = rendered("prod");
         for change in changes {
             apply(&mut objects, change);
