@@ -554,7 +554,7 @@ fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
         Command::new(lintian)
             .args([
                 "--pedantic",
-                "--info",
+                "--display-info",
                 "--allow-root",
                 "--tag-display-limit",
                 "0",
@@ -573,7 +573,8 @@ fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
             "I: app: package-supports-alternative-init-but-no-init.d-script [lib/systemd/system/app.service]",
             "I: app: systemd-service-file-missing-documentation-key [lib/systemd/system/app.service]",
         ],
-        "lintian:\n{report}{}",
+        "lintian ({}):\n{report}{}",
+        checked.status,
         stderr_text(&checked)
     );
 }
