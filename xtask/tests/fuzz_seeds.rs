@@ -22,6 +22,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("release_tar", xtask_lib::fuzz::release_tar),
     ("image_index", xtask_lib::fuzz::image_index),
     ("provenance", xtask_lib::fuzz::provenance),
+    ("debian", xtask_lib::fuzz::debian),
     ("traceparent", platform::fuzz::traceparent),
     ("config", platform::fuzz::config),
 ];

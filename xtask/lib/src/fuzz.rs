@@ -65,6 +65,31 @@ pub fn signatures(data: &[u8]) {
     assert!(formats::check_ssh_signature(key, data, message).is_err());
 }
 
+/// A Debian package, a control file and an OpenPGP keyring, as `apt-repo`
+/// reads them: what the control file names becomes one file name in the
+/// pool, never a path that leaves it.
+pub fn debian(data: &[u8]) {
+    use crate::artifacts::apt;
+    for control in [
+        apt::control_of(data).ok(),
+        apt::parse_control(&String::from_utf8_lossy(data)).ok(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let path = control.pool_path();
+        assert_plain_relative(Path::new(&path));
+        assert_eq!(
+            Path::new(&path).components().count(),
+            3,
+            "{path:?} is not pool/main/<file>"
+        );
+    }
+    if let Ok(certificate) = crate::signing::openpgp::Certificate::parse(data) {
+        assert_eq!(certificate.fingerprint_hex().len(), 40);
+    }
+}
+
 /// A release archive's tar stream, unpacked as `deploy` unpacks it into an
 /// empty folder: nothing lands beside the folder, and every link in it
 /// stays inside.

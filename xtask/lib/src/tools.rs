@@ -18,6 +18,7 @@ pub enum Tool {
     QemuAarch64,
     Podman,
     Runc,
+    Catatonit,
     Skopeo,
     DockerRegistry,
     Htpasswd,
@@ -48,7 +49,7 @@ pub enum Tool {
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 36] = [
+pub const ALL: [Tool; 37] = [
     Tool::Git,
     Tool::Curl,
     Tool::Rustup,
@@ -58,6 +59,7 @@ pub const ALL: [Tool; 36] = [
     Tool::QemuAarch64,
     Tool::Podman,
     Tool::Runc,
+    Tool::Catatonit,
     Tool::Skopeo,
     Tool::DockerRegistry,
     Tool::Htpasswd,
@@ -200,6 +202,12 @@ impl Tool {
                 Apt("runc"),
                 Tests,
                 "the container runtime podman uses in the tests",
+            ),
+            Tool::Catatonit => (
+                "catatonit",
+                Apt("catatonit"),
+                Tests,
+                "the pause process of the pods `podman kube play` runs",
             ),
             Tool::Skopeo => (
                 "skopeo",

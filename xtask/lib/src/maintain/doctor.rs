@@ -170,6 +170,7 @@ const SECTIONS: [(&str, &[Tool]); 12] = [
         &[
             Tool::Podman,
             Tool::Runc,
+            Tool::Catatonit,
             Tool::Skopeo,
             Tool::DockerRegistry,
             Tool::Htpasswd,
