@@ -161,7 +161,7 @@ impl Keygen {
         for path in [&private_path, &public_path] {
             if path.exists() {
                 bail!(
-                    "{} exists, and keygen replaces no key: every host that trusts the repository holds its public half; see docs/packages.md (\"Rotating the repository key\") to replace it",
+                    "{} exists, and keygen replaces no key: every host that trusts the repository holds its public half; docs/releasing.md says how to rotate it",
                     path.display()
                 );
             }
