@@ -116,7 +116,14 @@ fn keygen_writes_a_cosign_key_the_public_key_and_the_setting_and_refusals_are_on
             "nothing to sign in ".to_owned()),
         // Tasks that compile refuse the secrets before anything runs.
         (&["dist"], vec![("SIGNING_KEY_FILE", private.as_os_str()), ("SIGNING_PASSPHRASE", PASSPHRASE.as_ref())],
-            "the signing secrets (SIGNING_KEY, SIGNING_KEY_FILE, SIGNING_PASSPHRASE, SIGNING_PASSPHRASE_FILE) are set, and a release build runs project code".to_owned()),
+            "the signing secrets (SIGNING_KEY_FILE, SIGNING_PASSPHRASE) are set, and a release build runs project code".to_owned()),
+        // The apt repository's key is kept from project code the same way.
+        (&["dist"], vec![("APT_SIGNING_PASSPHRASE", PASSPHRASE.as_ref())],
+            "the signing secrets (APT_SIGNING_PASSPHRASE) are set, and a release build runs project code".to_owned()),
+        (&["apt-repo", "apt"], vec![],
+            "keys/app-archive-keyring.gpg: make the repository's key first (cargo xtask keygen --apt)".to_owned()),
+        (&["apt-repo", "apt", "--keyring", "Cargo.toml"], vec![],
+            "read Cargo.toml: not an OpenPGP keyring: the first byte is not a packet header".to_owned()),
         (&["release", "--target", "x86_64", "--allow-dirty"], vec![("SIGNING_PASSPHRASE_FILE", passphrase_file.as_os_str())],
             "are set, and a release build runs project code".to_owned()),
         (&["test", "--fast"], vec![("SIGNING_KEY", key_text.as_ref())],

@@ -44,6 +44,8 @@ pub const PASSPHRASE_FILE_VAR: &str = "SIGNING_PASSPHRASE_FILE";
 /// The variables that carry one key and its passphrase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyVars {
+    /// What the key is, in messages.
+    pub name: &'static str,
     pub key: &'static str,
     pub key_file: &'static str,
     pub passphrase: &'static str,
@@ -52,6 +54,7 @@ pub struct KeyVars {
 
 /// The release signing key's.
 pub const RELEASE_KEY: KeyVars = KeyVars {
+    name: "signing key",
     key: KEY_VAR,
     key_file: KEY_FILE_VAR,
     passphrase: PASSPHRASE_VAR,
@@ -61,6 +64,7 @@ pub const RELEASE_KEY: KeyVars = KeyVars {
 /// The apt repository key's: a key of its own, so that the key every
 /// host's apt trusts is not the one CI signs each release with.
 pub const APT_KEY: KeyVars = KeyVars {
+    name: "repository key",
     key: "APT_SIGNING_KEY",
     key_file: "APT_SIGNING_KEY_FILE",
     passphrase: "APT_SIGNING_PASSPHRASE",
@@ -338,7 +342,10 @@ impl PrivateKey {
             );
         };
         let key = PrivateKey::decrypt(&key_text, passphrase.as_bytes()).with_context(|| {
-            format!("open the key in {key_source} with the passphrase in {passphrase_source}")
+            format!(
+                "open the {} in {key_source} with the passphrase in {passphrase_source}",
+                vars.name
+            )
         })?;
         Ok(Some((key, key_source)))
     }
@@ -389,8 +396,8 @@ fn read_secrets(vars: KeyVars) -> Secrets {
     }
 }
 
-/// Whether any signing variable was set when the process started.
-static GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The secret variables that were set when the process started.
+static GIVEN: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
 
 /// Reads the signing secrets and removes their variables from this
 /// process's environment, so that no command a task runs inherits them.
@@ -403,9 +410,10 @@ static GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// `/proc/<pid>/{environ,mem,fd}` unreadable to other processes of the
 /// user and refuses them ptrace.
 pub fn take_secrets_from_env() {
-    let given = SECRET_VARS
-        .iter()
-        .any(|var| std::env::var_os(var).is_some_and(|value| !value.is_empty()));
+    let given: Vec<&'static str> = SECRET_VARS
+        .into_iter()
+        .filter(|var| std::env::var_os(var).is_some_and(|value| !value.is_empty()))
+        .collect();
     let _ = RELEASE_SECRETS.set(read_secrets(RELEASE_KEY));
     let _ = APT_SECRETS.set(read_secrets(APT_KEY));
     for var in SECRET_VARS {
@@ -414,8 +422,9 @@ pub fn take_secrets_from_env() {
         // that could read the environment.
         unsafe { std::env::remove_var(var) };
     }
-    if given {
-        GIVEN.store(true, std::sync::atomic::Ordering::SeqCst);
+    let any = !given.is_empty();
+    let _ = GIVEN.set(given);
+    if any {
         #[cfg(target_os = "linux")]
         // SAFETY: prctl with PR_SET_DUMPABLE only changes this process's
         // flag.
@@ -448,7 +457,7 @@ fn scrub_from_environment_block(var: &str) {
 
 /// Whether the signing secrets were given to this process.
 pub fn secrets_given() -> bool {
-    GIVEN.load(std::sync::atomic::Ordering::SeqCst)
+    GIVEN.get().is_some_and(|given| !given.is_empty())
 }
 
 /// Refuses to go on to `what` (a step that compiles or runs project code:
@@ -459,7 +468,10 @@ pub fn refuse_project_code_with_secrets(what: &str) -> Result<()> {
     if secrets_given() {
         bail!(
             "the signing secrets ({}) are set, and {what} runs project code (build scripts, proc macros, tests), which must not see them: run it without them, then sign what it built with `cargo xtask sign` (docs/signing.md, \"Where the secrets go\")",
-            SECRET_VARS.join(", ")
+            GIVEN
+                .get()
+                .map(|given| given.join(", "))
+                .unwrap_or_default()
         );
     }
     Ok(())
