@@ -442,12 +442,13 @@ fn slow_dist_deploy_by_target_installs_the_verified_archive() {
     );
 }
 
-/// `package` in both clones: the same Debian packages, byte for byte,
-/// signed and listed like every artifact, that dpkg reads as Debian
+/// `package` in both clones: the same Debian and RPM packages, byte for
+/// byte, signed and listed like every artifact, that dpkg and rpm read as
 /// packages holding the shipped binary, its config as conffiles and its
-/// units; the binary they unpack reports the commit.
+/// units; the binary they unpack reports the commit; lintian and rpmlint
+/// find nothing but what is listed here.
 #[test]
-fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
+fn slow_dist_package_writes_the_same_signed_deb_and_rpm_packages_in_both_clones() {
     let Some(dpkg_deb) = tool_or_skip("dpkg-deb", "apt-get install -y dpkg") else {
         return;
     };
@@ -470,20 +471,27 @@ fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
             "package built again:\n{stderr}"
         );
     }
-    let debs = |target_dir: &Path| -> Vec<String> {
+    let packages = |target_dir: &Path| -> Vec<String> {
         fs::read_to_string(dist_folder(target_dir).join("SHA256SUMS"))
             .unwrap()
             .lines()
-            .filter(|line| line.ends_with(".deb") || line.ends_with(".deb.sigstore.json"))
+            .filter(|line| {
+                [".deb", ".deb.sigstore.json", ".rpm", ".rpm.sigstore.json"]
+                    .iter()
+                    .any(|end| line.ends_with(end))
+            })
             .map(str::to_owned)
             .collect()
     };
-    assert_eq!(debs(&release.target_dir), debs(&release.second_target_dir));
     assert_eq!(
-        debs(&release.target_dir).len(),
-        4,
-        "a package and its bundle per Linux target: {:?}",
-        debs(&release.target_dir)
+        packages(&release.target_dir),
+        packages(&release.second_target_dir)
+    );
+    assert_eq!(
+        packages(&release.target_dir).len(),
+        8,
+        "a .deb, an .rpm and their bundles per Linux target: {:?}",
+        packages(&release.target_dir)
     );
     let dist = release.dist();
     let verified = output(
@@ -577,6 +585,73 @@ fn slow_dist_package_writes_the_same_signed_debian_packages_in_both_clones() {
         checked.status,
         stderr_text(&checked)
     );
+
+    // The RPM: what rpm reads of it, and rpmlint's findings, each either
+    // fixed or listed here with why it stays.
+    let rpm_file = dist.join("app-0.1.0-1.x86_64.rpm");
+    let Some(rpm) = tool_or_skip("rpm", "apt-get install -y rpm") else {
+        return;
+    };
+    let query = |args: &[&str]| {
+        stdout_of(
+            Command::new(&rpm)
+                .args(["-qp", "--nosignature"])
+                .args(args)
+                .arg(&rpm_file),
+        )
+    };
+    let listed = query(&["--list"]);
+    for path in [
+        "/usr/bin/app\n",
+        "/etc/app/prod.toml\n",
+        "/usr/lib/systemd/system/app.socket\n",
+    ] {
+        assert!(listed.contains(path), "{path} not in\n{listed}");
+    }
+    let scripts = query(&["--scripts"]);
+    assert!(
+        scripts.contains("systemctl reload app.service"),
+        "{scripts}"
+    );
+    let Some(rpmlint) = tool_or_skip("rpmlint", "apt-get install -y rpmlint") else {
+        return;
+    };
+    let filters = TempDir::new().unwrap();
+    let rpmlintrc = filters.path().join("app.rpmlintrc");
+    fs::write(
+        &rpmlintrc,
+        [
+            // By design: a static binary is the product.
+            "addFilter(\"statically-linked-binary\")",
+            // The .rpm is signed by its Sigstore bundle and the signed
+            // SHA256SUMS, not (yet) by an OpenPGP key rpm checks.
+            "addFilter(\"no-signature\")",
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let linted = output(
+        Command::new(rpmlint)
+            .arg("-r")
+            .arg(&rpmlintrc)
+            .arg(&rpm_file),
+    );
+    let report = String::from_utf8_lossy(&linted.stdout);
+    let findings: Vec<&str> = report
+        .lines()
+        .filter(|line| line.starts_with("app.x86_64: "))
+        .collect();
+    assert_eq!(
+        findings,
+        [
+            "app.x86_64: W: only-non-binary-in-usr-lib",
+            "app.x86_64: W: no-manual-page-for-binary app",
+            "app.x86_64: W: invalid-license MIT",
+        ],
+        "rpmlint:\n{report}{}",
+        stderr_text(&linted)
+    );
+    assert!(linted.status.success(), "rpmlint failed:\n{report}");
 }
 
 #[test]

@@ -217,7 +217,7 @@ fn setup_dry_run_prints_the_install_commands_and_runs_none() {
     // Python and its venv module are added, since the fake python3 cannot
     // make a virtual environment.
     let packages = format!(
-        "curl qemu-user podman runc catatonit skopeo docker-registry apache2-utils systemd openssh-client{}{} systemd-container prometheus stress-ng lintian gpgv python3 python3-venv",
+        "curl qemu-user podman runc catatonit skopeo docker-registry apache2-utils systemd openssh-client{}{} systemd-container prometheus stress-ng lintian gpgv rpm rpmlint python3 python3-venv",
         if sshd_installed {
             ""
         } else {

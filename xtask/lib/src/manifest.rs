@@ -237,6 +237,8 @@ pub enum ArtifactKind {
     OciArchive,
     /// A Debian package of one target's binary, written by `package`.
     Deb,
+    /// An RPM package of one target's binary, written by `package`.
+    Rpm,
     /// A Kubernetes manifest, alert rules file or kustomization, written
     /// by `k8s`.
     Kubernetes,

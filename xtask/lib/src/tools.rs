@@ -45,11 +45,13 @@ pub enum Tool {
     StressNg,
     Lintian,
     Gpgv,
+    Rpm,
+    Rpmlint,
     CargoFuzz,
 }
 
 /// Every tool, in the order `doctor` and `setup` go through them.
-pub const ALL: [Tool; 37] = [
+pub const ALL: [Tool; 39] = [
     Tool::Git,
     Tool::Curl,
     Tool::Rustup,
@@ -86,6 +88,8 @@ pub const ALL: [Tool; 37] = [
     Tool::StressNg,
     Tool::Lintian,
     Tool::Gpgv,
+    Tool::Rpm,
+    Tool::Rpmlint,
     Tool::CargoFuzz,
 ];
 
@@ -340,6 +344,18 @@ impl Tool {
                 Apt("gpgv"),
                 Tests,
                 "checking the apt repository's signatures as apt does",
+            ),
+            Tool::Rpm => (
+                "rpm",
+                Apt("rpm"),
+                Tests,
+                "reading, installing and verifying the RPM packages in the tests",
+            ),
+            Tool::Rpmlint => (
+                "rpmlint",
+                Apt("rpmlint"),
+                Tests,
+                "checking the RPM packages against the packaging rules",
             ),
             Tool::CargoFuzz => (
                 "cargo-fuzz",

@@ -15,6 +15,7 @@ pub mod oci;
 pub mod pipeline;
 pub mod provenance;
 pub mod registry;
+pub mod rpm;
 pub mod sbom;
 pub mod seal;
 pub mod units;

@@ -117,7 +117,11 @@ pub fn signing_key(ctx: &Ctx, signing: Signing) -> Result<Option<PrivateKey>> {
 fn gets_bundle(kind: ArtifactKind) -> bool {
     matches!(
         kind,
-        ArtifactKind::Archive | ArtifactKind::Sbom | ArtifactKind::OciArchive | ArtifactKind::Deb
+        ArtifactKind::Archive
+            | ArtifactKind::Sbom
+            | ArtifactKind::OciArchive
+            | ArtifactKind::Deb
+            | ArtifactKind::Rpm
     )
 }
 

@@ -190,8 +190,8 @@ const SECTIONS: [(&str, &[Tool]); 12] = [
         ],
     ),
     (
-        "Debian packages and the apt repository",
-        &[Tool::Lintian, Tool::Gpgv],
+        "Debian and RPM packages, and the apt repository",
+        &[Tool::Lintian, Tool::Gpgv, Tool::Rpm, Tool::Rpmlint],
     ),
     (
         "Kubernetes manifests and alerts",

@@ -1,13 +1,15 @@
-//! `cargo xtask package`: a Debian package (`artifacts::deb`) of each Linux
-//! binary `dist` built, written into `target/dist/`, listed in the manifest
-//! and `SHA256SUMS`, and signed like every other artifact. A task of its
-//! own, like `image`: it repackages what `dist` built, so a plain `dist`
-//! stays as fast as before and its outputs do not change.
+//! `cargo xtask package`: a Debian package (`artifacts::deb`) and an RPM
+//! package (`artifacts::rpm`) of each Linux binary `dist` built, written
+//! into `target/dist/`, listed in the manifest and `SHA256SUMS`, and signed
+//! like every other artifact. A task of its own, like `image`: it
+//! repackages what `dist` built, so a plain `dist` stays as fast as before
+//! and its outputs do not change.
 
 use anyhow::{Context, Result, bail};
 
 use crate::artifacts::deb::{self, Package as Deb};
 use crate::artifacts::pipeline;
+use crate::artifacts::rpm;
 use crate::artifacts::seal::{self, Signing};
 use crate::artifacts::units::{Paths, socket_and_service};
 use crate::exec::Ctx;
@@ -92,8 +94,12 @@ impl Package {
             .description
             .clone()
             .unwrap_or_else(|| format!("The {} service", settings.binary));
-        let build = |architecture: &str, binary: &[u8], mtime: u64| {
-            deb::build(&Deb {
+        // Both packages of one binary: (file name, kind, bytes).
+        let build = |architecture: &str,
+                     binary: &[u8],
+                     mtime: u64|
+         -> Result<[(String, ArtifactKind, Vec<u8>); 2]> {
+            let contents = Deb {
                 name: &settings.binary,
                 version,
                 architecture,
@@ -106,7 +112,20 @@ impl Package {
                 guide: &guide,
                 license: &license,
                 mtime,
-            })
+            };
+            let rpm_arch = rpm::arch_of(architecture)?;
+            Ok([
+                (
+                    deb::file_name(&settings.binary, version, architecture),
+                    ArtifactKind::Deb,
+                    deb::build(&contents)?,
+                ),
+                (
+                    rpm::file_name(&settings.binary, version, rpm_arch),
+                    ArtifactKind::Rpm,
+                    rpm::build(&contents, rpm_arch)?,
+                ),
+            ])
         };
 
         if let (Some(binary), Some(out)) = (&self.binary, &self.out) {
@@ -114,17 +133,27 @@ impl Package {
                 bail!("--binary packages one binary: name its one --target");
             };
             let architecture = target.debian_architecture().unwrap_or_default();
-            let name = deb::file_name(&settings.binary, version, architecture);
             if ctx.dry_run {
-                eprintln!("(dry run: would write {})", out.join(&name).display());
+                eprintln!(
+                    "(dry run: would write {} and {})",
+                    out.join(deb::file_name(&settings.binary, version, architecture))
+                        .display(),
+                    out.join(rpm::file_name(
+                        &settings.binary,
+                        version,
+                        rpm::arch_of(architecture)?
+                    ))
+                    .display()
+                );
                 return Ok(());
             }
             let bytes = std::fs::read(binary)
                 .with_context(|| format!("read --binary {}", binary.display()))?;
-            let deb = build(architecture, &bytes, ctx.stamp()?.source_date_epoch)?;
             std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-            write_atomically(&out.join(&name), &deb)?;
-            println!("{}", out.join(&name).display());
+            for (name, _, package) in build(architecture, &bytes, ctx.stamp()?.source_date_epoch)? {
+                write_atomically(&out.join(&name), &package)?;
+                println!("{}", out.join(&name).display());
+            }
             return Ok(());
         }
 
@@ -139,9 +168,16 @@ impl Package {
             for target in &targets {
                 let architecture = target.debian_architecture().unwrap_or_default();
                 eprintln!(
-                    "(dry run: would write {})",
+                    "(dry run: would write {} and {})",
                     dist_dir
                         .join(deb::file_name(&settings.binary, version, architecture))
+                        .display(),
+                    dist_dir
+                        .join(rpm::file_name(
+                            &settings.binary,
+                            version,
+                            rpm::arch_of(architecture)?
+                        ))
                         .display()
                 );
             }
@@ -154,18 +190,20 @@ impl Package {
                 .with_context(|| format!("the dist manifest lists no {} binary", target.triple))?;
             let binary = std::fs::read(dist_dir.join(&binary.path))
                 .with_context(|| format!("read the {} binary", target.triple))?;
-            let bytes = build(architecture, &binary, manifest.stamp.source_date_epoch)?;
-            let name = deb::file_name(&settings.binary, version, architecture);
-            write_atomically(&dist_dir.join(&name), &bytes)?;
-            manifest.artifacts.retain(|artifact| artifact.path != name);
-            manifest.artifacts.push(Artifact::new(
-                &name,
-                ArtifactKind::Deb,
-                Some(target.triple),
-                &bytes,
-                None,
-            ));
-            println!("{}", dist_dir.join(&name).display());
+            for (name, kind, bytes) in
+                build(architecture, &binary, manifest.stamp.source_date_epoch)?
+            {
+                write_atomically(&dist_dir.join(&name), &bytes)?;
+                manifest.artifacts.retain(|artifact| artifact.path != name);
+                manifest.artifacts.push(Artifact::new(
+                    &name,
+                    kind,
+                    Some(target.triple),
+                    &bytes,
+                    None,
+                ));
+                println!("{}", dist_dir.join(&name).display());
+            }
         }
         seal::seal(ctx, &dist_dir, &mut manifest, key.as_ref())
     }

@@ -105,6 +105,7 @@ impl Publish {
                             | ArtifactKind::Sbom
                             | ArtifactKind::OciArchive
                             | ArtifactKind::Deb
+                            | ArtifactKind::Rpm
                             | ArtifactKind::Signature
                             | ArtifactKind::Provenance
                             | ArtifactKind::ChecksumsSignature
