@@ -104,7 +104,7 @@ pub enum Task {
     Release(crate::release::dist::Release),
     /// Build a multi-platform OCI image of the dist binaries, no daemon needed
     Image(crate::release::image::Image),
-    /// Build a Debian package of each Linux binary dist built, signed and listed like every artifact
+    /// Build a .deb and an .rpm of each Linux binary dist built, signed and listed like every artifact
     Package(crate::release::package::Package),
     /// Add the Debian packages to a signed apt repository folder (its own OpenPGP key, from keygen --apt)
     AptRepo(crate::release::apt_repo::AptRepo),
