@@ -552,6 +552,70 @@ fn slow_dist_package_writes_the_same_signed_deb_and_rpm_packages_in_both_clones(
     let commit = git(&release.first, &["rev-parse", "--short=7", "HEAD"]);
     assert!(version.contains(&commit), "{version}");
 
+    // apt-repo over the release: the packages of both targets, once the
+    // release verifies; a package changed since it was signed is refused.
+    let apt = TempDir::new().unwrap();
+    let (apt_key, keyring) = (apt.path().join("apt.key"), apt.path().join("ring.gpg"));
+    let made = output(
+        xtask(&release.first)
+            .env("APT_SIGNING_PASSPHRASE", &release.keys.passphrase)
+            .args(["keygen", "--apt", "--private-key"])
+            .arg(&apt_key)
+            .arg("--public-key")
+            .arg(&keyring),
+    );
+    assert!(made.status.success(), "{}", stderr_text(&made));
+    let repo = apt.path().join("repo");
+    let apt_repo = || {
+        output(
+            xtask(&release.first)
+                .env("CARGO_TARGET_DIR", &release.target_dir)
+                .env("APT_SIGNING_KEY_FILE", &apt_key)
+                .env("APT_SIGNING_PASSPHRASE", &release.keys.passphrase)
+                .arg("apt-repo")
+                .arg(&repo)
+                .arg("--keyring")
+                .arg(&keyring)
+                .arg("--public-key")
+                .arg(&release.keys.public),
+        )
+    };
+    let added = apt_repo();
+    assert!(added.status.success(), "{}", stderr_text(&added));
+    for architecture in ["amd64", "arm64"] {
+        let index = fs::read_to_string(
+            repo.join(format!("dists/stable/main/binary-{architecture}/Packages")),
+        )
+        .unwrap();
+        assert!(
+            index.contains(&format!(
+                "Filename: pool/main/app_0.1.0_{architecture}.deb\n"
+            )),
+            "{index}"
+        );
+    }
+    if let Some(gpgv) = tool_or_skip("gpgv", "apt-get install -y gpgv") {
+        let checked = output(
+            Command::new(gpgv)
+                .arg("--keyring")
+                .arg(&keyring)
+                .arg(repo.join("dists/stable/InRelease")),
+        );
+        assert!(checked.status.success(), "{}", stderr_text(&checked));
+    }
+    let original = fs::read(&deb).unwrap();
+    let mut changed = original.clone();
+    *changed.last_mut().unwrap() ^= 1;
+    fs::write(&deb, &changed).unwrap();
+    let refused = apt_repo();
+    fs::write(&deb, &original).unwrap();
+    assert!(
+        !refused.status.success()
+            && stderr_text(&refused).contains("does not verify against the release key"),
+        "{}",
+        stderr_text(&refused)
+    );
+
     // Debian's policy checker: no error and no warning, with the
     // package's own overrides (each justified in the file); what is left
     // are notes, listed here so that a new one is seen.

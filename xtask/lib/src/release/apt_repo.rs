@@ -37,6 +37,10 @@ pub struct AptRepo {
     /// keys/<binary>-archive-keyring.gpg]
     #[arg(long, value_name = "FILE")]
     keyring: Option<PathBuf>,
+    /// The release key target/dist/ is checked against [default:
+    /// public-key of [workspace.metadata.xtask]]
+    #[arg(long, value_name = "FILE", conflicts_with = "debs")]
+    public_key: Option<PathBuf>,
 }
 
 /// Where `keygen --apt` puts the public keyring, relative to the root.
@@ -129,7 +133,7 @@ impl AptRepo {
                 .collect();
         }
         let dist = ctx.project.dist_dir();
-        let keys = named_or_configured_keys(ctx, None)?;
+        let keys = named_or_configured_keys(ctx, self.public_key.as_deref())?;
         if keys.is_empty() {
             eprintln!(
                 "note: the project names no public-key, so the packages of {} are checked against its manifest only",
