@@ -1,6 +1,11 @@
 //! `cargo xtask bench`: the service under load next to a bare Go net/http
-//! server (`bench/go-reference/`), side by side on loopback, in the same run,
-//! so the machine's noise hits both. The service measured is the binary
+//! server (`bench/go-reference/`) and the machine's floor (`bench/floor/`,
+//! one epoll loop per core answering fixed responses), side by side on
+//! loopback, in the same run, so the machine's noise hits all of them.
+//! Besides requests per second, each run reads the server's CPU time
+//! (`/proc/<pid>/stat`) to give its CPU per request, and after the runs
+//! each server holds 1,000 and then 4,000 idle keep-alive connections to
+//! give its memory per connection. The service measured is the binary
 //! `dist` ships (the static musl build of this host's architecture, from
 //! `dist-manifest.json`, built if needed); `--glibc` adds the glibc build of
 //! `target/release` as a column of its own. Servers and paths alternate over several
@@ -26,6 +31,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use xshell::cmd;
 
+mod process;
 mod report;
 mod tool;
 
@@ -33,6 +39,7 @@ use crate::develop::build::Build;
 use crate::exec::Ctx;
 use crate::tools::{self, Tool};
 use crate::util::write_atomically;
+use process::{IdleMemory, cpu_seconds, idle_memory, peak_rss};
 
 #[derive(clap::Args, Debug)]
 pub struct Bench {
@@ -83,7 +90,7 @@ fn parse_comparison(text: &str) -> Result<(String, std::path::PathBuf), String> 
         .ok_or_else(|| {
             format!("`{text}` is not NAME=BINARY: e.g. --compare before=/tmp/old/app")
         })?;
-    if matches!(name, "go" | "app" | "glibc") {
+    if matches!(name, "go" | "floor" | "app" | "glibc") {
         return Err(format!(
             "`{name}` names a built-in column: pick another name"
         ));
@@ -107,6 +114,12 @@ pub struct WrkResult {
     pub p99_ms: f64,
     /// Non-2xx responses plus socket errors.
     pub errors: u64,
+    /// Requests wrk completed in the run.
+    pub requests: u64,
+    /// The server's CPU time (user + system, every thread) over the
+    /// requests it served, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -129,15 +142,24 @@ pub struct ServiceReport {
     pub rounds: u32,
     pub rows: Vec<Row>,
     pub peak_rss_bytes: Vec<(String, u64)>,
+    /// Resident memory each server grows by per idle keep-alive
+    /// connection, holding 1,000 and 4,000 of them.
+    pub idle_connections: Vec<IdleMemory>,
 }
 
 impl ServiceReport {
     /// Go's requests per second on `path`.
     pub fn reference(&self, path: &str) -> Option<f64> {
+        self.median_of("go", path)
+            .map(|median| median.requests_per_second)
+    }
+
+    /// The median run of `server` on `path`.
+    pub fn median_of(&self, server: &str, path: &str) -> Option<&WrkResult> {
         self.rows
             .iter()
-            .find(|row| row.path == path && row.server == "go")
-            .map(|go| go.median.requests_per_second)
+            .find(|row| row.path == path && row.server == server)
+            .map(|row| &row.median)
     }
 
     pub fn errors(&self) -> u64 {
@@ -226,6 +248,18 @@ impl Bench {
             ctx.run(cmd!(ctx.sh, "{go} build -o {go_binary} ."))
                 .context("build the Go reference server")?;
         }
+        let floor_binary = bench_dir.join("floor");
+        if go.is_some() {
+            let source = ctx.project.root.join("bench/floor/floor.c");
+            let cc = which::which("cc").map_err(|_| {
+                anyhow::anyhow!("the floor server is C and needs a compiler: install build-essential (or pass --no-reference)")
+            })?;
+            ctx.sh
+                .create_dir(&bench_dir)
+                .with_context(|| format!("create {}", bench_dir.display()))?;
+            ctx.run(cmd!(ctx.sh, "{cc} -O2 -pthread -o {floor_binary} {source}"))
+                .context("build the floor server")?;
+        }
         if ctx.dry_run {
             eprintln!("(dry run: the servers are not started and wrk does not run)");
             return Ok(());
@@ -250,6 +284,16 @@ impl Bench {
 
         let mut servers = Vec::new();
         if go.is_some() {
+            let addr = free_port()?;
+            let command = Command::new(&floor_binary)
+                .arg(addr.to_string())
+                .stdout(Stdio::null())
+                .spawn();
+            servers.push(Server {
+                name: "floor".to_owned(),
+                addr,
+                child: command.context("start the floor server")?,
+            });
             let addr = free_port()?;
             let command = Command::new(&go_binary)
                 .arg("-listen")
@@ -390,7 +434,8 @@ impl Bench {
                 }
                 for index in order {
                     let url = format!("http://{}{path}", servers[index].addr);
-                    runs[index].push(self.measure(ctx, wrk, &url)?);
+                    let pid = servers[index].child.id();
+                    runs[index].push(self.measure(ctx, wrk, &url, Some(pid))?);
                 }
             }
             for (server, runs) in servers.iter().zip(runs) {
@@ -411,6 +456,17 @@ impl Bench {
                 )
             })
             .collect();
+        let held: &[usize] = if self.quick { &[200] } else { &[1_000, 4_000] };
+        let mut idle_connections = Vec::new();
+        for server in servers
+            .iter()
+            .filter(|server| matches!(server.name.as_str(), "floor" | "go" | "app"))
+        {
+            idle_connections.push(
+                idle_memory(server, held)
+                    .with_context(|| format!("hold idle connections to {}", server.name))?,
+            );
+        }
         Ok(ServiceReport {
             wrk_command: self.wrk_command("http://ADDR/PATH"),
             binary: String::new(),
@@ -419,6 +475,7 @@ impl Bench {
             rounds: self.rounds,
             rows,
             peak_rss_bytes,
+            idle_connections,
         })
     }
 
@@ -460,16 +517,26 @@ impl Bench {
         Ok(())
     }
 
-    /// One counted wrk run against `url`.
-    fn measure(&self, ctx: &Ctx, wrk: &Path, url: &str) -> Result<WrkResult> {
+    /// One counted wrk run against `url`, with the CPU time of the server
+    /// process `pid` over it.
+    fn measure(&self, ctx: &Ctx, wrk: &Path, url: &str, pid: Option<u32>) -> Result<WrkResult> {
         let (connections, duration) = (self.connections.to_string(), format!("{}s", self.duration));
+        let before = pid.and_then(cpu_seconds);
         let output = ctx
             .read_echoed(cmd!(
                 ctx.sh,
                 "{wrk} -t2 -c{connections} -d{duration} --latency {url}"
             ))
             .with_context(|| format!("run wrk against {url}"))?;
-        parse_wrk(&output).with_context(|| format!("read wrk's report for {url}"))
+        let after = pid.and_then(cpu_seconds);
+        let mut result =
+            parse_wrk(&output).with_context(|| format!("read wrk's report for {url}"))?;
+        if let (Some(before), Some(after)) = (before, after)
+            && result.requests > 0
+        {
+            result.cpu_us_per_request = Some((after - before) * 1e6 / result.requests as f64);
+        }
+        Ok(result)
     }
 
     /// Alternates wrk runs on `/` without and with an upgrade every `every`
@@ -502,7 +569,7 @@ impl Bench {
                     let until = Instant::now() + Duration::from_secs(self.duration.into());
                     std::thread::spawn(move || upgrade_periodically(addr, period, until))
                 });
-                let result = self.measure(ctx, wrk, &url)?;
+                let result = self.measure(ctx, wrk, &url, None)?;
                 match upgrader {
                     Some(upgrader) => {
                         let done = upgrader
@@ -775,19 +842,6 @@ pub fn wait_until_listening(addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// Peak resident set size (`VmHWM`) of a running process.
-fn peak_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 /// Reads requests/s, the 99th percentile and error counts out of
 /// `wrk --latency` output.
 pub fn parse_wrk(output: &str) -> Result<WrkResult> {
@@ -817,10 +871,17 @@ pub fn parse_wrk(output: &str) -> Result<WrkResult> {
                 .sum()
         })
         .unwrap_or(0);
+    let requests = output
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(count, _)| count.trim().parse().ok())
+        .context("no `N requests in` line")?;
     Ok(WrkResult {
         requests_per_second,
         p99_ms,
         errors: non_2xx + socket_errors,
+        requests,
+        cpu_us_per_request: None,
     })
 }
 
@@ -843,10 +904,16 @@ fn median(runs: &[WrkResult]) -> WrkResult {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
+    let cpu: Vec<f64> = runs
+        .iter()
+        .filter_map(|run| run.cpu_us_per_request)
+        .collect();
     WrkResult {
         requests_per_second: middle(runs.iter().map(|run| run.requests_per_second).collect()),
         p99_ms: middle(runs.iter().map(|run| run.p99_ms).collect()),
         errors: runs.iter().map(|run| run.errors).sum(),
+        requests: runs.iter().map(|run| run.requests).sum(),
+        cpu_us_per_request: (!cpu.is_empty()).then(|| middle(cpu)),
     }
 }
 
@@ -856,24 +923,38 @@ fn print_report(report: &ServiceReport) {
         report.connections, report.duration_seconds, report.rounds
     );
     println!(
-        "{:<10} {:<10} {:>12} {:>10} {:>7} {:>9}",
-        "path", "server", "requests/s", "p99", "errors", "vs go"
+        "{:<10} {:<10} {:>12} {:>10} {:>7} {:>9} {:>9} {:>10}",
+        "path", "server", "requests/s", "p99", "errors", "vs go", "vs floor", "cpu/req"
     );
     for row in &report.rows {
-        let reference = report
-            .rows
-            .iter()
-            .find(|other| other.path == row.path && other.server == "go")
-            .map(|go| row.median.requests_per_second / go.median.requests_per_second);
+        let versus = |server: &str| {
+            report
+                .median_of(server, row.path)
+                .map(|other| row.median.requests_per_second / other.requests_per_second)
+                .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x"))
+        };
         println!(
-            "{:<10} {:<10} {:>12.0} {:>8.2}ms {:>7} {:>9}",
+            "{:<10} {:<10} {:>12.0} {:>8.2}ms {:>7} {:>9} {:>9} {:>10}",
             row.path,
             row.server,
             row.median.requests_per_second,
             row.median.p99_ms,
             row.median.errors,
-            reference.map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}x"))
+            versus("go"),
+            versus("floor"),
+            row.median
+                .cpu_us_per_request
+                .map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.2}us"))
         );
+    }
+    for idle in &report.idle_connections {
+        for (count, bytes) in &idle.per_connection {
+            println!(
+                "idle {:<10} {count} held: {:.1} KB per connection",
+                idle.server,
+                bytes / 1024.0
+            );
+        }
     }
     for (server, bytes) in &report.peak_rss_bytes {
         println!(
@@ -921,7 +1002,9 @@ Transfer/sec:     14.12MB
             WrkResult {
                 requests_per_second: 111_394.15,
                 p99_ms: 1.77,
-                errors: 12
+                errors: 12,
+                requests: 1_114_097,
+                cpu_us_per_request: None,
             }
         );
         let clean = WRK_OUTPUT
@@ -953,20 +1036,20 @@ Transfer/sec:     14.12MB
 
     #[test]
     fn medians_take_the_middle_run() {
-        let run = |rps: f64, p99: f64| WrkResult {
+        let run = |rps: f64, p99: f64, cpu: f64| WrkResult {
             requests_per_second: rps,
             p99_ms: p99,
             errors: 1,
+            requests: 10,
+            cpu_us_per_request: Some(cpu),
         };
         assert_eq!(
-            median(&[run(3.0, 9.0), run(1.0, 1.0), run(2.0, 5.0)]),
-            run(2.0, 5.0).with_errors(3)
+            median(&[run(3.0, 9.0, 7.0), run(1.0, 1.0, 9.0), run(2.0, 5.0, 8.0)]),
+            WrkResult {
+                errors: 3,
+                requests: 30,
+                ..run(2.0, 5.0, 8.0)
+            }
         );
-    }
-
-    impl WrkResult {
-        fn with_errors(self, errors: u64) -> WrkResult {
-            WrkResult { errors, ..self }
-        }
     }
 }

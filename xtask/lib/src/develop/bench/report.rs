@@ -189,7 +189,7 @@ pub fn markdown(report: &Report) -> String {
     );
 
     let service = &report.service;
-    let _ = writeln!(text, "## The shipped service against Go\n");
+    let _ = writeln!(text, "## The shipped service against Go and the floor\n");
     let _ = writeln!(
         text,
         "`{}`, median of {} round(s) per server and path (servers alternate), on loopback. \
@@ -197,28 +197,43 @@ pub fn markdown(report: &Report) -> String {
          shipped: metrics on, JSON request log lines bounded by \
          `log.requests_per_second` of `config/prod.toml` (which keeps the journal's rate limit \
          from dropping the service's own lines). `go` is the bare net/http \
-         server in `bench/go-reference/`.\n",
+         server in `bench/go-reference/`. `floor` is what this machine does at all \
+         (`bench/floor/floor.c`: one epoll loop per core, fixed responses, no parsing \
+         beyond the end of the headers). CPU per request is the server's user and \
+         system time over the run (`/proc/<pid>/stat`) divided by the requests served.\n",
         service.wrk_command, service.rounds, service.binary
     );
     let _ = writeln!(
         text,
-        "| path | server | requests/s | vs Go | p99 | errors |"
+        "| path | server | requests/s | vs Go | vs floor | CPU per request | vs floor | p99 | errors |"
     );
     let _ = writeln!(
         text,
-        "|------|--------|-----------:|------:|----:|-------:|"
+        "|------|--------|-----------:|------:|---------:|----------------:|---------:|----:|-------:|"
     );
+    let ratio = |value: Option<f64>, reference: Option<f64>| match (value, reference) {
+        (Some(value), Some(reference)) if reference > 0.0 => format!("{:.2}×", value / reference),
+        _ => "-".to_owned(),
+    };
     for row in &service.rows {
-        let ratio = service.reference(row.path).map_or_else(
-            || "-".to_owned(),
-            |go| format!("{:.2}×", row.median.requests_per_second / go),
-        );
+        let floor = service.median_of("floor", row.path);
+        let cpu = row.median.cpu_us_per_request;
         let _ = writeln!(
             text,
-            "| `{}` | {} | {:.0} | {ratio} | {:.2} ms | {} |",
+            "| `{}` | {} | {:.0} | {} | {} | {} | {} | {:.2} ms | {} |",
             row.path,
             row.server,
             row.median.requests_per_second,
+            ratio(
+                Some(row.median.requests_per_second),
+                service.reference(row.path)
+            ),
+            ratio(
+                Some(row.median.requests_per_second),
+                floor.map(|floor| floor.requests_per_second)
+            ),
+            cpu.map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.2} µs")),
+            ratio(cpu, floor.and_then(|floor| floor.cpu_us_per_request)),
             row.median.p99_ms,
             row.median.errors
         );
@@ -243,6 +258,29 @@ pub fn markdown(report: &Report) -> String {
         })
         .collect();
     let _ = writeln!(text, "\nPeak RSS (`VmHWM`): {}.\n", rss.join(", "));
+    if let Some(first) = service.idle_connections.first() {
+        let _ = writeln!(
+            text,
+            "Memory per idle keep-alive connection: the growth of each server's RSS \
+             (`VmRSS`) while it holds that many connections, each answered once and then \
+             waiting, divided by their number.\n"
+        );
+        let mut header = String::from("| server |");
+        let mut rule = String::from("|--------|");
+        for (count, _) in &first.per_connection {
+            let _ = write!(header, " {count} held |");
+            rule.push_str("-----:|");
+        }
+        let _ = writeln!(text, "{header}\n{rule}");
+        for idle in &service.idle_connections {
+            let _ = write!(text, "| {} |", idle.server);
+            for (_, bytes) in &idle.per_connection {
+                let _ = write!(text, " {:.1} KB |", bytes / 1024.0);
+            }
+            let _ = writeln!(text);
+        }
+        let _ = writeln!(text);
+    }
 
     if let Some(upgrades) = &report.upgrades {
         let _ = writeln!(text, "## Upgrades under load\n");
