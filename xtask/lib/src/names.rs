@@ -6,8 +6,9 @@
 //!
 //! A release name becomes a folder under `releases/` on a host where
 //! deploys may run as root, so the pattern is strict: ASCII letters,
-//! digits, `.`, `_`, `+` and `-`, not starting with `.` or `-`, no `..`, at
-//! most 128 bytes. Nothing else reaches a path.
+//! digits, `.`, `_`, `+`, `-` and `~` (Debian's pre-release mark, in package
+//! file names), not starting with `.`, `-` or `~`, no `..`, at most 128
+//! bytes. Nothing else reaches a path.
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ const MAX_NAME: usize = 128;
 
 /// Checks one path component: `what` names it in the error.
 pub fn component<'a>(what: &str, name: &'a str) -> Result<&'a str> {
-    let allowed = |byte: u8| byte.is_ascii_alphanumeric() || b"._+-".contains(&byte);
+    let allowed = |byte: u8| byte.is_ascii_alphanumeric() || b"._+-~".contains(&byte);
     let problem = if name.is_empty() {
         Some("it is empty".to_owned())
     } else if name.len() > MAX_NAME {
@@ -30,8 +31,8 @@ pub fn component<'a>(what: &str, name: &'a str) -> Result<&'a str> {
             other if other.is_ascii_graphic() => format!("it holds `{}`", other as char),
             other => format!("it holds the byte 0x{other:02x}"),
         })
-    } else if name.starts_with('.') || name.starts_with('-') {
-        Some("it starts with `.` or `-`".to_owned())
+    } else if name.starts_with(['.', '-', '~']) {
+        Some("it starts with `.`, `-` or `~`".to_owned())
     } else if name.contains("..") {
         Some("it holds `..`".to_owned())
     } else {
@@ -39,7 +40,7 @@ pub fn component<'a>(what: &str, name: &'a str) -> Result<&'a str> {
     };
     match problem {
         Some(problem) => bail!(
-            "{what} {:?} is refused: {problem} (names here are ASCII letters, digits, `.`, `_`, `+` and `-`, up to {MAX_NAME} bytes, not starting with `.` or `-`)",
+            "{what} {:?} is refused: {problem} (names here are ASCII letters, digits, `.`, `_`, `+`, `-` and `~`, up to {MAX_NAME} bytes, not starting with `.`, `-` or `~`)",
             name.escape_debug().to_string()
         ),
         None => Ok(name),
@@ -129,6 +130,7 @@ mod tests {
             "0.1.0-abc1234",
             "app-0.1.0-x86_64-unknown-linux-musl.tar.gz",
             "a_b+c",
+            "app_1.2.0~rc.1_amd64.deb",
         ] {
             assert_eq!(component("a name", good).unwrap(), good);
         }
@@ -137,7 +139,8 @@ mod tests {
             ("../../ESCAPED", "holds a `/`"),
             ("..", "starts with `.`"),
             (".hidden", "starts with `.`"),
-            ("-rf", "starts with `.` or `-`"),
+            ("-rf", "starts with `.`, `-` or `~`"),
+            ("~root", "starts with `.`, `-` or `~`"),
             ("a..b", "holds `..`"),
             ("a b", "holds the byte 0x20"),
             ("a\0b", "holds a NUL byte"),
