@@ -7,6 +7,21 @@ use anyhow::{Context, Result, bail};
 
 /// Under `CI=true`, a tool a task or test needs and cannot find is a
 /// failure instead of a printed skip.
+/// The path of a tool a unit test runs, or `None` after printing that the
+/// test checked less; under `CI=true`, where setup installed it, a missing
+/// tool fails the test.
+#[cfg(test)]
+pub fn test_tool(name: &str, install: &str) -> Option<std::path::PathBuf> {
+    match which::which(name) {
+        Ok(path) => Some(path),
+        Err(_) => {
+            assert!(!in_ci(), "{name} is not installed ({install})");
+            eprintln!("skipped: {name} is not installed ({install})");
+            None
+        }
+    }
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true")
 }

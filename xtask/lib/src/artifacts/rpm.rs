@@ -19,7 +19,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::deb::Package;
-use crate::archive;
+use crate::archive::{self, hex};
 
 /// The file name RPM gives the package: `<name>-<version>-<release>.<arch>.rpm`.
 pub fn file_name(name: &str, version: &str, arch: &str) -> String {
@@ -243,7 +243,7 @@ fn main_header(
         .iter()
         .map(|file| {
             if file.mode & 0o170_000 == 0o100_000 {
-                hex(&Sha256::digest(&file.contents))
+                archive::sha256_hex(&file.contents)
             } else {
                 String::new()
             }
@@ -413,10 +413,6 @@ impl std::fmt::Write for FmtBytes<'_> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 /// A header being written: its entries (tag, type, count, data).
 #[derive(Default)]
 struct Header {
@@ -551,12 +547,7 @@ mod tests {
     /// `CI=true` a missing rpm fails.
     #[test]
     fn rpm_reads_the_package_its_files_and_scripts() {
-        let Ok(rpm) = which::which("rpm") else {
-            assert!(
-                !crate::util::in_ci(),
-                "rpm is not installed (apt-get install rpm)"
-            );
-            eprintln!("skipped: rpm is not installed (apt-get install rpm)");
+        let Some(rpm) = crate::util::test_tool("rpm", "apt-get install rpm") else {
             return;
         };
         let folder = crate::util::TempFolder::new("xtask-rpm-test").unwrap();
