@@ -121,7 +121,7 @@ pub fn build(package: &Package, arch: &str) -> Result<Vec<u8>> {
 
     let payload_cpio = cpio(&files, package.mtime);
     let payload = archive::gzip(&payload_cpio)?;
-    let header = main_header(package, arch, &files, &payload, payload_cpio.len())?;
+    let header = main_header(package, arch, &files, &payload)?;
 
     // The signature header: sizes and digests of the main header and the
     // payload, which rpm checks before it reads either.
@@ -187,13 +187,7 @@ fi
     ]
 }
 
-fn main_header(
-    package: &Package,
-    arch: &str,
-    files: &[File],
-    payload: &[u8],
-    payload_size: usize,
-) -> Result<Vec<u8>> {
+fn main_header(package: &Package, arch: &str, files: &[File], payload: &[u8]) -> Result<Vec<u8>> {
     let name = package.name;
     let version = package.version;
     let mtime = u32::try_from(package.mtime).context("the source date is past 2106")?;
@@ -340,7 +334,6 @@ fn main_header(
     header.string(5062, "utf-8");
     header.string_array(5092, &[&hex(&Sha256::digest(payload))]);
     header.int32(5093, &[8]);
-    let _ = payload_size;
     Ok(header.write(63))
 }
 
