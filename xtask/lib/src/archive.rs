@@ -1,12 +1,13 @@
 //! Archives whose bytes depend only on their contents: entries sorted, every
 //! mtime the source date epoch, owner 0:0 without names, modes set
 //! explicitly, gzip without a timestamp or file name. Two machines packaging
-//! the same files get the same archive, byte for byte.
+//! the same files get the same archive, byte for byte. Also the `ar`
+//! archives Debian packages are, written and read back.
 
 use std::collections::BTreeSet;
 use std::io::{Cursor, Write};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use flate2::{Compression, GzBuilder};
 
 /// A file to put into an archive.
@@ -139,6 +140,58 @@ pub fn zip(top: &str, entries: &[Entry]) -> Result<Vec<u8>> {
             .with_context(|| format!("write {path} into the archive"))?;
     }
     Ok(zip.finish().context("finish the zip archive")?.into_inner())
+}
+
+/// An `ar` archive in the common format dpkg reads: each member with the
+/// given time, owner 0:0, mode 0644, its data padded to an even length.
+pub fn ar(members: &[(&str, &[u8])], mtime: u64) -> Vec<u8> {
+    let mut out = b"!<arch>\n".to_vec();
+    for (name, data) in members {
+        let header = format!(
+            "{name:<16}{mtime:<12}{uid:<6}{gid:<6}{mode:<8}{size:<10}`\n",
+            uid = 0,
+            gid = 0,
+            mode = "100644",
+            size = data.len()
+        );
+        debug_assert_eq!(header.len(), 60);
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// The members of an `ar` archive (the common format): name and data.
+pub fn ar_members(bytes: &[u8]) -> Result<Vec<(&str, &[u8])>> {
+    let mut rest = bytes
+        .strip_prefix(b"!<arch>\n")
+        .context("not an ar archive (a .deb starts with `!<arch>`)")?;
+    let mut members = Vec::new();
+    while !rest.is_empty() {
+        let (header, after) = rest
+            .split_at_checked(60)
+            .context("the ar archive ends inside a member's header")?;
+        if &header[58..] != b"`\n" {
+            bail!("the ar archive has a member header without its end marker");
+        }
+        let name = std::str::from_utf8(&header[..16])
+            .context("an ar member's name is not text")?
+            .trim_end()
+            .trim_end_matches('/');
+        let size: usize = std::str::from_utf8(&header[48..58])
+            .ok()
+            .and_then(|size| size.trim_end().parse().ok())
+            .with_context(|| format!("the ar member {name:?} has no size"))?;
+        let (data, after) = after
+            .split_at_checked(size)
+            .with_context(|| format!("the ar member {name:?} is cut short"))?;
+        members.push((name, data));
+        rest = after.get(size % 2..).unwrap_or_default();
+    }
+    Ok(members)
 }
 
 /// Lowercase hex SHA-256.

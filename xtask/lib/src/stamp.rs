@@ -280,7 +280,8 @@ impl Drop for Background {
     }
 }
 
-fn source_date_epoch_from_env() -> Result<Option<u64>> {
+/// `SOURCE_DATE_EPOCH`, if set.
+pub fn source_date_epoch_from_env() -> Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(value) if !value.trim().is_empty() => value.trim().parse().map(Some).map_err(|_| {
             anyhow::anyhow!(

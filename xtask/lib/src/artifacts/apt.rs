@@ -56,7 +56,7 @@ impl Control {
 /// Reads the control file of a `.deb`: the `ar` archive's
 /// `control.tar.gz`, its `./control`.
 pub fn control_of(deb: &[u8]) -> Result<Control> {
-    let members = ar_members(deb)?;
+    let members = archive::ar_members(deb)?;
     let control_tar = match members
         .iter()
         .find(|(name, _)| name.starts_with("control.tar"))
@@ -201,36 +201,6 @@ pub fn check_version(version: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The members of an `ar` archive (the common format): name and data.
-fn ar_members(bytes: &[u8]) -> Result<Vec<(&str, &[u8])>> {
-    let mut rest = bytes
-        .strip_prefix(b"!<arch>\n")
-        .context("not an ar archive (a .deb starts with `!<arch>`)")?;
-    let mut members = Vec::new();
-    while !rest.is_empty() {
-        let (header, after) = rest
-            .split_at_checked(60)
-            .context("the ar archive ends inside a member's header")?;
-        if &header[58..] != b"`\n" {
-            bail!("the ar archive has a member header without its end marker");
-        }
-        let name = std::str::from_utf8(&header[..16])
-            .context("an ar member's name is not text")?
-            .trim_end()
-            .trim_end_matches('/');
-        let size: usize = std::str::from_utf8(&header[48..58])
-            .ok()
-            .and_then(|size| size.trim_end().parse().ok())
-            .with_context(|| format!("the ar member {name:?} has no size"))?;
-        let (data, after) = after
-            .split_at_checked(size)
-            .with_context(|| format!("the ar member {name:?} is cut short"))?;
-        members.push((name, data));
-        rest = after.get(size % 2..).unwrap_or_default();
-    }
-    Ok(members)
 }
 
 /// The repository folder.

@@ -160,7 +160,7 @@ pub fn build(package: &Package) -> Result<Vec<u8>> {
     }
     let control_tar = archive::gzip(&archive::tar(Some("."), &control_entries, package.mtime)?)?;
     let data_tar = archive::gzip(&archive::tar(Some("."), &data, package.mtime)?)?;
-    Ok(ar(
+    Ok(archive::ar(
         &[
             ("debian-binary", b"2.0\n".as_slice()),
             ("control.tar.gz", &control_tar),
@@ -240,28 +240,6 @@ fi
     [("postinst", postinst), ("prerm", prerm), ("postrm", postrm)]
 }
 
-/// An `ar` archive in the common format dpkg reads: each member with the
-/// given time, owner 0:0, mode 0644, its data padded to an even length.
-fn ar(members: &[(&str, &[u8])], mtime: u64) -> Vec<u8> {
-    let mut out = b"!<arch>\n".to_vec();
-    for (name, data) in members {
-        let header = format!(
-            "{name:<16}{mtime:<12}{uid:<6}{gid:<6}{mode:<8}{size:<10}`\n",
-            uid = 0,
-            gid = 0,
-            mode = "100644",
-            size = data.len()
-        );
-        debug_assert_eq!(header.len(), 60);
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(data);
-        if data.len() % 2 == 1 {
-            out.push(b'\n');
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -283,35 +261,19 @@ pub(crate) mod tests {
         }
     }
 
-    /// The members of an `ar` archive, by name, as dpkg reads them.
-    fn members(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-        assert!(bytes.starts_with(b"!<arch>\n"));
-        let mut at = 8;
-        let mut found = Vec::new();
-        while at < bytes.len() {
-            let header = std::str::from_utf8(&bytes[at..at + 60]).unwrap();
-            assert!(header.ends_with("`\n"), "{header:?}");
-            let name = header[..16].trim_end().to_owned();
-            let size: usize = header[48..58].trim_end().parse().unwrap();
-            let data = bytes[at + 60..at + 60 + size].to_vec();
-            found.push((name, data));
-            at += 60 + size + size % 2;
-        }
-        found
-    }
-
     #[test]
     fn a_package_is_debian_binary_control_and_data_in_that_order_and_reproducible() {
         let bytes = build(&package()).unwrap();
         assert_eq!(bytes, build(&package()).unwrap());
-        let members = members(&bytes);
-        let names: Vec<&str> = members.iter().map(|(name, _)| name.as_str()).collect();
+        // Read back as apt-repo reads packages: end markers, sizes, padding.
+        let members = archive::ar_members(&bytes).unwrap();
+        let names: Vec<&str> = members.iter().map(|(name, _)| *name).collect();
         assert_eq!(names, ["debian-binary", "control.tar.gz", "data.tar.gz"]);
-        assert_eq!(members[0].1, b"2.0\n");
+        assert_eq!(members[0].1, b"2.0\n".as_slice());
         let control = {
             use std::io::Read;
             let mut tar = Vec::new();
-            flate2::read::GzDecoder::new(members[1].1.as_slice())
+            flate2::read::GzDecoder::new(members[1].1)
                 .read_to_end(&mut tar)
                 .unwrap();
             tar

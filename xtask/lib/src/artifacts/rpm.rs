@@ -11,7 +11,7 @@
 //! Everything is dated at the source date and owned by root, every list is
 //! sorted, so two machines packaging one binary get the same bytes.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use anyhow::{Context, Result, bail};
 use md5::Md5;
@@ -360,7 +360,7 @@ fn cpio(files: &[File], mtime: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut entry = |inode: u32, mode: u32, name: &str, data: &[u8], nlink: u32| {
         let _ = write!(
-            FmtBytes(&mut out),
+            out,
             "070701{inode:08x}{mode:08x}{:08x}{:08x}{nlink:08x}{mtime:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
             0,
             0,
@@ -394,16 +394,6 @@ fn cpio(files: &[File], mtime: u64) -> Vec<u8> {
     }
     entry(0, 0, "TRAILER!!!", &[], 1);
     out
-}
-
-/// `write!` into a byte vector.
-struct FmtBytes<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for FmtBytes<'_> {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(text.as_bytes());
-        Ok(())
-    }
 }
 
 /// A header being written: its entries (tag, type, count, data).

@@ -92,11 +92,10 @@ impl AptRepo {
                 self.repo.join(control.pool_path()).display()
             );
         }
-        let date = match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(epoch) => epoch.parse().with_context(|| {
-                format!("SOURCE_DATE_EPOCH={epoch:?} is not a number of seconds")
-            })?,
-            Err(_) => std::time::SystemTime::now()
+        // The index is dated now, unless a reproducible date is asked for.
+        let date = match crate::stamp::source_date_epoch_from_env()? {
+            Some(epoch) => epoch,
+            None => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .context("the clock is before 1970")?
                 .as_secs(),

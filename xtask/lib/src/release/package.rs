@@ -94,6 +94,28 @@ impl Package {
             .description
             .clone()
             .unwrap_or_else(|| format!("The {} service", settings.binary));
+        // The two packages of one architecture: (file name, kind).
+        let packages_of = |architecture: &str| -> Result<[(String, ArtifactKind); 2]> {
+            Ok([
+                (
+                    deb::file_name(&settings.binary, version, architecture),
+                    ArtifactKind::Deb,
+                ),
+                (
+                    rpm::file_name(&settings.binary, version, rpm::arch_of(architecture)?),
+                    ArtifactKind::Rpm,
+                ),
+            ])
+        };
+        let would_write = |folder: &std::path::Path, architecture: &str| -> Result<()> {
+            let [(deb, _), (rpm, _)] = packages_of(architecture)?;
+            eprintln!(
+                "(dry run: would write {} and {})",
+                folder.join(deb).display(),
+                folder.join(rpm).display()
+            );
+            Ok(())
+        };
         // Both packages of one binary: (file name, kind, bytes).
         let build = |architecture: &str,
                      binary: &[u8],
@@ -113,17 +135,13 @@ impl Package {
                 license: &license,
                 mtime,
             };
-            let rpm_arch = rpm::arch_of(architecture)?;
+            let [(deb_name, deb_kind), (rpm_name, rpm_kind)] = packages_of(architecture)?;
             Ok([
+                (deb_name, deb_kind, deb::build(&contents)?),
                 (
-                    deb::file_name(&settings.binary, version, architecture),
-                    ArtifactKind::Deb,
-                    deb::build(&contents)?,
-                ),
-                (
-                    rpm::file_name(&settings.binary, version, rpm_arch),
-                    ArtifactKind::Rpm,
-                    rpm::build(&contents, rpm_arch)?,
+                    rpm_name,
+                    rpm_kind,
+                    rpm::build(&contents, rpm::arch_of(architecture)?)?,
                 ),
             ])
         };
@@ -134,18 +152,7 @@ impl Package {
             };
             let architecture = target.debian_architecture().unwrap_or_default();
             if ctx.dry_run {
-                eprintln!(
-                    "(dry run: would write {} and {})",
-                    out.join(deb::file_name(&settings.binary, version, architecture))
-                        .display(),
-                    out.join(rpm::file_name(
-                        &settings.binary,
-                        version,
-                        rpm::arch_of(architecture)?
-                    ))
-                    .display()
-                );
-                return Ok(());
+                return would_write(out, architecture);
             }
             let bytes = std::fs::read(binary)
                 .with_context(|| format!("read --binary {}", binary.display()))?;
@@ -166,20 +173,7 @@ impl Package {
         let dist_dir = project.dist_dir();
         if ctx.dry_run {
             for target in &targets {
-                let architecture = target.debian_architecture().unwrap_or_default();
-                eprintln!(
-                    "(dry run: would write {} and {})",
-                    dist_dir
-                        .join(deb::file_name(&settings.binary, version, architecture))
-                        .display(),
-                    dist_dir
-                        .join(rpm::file_name(
-                            &settings.binary,
-                            version,
-                            rpm::arch_of(architecture)?
-                        ))
-                        .display()
-                );
+                would_write(&dist_dir, target.debian_architecture().unwrap_or_default())?;
             }
             return Ok(());
         }
