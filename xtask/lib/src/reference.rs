@@ -252,6 +252,8 @@ fn config_page(ctx: &Ctx, app: &Path) -> Result<String> {
     let config_dir = ctx.project.root.join("config");
     let mut values: Vec<BTreeMap<String, String>> = Vec::new();
     let mut keys: Vec<String> = Vec::new();
+    // What the keys no declaration describes take, by their TOML type.
+    let mut kinds: BTreeMap<String, &str> = BTreeMap::new();
     for env in ENVIRONMENTS {
         let shown = config_show(app, &config_dir, env)?;
         let table: toml::Table = toml::from_str(&shown)
@@ -265,6 +267,7 @@ fn config_page(ctx: &Ctx, app: &Path) -> Result<String> {
                 let name = format!("{section}.{key}");
                 if !keys.contains(&name) {
                     keys.push(name.clone());
+                    kinds.insert(name.clone(), toml_kind(value));
                 }
                 flat.insert(name, toml_value(value));
             }
@@ -274,34 +277,46 @@ fn config_page(ctx: &Ctx, app: &Path) -> Result<String> {
     let base = config_dir.join("base.toml");
     let text =
         std::fs::read_to_string(&base).with_context(|| format!("read {}", base.display()))?;
-    let described = comments_by_key(&text);
+    let commented = comments_by_key(&text);
     let mut page = header(
         "Service settings",
-        "Every setting of the service, with its environment variable and its value\n\
-         in each environment the `config/` folder ships, as the built service\n\
-         prints them with `config show`; the descriptions are the comments of\n\
+        "Every setting of the service, with what it takes, its environment\n\
+         variable and its value in each environment the `config/` folder ships,\n\
+         as the built service prints them with `config show`. The platform's\n\
+         settings are described by their declarations (`settings!` in\n\
+         `app/platform/config/src/lib.rs`); the business part's keys of\n\
+         `[service]`, `service.name` and `admin.token` by the comments of\n\
          `config/base.toml`. Layers apply in order: built-in defaults,\n\
          `base.toml`, `<APP_ENV>.toml`, `APP__SECTION__KEY` variables, `--listen`.\n\
          See [the service guide](../service.md).\n\n\
-         | setting | variable | dev | staging | prod | what it is |\n\
-         |---------|----------|-----|---------|------|------------|\n",
+         | setting | takes | variable | dev | staging | prod | what it is |\n\
+         |---------|-------|----------|-----|---------|------|------------|\n",
     );
     for key in &keys {
-        let Some(description) = described.get(key) else {
-            bail!(
-                "{key} has no comment in {}: describe it there, in the comment above its line (a commented-out line, `# {} = ...`, if it has no value there)",
-                base.display(),
-                key.rsplit('.').next().unwrap_or(key)
-            );
-        };
         let (section, name) = key.split_once('.').unwrap_or((key, ""));
+        let declared = platform_config::DECLARED
+            .iter()
+            .find(|declared| declared.section == section && declared.key == name);
+        let (takes, description) = match declared {
+            Some(declared) => (declared.takes.to_owned(), declared.description()),
+            None => {
+                let Some(comment) = commented.get(key) else {
+                    bail!(
+                        "{key} has no comment in {}: describe it there, in the comment above its line (a commented-out line, `# {name} = ...`, if it has no value there)",
+                        base.display()
+                    );
+                };
+                (kinds[key].to_owned(), comment.clone())
+            }
+        };
         let variable = format!("APP__{}__{}", section.to_uppercase(), name.to_uppercase());
         let cells: Vec<String> = values
             .iter()
             .map(|flat| format!("`{}`", flat.get(key).map(String::as_str).unwrap_or("")))
             .collect();
         page.push_str(&format!(
-            "| `{key}` | `{variable}` | {} | {} |\n",
+            "| `{key}` | {} | `{variable}` | {} | {} |\n",
+            takes.replace('|', "\\|"),
             cells.join(" | "),
             description.replace('|', "\\|")
         ));
@@ -335,6 +350,18 @@ fn config_show(app: &Path, config_dir: &Path, env: &str) -> Result<String> {
         );
     }
     String::from_utf8(output.stdout).context("config show printed non-UTF-8")
+}
+
+fn toml_kind(value: &toml::Value) -> &'static str {
+    match value {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "a whole number",
+        toml::Value::Float(_) => "a number",
+        toml::Value::Boolean(_) => "true or false",
+        toml::Value::Datetime(_) => "a date",
+        toml::Value::Array(_) => "a list",
+        toml::Value::Table(_) => "a table",
+    }
 }
 
 fn toml_value(value: &toml::Value) -> String {

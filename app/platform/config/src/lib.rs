@@ -13,6 +13,8 @@
 //! `APP__<SECTION>__<KEY>_FILE`, or systemd's `$CREDENTIALS_DIRECTORY`; they
 //! are held in `SecretString`, whose `Debug` prints no content.
 
+#![deny(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,18 +23,27 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::sync::OnceLock;
+
+mod declare;
+
+pub use declare::Declared;
+use declare::{Listen, quoted, settings};
 
 /// The deployment environment, from `APP_ENV`; it picks `<env>.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Env {
+    /// Development: `dev.toml`.
     Dev,
+    /// Staging: `staging.toml`.
     Staging,
+    /// Production: `prod.toml`.
     Prod,
 }
 
 impl Env {
+    /// The name `APP_ENV` spells it with, which names its file.
     pub fn name(self) -> &'static str {
         match self {
             Env::Dev => "dev",
@@ -41,6 +52,7 @@ impl Env {
         }
     }
 
+    /// The environment `APP_ENV` names; an error names the three.
     pub fn parse(value: &str) -> Result<Env> {
         match value {
             "dev" => Ok(Env::Dev),
@@ -53,6 +65,7 @@ impl Env {
     }
 }
 
+/// How log lines are written (`log.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -60,6 +73,16 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+impl LogFormat {
+    /// The name config files spell it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// Which requests get a line in the request log.
@@ -74,24 +97,60 @@ pub enum RequestLog {
     Off,
 }
 
+impl RequestLog {
+    /// The name config files spell it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestLog::All => "all",
+            RequestLog::Errors => "errors",
+            RequestLog::Off => "off",
+        }
+    }
+}
+
+/// The least severe lines written (`log.level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// Failures only.
     Error,
+    /// Failures and what may become one.
     Warn,
+    /// The service's lifecycle and requests.
     Info,
+    /// Detail for finding a fault.
     Debug,
+    /// Everything, libraries included.
     Trace,
+}
+
+impl LogLevel {
+    /// The name config files spell it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
 }
 
 /// The effective settings the service runs with.
 #[derive(Debug)]
 pub struct Settings {
+    /// The environment, from `APP_ENV`.
     pub env: Env,
+    /// `[server]`.
     pub server: Server,
+    /// `[log]`.
     pub log: Log,
+    /// `[service]`: its name and the business part's own settings.
     pub service: Service,
+    /// `[admin]`: secrets only.
     pub admin: Admin,
+    /// `[tracing]`.
     pub tracing: Tracing,
     /// Every file and variable that contributed, in the order applied.
     pub sources: Vec<String>,
@@ -100,37 +159,129 @@ pub struct Settings {
     listen_has_port: bool,
 }
 
-#[derive(Debug, Clone)]
-pub struct Server {
-    /// Where to listen when no socket is inherited.
-    pub listen: SocketAddr,
-    /// How long to keep serving after a stop signal while `/readyz` reports
-    /// 503, so that load balancers take the instance out first.
-    pub drain_delay: Duration,
-    /// How long to wait for in-flight requests once accepting stops.
-    pub drain_timeout: Duration,
-    /// How long an upgrade (SIGHUP) waits for the new process to report
-    /// ready before it gives up, stops it, and keeps serving.
-    pub upgrade_timeout: Duration,
-    /// How long a client has to send a request's headers: from the open for
-    /// the first request, from the first byte for the next ones.
-    pub header_read_timeout: Duration,
-    /// How long a keep-alive connection may wait for its next request.
-    pub idle_timeout: Duration,
-    /// How long a request may take from its headers to its response: a body
-    /// still arriving is answered 408, a handler still running 503.
-    pub request_timeout: Duration,
-    /// Connections open at once; past it a new one closes the one that has
-    /// waited longest without a request, or is refused.
-    pub max_connections: usize,
-    /// Threads that run the connections.
-    pub workers: WorkerCount,
+settings! {
+    /// `[server]`: where the service listens, how it drains, upgrades and
+    /// bounds its connections.
+    [server] Server, ServerLayer {
+        /// Where to listen when no socket is inherited. The one place the
+        /// port lives: the other files name the host alone, and the image,
+        /// the units, the Kubernetes objects and the deploy proof read the
+        /// port from here (through `cargo xtask`).
+        // No port by default: base.toml names it, and `validate` says so if
+        // it does not.
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0)),
+        /// After SIGTERM: keep serving this long while /readyz answers
+        /// 503, so that load balancers take the instance out first...
+        drain_delay: Duration = Duration::from_secs(5),
+        /// ...then stop accepting and give in-flight requests this long to
+        /// finish.
+        drain_timeout: Duration = Duration::from_secs(30),
+        /// On SIGHUP or SIGUSR2 the binary at the path the service was
+        /// started from is started with the listening socket; if it is not
+        /// ready within this long, it is stopped and this process keeps
+        /// serving.
+        upgrade_timeout: Duration = Duration::from_secs(30),
+        /// A client has this long to send a request's headers (from
+        /// connecting, or from the first byte of a later request on a
+        /// keep-alive connection).
+        header_read_timeout: Duration = Duration::from_secs(10),
+        /// A keep-alive connection with no request for this long is closed.
+        /// Keep it longer than the idle timeout of whatever keeps
+        /// connections open to the service (nginx upstream
+        /// keepalive_timeout and AWS ALB: 60s), so that the proxy, not the
+        /// service, closes them.
+        idle_timeout: Duration = Duration::from_secs(75),
+        /// From a request's headers to its response. A body still arriving
+        /// then is answered 408, a handler still running 503. Shorter than
+        /// drain_timeout.
+        request_timeout: Duration = Duration::from_secs(20),
+        /// Connections open at once. Past it, a new connection closes the
+        /// one that has waited longest without a request (idle, or still
+        /// sending its headers), or is answered 503 if every open one has a
+        /// request in progress. Each costs a descriptor: the open-files
+        /// limit must be at least this plus 64.
+        max_connections: usize = 4096,
+        /// Threads that serve connections, each running the ones it
+        /// accepted start to end: "auto" is one per CPU the process may use
+        /// (its affinity and cgroup CPU quota count), or a count.
+        workers: WorkerCount = WorkerCount::Auto,
+    }
+
+    /// `[log]`: the service's lines and the request log.
+    [log] Log, LogLayer {
+        /// "text" for people, "json" for log shippers.
+        format: LogFormat = LogFormat::Text,
+        /// error, warn, info, debug or trace.
+        level: LogLevel = LogLevel::Info,
+        /// Which requests get a line in the request log: "all", "errors"
+        /// (status 500 and above) or "off". The metrics count every request
+        /// either way, and the service's own lines (listening, upgrades,
+        /// draining, errors) are always written.
+        requests: RequestLog = RequestLog::All,
+        /// At most this many request lines per second per process; the
+        /// rest are dropped and counted in
+        /// app_log_request_lines_dropped_total. 0: no limit. Under systemd,
+        /// keep it under journald's rate limit (10,000 lines per 30 s per
+        /// service by default), or the journal drops every line of the
+        /// service, the lifecycle lines with the request lines.
+        requests_per_second: u32 = 0,
+    }
+
+    /// `[tracing]`: W3C trace context, the sampler and the OTLP/HTTP export
+    /// of server spans (`platform/traces.rs`, `platform/otlp.rs`).
+    /// OpenTelemetry's own variables set these keys too, under the `APP__`
+    /// ones (`OTEL_VARIABLES`); `OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL` may
+    /// only say http/json.
+    [tracing] Tracing, TracingLayer {
+        /// Distributed tracing (W3C trace context, server spans over
+        /// OTLP/HTTP). Off (false, OTEL_SDK_DISABLED=true or
+        /// OTEL_TRACES_EXPORTER=none) whatever the endpoint.
+        enabled: bool = true,
+        /// The collector's OTLP/HTTP traces URL, http:// only (a collector
+        /// on the host or in the pod forwards over TLS): e.g.
+        /// "http://127.0.0.1:4318/v1/traces". Empty: tracing off, and
+        /// requests carry no trace ids, at no cost.
+        /// (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
+        /// OTEL_EXPORTER_OTLP_ENDPOINT with /v1/traces appended.)
+        endpoint: String = String::new(),
+        /// The resource's service.name; empty: service.name
+        /// (OTEL_SERVICE_NAME).
+        service_name: String = String::new(),
+        /// How spans are sampled, as OTEL_TRACES_SAMPLER spells it:
+        /// parentbased_traceidratio follows the caller's decision and
+        /// samples `ratio` of new traces (OTEL_TRACES_SAMPLER).
+        sampler: Sampler = Sampler::ParentbasedTraceidratio,
+        /// The share of new traces sampled, from 0.0 to 1.0, for the
+        /// `*traceidratio` samplers (OTEL_TRACES_SAMPLER_ARG).
+        ratio: f64 = 1.0,
+        /// More resource attributes, key=value,key=value, values
+        /// percent-encoded (OTEL_RESOURCE_ATTRIBUTES).
+        resource_attributes: String = String::new(),
+        /// Spans waiting for export at most; past it they are dropped and
+        /// counted in app_trace_spans_dropped_total{reason="queue_full"}
+        /// (OTEL_BSP_MAX_QUEUE_SIZE).
+        queue_size: usize = 2048,
+        /// Spans per export request at most
+        /// (OTEL_BSP_MAX_EXPORT_BATCH_SIZE).
+        batch_size: usize = 512,
+        /// How long a span waits at most for its batch to fill
+        /// (OTEL_BSP_SCHEDULE_DELAY, in milliseconds).
+        batch_delay: Duration = Duration::from_secs(1),
+        /// How long a batch may take, retries (on 429, 502, 503, 504 and
+        /// connection errors) included, before it is dropped and counted;
+        /// and how long the last export may take when the process stops or
+        /// hands over to an upgrade (OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT,
+        /// in milliseconds).
+        export_timeout: Duration = Duration::from_secs(10),
+    }
 }
 
 /// `server.workers`: `auto` (one per CPU the process may use) or a count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerCount {
+    /// One per CPU the process may use.
     Auto,
+    /// This many.
     Count(usize),
 }
 
@@ -148,15 +299,7 @@ impl WorkerCount {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Log {
-    pub format: LogFormat,
-    pub level: LogLevel,
-    pub requests: RequestLog,
-    /// At most this many request lines per second; 0: no limit.
-    pub requests_per_second: u32,
-}
-
+/// `[service]`: the name the platform reports and the business part's settings.
 #[derive(Debug, Clone)]
 pub struct Service {
     /// The name the service reports in its logs, `/version` and to the
@@ -167,35 +310,6 @@ pub struct Service {
     /// (the platform's `Service::Settings`); after loading, every one of
     /// them with its effective value, defaults included.
     pub own: toml::Table,
-}
-
-/// `[tracing]`: W3C trace context, the sampler and the OTLP/HTTP export of
-/// server spans (`platform/traces.rs`, `platform/otlp.rs`).
-#[derive(Debug, Clone)]
-pub struct Tracing {
-    /// `false` (`OTEL_SDK_DISABLED=true`) turns tracing off whatever the
-    /// endpoint.
-    pub enabled: bool,
-    /// The OTLP/HTTP traces URL (`http://host:port/v1/traces`); empty:
-    /// tracing off.
-    pub endpoint: String,
-    /// The resource's `service.name`; empty: `service.name`.
-    pub service_name: String,
-    pub sampler: Sampler,
-    /// The share of new traces sampled, for the `*traceidratio` samplers.
-    pub ratio: f64,
-    /// More resource attributes, `key=value,key=value` (percent-encoded
-    /// values), as `OTEL_RESOURCE_ATTRIBUTES` spells them.
-    pub resource_attributes: String,
-    /// Spans waiting for export at most; past it they are dropped.
-    pub queue_size: usize,
-    /// Spans per export request at most.
-    pub batch_size: usize,
-    /// How long a span waits at most for a batch to fill.
-    pub batch_delay: Duration,
-    /// How long one batch may take, retries included, and how long the
-    /// final flush may take when the process stops.
-    pub export_timeout: Duration,
 }
 
 impl Tracing {
@@ -209,15 +323,22 @@ impl Tracing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sampler {
+    /// Every span.
     AlwaysOn,
+    /// No span.
     AlwaysOff,
+    /// `ratio` of traces, by trace id.
     Traceidratio,
+    /// The caller's decision; every new trace.
     ParentbasedAlwaysOn,
+    /// The caller's decision; no new trace.
     ParentbasedAlwaysOff,
+    /// The caller's decision; `ratio` of new traces.
     ParentbasedTraceidratio,
 }
 
 impl Sampler {
+    /// The name `OTEL_TRACES_SAMPLER` spells it with.
     pub fn name(self) -> &'static str {
         match self {
             Sampler::AlwaysOn => "always_on",
@@ -314,6 +435,7 @@ pub fn from_text_and_variables(text: &str, variables: &str) -> Result<Settings> 
 /// the serde message naming the key.
 pub type CheckOwn<'a> = &'a dyn Fn(&toml::Table) -> Result<(), String>;
 
+/// `[admin]`: the settings of the `/admin/` routes, all secrets.
 #[derive(Debug, Clone)]
 pub struct Admin {
     /// Bearer token for `/admin/*`; without it those routes are disabled.
@@ -321,7 +443,7 @@ pub struct Admin {
 }
 
 /// The values a layer may set. Absent fields leave the value below alone.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Layer {
     #[serde(default)]
@@ -335,60 +457,6 @@ struct Layer {
     admin: AdminLayer,
     #[serde(default)]
     tracing: TracingLayer,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TracingLayer {
-    #[serde(default, deserialize_with = "optional_flag")]
-    enabled: Option<bool>,
-    endpoint: Option<String>,
-    service_name: Option<String>,
-    sampler: Option<Sampler>,
-    #[serde(default, deserialize_with = "optional_ratio")]
-    ratio: Option<f64>,
-    resource_attributes: Option<String>,
-    #[serde(default, deserialize_with = "optional_count")]
-    queue_size: Option<usize>,
-    #[serde(default, deserialize_with = "optional_count")]
-    batch_size: Option<usize>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    batch_delay: Option<Duration>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    export_timeout: Option<Duration>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerLayer {
-    #[serde(default, deserialize_with = "optional_listen")]
-    listen: Option<Listen>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    drain_delay: Option<Duration>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    drain_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    upgrade_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    header_read_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    idle_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    request_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "optional_count")]
-    max_connections: Option<usize>,
-    #[serde(default, deserialize_with = "optional_workers")]
-    workers: Option<WorkerCount>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogLayer {
-    format: Option<LogFormat>,
-    level: Option<LogLevel>,
-    requests: Option<RequestLog>,
-    #[serde(default, deserialize_with = "optional_count")]
-    requests_per_second: Option<usize>,
 }
 
 /// `[service]`: `name` is the platform's; every other key is the business
@@ -439,7 +507,9 @@ const SECRETS: [(&str, &str); 1] = [("admin", "token")];
 /// What the command line contributes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Overrides {
+    /// `--config-dir`: the folder that holds `base.toml`.
     pub config_dir: Option<PathBuf>,
+    /// `--listen`: the address, over every other layer.
     pub listen: Option<SocketAddr>,
 }
 
@@ -449,6 +519,8 @@ pub struct Overrides {
 pub struct Environment(pub BTreeMap<String, String>);
 
 impl Environment {
+    /// The variables settings are read from (`APP_*`, `OTEL_*` and `CREDENTIALS_DIRECTORY`), as
+    /// they are now.
     pub fn capture() -> Result<Environment> {
         let mut vars = BTreeMap::new();
         for (name, value) in std::env::vars_os() {
@@ -478,6 +550,9 @@ fn is_ours(name: &str) -> bool {
 }
 
 impl Settings {
+    /// The settings from the config directory (`--config-dir`, `APP_CONFIG_DIR` or `config`),
+    /// the environment and the command line; `check_own` checks the business part's keys of
+    /// each layer.
     pub fn load(
         overrides: &Overrides,
         environment: &Environment,
@@ -552,45 +627,18 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The built-in defaults, the layer under every file.
     pub fn defaults(env: Env) -> Settings {
         Settings {
             env,
-            server: Server {
-                // No port: base.toml names it (the one place it lives), and
-                // `validate` says so if it does not.
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                drain_delay: Duration::from_secs(5),
-                drain_timeout: Duration::from_secs(30),
-                upgrade_timeout: Duration::from_secs(30),
-                header_read_timeout: Duration::from_secs(10),
-                idle_timeout: Duration::from_secs(75),
-                request_timeout: Duration::from_secs(20),
-                max_connections: 4096,
-                workers: WorkerCount::Auto,
-            },
-            log: Log {
-                format: LogFormat::Text,
-                level: LogLevel::Info,
-                requests: RequestLog::All,
-                requests_per_second: 0,
-            },
+            server: Server::default(),
+            log: Log::default(),
             service: Service {
                 name: default_service_name().to_owned(),
                 own: toml::Table::new(),
             },
             admin: Admin { token: None },
-            tracing: Tracing {
-                enabled: true,
-                endpoint: String::new(),
-                service_name: String::new(),
-                sampler: Sampler::ParentbasedTraceidratio,
-                ratio: 1.0,
-                resource_attributes: String::new(),
-                queue_size: 2048,
-                batch_size: 512,
-                batch_delay: Duration::from_secs(1),
-                export_timeout: Duration::from_secs(10),
-            },
+            tracing: Tracing::default(),
             sources: vec!["defaults".to_owned()],
             listen_has_port: false,
         }
@@ -684,42 +732,14 @@ impl Settings {
             admin: AdminLayer {},
             tracing,
         } = layer;
-        let own = &mut self.tracing;
-        set(&mut own.enabled, tracing.enabled);
-        set(&mut own.endpoint, tracing.endpoint);
-        set(&mut own.service_name, tracing.service_name);
-        set(&mut own.sampler, tracing.sampler);
-        set(&mut own.ratio, tracing.ratio);
-        set(&mut own.resource_attributes, tracing.resource_attributes);
-        set(&mut own.queue_size, tracing.queue_size);
-        set(&mut own.batch_size, tracing.batch_size);
-        set(&mut own.batch_delay, tracing.batch_delay);
-        set(&mut own.export_timeout, tracing.export_timeout);
-        match server.listen {
-            Some(Listen::Address(address)) => {
-                self.server.listen = address;
-                self.listen_has_port = true;
-            }
-            Some(Listen::Host(host)) => self.server.listen.set_ip(host),
-            None => {}
+        // A layer that names the port of `server.listen` (there is no
+        // default one); a host alone keeps the port below.
+        if matches!(server.listen, Some(Listen::Address(_))) {
+            self.listen_has_port = true;
         }
-        set(&mut self.server.drain_delay, server.drain_delay);
-        set(&mut self.server.drain_timeout, server.drain_timeout);
-        set(&mut self.server.upgrade_timeout, server.upgrade_timeout);
-        set(
-            &mut self.server.header_read_timeout,
-            server.header_read_timeout,
-        );
-        set(&mut self.server.idle_timeout, server.idle_timeout);
-        set(&mut self.server.request_timeout, server.request_timeout);
-        set(&mut self.server.max_connections, server.max_connections);
-        set(&mut self.server.workers, server.workers);
-        set(&mut self.log.format, log.format);
-        set(&mut self.log.level, log.level);
-        set(&mut self.log.requests, log.requests);
-        if let Some(rate) = log.requests_per_second {
-            self.log.requests_per_second = u32::try_from(rate).unwrap_or(u32::MAX);
-        }
+        self.server.merge(server);
+        self.log.merge(log);
+        self.tracing.merge(tracing);
     }
 
     fn validate(&self) -> Result<()> {
@@ -809,93 +829,27 @@ impl Settings {
         // Written by hand rather than through toml's serializer, which would
         // add its writer to the binary for this one fixed table: strings are
         // quoted as JSON strings, which are valid TOML basic strings.
-        let quoted = |text: &str| serde_json::to_string(text).expect("a string serializes");
-        let server = &self.server;
         let token = if self.admin.token.is_some() {
             "[redacted]"
         } else {
             "[not set]"
         };
-        let format = match self.log.format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        };
-        let level = match self.log.level {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        };
-        let requests = match self.log.requests {
-            RequestLog::All => "all",
-            RequestLog::Errors => "errors",
-            RequestLog::Off => "off",
-        };
+        let own: String = self
+            .service
+            .own
+            .iter()
+            .map(|(key, value)| format!("{} = {}\n", toml_key(key), toml_text(value)))
+            .collect();
         format!(
-            "# APP_ENV={}\n# sources, in order: {}\n\n\
-             [server]\n\
-             listen = {}\n\
-             drain_delay = {}\n\
-             drain_timeout = {}\n\
-             upgrade_timeout = {}\n\
-             header_read_timeout = {}\n\
-             idle_timeout = {}\n\
-             request_timeout = {}\n\
-             max_connections = {}\n\
-             workers = {}\n\n\
-             [log]\n\
-             format = \"{format}\"\n\
-             level = \"{level}\"\n\
-             requests = \"{requests}\"\n\
-             requests_per_second = {}\n\n\
-             [service]\n\
-             name = {}\n\
-             {}\n\
-             [admin]\n\
-             token = \"{token}\"\n\n\
-             [tracing]\n\
-             enabled = {}\n\
-             endpoint = {}\n\
-             service_name = {}\n\
-             sampler = \"{}\"\n\
-             ratio = {:?}\n\
-             resource_attributes = {}\n\
-             queue_size = {}\n\
-             batch_size = {}\n\
-             batch_delay = {}\n\
-             export_timeout = {}\n",
+            "# APP_ENV={}\n# sources, in order: {}\n\n{}\n{}\n\
+             [service]\nname = {}\n{own}\n\
+             [admin]\ntoken = \"{token}\"\n\n{}",
             self.env.name(),
             self.sources.join(", "),
-            quoted(&server.listen.to_string()),
-            quoted(&format_duration(server.drain_delay)),
-            quoted(&format_duration(server.drain_timeout)),
-            quoted(&format_duration(server.upgrade_timeout)),
-            quoted(&format_duration(server.header_read_timeout)),
-            quoted(&format_duration(server.idle_timeout)),
-            quoted(&format_duration(server.request_timeout)),
-            server.max_connections,
-            match server.workers {
-                WorkerCount::Auto => quoted("auto"),
-                WorkerCount::Count(count) => count.to_string(),
-            },
-            self.log.requests_per_second,
+            self.server.show(),
+            self.log.show(),
             quoted(&self.service.name),
-            self.service
-                .own
-                .iter()
-                .map(|(key, value)| format!("{} = {}\n", toml_key(key), toml_text(value)))
-                .collect::<String>(),
-            self.tracing.enabled,
-            quoted(&self.tracing.endpoint),
-            quoted(&self.tracing.service_name),
-            self.tracing.sampler.name(),
-            self.tracing.ratio,
-            quoted(&self.tracing.resource_attributes),
-            self.tracing.queue_size,
-            self.tracing.batch_size,
-            quoted(&format_duration(self.tracing.batch_delay)),
-            quoted(&format_duration(self.tracing.export_timeout)),
+            self.tracing.show(),
         )
     }
 }
@@ -916,7 +870,6 @@ fn toml_key(key: &str) -> String {
 /// A TOML value as TOML text, strings quoted as JSON strings (valid TOML
 /// basic strings), without toml's serializer.
 fn toml_text(value: &toml::Value) -> String {
-    let quoted = |text: &str| serde_json::to_string(text).expect("a string serializes");
     match value {
         toml::Value::String(text) => quoted(text),
         toml::Value::Integer(number) => number.to_string(),
@@ -1056,122 +1009,6 @@ fn toml_error(source: &str, text: &str, err: &toml::de::Error) -> anyhow::Error 
     }
 }
 
-/// `server.listen`: an address with its port, or a host alone, which keeps
-/// the port of the layer below (so that the port is written once, in
-/// base.toml).
-#[derive(Debug, Clone, Copy)]
-enum Listen {
-    Address(SocketAddr),
-    Host(std::net::IpAddr),
-}
-
-fn optional_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Listen>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if let Ok(address) = text.parse() {
-        return Ok(Some(Listen::Address(address)));
-    }
-    text.parse().map(|host| Some(Listen::Host(host))).map_err(|_| {
-        serde::de::Error::custom(format!(
-            "`{text}` is neither an address with a port (127.0.0.1:8080, [::1]:8080) nor a host (0.0.0.0)"
-        ))
-    })
-}
-
-fn optional_duration<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
-}
-
-/// A count: a TOML integer in files, a string in environment variables
-/// (which are all strings).
-/// A count in TOML (a number) or in a variable (a string).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Count {
-    Number(i64),
-    Text(String),
-}
-
-impl Count {
-    /// The count as a `usize`; `what` and `expected` name it in errors.
-    fn value<E: serde::de::Error>(self, what: &str, expected: &str) -> Result<usize, E> {
-        let number = match self {
-            Count::Number(number) => number,
-            Count::Text(text) => text
-                .trim()
-                .parse()
-                .map_err(|_| E::custom(format!("invalid {what} {text:?}: expected {expected}")))?,
-        };
-        usize::try_from(number)
-            .map_err(|_| E::custom(format!("invalid {what} {number}: it cannot be negative")))
-    }
-}
-
-fn optional_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
-    Count::deserialize(deserializer)?
-        .value("count", "a whole number, e.g. 4096")
-        .map(Some)
-}
-
-/// A flag: a TOML boolean in files, `true` or `false` in variables.
-fn optional_flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Flag {
-        Bool(bool),
-        Text(String),
-    }
-    match Flag::deserialize(deserializer)? {
-        Flag::Bool(flag) => Ok(Some(flag)),
-        Flag::Text(text) => match text.trim() {
-            "true" => Ok(Some(true)),
-            "false" => Ok(Some(false)),
-            other => Err(serde::de::Error::custom(format!(
-                "invalid flag {other:?}: expected true or false"
-            ))),
-        },
-    }
-}
-
-/// A share from 0.0 to 1.0: a TOML number in files, its text in variables.
-fn optional_ratio<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Ratio {
-        Float(f64),
-        Integer(i64),
-        Text(String),
-    }
-    match Ratio::deserialize(deserializer)? {
-        Ratio::Float(ratio) => Ok(Some(ratio)),
-        Ratio::Integer(ratio) => Ok(Some(ratio as f64)),
-        Ratio::Text(text) => text.trim().parse().map(Some).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "invalid ratio {text:?}: expected a number from 0.0 to 1.0, e.g. 0.01"
-            ))
-        }),
-    }
-}
-
-/// `server.workers`: `"auto"`, or a count as `optional_count` reads it.
-fn optional_workers<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<WorkerCount>, D::Error> {
-    match Count::deserialize(deserializer)? {
-        Count::Text(text) if text.trim() == "auto" => Ok(Some(WorkerCount::Auto)),
-        count => count
-            .value(
-                "worker count",
-                "\"auto\" (one per CPU) or a whole number, e.g. 2",
-            )
-            .map(|count| Some(WorkerCount::Count(count))),
-    }
-}
-
 /// `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas,
 /// values percent-encoded (W3C Baggage's octets).
 pub fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -1247,6 +1084,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {text:?}: too long"))
 }
 
+/// A duration as `config show` prints it: whole seconds as `5s`, else `250ms`.
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
     if millis.is_multiple_of(1_000) {
@@ -1258,13 +1096,7 @@ pub fn format_duration(duration: Duration) -> String {
 
 impl fmt::Display for LogLevel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -1854,6 +1686,95 @@ mod tests {
                     .as_str()
                     .is_some_and(|value| value.ends_with('s')),
                 "{key}"
+            );
+        }
+    }
+
+    /// A value other than `default` of what `declared` takes, as a
+    /// variable spells it.
+    fn sample(declared: &Declared, default: &toml::Value) -> String {
+        match declared.takes {
+            "a duration: 250ms, 5s, 2m, 1h" => "7s".to_owned(),
+            "a whole number" | "\"auto\" or a whole number" => "7".to_owned(),
+            "true or false" => (!default.as_bool().unwrap()).to_string(),
+            "a number" => "0.5".to_owned(),
+            "a string" => "sample".to_owned(),
+            "an address with a port, or a host alone" => "127.0.0.2:7".to_owned(),
+            names => names
+                .split([',', ' '])
+                .filter(|name| !name.is_empty() && *name != "or")
+                .find(|name| Some(*name) != default.as_str())
+                .unwrap_or_else(|| panic!("{}: no sample for {names:?}", declared.key))
+                .to_owned(),
+        }
+    }
+
+    fn shown_text(value: &toml::Value) -> String {
+        match value {
+            toml::Value::String(text) => text.clone(),
+            other => toml_text(other),
+        }
+    }
+
+    #[test]
+    fn every_declared_setting_is_shown_and_set_by_its_file_and_its_variable() {
+        let nothing: CheckOwn<'_> = &|_| Ok(());
+        let defaults = Settings::defaults(Env::Dev);
+        let shown: toml::Table = toml::from_str(&defaults.to_redacted_toml()).unwrap();
+        for section in ["server", "log", "tracing"] {
+            let declared: Vec<&str> = DECLARED
+                .iter()
+                .filter(|declared| declared.section == section)
+                .map(|declared| declared.key)
+                .collect();
+            let printed: Vec<&str> = shown[section]
+                .as_table()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut sorted = declared.clone();
+            sorted.sort_unstable();
+            assert_eq!(printed, sorted, "[{section}] shows what it declares");
+        }
+        for declared in DECLARED {
+            let (section, key) = (declared.section, declared.key);
+            assert!(!declared.description().is_empty(), "{key} has a doc");
+            let default = &shown[section][key];
+            let value = sample(declared, default);
+            assert_ne!(
+                shown_text(default),
+                value,
+                "{section}.{key}: the sample is new"
+            );
+
+            let mut by_variable = Settings::defaults(Env::Dev);
+            let variable = declared.variable();
+            by_variable
+                .apply_env(&variable, section, key, &value, nothing)
+                .unwrap_or_else(|err| panic!("{variable}={value}: {err:#}"));
+            let shown_text_of = |settings: &Settings| {
+                let table: toml::Table = toml::from_str(&settings.to_redacted_toml()).unwrap();
+                table[section][key].clone()
+            };
+            let set = shown_text_of(&by_variable);
+            assert_eq!(shown_text(&set), value, "{variable} sets {section}.{key}");
+
+            let mut by_file = Settings::defaults(Env::Dev);
+            let file = format!("[{section}]\n{key} = {}\n", toml_text(&set));
+            by_file
+                .apply_file(Path::new("base.toml"), &file, nothing)
+                .unwrap_or_else(|err| panic!("{file}: {err:#}"));
+            assert_eq!(shown_text_of(&by_file), set, "{file}");
+        }
+        // Each OpenTelemetry variable sets a declared key of [tracing].
+        for (name, key) in OTEL_VARIABLES {
+            assert!(
+                key.is_empty()
+                    || DECLARED
+                        .iter()
+                        .any(|declared| declared.section == "tracing" && declared.key == key),
+                "{name} sets tracing.{key}, which is not declared"
             );
         }
     }
