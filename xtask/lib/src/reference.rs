@@ -460,7 +460,7 @@ fn metrics_page(ctx: &Ctx, app: &Path) -> Result<String> {
     if families.is_empty() {
         bail!("the service's /metrics had no `# TYPE` line: {exposition:.200}");
     }
-    let alerts = crate::deploy::k8s::alerts_and_their_metrics(&ctx.project.settings)?;
+    let alerts = crate::artifacts::alerts::alerts_and_their_metrics(&ctx.project.settings)?;
     let mut page = header(
         "Metrics",
         "What the service exports on `/metrics` (Prometheus text format), read\n\

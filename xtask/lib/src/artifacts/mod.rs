@@ -1,10 +1,11 @@
 //! The release machinery every stage shares: the build pipeline and the
 //! checks of what it built (`binfmt`, `linkage`), SBOMs, image assembly and
-//! registries, systemd units, Debian packages and their apt repository
+//! registries, systemd units, Prometheus alerts and rules (`alerts`), Debian packages and their apt repository
 //! (`deb`, `apt`), and the signatures (`seal`, `provenance`,
 //! `cosign`, `checks`). The tasks of `release/`, `develop/` and `deploy/`
 //! are thin over it; it imports only the core.
 
+pub mod alerts;
 pub mod apt;
 pub mod binfmt;
 pub mod checks;

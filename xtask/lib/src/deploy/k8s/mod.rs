@@ -5,7 +5,6 @@
 //! Polaris's checks on them (or on a folder a user edited), `--apply`
 //! hands one environment to `kubectl`.
 
-mod alerts;
 mod checks;
 mod render;
 mod yaml;
@@ -16,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use xshell::cmd;
 
+use crate::artifacts::alerts;
 use crate::artifacts::seal::{self, Signing};
 use crate::exec::Ctx;
 use crate::manifest::{Artifact, ArtifactKind, MANIFEST, Manifest};
@@ -271,15 +271,6 @@ impl K8s {
 
 /// The image `image` recorded, pinned by its index digest: by the name it
 /// was pushed to last, else by its `--tag` name.
-/// Each alert `k8s` renders with the metrics it reads, for the metrics
-/// reference.
-pub fn alerts_and_their_metrics(
-    settings: &crate::project::Settings,
-) -> Result<Vec<(String, Vec<String>)>> {
-    let groups = alerts::groups(&settings.k8s, &settings.binary)?;
-    Ok(alerts::metrics_read(&groups))
-}
-
 fn pinned_image(ctx: &Ctx) -> Result<String> {
     let path = ctx.project.dist_dir().join(MANIFEST);
     let manifest = Manifest::read(&path);

@@ -207,7 +207,7 @@ pub fn autoscaler(inputs: &Inputs) -> Value {
             "metrics": [
                 {"type": "Resource", "resource": {"name": "cpu",
                     "target": {"type": "Utilization", "averageUtilization": settings.cpu_utilization}}},
-                {"type": "Pods", "pods": {"metric": {"name": super::alerts::PODS_METRIC},
+                {"type": "Pods", "pods": {"metric": {"name": crate::artifacts::alerts::PODS_METRIC},
                     "target": {"type": "AverageValue", "averageValue": settings.requests_per_second.to_string()}}},
             ],
         },

@@ -322,6 +322,15 @@ pub fn tests_file(settings: &K8sSettings, binary: &str) -> Result<Value> {
 }
 
 /// The metric names the rules use.
+/// Each alert `k8s` renders with the metrics it reads, for the metrics
+/// reference.
+pub fn alerts_and_their_metrics(
+    settings: &crate::project::Settings,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let groups = groups(&settings.k8s, &settings.binary)?;
+    Ok(metrics_read(&groups))
+}
+
 #[cfg(test)]
 pub fn metric_names(groups: &Value) -> Vec<String> {
     let mut names = Vec::new();
