@@ -440,8 +440,8 @@ fn metrics_page(ctx: &Ctx, app: &Path) -> Result<String> {
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "http://127.0.0.1:9".to_owned(),
     )];
-    let server = crate::develop::bench::start_app_with(ctx, "the service", app, &tracing)?;
-    crate::develop::bench::wait_until_listening(server.addr)?;
+    let server = crate::service::start_app_with(&ctx.project.root, "the service", app, &tracing)?;
+    crate::service::wait_until_listening(server.addr)?;
     // One request to each business route, so that the families labelled by
     // route and status have series to read the labels from.
     let business = [

@@ -7,10 +7,16 @@
 //! The developer's own `APP_*` and `OTEL_*` variables are not read: what
 //! the tasks render (units, images, manifests, the deploy's probe) is for
 //! hosts, which have their own.
+//!
+//! Also here: starting a built service (or a reference server) on a free
+//! loopback port, for the tasks that measure or read it (`bench`, `docs`).
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use platform_config::{Env, Environment, Overrides, Settings};
 
 /// The environment a release runs in on a host, which the units, the
@@ -51,6 +57,80 @@ pub fn deployed_port(root: &Path) -> Result<u16> {
         .server
         .listen
         .port())
+}
+
+/// A server process on loopback, killed when dropped.
+pub struct Server {
+    /// What reports call it (`app`, `go`, `floor`, a build's name).
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The process.
+    pub child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the service's `binary` on a free loopback port with the
+/// config (prod) of the project at `root`; it is killed when the `Server`
+/// drops.
+pub fn start_app(root: &Path, name: &str, binary: &Path) -> Result<Server> {
+    start_app_with(root, name, binary, &[])
+}
+
+/// `start_app` with more environment variables.
+pub fn start_app_with(
+    root: &Path,
+    name: &str,
+    binary: &Path,
+    env: &[(&str, String)],
+) -> Result<Server> {
+    let addr = free_port()?;
+    // A build from another checkout (`bench --compare`) reads that
+    // checkout's config, which its settings match.
+    let config = binary
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("config"))
+        .find(|config| config.join("base.toml").is_file())
+        .unwrap_or_else(|| root.join("config"));
+    let command = Command::new(binary)
+        .arg("--config-dir")
+        .arg(config)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .env("APP_ENV", "prod")
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .stdout(Stdio::null())
+        .spawn();
+    Ok(Server {
+        name: name.to_owned(),
+        addr,
+        child: command.with_context(|| format!("start {}", binary.display()))?,
+    })
+}
+
+/// A loopback address no one listens on now.
+pub fn free_port() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+/// Waits up to 10 s for `addr` to accept connections.
+pub fn wait_until_listening(addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {addr} after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -103,10 +183,7 @@ mod tests {
             ),
         ];
         let staging = settings_from_files("staging", &files).unwrap();
-        assert_eq!(
-            staging.server.drain_timeout,
-            std::time::Duration::from_secs(25)
-        );
+        assert_eq!(staging.server.drain_timeout, Duration::from_secs(25));
         assert!(settings_from_files("qa", &files).is_err());
     }
 }

@@ -24,7 +24,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -37,6 +37,7 @@ mod tool;
 
 use crate::develop::build::Build;
 use crate::exec::Ctx;
+use crate::service::{Server, free_port, start_app, start_app_with, wait_until_listening};
 use crate::tools::{self, Tool};
 use crate::util::write_atomically;
 use process::{IdleMemory, cpu_seconds, idle_memory, peak_rss};
@@ -167,19 +168,6 @@ impl ServiceReport {
     }
 }
 
-pub struct Server {
-    name: String,
-    pub addr: SocketAddr,
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Bench {
     /// `bench --quick`, as `ci` runs it.
     pub fn quick() -> Bench {
@@ -275,7 +263,7 @@ impl Bench {
         eprintln!("app: {} (what dist ships)", app_binary.display());
 
         if let Some(every) = self.upgrade_every {
-            let app = start_app(ctx, "app", &app_binary)?;
+            let app = start_app(&ctx.project.root, "app", &app_binary)?;
             let report = self.measure_upgrades(ctx, &wrk, &app, every)?;
             print_upgrade_report(&report);
             write_report(&bench_dir, "upgrades.json", &report)?;
@@ -306,12 +294,12 @@ impl Bench {
                 child: command.context("start the Go reference server")?,
             });
         }
-        servers.push(start_app(ctx, "app", &app_binary)?);
+        servers.push(start_app(&ctx.project.root, "app", &app_binary)?);
         if let Some(glibc_binary) = &glibc_binary {
-            servers.push(start_app(ctx, "glibc", glibc_binary)?);
+            servers.push(start_app(&ctx.project.root, "glibc", glibc_binary)?);
         }
         for (name, binary) in &self.compare {
-            servers.push(start_app(ctx, name, binary)?);
+            servers.push(start_app(&ctx.project.root, name, binary)?);
         }
         let sink = if self.tracing.is_empty() {
             None
@@ -329,7 +317,7 @@ impl Bench {
                 ("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()),
             ];
             let name = format!("traced-{ratio}");
-            servers.push(start_app_with(ctx, &name, &app_binary, &env)?);
+            servers.push(start_app_with(&ctx.project.root, &name, &app_binary, &env)?);
         }
         let mut service = self.measure_service(ctx, &wrk, &servers)?;
         drop(servers);
@@ -339,7 +327,7 @@ impl Bench {
         let upgrades = if self.quick {
             None
         } else {
-            let app = start_app(ctx, "app", &app_binary)?;
+            let app = start_app(&ctx.project.root, "app", &app_binary)?;
             let upgrades = self.measure_upgrades(ctx, &wrk, &app, 2)?;
             print_upgrade_report(&upgrades);
             Some(upgrades)
@@ -711,44 +699,6 @@ impl Drop for StopServingProcess {
     }
 }
 
-/// Starts the service's `binary` on a free loopback port with the
-/// project's config (prod); it is killed when the `Server` drops.
-pub fn start_app(ctx: &Ctx, name: &str, binary: &Path) -> Result<Server> {
-    start_app_with(ctx, name, binary, &[])
-}
-
-/// `start_app` with more environment variables.
-pub fn start_app_with(
-    ctx: &Ctx,
-    name: &str,
-    binary: &Path,
-    env: &[(&str, String)],
-) -> Result<Server> {
-    let addr = free_port()?;
-    // A build from another checkout (`--compare`) reads that checkout's
-    // config, which its settings match.
-    let config = binary
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("config"))
-        .find(|config| config.join("base.toml").is_file())
-        .unwrap_or_else(|| ctx.project.root.join("config"));
-    let command = Command::new(binary)
-        .arg("--config-dir")
-        .arg(config)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("APP_ENV", "prod")
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        .stdout(Stdio::null())
-        .spawn();
-    Ok(Server {
-        name: name.to_owned(),
-        addr,
-        child: command.with_context(|| format!("start {}", binary.display()))?,
-    })
-}
-
 /// Allocations per request with tracing off, at 1% and at 100%: the
 /// service's allocation test counts them (a count, unlike a time, is
 /// exact), and prints them for this table.
@@ -824,22 +774,6 @@ fn discard_one_export(mut stream: TcpStream) {
             }
         }
     }
-}
-
-fn free_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("find a free loopback port")?;
-    Ok(listener.local_addr()?)
-}
-
-pub fn wait_until_listening(addr: SocketAddr) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            bail!("nothing listens on {addr} after 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// Reads requests/s, the 99th percentile and error counts out of

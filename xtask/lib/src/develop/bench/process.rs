@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::Server;
+use crate::service::Server;
 
 #[derive(Serialize)]
 pub struct IdleMemory {
