@@ -97,7 +97,7 @@ pub enum Task {
     /// Benchmark what ships: the service against Go (wrk), upgrades, the build tool, sizes
     Bench(crate::develop::bench::Bench),
     /// Write the reference pages of docs/reference/ from the code; --check fails if they differ
-    Docs(crate::reference::Docs),
+    Docs(crate::develop::docs::Docs),
     /// Build, check and package release artifacts into target/dist/
     Dist(crate::release::dist::Dist),
     /// Like dist, for named targets, from a committed tree whose v* tag (if any) matches the version, with notes; --split/--merge across machines

@@ -23,7 +23,6 @@ mod maintain;
 mod manifest;
 mod names;
 mod project;
-mod reference;
 mod release;
 mod rustup;
 mod service;
@@ -116,7 +115,7 @@ fn run<T: OwnTasks>(flags: flags::Flags) -> anyhow::Result<()> {
         Task::Fuzz(task) => task.run(&ctx),
         Task::Ci(task) => task.run(&ctx),
         Task::Version(task) => task.run(&ctx),
-        // The help texts come from here: `reference` must not import `flags`,
+        // The help texts come from here: `develop::docs` must not import `flags`,
         // which names its flags.
         Task::Docs(task) => task.run(
             &ctx,

@@ -33,14 +33,14 @@ pub struct Rules {
 }
 
 /// The xtask: the entry (`lib.rs`, `flags`, `ci`, which runs other tasks,
-/// `reference`, which describes them all, and `fuzz`) dispatches to the
+/// and `fuzz`) dispatches to the
 /// stages' tasks; the tasks are thin over `artifacts/`, the release
 /// machinery they share, and everything stands on the core at the root of
 /// `src/`. No stage imports another.
 pub const XTASK: Rules = Rules {
     crates: &[("xtask/lib/src", "")],
     layer_of: |module| match module.split("::").next().unwrap_or_default() {
-        "" | "flags" | "reference" | "fuzz" | "ci" => "entry",
+        "" | "flags" | "fuzz" | "ci" => "entry",
         "develop" => "develop",
         "release" => "release",
         "deploy" => "deploy",

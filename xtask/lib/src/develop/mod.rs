@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod docs;
 pub mod fuzz;
 pub mod layering;
 pub mod lint;
