@@ -146,6 +146,14 @@ fn dist_dry_run_prints_the_build_without_running_it() {
         "cargo build --release --locked --package app --bin app --target aarch64-unknown-linux-musl --target x86_64-unknown-linux-musl",
         "target.aarch64-unknown-linux-musl.linker=\"rust-lld\"",
         "--remap-path-prefix=",
+        // The plan: each target's checks and files, then the folder's.
+        "x86_64-unknown-linux-musl: check its format; its memcpy linkage; run natively with --version",
+        "aarch64-unknown-linux-musl: check its format; ",
+        "write aarch64-unknown-linux-musl/app\n",
+        "write app-0.1.0-aarch64-unknown-linux-musl.cdx.json\n",
+        "write app-0.1.0-x86_64-unknown-linux-musl.tar.gz (app, app.cdx.json, OPERATING.md, LICENSE, units/app.socket,",
+        "write SHA256SUMS, dist-manifest.json\n",
+        "signatures: none yet: `cargo xtask sign` signs what this writes",
         "(dry run: nothing was built",
     ] {
         assert!(
@@ -749,6 +757,51 @@ fn slow_dist_archive_holds_the_service_owned_by_root_and_dated_at_the_commit() {
     )
     .unwrap();
     let top = "app-0.1.0-x86_64-unknown-linux-musl";
+    // What the dry run's plan said this dist writes is what it wrote.
+    let plan = output(
+        signing::without_secrets(&mut xtask(&release.first))
+            .args([
+                "--dry-run",
+                "dist",
+                "--target",
+                "x86_64",
+                "--target",
+                "arm64",
+            ])
+            .env("CARGO_TARGET_DIR", &release.target_dir),
+    );
+    let plan = stderr_text(&plan);
+    let planned = |line: &str| -> Option<(String, Option<String>)> {
+        let rest = line.trim().strip_prefix("write ")?;
+        Some(match rest.split_once(" (") {
+            Some((path, files)) => (
+                path.to_owned(),
+                Some(files.trim_end_matches(')').to_owned()),
+            ),
+            None => (rest.to_owned(), None),
+        })
+    };
+    let written: Vec<(String, Option<String>)> = plan.lines().filter_map(planned).collect();
+    assert!(written.len() >= 7, "the plan writes too little:\n{plan}");
+    for (path, files) in &written {
+        for path in path.split(", ") {
+            assert!(
+                release.dist().join(path).is_file(),
+                "{path} planned, not written:\n{plan}"
+            );
+        }
+        if path == &archive {
+            let mut planned: Vec<&str> = files.as_deref().unwrap().split(", ").collect();
+            let mut listed: Vec<&str> = listing
+                .lines()
+                .filter_map(|line| line.split(&format!("{top}/")).nth(1))
+                .filter(|file| !file.is_empty() && !file.ends_with('/'))
+                .collect();
+            planned.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(planned, listed, "the archive holds what the plan said");
+        }
+    }
     for file in [
         "app",
         "app.cdx.json",

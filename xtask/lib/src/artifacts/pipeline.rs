@@ -37,7 +37,7 @@ const OPERATING_GUIDE: &str = include_str!("../../templates/operating.md");
 const SHIPPED_DIRS: [&str; 1] = ["config"];
 /// A built and checked binary, and the SBOM of what is in it.
 struct Built {
-    target: Target,
+    planned: Planned,
     bytes: Vec<u8>,
     sbom: Vec<u8>,
 }
@@ -63,43 +63,21 @@ pub fn build_and_package(
     // Compiling runs project code, which must not share a process tree
     // with the signing secrets.
     crate::signing::refuse_project_code_with_secrets("a release build")?;
-    // A wrong passphrase fails before anything is built.
-    let key = if ctx.dry_run {
-        None
-    } else {
-        seal::signing_key(ctx, signing)?
-    };
     let triples: Vec<&str> = targets.iter().map(|target| target.triple).collect();
+    let plan = Plan::new(ctx, targets, notes.is_some(), signing)?;
+    if ctx.dry_run {
+        crate::rustup::ensure_targets(ctx, &triples)?;
+        return plan.print(ctx);
+    }
+    // A wrong passphrase fails before anything is built.
+    let key = seal::signing_key(ctx, signing)?;
     crate::rustup::ensure_targets(ctx, &triples)?;
     // The dependency lists the build embeds, and the SBOMs come from.
-    let dependencies = if ctx.dry_run {
-        Vec::new()
-    } else {
-        sbom::prepare(ctx, targets)?
-    };
-    build(ctx, targets)?;
-    if ctx.dry_run {
-        eprintln!("(dry run: nothing was built, so nothing is checked or packaged)");
-        return Ok(());
-    }
-    let previous = Manifest::read(&ctx.project.dist_dir().join(crate::manifest::MANIFEST));
-    let stamp = crate::manifest::ManifestStamp::from(ctx.stamp()?);
-    let mut built = Vec::new();
-    for (target, dependencies) in targets.iter().zip(&dependencies) {
-        let mut binary = check_binary(ctx, target, previous.as_ref())?;
-        let mut sbom =
-            serde_json::to_vec_pretty(&dependencies.cyclonedx(&stamp, env!("CARGO_PKG_VERSION")))?;
-        sbom.push(b'\n');
-        binary.sbom = sbom;
-        built.push(binary);
-    }
-    package(ctx, &built, notes, previous.as_ref(), key.as_ref())
-}
-
-/// One cargo invocation per linker, all of that linker's targets at once, so
-/// that build scripts and proc macros compile once.
-fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
-    for (build, specs) in build_commands(ctx, targets)? {
+    let dependencies = sbom::prepare(ctx, targets)?;
+    let Plan {
+        builds, targets, ..
+    } = plan;
+    for (build, specs) in builds {
         ctx.run(build).with_context(|| {
             format!(
                 "build {} for {}",
@@ -108,7 +86,156 @@ fn build(ctx: &Ctx, targets: &[Target]) -> Result<()> {
             )
         })?;
     }
-    Ok(())
+    let previous = Manifest::read(&ctx.project.dist_dir().join(crate::manifest::MANIFEST));
+    let stamp = crate::manifest::ManifestStamp::from(ctx.stamp()?);
+    let mut built = Vec::new();
+    for (planned, dependencies) in targets.into_iter().zip(&dependencies) {
+        let bytes = check_binary(ctx, &planned, previous.as_ref())?;
+        let mut sbom =
+            serde_json::to_vec_pretty(&dependencies.cyclonedx(&stamp, env!("CARGO_PKG_VERSION")))?;
+        sbom.push(b'\n');
+        built.push(Built {
+            planned,
+            bytes,
+            sbom,
+        });
+    }
+    package(ctx, &built, notes, previous.as_ref(), key.as_ref())
+}
+
+/// What a `dist` or `release` does, decided before anything runs:
+/// `--dry-run` prints it, and the pipeline follows it (the same commands,
+/// checks and file names).
+pub struct Plan<'a> {
+    /// One cargo invocation per linker, all of that linker's targets at
+    /// once, so that build scripts and proc macros compile once.
+    builds: Vec<(xshell::Cmd<'a>, Vec<String>)>,
+    targets: Vec<Planned>,
+    notes: bool,
+    signing: Signing,
+}
+
+/// One target's share of the plan.
+struct Planned {
+    target: Target,
+    /// `<binary>-<version>-<triple>`: the archive's top folder and the
+    /// stem of its name and of the SBOM's.
+    top: String,
+    /// Where the built binary is read from.
+    built: PathBuf,
+    /// The binary's path in the dist folder, `<triple>/<binary>[.exe]`.
+    binary_path: String,
+    sbom_path: String,
+    archive_path: String,
+    /// The archive's files, as `archive_entries` lists them.
+    archive_files: Vec<String>,
+    /// Whether the memcpy linkage is scanned (x86_64 musl, whose libc
+    /// memcpy the service replaces).
+    memcpy_check: bool,
+    run: RunCheck,
+}
+
+/// How the built binary is run to check the commit it reports.
+enum RunCheck {
+    Natively,
+    Under(PathBuf),
+    /// Not run, and why.
+    Not(String),
+}
+
+impl<'a> Plan<'a> {
+    fn new(ctx: &'a Ctx, targets: &[Target], notes: bool, signing: Signing) -> Result<Plan<'a>> {
+        let settings = &ctx.project.settings;
+        let port = ctx.project.service_port()?;
+        let host = targets::host(&ctx.stamp()?.host);
+        let mut planned = Vec::new();
+        for target in targets {
+            let name = &settings.binary;
+            let top = format!("{name}-{}-{}", ctx.project.version, target.triple);
+            let binary = format!("{name}{}", target.exe_suffix());
+            // Listed by the code that writes the archive, over no bytes.
+            let archive_files = archive_entries(ctx, target, Vec::new(), Vec::new(), port)?
+                .into_iter()
+                .map(|entry| entry.path)
+                .collect();
+            let run = match target.runner(&host) {
+                Runner::Native => RunCheck::Natively,
+                Runner::Qemu(qemu) => match which::which(qemu) {
+                    Ok(path) => RunCheck::Under(path),
+                    Err(_) => RunCheck::Not(format!(
+                        "{qemu} not found (install it with `apt-get install -y qemu-user`)"
+                    )),
+                },
+                Runner::Unavailable => RunCheck::Not("it cannot run on this machine".to_owned()),
+            };
+            planned.push(Planned {
+                target: target.clone(),
+                built: ctx
+                    .project
+                    .target_dir
+                    .join(target.triple)
+                    .join("release")
+                    .join(&binary),
+                binary_path: format!("{}/{binary}", target.triple),
+                sbom_path: format!("{top}.cdx.json"),
+                archive_path: format!("{top}.{}", target.archive_extension()),
+                archive_files,
+                memcpy_check: (target.arch, target.os, target.libc)
+                    == (Arch::X86_64, Os::Linux, Libc::Musl),
+                run,
+                top,
+            });
+        }
+        Ok(Plan {
+            builds: build_commands(ctx, targets)?,
+            targets: planned,
+            notes,
+            signing,
+        })
+    }
+
+    /// The plan as `--dry-run` prints it: the commands echoed as they would
+    /// run, then each target's checks and files.
+    fn print(self, ctx: &Ctx) -> Result<()> {
+        for (build, _) in self.builds {
+            ctx.run(build)?;
+        }
+        let dist_dir = ctx.project.dist_dir();
+        eprintln!("plan, into {}:", dist_dir.display());
+        for planned in &self.targets {
+            let triple = planned.target.triple;
+            let mut checks = vec!["its format".to_owned()];
+            if planned.memcpy_check {
+                checks.push("its memcpy linkage".to_owned());
+            }
+            checks.push(match &planned.run {
+                RunCheck::Natively => "run natively with --version".to_owned(),
+                RunCheck::Under(qemu) => format!("run under {} with --version", qemu.display()),
+                RunCheck::Not(why) => format!("not run: {why}"),
+            });
+            eprintln!("  {triple}: check {}", checks.join("; "));
+            eprintln!("    write {}", planned.binary_path);
+            eprintln!("    write {}", planned.sbom_path);
+            eprintln!(
+                "    write {} ({})",
+                planned.archive_path,
+                planned.archive_files.join(", ")
+            );
+        }
+        if self.notes {
+            eprintln!("  write RELEASE_NOTES.md");
+        }
+        eprintln!("  write {SHA256SUMS}, {}", crate::manifest::MANIFEST);
+        eprintln!(
+            "  signatures: {}",
+            match self.signing {
+                Signing::Off => "none: the parts are signed when merged",
+                _ => "none yet: `cargo xtask sign` signs what this writes",
+            }
+        );
+        eprintln!("(dry run: nothing was built, so nothing is checked or packaged)");
+        Ok(())
+    }
 }
 
 /// The cargo commands `dist` runs for `targets`, stamped, each with the
@@ -210,16 +337,11 @@ fn reproducible_flags(ctx: &Ctx, target: &Target) -> Result<String> {
     Ok(format!("[{}]", flags.join(",")))
 }
 
-fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Result<Built> {
-    let binary = format!("{}{}", ctx.project.settings.binary, target.exe_suffix());
-    let path = ctx
-        .project
-        .target_dir
-        .join(target.triple)
-        .join("release")
-        .join(&binary);
-    let mut bytes = std::fs::read(&path)
-        .with_context(|| format!("read the built binary {}", path.display()))?;
+/// Checks the built binary as planned and returns its bytes as shipped.
+fn check_binary(ctx: &Ctx, planned: &Planned, previous: Option<&Manifest>) -> Result<Vec<u8>> {
+    let (target, path) = (&planned.target, &planned.built);
+    let mut bytes =
+        std::fs::read(path).with_context(|| format!("read the built binary {}", path.display()))?;
     if target.os == Os::Windows {
         // The linker stamps the wall-clock link time into the PE header;
         // the shipped copy carries the source date instead.
@@ -239,7 +361,7 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
             .iter()
             .any(|artifact| artifact.kind == ArtifactKind::Binary && artifact.sha256 == sha256)
     });
-    if (target.arch, target.os, target.libc) == (Arch::X86_64, Os::Linux, Libc::Musl) {
+    if planned.memcpy_check {
         if already_run {
             eprintln!(
                 "checked {}: memcpy linkage, as the previous dist checked these bytes",
@@ -254,36 +376,20 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
             );
         }
     }
-
-    let host = targets::host(&ctx.stamp()?.host);
-    let runner = match target.runner(&host) {
-        Runner::Native => None,
-        Runner::Qemu(qemu) => match which::which(qemu) {
-            Ok(path) => Some(path),
-            Err(_) => {
-                eprintln!(
-                    "note: {qemu} not found, so the {} binary was not run (install it with `apt-get install -y qemu-user`)",
-                    target.triple
-                );
-                return Ok(Built {
-                    target: target.clone(),
-                    bytes,
-                    sbom: Vec::new(),
-                });
+    let runner = match &planned.run {
+        RunCheck::Natively => None,
+        RunCheck::Under(qemu) => Some(qemu),
+        RunCheck::Not(why) => {
+            if why.contains("not found") {
+                eprintln!("note: the {} binary was not run: {why}", target.triple);
             }
-        },
-        Runner::Unavailable => {
-            return Ok(Built {
-                target: target.clone(),
-                bytes,
-                sbom: Vec::new(),
-            });
+            return Ok(bytes);
         }
     };
     if !already_run {
         let expected = &ctx.stamp()?.commit_short;
         let sh = &ctx.sh;
-        let output = match &runner {
+        let output = match runner {
             Some(qemu) => cmd!(sh, "{qemu} {path} --version").quiet().read(),
             None => cmd!(sh, "{path} --version").quiet().read(),
         }
@@ -294,35 +400,34 @@ fn check_binary(ctx: &Ctx, target: &Target, previous: Option<&Manifest>) -> Resu
                 target.triple
             );
         }
-        let how = runner.as_ref().map_or("natively".to_owned(), |qemu| {
+        let how = runner.map_or("natively".to_owned(), |qemu| {
             format!("under {}", qemu.display())
         });
         eprintln!("ran {} {how}: {output}", target.triple);
     }
-    Ok(Built {
-        target: target.clone(),
-        bytes,
-        sbom: Vec::new(),
-    })
+    Ok(bytes)
 }
 
-/// The files of one archive, in no particular order (the archive sorts).
-/// `port` is the service's, which the units listen on.
-fn archive_entries(ctx: &Ctx, built: &Built, port: u16) -> Result<Vec<Entry>> {
-    let binary = format!(
-        "{}{}",
-        ctx.project.settings.binary,
-        built.target.exe_suffix()
-    );
+/// The files of one archive, in no particular order (the archive sorts):
+/// the binary's `bytes`, its `sbom` and what ships beside them. `port` is
+/// the service's, which the units listen on.
+fn archive_entries(
+    ctx: &Ctx,
+    target: &Target,
+    bytes: Vec<u8>,
+    sbom: Vec<u8>,
+    port: u16,
+) -> Result<Vec<Entry>> {
+    let binary = format!("{}{}", ctx.project.settings.binary, target.exe_suffix());
     let mut entries = vec![
         Entry {
             path: binary,
-            contents: built.bytes.clone(),
+            contents: bytes,
             executable: true,
         },
         Entry {
             path: format!("{}.cdx.json", ctx.project.settings.binary),
-            contents: built.sbom.clone(),
+            contents: sbom,
             executable: false,
         },
     ];
@@ -342,7 +447,7 @@ fn archive_entries(ctx: &Ctx, built: &Built, port: u16) -> Result<Vec<Entry>> {
     }
     // Linux archives carry the systemd units and the supervisord program,
     // rendered for an install under the default prefix.
-    if built.target.os == Os::Linux {
+    if target.os == Os::Linux {
         let settings = &ctx.project.settings;
         for (name, text) in units::render(settings, port, &units::default_root(settings)) {
             entries.push(Entry {
@@ -425,45 +530,45 @@ fn package(
     let result = (|| {
         let mut artifacts = Vec::new();
         for binary in built {
-            let name = &ctx.project.settings.binary;
-            let top = format!("{name}-{}-{}", ctx.project.version, binary.target.triple);
-
-            let binary_path = format!(
-                "{}/{name}{}",
-                binary.target.triple,
-                binary.target.exe_suffix()
-            );
-            write_file(&staging.join(&binary_path), &binary.bytes, true)?;
+            let planned = &binary.planned;
+            let (top, binary_path) = (&planned.top, &planned.binary_path);
+            let triple = planned.target.triple;
+            write_file(&staging.join(binary_path), &binary.bytes, true)?;
             artifacts.push(Artifact::new(
-                &binary_path,
+                binary_path,
                 ArtifactKind::Binary,
-                Some(binary.target.triple),
+                Some(triple),
                 &binary.bytes,
                 None,
             ));
 
-            let sbom_path = format!("{top}.cdx.json");
-            write_file(&staging.join(&sbom_path), &binary.sbom, false)?;
+            let sbom_path = &planned.sbom_path;
+            write_file(&staging.join(sbom_path), &binary.sbom, false)?;
             artifacts.push(Artifact::new(
-                &sbom_path,
+                sbom_path,
                 ArtifactKind::Sbom,
-                Some(binary.target.triple),
+                Some(triple),
                 &binary.sbom,
                 None,
             ));
 
-            let entries = archive_entries(ctx, binary, port)?;
-            let archive_path = format!("{top}.{}", binary.target.archive_extension());
-            let inputs = inputs_fingerprint(&top, &entries, stamp.source_date_epoch);
-            let unchanged =
-                previous.and_then(|manifest| manifest.unchanged(&archive_path, &inputs));
+            let entries = archive_entries(
+                ctx,
+                &planned.target,
+                binary.bytes.clone(),
+                binary.sbom.clone(),
+                port,
+            )?;
+            let archive_path = &planned.archive_path;
+            let inputs = inputs_fingerprint(top, &entries, stamp.source_date_epoch);
+            let unchanged = previous.and_then(|manifest| manifest.unchanged(archive_path, &inputs));
             let archive_artifact = match unchanged {
                 // Same inputs, same bytes: keep the file (and its mtime) by
                 // linking it into the new folder instead of writing it again.
                 Some(old)
                     if std::fs::hard_link(
-                        dist_dir.join(&archive_path),
-                        staging.join(&archive_path),
+                        dist_dir.join(archive_path),
+                        staging.join(archive_path),
                     )
                     .is_ok() =>
                 {
@@ -474,18 +579,18 @@ fn package(
                     }
                 }
                 _ => {
-                    let bytes = match binary.target.archive_format() {
+                    let bytes = match planned.target.archive_format() {
                         ArchiveFormat::TarGz => {
-                            archive::tar_gz(&top, &entries, stamp.source_date_epoch)?
+                            archive::tar_gz(top, &entries, stamp.source_date_epoch)?
                         }
-                        ArchiveFormat::Zip => archive::zip(&top, &entries)?,
+                        ArchiveFormat::Zip => archive::zip(top, &entries)?,
                     };
-                    write_file(&staging.join(&archive_path), &bytes, false)?;
+                    write_file(&staging.join(archive_path), &bytes, false)?;
                     eprintln!("wrote {archive_path} ({} bytes)", bytes.len());
                     Artifact::new(
-                        &archive_path,
+                        archive_path,
                         ArtifactKind::Archive,
-                        Some(binary.target.triple),
+                        Some(triple),
                         &bytes,
                         Some(inputs),
                     )
