@@ -4,7 +4,9 @@
 //! (`Own` below, listed under "Project" in `cargo xtask help`): add yours
 //! there.
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
 use xshell::cmd;
 use xtask_lib::{Ctx, OwnTasks};
 
@@ -30,6 +32,33 @@ impl OwnTasks for Own {
             Own::Config { env } => show_config(ctx, &env),
         }
     }
+
+    /// The workspace's own check of every dist and release, before the
+    /// folder replaces `target/dist/`: the shipped x86_64 binary stays
+    /// within its size budget (docs/releasing.md, "Release profile").
+    fn check_dist(_ctx: &Ctx, folder: &Path) -> Result<()> {
+        const BUDGET: u64 = 2_100_000;
+        let Ok(triples) = std::fs::read_dir(folder) else {
+            return Ok(());
+        };
+        for triple in triples.flatten() {
+            if triple.file_name() != "x86_64-unknown-linux-musl" {
+                continue;
+            }
+            for binary in std::fs::read_dir(triple.path())?.flatten() {
+                let size = binary.metadata()?.len();
+                let shipped = binary.path();
+                let shipped = shipped.strip_prefix(folder).unwrap_or(&shipped).display();
+                if size > BUDGET {
+                    bail!(
+                        "{shipped} is {size} bytes, over its {BUDGET}-byte budget: find what grew (docs/releasing.md, \"Release profile\"), or raise BUDGET in xtask/src/main.rs"
+                    );
+                }
+                eprintln!("checked {shipped}: {size} bytes, within its {BUDGET}-byte budget");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Builds the service as `cargo xtask build` does (stamped, so the two
@@ -44,4 +73,32 @@ fn show_config(ctx: &Ctx, env: &str) -> Result<()> {
     let built = ctx.project.target_dir.join("debug").join(binary);
     ctx.run(cmd!(ctx.sh, "{built} config show").env("APP_ENV", env))
         .with_context(|| format!("show the configuration with APP_ENV={env}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dist_check_refuses_an_x86_64_binary_over_its_budget() {
+        let folder = tempfile::tempdir().unwrap();
+        let triple = folder.path().join("x86_64-unknown-linux-musl");
+        std::fs::create_dir(&triple).unwrap();
+        let ctx = Ctx::new(false).unwrap();
+        for (size, fits) in [(2_100_000, true), (2_100_001, false)] {
+            let binary = std::fs::File::create(triple.join("app")).unwrap();
+            binary.set_len(size).unwrap();
+            let checked = Own::check_dist(&ctx, folder.path()).map_err(|err| err.to_string());
+            match checked {
+                Ok(()) => assert!(fits, "{size} bytes passed"),
+                Err(err) => {
+                    assert!(!fits, "{size} bytes refused: {err}");
+                    assert!(
+                        err.starts_with("x86_64-unknown-linux-musl/app is 2100001 bytes, over its 2100000-byte budget"),
+                        "{err}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -899,6 +899,14 @@ fn slow_dist_again_compiles_nothing_and_keeps_the_archive() {
         stderr_text(&again)
     );
     assert!(stderr_text(&again).contains(&format!("unchanged {archive}")));
+    // The workspace's own check (`check_dist` in xtask/src/main.rs) ran on
+    // the folder.
+    assert!(
+        stderr_text(&again).contains("checked x86_64-unknown-linux-musl/app: ")
+            && stderr_text(&again).contains("within its 2100000-byte budget"),
+        "{}",
+        stderr_text(&again)
+    );
     assert_eq!(
         inode(&release.dist().join(&archive)),
         archive_inode,

@@ -27,7 +27,13 @@ pub struct Ctx {
     /// builds everything.
     cargo: PathBuf,
     stamp: OnceCell<Stamp>,
+    /// The workspace's own check of a dist folder before it is swapped in
+    /// (`OwnTasks::check_dist`).
+    dist_check: DistCheck,
 }
+
+/// A check of a dist folder: the context, and the folder as written.
+pub type DistCheck = fn(&Ctx, &Path) -> Result<()>;
 
 impl Ctx {
     /// Reads the workspace metadata (the only `cargo metadata` call of an
@@ -43,7 +49,21 @@ impl Ctx {
             project,
             cargo,
             stamp: OnceCell::new(),
+            dist_check: |_, _| Ok(()),
         })
+    }
+
+    /// The context with the workspace's own check of dist folders.
+    pub fn with_dist_check(mut self, check: DistCheck) -> Ctx {
+        self.dist_check = check;
+        self
+    }
+
+    /// Runs the workspace's own check on a dist folder written in
+    /// `folder`, before it replaces the previous one.
+    pub fn check_dist(&self, folder: &Path) -> Result<()> {
+        (self.dist_check)(self, folder)
+            .context("the workspace's own check of the dist folder (`check_dist` in xtask/src/main.rs) failed")
     }
 
     /// A context of its own for another thread (a shell is not shared
@@ -61,6 +81,7 @@ impl Ctx {
             project: self.project.clone(),
             cargo: self.cargo.clone(),
             stamp,
+            dist_check: self.dist_check,
         })
     }
 

@@ -46,6 +46,16 @@ use flags::Task;
 pub trait OwnTasks: clap::Subcommand + std::fmt::Debug {
     /// Runs the task the command line named.
     fn run(self, ctx: &Ctx) -> anyhow::Result<()>;
+
+    /// The workspace's own check of what `dist`, `release` and `release
+    /// --merge` wrote, run on the new folder (every artifact,
+    /// `SHA256SUMS` and `dist-manifest.json` in it) before it replaces
+    /// `target/dist/`: an error fails the task and leaves the previous
+    /// folder as it was. None by default.
+    fn check_dist(ctx: &Ctx, folder: &std::path::Path) -> anyhow::Result<()> {
+        let _ = (ctx, folder);
+        Ok(())
+    }
 }
 
 /// A workspace without tasks of its own ([`main`]).
@@ -98,13 +108,13 @@ pub fn main_with<T: OwnTasks>() -> ExitCode {
 /// A task of the workspace's own, with the same checks as the library's.
 fn run_own<T: OwnTasks>(dry_run: bool, task: T) -> anyhow::Result<()> {
     signing::check_not_compiled_with_secrets()?;
-    let ctx = Ctx::new(dry_run)?;
+    let ctx = Ctx::new(dry_run)?.with_dist_check(T::check_dist);
     task.run(&ctx)
 }
 
 fn run<T: OwnTasks>(flags: flags::Flags) -> anyhow::Result<()> {
     signing::check_not_compiled_with_secrets()?;
-    let ctx = Ctx::new(flags.dry_run)?;
+    let ctx = Ctx::new(flags.dry_run)?.with_dist_check(T::check_dist);
     match flags.task {
         Task::Build(task) => task.run(&ctx),
         Task::Run(task) => task.run(&ctx),

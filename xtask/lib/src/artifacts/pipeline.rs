@@ -611,6 +611,7 @@ fn package(
         artifacts.sort_by(|left, right| left.path.cmp(&right.path));
         let mut manifest = Manifest::new(&ctx.project.settings.binary, stamp, artifacts);
         seal::seal(ctx, &staging, &mut manifest, key)?;
+        ctx.check_dist(&staging)?;
         Ok(manifest)
     })();
     let manifest = match result {

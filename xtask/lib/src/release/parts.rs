@@ -488,7 +488,8 @@ pub fn merge(ctx: &Ctx, folders: &[PathBuf], allow_dirty: bool) -> Result<()> {
             let reference = format!("{}:{}", ctx.project.settings.image, ctx.project.version);
             manifest = oci::write_image(&ctx.project, &staging, manifest, platforms, &reference)?;
         }
-        seal::seal(ctx, &staging, &mut manifest, key.as_ref())
+        seal::seal(ctx, &staging, &mut manifest, key.as_ref())?;
+        ctx.check_dist(&staging)
     })();
     if let Err(err) = written {
         let _ = std::fs::remove_dir_all(&staging);
