@@ -69,10 +69,16 @@ pub(crate) fn quoted(text: &str) -> String {
 /// them (durations, counts in variables).
 pub(crate) struct Parsed<T>(T);
 
+/// A duration: a string with a unit in files and variables alike. A bare
+/// number in a file is refused with the spelling that works.
 impl<'de> Deserialize<'de> for Parsed<Duration> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map(Parsed).map_err(D::Error::custom)
+        match Count::deserialize(deserializer)? {
+            Count::Text(text) => parse_duration(&text).map(Parsed).map_err(D::Error::custom),
+            Count::Number(number) => Err(D::Error::custom(format!(
+                "invalid duration {number}: write it as a string with a unit, e.g. \"{number}s\""
+            ))),
+        }
     }
 }
 

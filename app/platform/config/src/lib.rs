@@ -1279,6 +1279,14 @@ mod tests {
             &["dev.toml line 2", "invalid duration \"soon\""],
         );
         check_error(
+            &[BASE, ("dev.toml", "[server]\ndrain_delay = 5\n")],
+            &[],
+            &[
+                "dev.toml line 2",
+                "invalid duration 5: write it as a string with a unit, e.g. \"5s\"",
+            ],
+        );
+        check_error(
             &[BASE],
             &[("APP__SERVER__DRAIN_TIMEOUT", "30")],
             &["APP__SERVER__DRAIN_TIMEOUT", "add a unit, e.g. 30s"],
