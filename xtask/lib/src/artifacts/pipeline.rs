@@ -75,7 +75,10 @@ pub fn build_and_package(
     // The dependency lists the build embeds, and the SBOMs come from.
     let dependencies = sbom::prepare(ctx, targets)?;
     let Plan {
-        builds, targets, ..
+        builds,
+        targets,
+        port,
+        ..
     } = plan;
     for (build, specs) in builds {
         ctx.run(build).with_context(|| {
@@ -100,17 +103,19 @@ pub fn build_and_package(
             sbom,
         });
     }
-    package(ctx, &built, notes, previous.as_ref(), key.as_ref())
+    package(ctx, &built, port, notes, previous.as_ref(), key.as_ref())
 }
 
 /// What a `dist` or `release` does, decided before anything runs:
 /// `--dry-run` prints it, and the pipeline follows it (the same commands,
 /// checks and file names).
-pub struct Plan<'a> {
+struct Plan<'a> {
     /// One cargo invocation per linker, all of that linker's targets at
     /// once, so that build scripts and proc macros compile once.
     builds: Vec<(xshell::Cmd<'a>, Vec<String>)>,
     targets: Vec<Planned>,
+    /// The service's port as deployed, which the archives' units listen on.
+    port: u16,
     notes: bool,
     signing: Signing,
 }
@@ -139,8 +144,10 @@ struct Planned {
 enum RunCheck {
     Natively,
     Under(PathBuf),
-    /// Not run, and why.
-    Not(String),
+    /// Not run: the qemu it needs is not installed.
+    QemuMissing(&'static str),
+    /// Not run: no way to run it on this machine (another OS).
+    Cannot,
 }
 
 impl<'a> Plan<'a> {
@@ -162,11 +169,9 @@ impl<'a> Plan<'a> {
                 Runner::Native => RunCheck::Natively,
                 Runner::Qemu(qemu) => match which::which(qemu) {
                     Ok(path) => RunCheck::Under(path),
-                    Err(_) => RunCheck::Not(format!(
-                        "{qemu} not found (install it with `apt-get install -y qemu-user`)"
-                    )),
+                    Err(_) => RunCheck::QemuMissing(qemu),
                 },
-                Runner::Unavailable => RunCheck::Not("it cannot run on this machine".to_owned()),
+                Runner::Unavailable => RunCheck::Cannot,
             };
             planned.push(Planned {
                 target: target.clone(),
@@ -189,6 +194,7 @@ impl<'a> Plan<'a> {
         Ok(Plan {
             builds: build_commands(ctx, targets)?,
             targets: planned,
+            port,
             notes,
             signing,
         })
@@ -211,7 +217,8 @@ impl<'a> Plan<'a> {
             checks.push(match &planned.run {
                 RunCheck::Natively => "run natively with --version".to_owned(),
                 RunCheck::Under(qemu) => format!("run under {} with --version", qemu.display()),
-                RunCheck::Not(why) => format!("not run: {why}"),
+                RunCheck::QemuMissing(qemu) => format!("not run: {}", qemu_missing(qemu)),
+                RunCheck::Cannot => "not run: it cannot run on this machine".to_owned(),
             });
             eprintln!("  {triple}: check {}", checks.join("; "));
             eprintln!("    write {}", planned.binary_path);
@@ -337,6 +344,11 @@ fn reproducible_flags(ctx: &Ctx, target: &Target) -> Result<String> {
     Ok(format!("[{}]", flags.join(",")))
 }
 
+/// Why a binary whose qemu is missing is not run, and the fix.
+fn qemu_missing(qemu: &str) -> String {
+    format!("{qemu} not found (install it with `apt-get install -y qemu-user`)")
+}
+
 /// Checks the built binary as planned and returns its bytes as shipped.
 fn check_binary(ctx: &Ctx, planned: &Planned, previous: Option<&Manifest>) -> Result<Vec<u8>> {
     let (target, path) = (&planned.target, &planned.built);
@@ -379,12 +391,15 @@ fn check_binary(ctx: &Ctx, planned: &Planned, previous: Option<&Manifest>) -> Re
     let runner = match &planned.run {
         RunCheck::Natively => None,
         RunCheck::Under(qemu) => Some(qemu),
-        RunCheck::Not(why) => {
-            if why.contains("not found") {
-                eprintln!("note: the {} binary was not run: {why}", target.triple);
-            }
+        RunCheck::QemuMissing(qemu) => {
+            eprintln!(
+                "note: the {} binary was not run: {}",
+                target.triple,
+                qemu_missing(qemu)
+            );
             return Ok(bytes);
         }
+        RunCheck::Cannot => return Ok(bytes),
     };
     if !already_run {
         let expected = &ctx.stamp()?.commit_short;
@@ -508,15 +523,16 @@ fn inputs_fingerprint(top: &str, entries: &[Entry], epoch: u64) -> String {
     archive::sha256_hex(description.as_bytes())
 }
 
+/// Writes the folder from the checked binaries; `port` is the plan's.
 fn package(
     ctx: &Ctx,
     built: &[Built],
+    port: u16,
     notes: Option<String>,
     previous: Option<&Manifest>,
     key: Option<&PrivateKey>,
 ) -> Result<()> {
     let stamp = ctx.stamp()?;
-    let port = ctx.project.service_port()?;
     let dist_dir = ctx.project.dist_dir();
     let staging = ctx
         .project
