@@ -19,6 +19,11 @@
 //!   connections not yet read from), and is retried only once a connection
 //!   closes or 100 ms pass, so it never spins.
 //!
+//! - A connection waiting for its next request is parked within a second:
+//!   it keeps its socket and its bookkeeping (about 2 KB), and hyper's
+//!   connection and its buffers (16 KiB) go until the next request's first
+//!   bytes arrive (see `drive`).
+//!
 //! Request bodies and handlers are bounded by `request_timeout`, in `http`.
 //! The timers cost nothing per request: a connection's phase (not yet read
 //! from, waiting for headers, handling a request, idle) lives in one atomic
@@ -35,7 +40,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -43,12 +48,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use hyper::body::Incoming;
+use axum::response::Response;
+use http_body::Body as _;
+use hyper::body::{Buf, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -404,25 +412,36 @@ impl Drop for Registered {
     }
 }
 
-/// How often a connection that the shutdown found with no byte received
-/// yet looks whether its first request is being handled (see `drive`). Only
-/// such connections, and only while the process shuts down, pay for it.
-const FIRST_REQUEST_POLL: Duration = Duration::from_millis(2);
+/// The most a parked connection reads of the next request before hyper
+/// takes over (hyper reads the rest itself).
+const ARRIVED_READ: usize = 4096;
 
-/// Runs one connection to its end: served by hyper, closed by the timeouts,
-/// an eviction, or the shutdown.
+/// How long a connection stays with hyper between requests, at most, before
+/// it is parked.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Runs one connection to its end: parked while it waits for a request,
+/// served by hyper while requests come, closed by the timeouts, an
+/// eviction, or the shutdown.
+///
+/// Parked, a connection holds its socket and its bookkeeping, and no hyper
+/// connection: hyper's read and header buffers (8 KiB each, kept for as long
+/// as its connection lives) exist from a request's first byte until the
+/// connection has waited for its next request for up to `PARK_AFTER`. So
+/// memory follows the requests in flight rather than the connections held,
+/// and a busy connection is not parked and unparked at every request (which
+/// costs more than the request itself).
 async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity>) {
     let shared = &registered.shared;
-    let io = TokioIo::new(TrackedStream {
+    let mut stream = TrackedStream {
         stream,
         activity: activity.clone(),
-    });
-    let service = TrackedService {
+        arrived: Bytes::new(),
+    };
+    let mut service = TrackedService {
         inner: TowerToHyperService::new(shared.routers[registered.on_worker.worker()].clone()),
         activity: activity.clone(),
     };
-    let connection = shared.http.serve_connection(io, service);
-    tokio::pin!(connection);
     let closing = shared.lifecycle.reached(State::Closing);
     tokio::pin!(closing);
     // Shorter timeouts than the header one may apply once a request is done.
@@ -433,53 +452,122 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
             .min(shared.limits.idle_timeout);
     let timer = tokio::time::sleep_until(timer_start);
     tokio::pin!(timer);
+    // Set by the shutdown: the request in progress (or, for a connection
+    // that has not received a byte yet, its first request: closing now
+    // would answer it with a reset) is served, then the connection closes.
     let mut winding_down = false;
-    // Set when the shutdown finds the connection with no byte received yet:
-    // its client is about to send its first request, and closing now would
-    // answer it with a reset. It gets that request served (within the
-    // header timeout), then the connection closes.
-    let mut first_request_due = false;
     loop {
-        tokio::select! {
-            outcome = connection.as_mut() => {
-                if let Err(err) = outcome {
-                    debug!(error = %err, "connection ended with an error");
+        while stream.arrived.is_empty() {
+            tokio::select! {
+                ready = stream.stream.readable() => {
+                    if ready.is_err() {
+                        return;
+                    }
+                    match read_arrived(&stream.stream) {
+                        Ok(arrived) if arrived.is_empty() => return,
+                        Ok(arrived) => {
+                            activity.bytes_arrived();
+                            stream.arrived = arrived;
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
                 }
-                return;
+                () = timer.as_mut() => match activity.due(&shared.limits, Instant::now()) {
+                    Due::At(deadline) => timer.as_mut().reset(deadline),
+                    Due::Expired(reason) => {
+                        shared.metrics.shed(reason);
+                        return;
+                    }
+                },
+                () = activity.evict.notified() => return,
+                () = closing.as_mut(), if !winding_down => {
+                    if activity.received.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    winding_down = true;
+                }
             }
-            () = timer.as_mut() => match activity.due(&shared.limits, Instant::now()) {
-                Due::At(deadline) => timer.as_mut().reset(deadline),
-                Due::Expired(reason) => {
-                    shared.metrics.shed(reason);
-                    return;
-                }
-            },
-            () = activity.evict.notified(), if !winding_down => {
-                winding_down = true;
-                if matches!(activity.load().0, Phase::New | Phase::Head) {
-                    return;
-                }
-                connection.as_mut().graceful_shutdown();
+        }
+        let mut connection = Box::pin(shared.http.serve_connection(TokioIo::new(stream), service));
+        if winding_down {
+            // The first request is to be served, then the connection closed.
+            // hyper closes at once a connection told to shut down before it
+            // has read anything: it reads what arrived first.
+            let first = std::future::poll_fn(|context| {
+                Poll::Ready(connection.poll_without_shutdown(context))
+            });
+            match first.await {
+                Poll::Pending => connection.as_mut().graceful_shutdown(),
+                Poll::Ready(outcome) => return ended(connection, outcome).await,
             }
-            () = closing.as_mut(), if !winding_down => {
-                winding_down = true;
-                match activity.load().0 {
-                    _ if !activity.received.load(Ordering::Relaxed) => first_request_due = true,
-                    Phase::New | Phase::Head => return,
-                    Phase::Idle | Phase::Busy => connection.as_mut().graceful_shutdown(),
+        }
+        let park_at = Instant::now() + PARK_AFTER;
+        if park_at < timer.deadline() {
+            timer.as_mut().reset(park_at);
+        }
+        loop {
+            tokio::select! {
+                outcome = std::future::poll_fn(|context| connection.poll_without_shutdown(context)) => {
+                    return ended(connection, outcome).await;
                 }
-            }
-            // Once the first request is being handled (or answered), hyper
-            // finishes it and closes; a request half-sent waits, within the
-            // header timeout.
-            () = tokio::time::sleep(FIRST_REQUEST_POLL), if first_request_due => {
-                if matches!(activity.load().0, Phase::Busy | Phase::Idle) {
-                    first_request_due = false;
+                () = timer.as_mut() => match activity.due(&shared.limits, Instant::now()) {
+                    // hyper is idle (its last poll returned with the exchange
+                    // done) and the request that may have arrived since is
+                    // unread in the socket: parked.
+                    Due::At(_) if activity.exchange_done() && !winding_down => break,
+                    Due::At(deadline) => timer.as_mut().reset(deadline.min(Instant::now() + PARK_AFTER)),
+                    Due::Expired(reason) => {
+                        shared.metrics.shed(reason);
+                        return;
+                    }
+                },
+                () = activity.evict.notified(), if !winding_down => {
+                    winding_down = true;
+                    if matches!(activity.load().0, Phase::New | Phase::Head) {
+                        return;
+                    }
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = closing.as_mut(), if !winding_down => {
+                    winding_down = true;
+                    if matches!(activity.load().0, Phase::New | Phase::Head) {
+                        return;
+                    }
                     connection.as_mut().graceful_shutdown();
                 }
             }
         }
+        let parts = Pin::into_inner(connection).into_parts();
+        stream = parts.io.into_inner();
+        service = parts.service;
+        // What hyper read and has not parsed (the start of a pipelined
+        // request) goes to the next hyper connection first, copied: hyper's
+        // buffer holds all of its 8 KiB, even when empty.
+        stream.arrived = Bytes::copy_from_slice(&parts.read_buf);
     }
+}
+
+type HyperConnection = http1::Connection<TokioIo<TrackedStream>, TrackedService>;
+
+/// A connection hyper ended: the client closed or asked to, the shutdown
+/// did, or it failed. Its end is sent as hyper would send it.
+async fn ended(connection: Pin<Box<HyperConnection>>, outcome: hyper::Result<()>) {
+    match outcome {
+        Ok(()) => {
+            let mut parts = Pin::into_inner(connection).into_parts();
+            let _ = parts.io.inner_mut().stream.shutdown().await;
+        }
+        Err(err) => debug!(error = %err, "connection ended with an error"),
+    }
+}
+
+/// Reads what arrived on a parked connection, into a buffer of its size:
+/// empty at the end of the stream.
+fn read_arrived(stream: &TcpStream) -> io::Result<Bytes> {
+    let mut buffer = [0; ARRIVED_READ];
+    let read = stream.try_read(&mut buffer)?;
+    Ok(Bytes::copy_from_slice(&buffer[..read]))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,6 +595,22 @@ struct Activity {
     /// Whether a byte ever arrived: a connection without one has its first
     /// request still to come (read attempts alone move it out of `New`).
     received: AtomicBool,
+    /// How far the current exchange is, in `Exchange` bits: when all are
+    /// set, hyper has nothing of it left to read or write.
+    exchange: AtomicU8,
+}
+
+/// The bits of `Activity::exchange`, cleared whenever bytes reach hyper.
+struct Exchange;
+
+impl Exchange {
+    /// The request's body was read to its end (or it had none).
+    const BODY_READ: u8 = 1;
+    /// hyper dropped the response's body: all of it is in its buffer.
+    const RESPONSE_BUFFERED: u8 = 2;
+    /// A write that emptied hyper's buffer followed.
+    const FLUSHED: u8 = 4;
+    const DONE: u8 = Self::BODY_READ | Self::RESPONSE_BUFFERED | Self::FLUSHED;
 }
 
 enum Due {
@@ -522,7 +626,33 @@ impl Activity {
             evict: Notify::new(),
             evicted: AtomicBool::new(false),
             received: AtomicBool::new(false),
+            exchange: AtomicU8::new(0),
         }
+    }
+
+    /// Bytes reached hyper: a request is starting or going on, and a
+    /// waiting connection's next header timeout starts (the first one is
+    /// counted from the open).
+    fn bytes_arrived(&self) {
+        self.exchange.store(0, Ordering::Relaxed);
+        match self.load().0 {
+            Phase::New => self.enter(Phase::Head, self.opened),
+            Phase::Idle => self.enter(Phase::Head, Instant::now()),
+            Phase::Head | Phase::Busy => {}
+        }
+        if !self.received.load(Ordering::Relaxed) {
+            self.received.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn exchange_reached(&self, bit: u8) {
+        self.exchange.fetch_or(bit, Ordering::Relaxed);
+    }
+
+    /// Whether the request and its response are through hyper entirely, so
+    /// that what hyper reads next is the next request.
+    fn exchange_done(&self) -> bool {
+        self.exchange.load(Ordering::Relaxed) == Exchange::DONE
     }
 
     fn load(&self) -> (Phase, Instant) {
@@ -565,11 +695,15 @@ impl Activity {
     }
 }
 
-/// The accepted socket. Its first read ends `New`; the first bytes it reads
-/// after an idle spell start the header timeout of the next request.
+/// The accepted socket as hyper sees it: first what arrived while the
+/// connection was parked, then the socket. Bytes reaching hyper start a
+/// request's header timeout; its writes tell when the response is out
+/// (`Exchange::FLUSHED`).
 struct TrackedStream {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Read while parked, not yet given to hyper.
+    arrived: Bytes,
 }
 
 impl AsyncRead for TrackedStream {
@@ -578,22 +712,36 @@ impl AsyncRead for TrackedStream {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let phase = self.activity.load().0;
-        if phase == Phase::New {
-            // Still timed from the open.
-            self.activity.enter(Phase::Head, self.activity.opened);
+        let this = &mut *self;
+        if !this.arrived.is_empty() {
+            let given = this.arrived.len().min(buffer.remaining());
+            buffer.put_slice(&this.arrived[..given]);
+            if given == this.arrived.len() {
+                this.arrived = Bytes::new();
+            } else {
+                this.arrived.advance(given);
+            }
+            this.activity.bytes_arrived();
+            return Poll::Ready(Ok(()));
         }
         let before = buffer.filled().len();
-        let outcome = ready!(Pin::new(&mut self.stream).poll_read(context, buffer));
+        let outcome = ready!(Pin::new(&mut this.stream).poll_read(context, buffer));
         if buffer.filled().len() > before {
-            if phase == Phase::Idle {
-                self.activity.enter(Phase::Head, Instant::now());
-            }
-            if !self.activity.received.load(Ordering::Relaxed) {
-                self.activity.received.store(true, Ordering::Relaxed);
-            }
+            this.activity.bytes_arrived();
         }
         Poll::Ready(outcome)
+    }
+}
+
+impl TrackedStream {
+    /// Notes whether a write emptied hyper's buffer: hyper writes it whole
+    /// (`writev(false)`), so a write that took all it was given did.
+    fn wrote(&self, outcome: &Poll<io::Result<usize>>, given: usize) {
+        if matches!(outcome, Poll::Ready(Ok(written)) if *written == given)
+            && self.activity.exchange.load(Ordering::Relaxed) & Exchange::RESPONSE_BUFFERED != 0
+        {
+            self.activity.exchange_reached(Exchange::FLUSHED);
+        }
     }
 }
 
@@ -603,17 +751,19 @@ impl AsyncWrite for TrackedStream {
         context: &mut Context<'_>,
         buffer: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(context, buffer)
+        let outcome = Pin::new(&mut self.stream).poll_write(context, buffer);
+        self.wrote(&outcome, buffer.len());
+        outcome
     }
 
-    // hyper writes head and body with one vectored write; without these two
-    // it would fall back to one write per buffer.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         context: &mut Context<'_>,
         buffers: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(context, buffers)
+        let outcome = Pin::new(&mut self.stream).poll_write_vectored(context, buffers);
+        self.wrote(&outcome, buffers.iter().map(|buffer| buffer.len()).sum());
+        outcome
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -630,22 +780,33 @@ impl AsyncWrite for TrackedStream {
 }
 
 type RouterService = TowerToHyperService<Router>;
+type RouterFuture = <RouterService as hyper::service::Service<Request<RequestBody>>>::Future;
 
-/// The router, marking the connection busy while it handles a request.
+/// The router, marking the connection busy while it handles a request, and
+/// following the exchange through its two bodies.
 struct TrackedService {
     inner: RouterService,
     activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for TrackedService {
-    type Response = <RouterService as hyper::service::Service<Request<Incoming>>>::Response;
-    type Error = <RouterService as hyper::service::Service<Request<Incoming>>>::Error;
-    type Future = Tracked<<RouterService as hyper::service::Service<Request<Incoming>>>::Future>;
+    type Response = Response<ResponseBody>;
+    type Error = <RouterService as hyper::service::Service<Request<RequestBody>>>::Error;
+    type Future = Tracked<RouterFuture>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         self.activity.enter(Phase::Busy, self.activity.opened);
+        let body_read = if request.body().is_end_stream() {
+            Exchange::BODY_READ
+        } else {
+            0
+        };
+        self.activity.exchange.store(body_read, Ordering::Relaxed);
+        let activity = self.activity.clone();
         Tracked {
-            inner: self.inner.call(request),
+            inner: self
+                .inner
+                .call(request.map(|inner| RequestBody { inner, activity })),
             activity: self.activity.clone(),
         }
     }
@@ -660,14 +821,81 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F: Future> Future for Tracked<F> {
-    type Output = F::Output;
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+{
+    type Output = Result<Response<ResponseBody>, E>;
 
-    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let output = ready!(this.inner.poll(context));
         this.activity.enter(Phase::Idle, Instant::now());
-        Poll::Ready(output)
+        let activity = this.activity.clone();
+        Poll::Ready(output.map(|response| response.map(|inner| ResponseBody { inner, activity })))
+    }
+}
+
+/// A request's body, noting when it has been read to its end.
+struct RequestBody {
+    inner: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(context));
+        if frame.is_none() || self.inner.is_end_stream() {
+            self.activity.exchange_reached(Exchange::BODY_READ);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response's body, noting when hyper drops it: at its end (or when the
+/// connection fails).
+struct ResponseBody {
+    inner: Body,
+    activity: Arc<Activity>,
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.activity.exchange_reached(Exchange::RESPONSE_BUFFERED);
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

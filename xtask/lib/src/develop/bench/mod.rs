@@ -446,10 +446,7 @@ impl Bench {
             .collect();
         let held: &[usize] = if self.quick { &[200] } else { &[1_000, 4_000] };
         let mut idle_connections = Vec::new();
-        for server in servers
-            .iter()
-            .filter(|server| matches!(server.name.as_str(), "floor" | "go" | "app"))
-        {
+        for server in servers {
             idle_connections.push(
                 idle_memory(server, held)
                     .with_context(|| format!("hold idle connections to {}", server.name))?,

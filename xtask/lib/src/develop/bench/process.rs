@@ -50,6 +50,12 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     (ticks > 0).then(|| (user + system) as f64 / ticks as f64)
 }
 
+/// How long the held connections wait before the RSS is read: longer than
+/// the service takes to park a waiting connection (`PARK_AFTER` in the
+/// platform's `connections.rs`), so that what is read is what idle
+/// connections hold, not the requests just answered.
+pub const IDLE_SETTLE: Duration = Duration::from_secs(2);
+
 /// How much resident memory `server` grows by per idle keep-alive
 /// connection: for each count in `held` (ascending), that many connections
 /// are open, each has had one `/healthz` answered and then waits; the
@@ -72,7 +78,7 @@ pub fn idle_memory(server: &Server, held: &[usize]) -> Result<IdleMemory> {
             }
             connections.push(one_request_kept_alive(server.addr)?);
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(IDLE_SETTLE);
         let grown = rss()?.saturating_sub(before);
         per_connection.push((count, grown as f64 / count as f64));
     }

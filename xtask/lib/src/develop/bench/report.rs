@@ -263,7 +263,8 @@ pub fn markdown(report: &Report) -> String {
             text,
             "Memory per idle keep-alive connection: the growth of each server's RSS \
              (`VmRSS`) while it holds that many connections, each answered once and then \
-             waiting, divided by their number.\n"
+             waiting, divided by their number, read {} s after the last one was answered.\n",
+            super::process::IDLE_SETTLE.as_secs()
         );
         let mut header = String::from("| server |");
         let mut rule = String::from("|--------|");
