@@ -416,8 +416,9 @@ impl Drop for Registered {
 /// takes over (hyper reads the rest itself).
 const ARRIVED_READ: usize = 4096;
 
-/// How long a connection stays with hyper between requests, at most, before
-/// it is parked.
+/// How long a connection waits for its next request with hyper before it
+/// is parked. A connection of a busy client never waits that long, so it
+/// stays with hyper.
 const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Runs one connection to its end: parked while it waits for a request,
@@ -427,10 +428,11 @@ const PARK_AFTER: Duration = Duration::from_secs(1);
 /// Parked, a connection holds its socket and its bookkeeping, and no hyper
 /// connection: hyper's read and header buffers (8 KiB each, kept for as long
 /// as its connection lives) exist from a request's first byte until the
-/// connection has waited for its next request for up to `PARK_AFTER`. So
-/// memory follows the requests in flight rather than the connections held,
-/// and a busy connection is not parked and unparked at every request (which
-/// costs more than the request itself).
+/// connection has waited `PARK_AFTER` for its next request (found by the
+/// connection's timer, within another `PARK_AFTER`). So memory follows the
+/// connections in use rather than the connections held, and a busy
+/// connection is not parked and unparked at every request (which costs
+/// more than the request itself).
 async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity>) {
     let shared = &registered.shared;
     let mut stream = TrackedStream {
@@ -511,17 +513,28 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
                 outcome = std::future::poll_fn(|context| connection.poll_without_shutdown(context)) => {
                     return ended(connection, outcome).await;
                 }
-                () = timer.as_mut() => match activity.due(&shared.limits, Instant::now()) {
-                    // hyper is idle (its last poll returned with the exchange
-                    // done) and the request that may have arrived since is
-                    // unread in the socket: parked.
-                    Due::At(_) if activity.exchange_done() && !winding_down => break,
-                    Due::At(deadline) => timer.as_mut().reset(deadline.min(Instant::now() + PARK_AFTER)),
-                    Due::Expired(reason) => {
-                        shared.metrics.shed(reason);
-                        return;
+                () = timer.as_mut() => {
+                    let now = Instant::now();
+                    match activity.due(&shared.limits, now) {
+                        Due::At(deadline) => match activity.load() {
+                            // hyper is idle (its last poll returned with the
+                            // exchange done), and a request that arrived since
+                            // is unread in the socket: parked.
+                            (Phase::Idle, since)
+                                if since + PARK_AFTER <= now
+                                    && activity.exchange_done()
+                                    && !winding_down => break,
+                            (Phase::Idle, since) => {
+                                timer.as_mut().reset(deadline.min((since + PARK_AFTER).max(now)));
+                            }
+                            _ => timer.as_mut().reset(deadline.min(now + PARK_AFTER)),
+                        },
+                        Due::Expired(reason) => {
+                            shared.metrics.shed(reason);
+                            return;
+                        }
                     }
-                },
+                }
                 () = activity.evict.notified(), if !winding_down => {
                     winding_down = true;
                     if matches!(activity.load().0, Phase::New | Phase::Head) {
