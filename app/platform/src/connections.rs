@@ -458,21 +458,15 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
     // that has not received a byte yet, its first request: closing now
     // would answer it with a reset) is served, then the connection closes.
     let mut winding_down = false;
+    if !stream.read_first() {
+        return;
+    }
     loop {
         while stream.arrived.is_empty() {
             tokio::select! {
                 ready = stream.stream.readable() => {
-                    if ready.is_err() {
+                    if ready.is_err() || !stream.read_parked() {
                         return;
-                    }
-                    match read_arrived(&stream.stream) {
-                        Ok(arrived) if arrived.is_empty() => return,
-                        Ok(arrived) => {
-                            activity.bytes_arrived();
-                            stream.arrived = arrived;
-                        }
-                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => return,
                     }
                 }
                 () = timer.as_mut() => match activity.due(&shared.limits, Instant::now()) {
@@ -573,14 +567,6 @@ async fn ended(connection: Pin<Box<HyperConnection>>, outcome: hyper::Result<()>
         }
         Err(err) => debug!(error = %err, "connection ended with an error"),
     }
-}
-
-/// Reads what arrived on a parked connection, into a buffer of its size:
-/// empty at the end of the stream.
-fn read_arrived(stream: &TcpStream) -> io::Result<Bytes> {
-    let mut buffer = [0; ARRIVED_READ];
-    let read = stream.try_read(&mut buffer)?;
-    Ok(Bytes::copy_from_slice(&buffer[..read]))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -747,6 +733,37 @@ impl AsyncRead for TrackedStream {
 }
 
 impl TrackedStream {
+    /// The first read attempt, as soon as the connection's task runs: it
+    /// ends `New` whether or not bytes are in yet (the connection is then
+    /// waiting for its headers, timed from the open), so that a burst of
+    /// new connections is told from a flood of silent ones at once. False
+    /// if the stream has ended or failed.
+    fn read_first(&mut self) -> bool {
+        if !self.read_parked() {
+            return false;
+        }
+        if self.arrived.is_empty() {
+            self.activity.enter(Phase::Head, self.activity.opened);
+        }
+        true
+    }
+
+    /// Reads what has arrived on the parked connection, if anything, into
+    /// `arrived` (a buffer of its size). False once the stream has ended or
+    /// failed.
+    fn read_parked(&mut self) -> bool {
+        let mut buffer = [0; ARRIVED_READ];
+        match self.stream.try_read(&mut buffer) {
+            Ok(0) => false,
+            Ok(read) => {
+                self.activity.bytes_arrived();
+                self.arrived = Bytes::copy_from_slice(&buffer[..read]);
+                true
+            }
+            Err(err) => err.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+
     /// Notes whether a write emptied hyper's buffer: hyper writes it whole
     /// (`writev(false)`), so a write that took all it was given did.
     fn wrote(&self, outcome: &Poll<io::Result<usize>>, given: usize) {
@@ -1095,6 +1112,35 @@ mod tests {
             "a connection with a request in progress is never evicted"
         );
         assert_eq!(table.evicting, 3);
+    }
+
+    #[test]
+    fn the_first_read_attempt_ends_new_with_or_without_bytes() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            for sent in [&b""[..], b"GET / HTTP/1.1\r\n"] {
+                let mut client = TcpStream::connect(address).await.unwrap();
+                client.write_all(sent).await.unwrap();
+                let (accepted, _) = listener.accept().await.unwrap();
+                let activity = Arc::new(Activity::new(Instant::now()));
+                let mut stream = TrackedStream {
+                    stream: accepted,
+                    activity: activity.clone(),
+                    arrived: Bytes::new(),
+                };
+                if !sent.is_empty() {
+                    stream.stream.readable().await.unwrap();
+                }
+                assert!(stream.read_first());
+                assert_eq!(activity.load(), (Phase::Head, activity.opened), "{sent:?}");
+                assert_eq!(&stream.arrived[..], sent);
+            }
+        });
     }
 
     #[test]
