@@ -20,9 +20,9 @@
 //!   closes or 100 ms pass, so it never spins.
 //!
 //! - A connection waiting for its next request is parked within a second:
-//!   it keeps its socket and its bookkeeping (about 2 KB), and hyper's
-//!   connection and its buffers (16 KiB) go until the next request's first
-//!   bytes arrive (see `drive`).
+//!   it keeps its socket and its bookkeeping, and hyper's connection and
+//!   its buffers (16 KiB) go until the next request's first bytes arrive
+//!   (see `drive`).
 //!
 //! Request bodies and handlers are bounded by `request_timeout`, in `http`.
 //! The timers cost nothing per request: a connection's phase (not yet read
@@ -431,8 +431,9 @@ const PARK_AFTER: Duration = Duration::from_secs(1);
 /// connection has waited `PARK_AFTER` for its next request (found by the
 /// connection's timer, within another `PARK_AFTER`). So memory follows the
 /// connections in use rather than the connections held, and a busy
-/// connection is not parked and unparked at every request (which costs
-/// more than the request itself).
+/// connection is not parked and unparked at every request (a new hyper
+/// connection and its buffers for each request cost about a fifth of the
+/// requests per second).
 async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity>) {
     let shared = &registered.shared;
     let mut stream = TrackedStream {
@@ -510,18 +511,12 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
                 () = timer.as_mut() => {
                     let now = Instant::now();
                     match activity.due(&shared.limits, now) {
-                        Due::At(deadline) => match activity.load() {
+                        Due::At(deadline) => match activity.park_at(now, winding_down) {
                             // hyper is idle (its last poll returned with the
                             // exchange done), and a request that arrived since
                             // is unread in the socket: parked.
-                            (Phase::Idle, since)
-                                if since + PARK_AFTER <= now
-                                    && activity.exchange_done()
-                                    && !winding_down => break,
-                            (Phase::Idle, since) => {
-                                timer.as_mut().reset(deadline.min((since + PARK_AFTER).max(now)));
-                            }
-                            _ => timer.as_mut().reset(deadline.min(now + PARK_AFTER)),
+                            None => break,
+                            Some(look_again) => timer.as_mut().reset(deadline.min(look_again)),
                         },
                         Due::Expired(reason) => {
                             shared.metrics.shed(reason);
@@ -654,6 +649,19 @@ impl Activity {
         self.exchange.load(Ordering::Relaxed) == Exchange::DONE
     }
 
+    /// For a connection with hyper: `None` if it is to be parked now (idle
+    /// for `PARK_AFTER` with the exchange done), else when to look again
+    /// (when it will have been idle that long, or a `PARK_AFTER` from now
+    /// if it is not idle, is still writing, or is winding down).
+    fn park_at(&self, now: Instant, winding_down: bool) -> Option<Instant> {
+        let (phase, since) = self.load();
+        if phase != Phase::Idle || !self.exchange_done() || winding_down {
+            return Some(now + PARK_AFTER);
+        }
+        let parked_from = since + PARK_AFTER;
+        (parked_from > now).then_some(parked_from)
+    }
+
     fn load(&self) -> (Phase, Instant) {
         let word = self.word.load(Ordering::Relaxed);
         let phase = match word & 0b11 {
@@ -742,21 +750,18 @@ impl TrackedStream {
         if !self.read_parked() {
             return false;
         }
-        if self.arrived.is_empty() {
-            self.activity.enter(Phase::Head, self.activity.opened);
-        }
+        self.activity.enter(Phase::Head, self.activity.opened);
         true
     }
 
     /// Reads what has arrived on the parked connection, if anything, into
-    /// `arrived` (a buffer of its size). False once the stream has ended or
-    /// failed.
+    /// `arrived` (a buffer of its size), which hyper reads first (and then
+    /// counts as arrived). False once the stream has ended or failed.
     fn read_parked(&mut self) -> bool {
         let mut buffer = [0; ARRIVED_READ];
         match self.stream.try_read(&mut buffer) {
             Ok(0) => false,
             Ok(read) => {
-                self.activity.bytes_arrived();
                 self.arrived = Bytes::copy_from_slice(&buffer[..read]);
                 true
             }
@@ -1112,6 +1117,36 @@ mod tests {
             "a connection with a request in progress is never evicted"
         );
         assert_eq!(table.evicting, 3);
+    }
+
+    #[test]
+    fn a_connection_is_parked_once_idle_for_a_second_with_its_exchange_done() {
+        let opened = Instant::now();
+        let at = |millis: u64| opened + Duration::from_millis(millis);
+        let activity = Activity::new(opened);
+        let done = Exchange::DONE;
+        let written = Exchange::BODY_READ | Exchange::RESPONSE_BUFFERED;
+        // (phase since, exchange, winding down, now; when to look again, or
+        // None: parked)
+        let cases = [
+            ((Phase::Busy, 0), done, false, 5_000, Some(6_000)),
+            ((Phase::Head, 0), 0, false, 5_000, Some(6_000)),
+            ((Phase::Idle, 4_500), done, false, 5_000, Some(5_500)),
+            ((Phase::Idle, 4_000), done, false, 5_000, None),
+            // Still writing, or closing: looked at again a second later,
+            // never at once.
+            ((Phase::Idle, 1_000), written, false, 5_000, Some(6_000)),
+            ((Phase::Idle, 1_000), done, true, 5_000, Some(6_000)),
+        ];
+        for ((phase, since), exchange, winding_down, now, expected) in cases {
+            activity.enter(phase, at(since));
+            activity.exchange.store(exchange, Ordering::Relaxed);
+            assert_eq!(
+                activity.park_at(at(now), winding_down),
+                expected.map(at),
+                "{phase:?} since {since} ms, exchange {exchange}, winding down {winding_down}"
+            );
+        }
     }
 
     #[test]
