@@ -34,6 +34,7 @@
 //! Shutdown: accepting stops, and this process closes its listening socket,
 //! at `State::Stopped`. At `State::Closing`, connections without a request
 //! in progress close at once and the others after their response; a
+//! request whose bytes are in the socket counts as in progress, and a
 //! connection that has not received a byte yet gets its first request
 //! served first (closing it would answer that request with a reset).
 
@@ -464,7 +465,11 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
     }
     loop {
         while stream.arrived.is_empty() {
+            // In this order: bytes that arrived are read before a closing
+            // or an eviction is looked at, so a request in the socket is
+            // answered, not closed unread.
             tokio::select! {
+                biased;
                 ready = stream.stream.readable() => {
                     if ready.is_err() || !stream.read_parked() {
                         return;
@@ -504,7 +509,11 @@ async fn drive(registered: Registered, stream: TcpStream, activity: Arc<Activity
             timer.as_mut().reset(park_at);
         }
         loop {
+            // hyper first, for the same reason: a request whose bytes
+            // arrived is parsed (and counts as in progress) before a
+            // closing or an eviction finds the connection without one.
             tokio::select! {
+                biased;
                 outcome = std::future::poll_fn(|context| connection.poll_without_shutdown(context)) => {
                     return ended(connection, outcome).await;
                 }
@@ -1174,6 +1183,58 @@ mod tests {
                 assert!(stream.read_first());
                 assert_eq!(activity.load(), (Phase::Head, activity.opened), "{sent:?}");
                 assert_eq!(&stream.arrived[..], sent);
+            }
+        });
+    }
+
+    /// Connections accepted in the last moment of the accept loops, whose
+    /// requests are in hyper's hands only once the shutdown has reached
+    /// `Closing`: each is answered, never closed unread (hyper reads what
+    /// arrived before the closing is looked at).
+    #[test]
+    fn requests_that_arrived_before_the_closing_are_answered() {
+        use tokio::io::AsyncReadExt;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let lifecycle = Arc::new(Lifecycle::default());
+            let server = Server::new(
+                LIMITS,
+                || Router::new().route("/", axum::routing::get(|| async { "answered" })),
+                lifecycle.clone(),
+                Arc::new(Metrics::new(crate::build_info::get())),
+                Workers::current(),
+            );
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            // Each connection is raced once: an arbitrary order of the
+            // connection and the closing would lose about half of them.
+            let (mut clients, mut accepted) = (Vec::new(), Vec::new());
+            for id in 0..16 {
+                let mut client = TcpStream::connect(address).await.unwrap();
+                client
+                    .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+                    .await
+                    .unwrap();
+                let (stream, _) = listener.accept().await.unwrap();
+                stream.readable().await.unwrap();
+                clients.push(client);
+                accepted.push((stream, id));
+            }
+            lifecycle.advance(State::Closing);
+            for (stream, id) in accepted {
+                server.admit(stream, id, 0).await;
+            }
+            for (index, client) in clients.iter_mut().enumerate() {
+                let mut response = Vec::new();
+                client.read_to_end(&mut response).await.unwrap();
+                let text = String::from_utf8_lossy(&response);
+                assert!(
+                    text.starts_with("HTTP/1.1 200") && text.ends_with("answered"),
+                    "connection {index}: {text:?}"
+                );
             }
         });
     }
