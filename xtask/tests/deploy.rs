@@ -31,7 +31,7 @@ use support::*;
 
 /// The app (debug, fast) stamped with `commit`.
 fn app_at_commit(commit: &str) -> Vec<u8> {
-    fs::read(app_built_at(commit, "deploy")).unwrap()
+    fs::read(app_built_at(commit)).unwrap()
 }
 
 fn free_port() -> u16 {
@@ -972,7 +972,7 @@ fn releases_reads_a_release_installed_by_hand() {
     let root = scratch.path().join("root");
     let by_hand = root.join(format!("releases/app-0.1.0-{TARGET}"));
     fs::create_dir_all(&by_hand).unwrap();
-    fs::copy(app_built_at(&commit, "deploy"), by_hand.join("app")).unwrap();
+    fs::copy(app_built_at(&commit), by_hand.join("app")).unwrap();
     std::os::unix::fs::symlink(format!("releases/app-0.1.0-{TARGET}"), root.join("current"))
         .unwrap();
     let listed = output(

@@ -222,10 +222,7 @@ fn slow_dev_upgrades_the_service_on_each_save_without_a_failed_request() {
     let mut dev: Child = xtask(root)
         .args(["dev", "--poll", "100ms", "--", "--listen"])
         .arg(address.to_string())
-        .env(
-            "CARGO_TARGET_DIR",
-            workspace_root().join("target/test-builds/dev"),
-        )
+        .env("CARGO_TARGET_DIR", copies_target_dir())
         .env_remove("APP_ENV")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

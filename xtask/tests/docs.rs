@@ -494,7 +494,7 @@ fn the_troubleshooting_errors_are_what_the_tasks_print() {
                 let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 let port = taken.local_addr().unwrap().port();
                 let run = output(
-                    Command::new(app_built_at(&"f".repeat(40), "k8s"))
+                    Command::new(app_built_at(&"f".repeat(40)))
                         .current_dir(copy.path())
                         .env("APP__SERVER__LISTEN", format!("127.0.0.1:{port}")),
                 );

@@ -130,7 +130,7 @@ fn get(path: &str) -> std::io::Result<(u16, String)> {
 /// its commit, with `features`) with the config a production host reads.
 fn release_of(scratch: &Path, letter: &str, features: &[&str]) -> (String, PathBuf) {
     let commit = letter.repeat(40);
-    let binary = fs::read(app_built_with(&commit, "deploy", features)).unwrap();
+    let binary = fs::read(app_built_with(&commit, features)).unwrap();
     let dir = scratch.join(format!("dist-{letter}"));
     let archive = release(
         &dir,
@@ -210,7 +210,7 @@ fn slow_on_hosts_the_apt_repository_installs_upgrades_under_load_refuses_tamperi
     let key = ssh_key(scratch.path());
     let package = |letter: &str, version: &str| -> (String, PathBuf) {
         let commit = letter.repeat(40);
-        let binary = app_built_with(&commit, "deploy", &[]);
+        let binary = app_built_with(&commit, &[]);
         let out = scratch.path().join(format!("deb-{letter}"));
         let run = output(
             xtask(&workspace_root())

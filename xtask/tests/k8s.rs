@@ -329,7 +329,7 @@ fn every_metric_an_alert_names_is_exported_by_the_running_app() {
     // else a debug build.
     let binary = std::env::var_os("APP_TEST_BINARY")
         .map(PathBuf::from)
-        .unwrap_or_else(|| app_built_at(&"f".repeat(40), "k8s"));
+        .unwrap_or_else(|| app_built_at(&"f".repeat(40)));
     let app = RunningApp::start(Command::new(&binary), &workspace_root().join("config"));
     // One request, so that the request counters and histogram have series.
     assert!(app.get("/version").starts_with("HTTP/1.1 200"));

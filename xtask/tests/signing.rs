@@ -363,7 +363,7 @@ fn slow_a_hostile_build_script_never_runs_beside_the_signing_secrets() {
     .unwrap();
     // Registry crates are reused between runs; the scratch copy's own
     // crates are built again.
-    let target_dir = workspace_root().join("target/test-builds/hostile");
+    let target_dir = copies_target_dir();
     let through_a_parent = |task: &[&str], secrets: bool| {
         let mut command = Command::new("sh");
         command

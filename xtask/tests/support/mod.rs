@@ -141,24 +141,35 @@ pub fn repository() -> TempDir {
     repo
 }
 
-/// Builds the app (debug, fast) stamped with `commit`, in a target folder
-/// of its own kept between runs; returns the binary's path.
-pub fn app_built_at(commit: &str, folder: &str) -> PathBuf {
-    app_built_with(commit, folder, &[])
+/// The target folder that the debug builds of workspace copies share (the
+/// dev loop's, the hostile build script's, the stamp's), kept between runs: registry
+/// crates are compiled once; each copy's own crates are built again (their
+/// paths differ). The tests that use it are `slow_` ones, which take turns
+/// (`.config/nextest.toml`), so one never replaces the other's binary.
+pub fn copies_target_dir() -> PathBuf {
+    workspace_root().join("target/test-builds/copies")
+}
+
+/// Builds the app (debug, fast) stamped with `commit`, in the target
+/// folder the tests that need such builds share (`target/test-builds/app`,
+/// kept between runs: the dependencies are compiled once, and each commit
+/// recompiles only the app); returns the binary's path.
+pub fn app_built_at(commit: &str) -> PathBuf {
+    app_built_with(commit, &[])
 }
 
 /// `app_built_at`, with cargo features of the app (`fault-injection`). The
 /// binary is copied out under a lock, to a path of its own: tests that
 /// build other commits into the same folder at the same time would
 /// otherwise replace `debug/app` before it is read.
-pub fn app_built_with(commit: &str, folder: &str, features: &[&str]) -> PathBuf {
+pub fn app_built_with(commit: &str, features: &[&str]) -> PathBuf {
     use std::os::fd::AsRawFd;
     // A test run as root through sudo builds apart: files root writes into
     // the user's folder would stop the user's next build there.
     let folder = if std::env::var_os("SUDO_UID").is_some() {
-        format!("{folder}-sudo")
+        "app-sudo"
     } else {
-        folder.to_owned()
+        "app"
     };
     let target_dir = workspace_root().join("target/test-builds").join(folder);
     fs::create_dir_all(&target_dir).unwrap();
