@@ -3,7 +3,8 @@
 //! its own (as nextest runs them), optionally while `stress-ng` keeps every
 //! CPU busy. Nothing is retried: the report lists, per test, how many runs
 //! failed and the distinct first lines of their failures, and any failure
-//! fails the task.
+//! fails the task. Each failed run's whole output is kept in
+//! `target/stress/` (the FAIL line names the file).
 //!
 //! It runs the test binaries itself rather than through a test runner, so
 //! that it works the same with or without cargo-nextest and can say which
@@ -117,8 +118,20 @@ impl Case {
 #[derive(Debug)]
 enum Verdict {
     Passed,
-    /// Failed, with the first line that says why.
-    Failed(String),
+    /// Failed, with the first line that says why, and all it printed.
+    Failed {
+        why: String,
+        output: String,
+    },
+}
+
+impl Verdict {
+    fn failed(why: String) -> Verdict {
+        Verdict::Failed {
+            why,
+            output: String::new(),
+        }
+    }
 }
 
 impl Stress {
@@ -160,7 +173,8 @@ impl Stress {
             self.timeout.as_secs()
         );
         let started = Instant::now();
-        let results = self.run_all(&cases);
+        let kept = ctx.project.target_dir.join("stress");
+        let results = self.run_all(&cases, &kept);
         let report = Report::of(&cases, &results);
         eprintln!("{}", report.text(self.runs, started.elapsed()));
         if report.failed_runs > 0 {
@@ -178,7 +192,7 @@ impl Stress {
     /// Every case `runs` times, `jobs` at once, run-major (the first run of
     /// every test before any second), so that a long hunt cut short still
     /// covered every test.
-    fn run_all(&self, cases: &[Case]) -> Vec<Vec<(Verdict, Duration)>> {
+    fn run_all(&self, cases: &[Case], kept: &Path) -> Vec<Vec<(Verdict, Duration)>> {
         let queue: Vec<(usize, usize)> = (0..self.runs)
             .flat_map(|run| (0..cases.len()).map(move |case| (run, case)))
             .collect();
@@ -199,14 +213,20 @@ impl Stress {
                         let began = Instant::now();
                         let verdict = run_once(case, &self.env, self.timeout);
                         let took = began.elapsed();
-                        if let Verdict::Failed(why) = &verdict {
-                            eprintln!(
-                                "FAIL  {} (run {}/{}): {why}",
-                                case.label(),
-                                run + 1,
-                                self.runs
-                            );
-                        }
+                        // The output goes to a file; the report keeps the line.
+                        let verdict = match verdict {
+                            Verdict::Failed { why, output } => {
+                                let kept = keep_output(kept, case, run + 1, &output);
+                                eprintln!(
+                                    "FAIL  {} (run {}/{}): {why}{kept}",
+                                    case.label(),
+                                    run + 1,
+                                    self.runs
+                                );
+                                Verdict::failed(why)
+                            }
+                            passed => passed,
+                        };
                         results.lock().unwrap_or_else(PoisonError::into_inner)[index]
                             .push((verdict, took));
                         let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -317,22 +337,42 @@ fn run_once(case: &Case, env: &[(String, PathBuf)], timeout: Duration) -> Verdic
         .process_group(0);
     let child = match command.spawn() {
         Ok(child) => child,
-        Err(err) => return Verdict::Failed(format!("could not start the test: {err}")),
+        Err(err) => return Verdict::failed(format!("could not start the test: {err}")),
     };
     let (status, output) = match wait_bounded(child, timeout) {
         Ok(Some(done)) => done,
         Ok(None) => {
-            return Verdict::Failed(format!(
+            return Verdict::failed(format!(
                 "still running after {} s: killed",
                 timeout.as_secs()
             ));
         }
-        Err(err) => return Verdict::Failed(format!("{err:#}")),
+        Err(err) => return Verdict::failed(format!("{err:#}")),
     };
     if status.success() {
         return Verdict::Passed;
     }
-    Verdict::Failed(first_failure_line(&output).unwrap_or_else(|| format!("{status}")))
+    Verdict::Failed {
+        why: first_failure_line(&output).unwrap_or_else(|| format!("{status}")),
+        output,
+    }
+}
+
+/// Writes a failed run's output to `<kept>/<test>.run<N>.log`; returns what
+/// the FAIL line says about it (nothing when there was no output, or it
+/// could not be written, which the line then says).
+fn keep_output(kept: &Path, case: &Case, run: usize, output: &str) -> String {
+    if output.is_empty() {
+        return String::new();
+    }
+    let path = kept.join(format!("{}.run{run}.log", case.label().replace("::", "-")));
+    match std::fs::create_dir_all(kept)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| crate::util::write_atomically(&path, output.as_bytes()))
+    {
+        Ok(()) => format!(" (output: {})", path.display()),
+        Err(err) => format!(" (its output could not be kept: {err:#})"),
+    }
 }
 
 /// Waits for `child` up to `timeout`, collecting stdout and stderr; `None`
@@ -482,7 +522,7 @@ impl Report {
             .map(|(case, runs)| {
                 let mut failures = BTreeMap::new();
                 for (verdict, _) in runs {
-                    if let Verdict::Failed(why) = verdict {
+                    if let Verdict::Failed { why, .. } = verdict {
                         *failures.entry(why.clone()).or_insert(0) += 1;
                     }
                 }
@@ -619,6 +659,36 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_runs_output_is_kept_in_a_file_the_fail_line_names() {
+        let kept = tempfile::tempdir().unwrap();
+        let case = Case {
+            binary: Arc::new(Binary {
+                path: PathBuf::from("/t"),
+                package_dir: PathBuf::from("/p"),
+                target: "upgrade".into(),
+            }),
+            name: "tests::flaky".into(),
+        };
+        let file = kept.path().join("upgrade-tests-flaky.run7.log");
+        assert_eq!(
+            keep_output(kept.path(), &case, 7, "left: 1\nright: 2\n"),
+            format!(" (output: {})", file.display())
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "left: 1\nright: 2\n"
+        );
+        assert_eq!(keep_output(kept.path(), &case, 8, ""), "");
+        assert!(!kept.path().join("upgrade-tests-flaky.run8.log").exists());
+        let blocked = kept.path().join("a file");
+        std::fs::write(&blocked, "").unwrap();
+        assert!(
+            keep_output(&blocked, &case, 9, "x").starts_with(" (its output could not be kept: "),
+            "a folder that cannot be made is said, not fatal"
+        );
+    }
+
+    #[test]
     fn the_report_counts_failures_per_test_and_groups_their_reasons() {
         let binary = Arc::new(Binary {
             path: PathBuf::from("/t"),
@@ -637,9 +707,9 @@ mod tests {
                 ran(Verdict::Passed, 2),
             ],
             vec![
-                ran(Verdict::Failed("a.rs:1:1: late".into()), 9),
+                ran(Verdict::failed("a.rs:1:1: late".into()), 9),
                 ran(Verdict::Passed, 1),
-                ran(Verdict::Failed("a.rs:1:1: late".into()), 8),
+                ran(Verdict::failed("a.rs:1:1: late".into()), 8),
             ],
         ];
         let report = Report::of(&cases, &results);
