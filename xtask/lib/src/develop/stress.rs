@@ -4,7 +4,9 @@
 //! CPU busy. Nothing is retried: the report lists, per test, how many runs
 //! failed and the distinct first lines of their failures, and any failure
 //! fails the task. Each failed run's whole output is kept in
-//! `target/stress/` (the FAIL line names the file).
+//! `target/stress/` (the FAIL line names the file), and the report says
+//! when the kernel's connection-tracking table filled up meanwhile (it
+//! then drops connections, which no code under test can help).
 //!
 //! It runs the test binaries itself rather than through a test runner, so
 //! that it works the same with or without cargo-nextest and can say which
@@ -174,9 +176,13 @@ impl Stress {
         );
         let started = Instant::now();
         let kept = ctx.project.target_dir.join("stress");
+        let conntrack = ConntrackWatch::start();
         let results = self.run_all(&cases, &kept);
         let report = Report::of(&cases, &results);
         eprintln!("{}", report.text(self.runs, started.elapsed()));
+        if let Some(full) = conntrack.and_then(ConntrackWatch::finish) {
+            eprintln!("{full}");
+        }
         if report.failed_runs > 0 {
             bail!(
                 "{} of {} test runs failed, in {} of {} tests (see the table above)",
@@ -457,6 +463,73 @@ fn first_failure_line(output: &str) -> Option<String> {
     None
 }
 
+/// The kernel's connection-tracking table, watched while the tests run.
+/// Once a firewall rule (podman's, for one) turns tracking on, every
+/// connection, loopback ones included, holds an entry for up to two
+/// minutes after it closes; when the table is full the kernel drops new
+/// connections, which tests see as connect timeouts that say nothing about
+/// the code under test. Tests that open thousands of connections a second,
+/// run back to back, can fill it.
+struct ConntrackWatch {
+    max: usize,
+    peak: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<()>,
+}
+
+/// The table's size and fill, as `/proc` gives them (absent when the
+/// kernel does not track connections).
+fn conntrack(name: &str) -> Option<usize> {
+    std::fs::read_to_string(format!("/proc/sys/net/netfilter/nf_conntrack_{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl ConntrackWatch {
+    fn start() -> Option<ConntrackWatch> {
+        let max = conntrack("max")?;
+        let peak = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = std::thread::spawn({
+            let (peak, stop) = (peak.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(count) = conntrack("count") {
+                        peak.fetch_max(count, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        });
+        Some(ConntrackWatch {
+            max,
+            peak,
+            stop,
+            sampler,
+        })
+    }
+
+    /// What the report adds when the table filled up.
+    fn finish(self) -> Option<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.sampler.join();
+        conntrack_full(self.peak.load(Ordering::Relaxed), self.max)
+    }
+}
+
+fn conntrack_full(peak: usize, max: usize) -> Option<String> {
+    // Sampled, so a table that filled up may be seen just short of full.
+    (peak * 100 >= max * 98).then(|| {
+        format!(
+            "stress: the kernel's connection-tracking table filled up ({peak} of {max} entries): \
+             it then drops new connections, so connect timeouts above may be that, not the code; \
+             run fewer at once (--jobs 1) or raise net.netfilter.nf_conntrack_max"
+        )
+    })
+}
+
 /// `stress-ng` keeping every CPU busy for as long as this lives.
 struct Load(Child);
 
@@ -656,6 +729,21 @@ mod tests {
         let long = format!("thread 'x' panicked at a.rs:1:1:\n{}\n", "é".repeat(300));
         let said = first_failure_line(&long).unwrap();
         assert!(said.len() <= 244 && said.ends_with(" ..."), "{said}");
+    }
+
+    #[test]
+    fn a_full_connection_tracking_table_is_reported() {
+        assert_eq!(conntrack_full(1_000, 262_144), None);
+        assert_eq!(conntrack_full(250_000, 262_144), None);
+        let full = conntrack_full(262_144, 262_144).unwrap();
+        assert!(
+            full.contains("(262144 of 262144 entries)") && full.contains("--jobs 1"),
+            "{full}"
+        );
+        assert!(
+            conntrack_full(258_000, 262_144).is_some(),
+            "seen just short of full"
+        );
     }
 
     #[test]
