@@ -361,8 +361,6 @@ fn slow_a_hostile_build_script_never_runs_beside_the_signing_secrets() {
         hostile_build_script(&original, PASSPHRASE, &report),
     )
     .unwrap();
-    // Registry crates are reused between runs; the scratch copy's own
-    // crates are built again.
     let target_dir = copies_target_dir();
     let through_a_parent = |task: &[&str], secrets: bool| {
         let mut command = Command::new("sh");

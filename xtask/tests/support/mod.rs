@@ -142,9 +142,9 @@ pub fn repository() -> TempDir {
 }
 
 /// The target folder that the debug builds of workspace copies share (the
-/// dev loop's, the hostile build script's, the stamp's), kept between runs: registry
-/// crates are compiled once; each copy's own crates are built again (their
-/// paths differ). The tests that use it are `slow_` ones, which take turns
+/// dev loop's, the hostile build script's, the stamp's), kept between
+/// runs: registry crates are compiled once; each copy's own crates are
+/// built again (their paths differ). The tests that use it are `slow_` ones, which take turns
 /// (`.config/nextest.toml`), so one never replaces the other's binary.
 pub fn copies_target_dir() -> PathBuf {
     workspace_root().join("target/test-builds/copies")

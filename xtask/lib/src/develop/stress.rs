@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -120,20 +120,8 @@ impl Case {
 #[derive(Debug)]
 enum Verdict {
     Passed,
-    /// Failed, with the first line that says why, and all it printed.
-    Failed {
-        why: String,
-        output: String,
-    },
-}
-
-impl Verdict {
-    fn failed(why: String) -> Verdict {
-        Verdict::Failed {
-            why,
-            output: String::new(),
-        }
-    }
+    /// Failed, with the first line that says why.
+    Failed(String),
 }
 
 impl Stress {
@@ -217,22 +205,17 @@ impl Stress {
                             .runs_alone()
                             .then(|| alone.lock().unwrap_or_else(PoisonError::into_inner));
                         let began = Instant::now();
-                        let verdict = run_once(case, &self.env, self.timeout);
+                        let (verdict, output) = run_once(case, &self.env, self.timeout);
                         let took = began.elapsed();
-                        // The output goes to a file; the report keeps the line.
-                        let verdict = match verdict {
-                            Verdict::Failed { why, output } => {
-                                let kept = keep_output(kept, case, run + 1, &output);
-                                eprintln!(
-                                    "FAIL  {} (run {}/{}): {why}{kept}",
-                                    case.label(),
-                                    run + 1,
-                                    self.runs
-                                );
-                                Verdict::failed(why)
-                            }
-                            passed => passed,
-                        };
+                        if let Verdict::Failed(why) = &verdict {
+                            let kept = keep_output(kept, case, run + 1, &output);
+                            eprintln!(
+                                "FAIL  {} (run {}/{}): {why}{kept}",
+                                case.label(),
+                                run + 1,
+                                self.runs
+                            );
+                        }
                         results.lock().unwrap_or_else(PoisonError::into_inner)[index]
                             .push((verdict, took));
                         let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -328,8 +311,9 @@ fn parse_list(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Runs one test in a process of its own (and a process group of its own,
-/// so that a timeout kills what it started too).
-fn run_once(case: &Case, env: &[(String, PathBuf)], timeout: Duration) -> Verdict {
+/// so that a timeout kills what it started too): how it ended, and what it
+/// printed.
+fn run_once(case: &Case, env: &[(String, PathBuf)], timeout: Duration) -> (Verdict, String) {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(&case.binary.path);
     command
@@ -343,25 +327,24 @@ fn run_once(case: &Case, env: &[(String, PathBuf)], timeout: Duration) -> Verdic
         .process_group(0);
     let child = match command.spawn() {
         Ok(child) => child,
-        Err(err) => return Verdict::failed(format!("could not start the test: {err}")),
+        Err(err) => {
+            let why = format!("could not start the test: {err}");
+            return (Verdict::Failed(why), String::new());
+        }
     };
     let (status, output) = match wait_bounded(child, timeout) {
         Ok(Some(done)) => done,
         Ok(None) => {
-            return Verdict::failed(format!(
-                "still running after {} s: killed",
-                timeout.as_secs()
-            ));
+            let why = format!("still running after {} s: killed", timeout.as_secs());
+            return (Verdict::Failed(why), String::new());
         }
-        Err(err) => return Verdict::failed(format!("{err:#}")),
+        Err(err) => return (Verdict::Failed(format!("{err:#}")), String::new()),
     };
     if status.success() {
-        return Verdict::Passed;
+        return (Verdict::Passed, output);
     }
-    Verdict::Failed {
-        why: first_failure_line(&output).unwrap_or_else(|| format!("{status}")),
-        output,
-    }
+    let why = first_failure_line(&output).unwrap_or_else(|| format!("{status}"));
+    (Verdict::Failed(why), output)
 }
 
 /// Writes a failed run's output to `<kept>/<test>.run<N>.log`; returns what
@@ -473,7 +456,7 @@ fn first_failure_line(output: &str) -> Option<String> {
 struct ConntrackWatch {
     max: usize,
     peak: Arc<AtomicUsize>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     sampler: std::thread::JoinHandle<()>,
 }
 
@@ -491,7 +474,7 @@ impl ConntrackWatch {
     fn start() -> Option<ConntrackWatch> {
         let max = conntrack("max")?;
         let peak = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let sampler = std::thread::spawn({
             let (peak, stop) = (peak.clone(), stop.clone());
             move || {
@@ -595,7 +578,7 @@ impl Report {
             .map(|(case, runs)| {
                 let mut failures = BTreeMap::new();
                 for (verdict, _) in runs {
-                    if let Verdict::Failed { why, .. } = verdict {
+                    if let Verdict::Failed(why) = verdict {
                         *failures.entry(why.clone()).or_insert(0) += 1;
                     }
                 }
@@ -795,9 +778,9 @@ mod tests {
                 ran(Verdict::Passed, 2),
             ],
             vec![
-                ran(Verdict::failed("a.rs:1:1: late".into()), 9),
+                ran(Verdict::Failed("a.rs:1:1: late".into()), 9),
                 ran(Verdict::Passed, 1),
-                ran(Verdict::failed("a.rs:1:1: late".into()), 8),
+                ran(Verdict::Failed("a.rs:1:1: late".into()), 8),
             ],
         ];
         let report = Report::of(&cases, &results);
